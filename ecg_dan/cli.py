@@ -1,0 +1,171 @@
+"""``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, demo.
+
+Heavy imports happen inside each command so ``ecg-dan --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _add_experiment_args(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("experiment", nargs="?", default=default,
+                   help=f"experiment YAML name under experiments/ or a path (default: {default})")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. trainer.max_epochs=5")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import platform
+
+    import lightning
+    import torch
+    import torchmetrics
+
+    from ecg_dan import __version__
+    from ecg_dan.config import load_config, model_config
+    from ecg_dan.models import parameter_table
+
+    print(f"ecg-dan {__version__} | python {platform.python_version()} | torch {torch.__version__}"
+          f" | lightning {lightning.__version__} | torchmetrics {torchmetrics.__version__}")
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        print(f"device: CUDA x{torch.cuda.device_count()} ({names})")
+    else:
+        print(f"device: CPU ({torch.get_num_threads()} threads), no CUDA")
+    overrides = list(args.overrides)
+    if not any(o.startswith("name=") for o in overrides):
+        overrides.append("name=info")
+    cfg = load_config(args.experiment, overrides)
+    mc = model_config(cfg)
+    print(f"model config: {mc}")
+    print(parameter_table(mc))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from data_modules.synthetic import make_synthetic
+
+    paths = make_synthetic(args.out, n=args.n, seed=args.seed, events=args.events,
+                           n_ukb=args.n_ukb)
+    for k, v in paths.items():
+        print(f"{k}: {v}")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    if args.kind == "ptbxl":
+        from data_modules.ptbxl import build_ptbxl_cache
+
+        build_ptbxl_cache(args.root, args.out, strips=args.strips,
+                          ptbxl_plus_dir=args.ptbxl_plus, workers=args.workers)
+    else:
+        from data_modules.ukb import build_ukb_cache
+
+        build_ukb_cache(args.xml_dir, args.outcomes, args.out, time_unit=args.time_unit,
+                        strips=args.strips, workers=args.workers)
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from ecg_dan.config import load_config
+    from ecg_dan.pipelines import run_pretrain
+
+    run_pretrain(load_config(args.experiment, args.overrides))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from ecg_dan.config import load_config
+    from ecg_dan.pipelines import run_finetune
+
+    run_finetune(load_config(args.experiment, args.overrides))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.what == "pretrain":
+        from ecg_dan.pipelines import evaluate_pretrain
+
+        evaluate_pretrain(args.target, overrides=args.overrides)
+    else:
+        from ecg_dan.pipelines import evaluate_finetune
+
+        evaluate_finetune(Path(args.target))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ecg_dan.pipelines import run_demo
+
+    run_demo(args.overrides)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ecg-dan", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="versions, device and the model's parameter table")
+    _add_experiment_args(p, None)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("synth", help="write synthetic PTB-XL- and UK Biobank-format data")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--n-ukb", type=int, default=None, help="UK Biobank participants (default n)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--events", choices=("paper", "dense"), default="paper")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("cache", help="build an HDF5 cache from PTB-XL or UK Biobank files")
+    csub = p.add_subparsers(dest="kind", required=True)
+    c = csub.add_parser("ptbxl")
+    c.add_argument("--root", required=True, type=Path)
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--strips", choices=("none", "100", "500"), default="none")
+    c.add_argument("--ptbxl-plus", type=Path, default=None, help="PTB-XL+ median beats")
+    c.add_argument("--workers", type=int, default=2)
+    c = csub.add_parser("ukb")
+    c.add_argument("--xml-dir", required=True, type=Path)
+    c.add_argument("--outcomes", required=True, type=Path)
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--time-unit", choices=("months", "days"), default="months")
+    c.add_argument("--strips", action="store_true", help="also store the 10 s strips")
+    c.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("pretrain", help="LLM-informed alignment pretraining")
+    _add_experiment_args(p, "pretrain_short")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="survival finetuning under cross-validation")
+    _add_experiment_args(p, "finetune_hyp")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="evaluate a pretrained checkpoint or a finetuning run")
+    p.add_argument("what", choices=("pretrain", "finetune"))
+    p.add_argument("target", help="checkpoint (pretrain) or run directory (finetune)")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="synthetic data -> pretrain -> finetune -> evaluation")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ecg_dan.config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""ECG-DAN network: backbone, attention branches, heads."""
+
+from ecg_dan.models.dropout import BatchwiseDropout
+from ecg_dan.models.ecgdan import ECGDAN, ECGDANDecoder, ECGDANEncoder, ModelConfig
+from ecg_dan.models.heads import ClassificationHead, Projector, RiskHead
+
+__all__ = ["ECGDAN", "ECGDANDecoder", "ECGDANEncoder", "ModelConfig", "BatchwiseDropout",
+           "ClassificationHead", "Projector", "RiskHead"]
+
+
+def count_parameters(module) -> int:
+    """All parameters, trainable or not (the paper's table counts every parameter)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def parameter_table(cfg: ModelConfig) -> str:
+    """Markdown table of parameter counts: the modules of METHOD.md's table for ``cfg``."""
+    from dataclasses import replace
+
+    rows = [
+        ("encoder", ECGDANEncoder(cfg)),
+        ("decoder", ECGDANDecoder(cfg)),
+        ("encoder without cross-lead attention",
+         ECGDANEncoder(replace(cfg, cross_lead_attention=False))),
+        ("encoder without temporal attention",
+         ECGDANEncoder(replace(cfg, temporal_attention=False))),
+        ("encoder without either", ECGDANEncoder(replace(cfg, cross_lead_attention=False,
+                                                         temporal_attention=False))),
+        (f"ECG projector {cfg.latent_dim}->256->ReLU->128", Projector(cfg.latent_dim)),
+        ("risk head", RiskHead(cfg.latent_dim)),
+    ]
+    lines = ["| module | parameters |", "|---|---:|"]
+    lines += [f"| {name} | {count_parameters(m):,} |" for name, m in rows]
+    return "\n".join(lines)

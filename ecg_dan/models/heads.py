@@ -1,0 +1,31 @@
+"""Heads on the 512-d embedding (METHOD.md sections 4-5)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ecg_dan.models.dropout import BatchwiseDropout
+
+
+class RiskHead(nn.Sequential):
+    """BN -> batch-wise dropout 0.25 -> 512->3 -> ReLU -> BN(3) -> 3->1: the log-risk."""
+
+    def __init__(self, latent_dim: int = 512, hidden: int = 3, dropout: float = 0.25) -> None:
+        super().__init__(nn.BatchNorm1d(latent_dim), BatchwiseDropout(dropout),
+                         nn.Linear(latent_dim, hidden), nn.ReLU(), nn.BatchNorm1d(hidden),
+                         nn.Linear(hidden, 1))
+
+
+class ClassificationHead(nn.Sequential):
+    """PTB-XL superclass head (optional pretraining term)."""
+
+    def __init__(self, latent_dim: int = 512, n_classes: int = 5) -> None:
+        super().__init__(nn.BatchNorm1d(latent_dim), nn.Dropout(0.25), nn.Linear(latent_dim, 128),
+                         nn.ReLU(), nn.BatchNorm1d(128), nn.Dropout(0.5), nn.Linear(128, n_classes))
+
+
+class Projector(nn.Sequential):
+    """in -> 256 -> ReLU -> 128: the alignment projectors p_ecg and p_text."""
+
+    def __init__(self, in_dim: int, hidden: int = 256, out_dim: int = 128) -> None:
+        super().__init__(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))

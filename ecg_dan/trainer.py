@@ -1,0 +1,107 @@
+"""Lightning Trainer from config: one YAML runs on a laptop CPU and on a multi-GPU node.
+
+Devices > 1 selects DDP; precision ``auto`` is bf16-mixed on GPU and 32-true on CPU; a
+CSV log is always written; W&B logs offline unless ``WANDB_API_KEY`` is set (and not at
+all under ``WANDB_MODE=disabled``, which the tests set).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import (Callback, LearningRateMonitor, ModelCheckpoint,
+                                         RichProgressBar, TQDMProgressBar)
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from ecg_dan.config import save_config
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    if precision != "auto":
+        return precision
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto"
+                                                 and torch.cuda.is_available())
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def resolve_strategy(strategy: str, devices, num_nodes: int) -> str:
+    if strategy != "auto":
+        return strategy
+    if isinstance(devices, str) and devices != "auto":
+        devices = [d for d in devices.split(",") if d.strip()]
+    n = len(devices) if isinstance(devices, (list, tuple)) else devices
+    if n == "auto":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 1
+    if n == -1:
+        n = max(torch.cuda.device_count(), 1)
+    return "ddp" if int(n) * num_nodes > 1 else "auto"
+
+
+def wandb_mode() -> str:
+    """disabled (tests / explicit), online (API key present) or offline."""
+    env = os.environ.get("WANDB_MODE", "").lower()
+    if env in ("disabled", "offline", "online"):
+        return env
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    if cfg.logging.wandb and wandb_mode() != "disabled":
+        wb = WandbLogger(project=cfg.logging.project, entity=cfg.logging.entity,
+                         group=cfg.logging.group, tags=list(cfg.logging.tags), name=cfg.name,
+                         save_dir=str(run_dir), offline=wandb_mode() == "offline",
+                         config=OmegaConf.to_container(cfg, resolve=True))
+        loggers.append(wb)
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, run_dir: str | os.PathLike,
+                  callbacks: list[Callback] | None = None, **overrides) -> L.Trainer:
+    """Trainer for one run; writes the resolved config next to the run's outputs."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    t = cfg.trainer
+    if t.threads:
+        torch.set_num_threads(int(t.threads))
+    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor=cfg.checkpoint.monitor,
+                           mode=cfg.checkpoint.mode, save_last=cfg.checkpoint.save_last,
+                           save_top_k=cfg.checkpoint.save_top_k,
+                           filename="best-{epoch:03d}-{step}", auto_insert_metric_name=False)
+    cbs: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="step")]
+    if t.enable_progress_bar:
+        cbs.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar())
+    cbs += callbacks or []
+    kwargs = dict(
+        accelerator=t.accelerator, devices=OmegaConf.to_object(t.devices)
+        if OmegaConf.is_config(t.devices) else t.devices,
+        strategy=resolve_strategy(t.strategy, t.devices, t.num_nodes), num_nodes=t.num_nodes,
+        precision=resolve_precision(t.precision, t.accelerator), max_epochs=t.max_epochs,
+        max_steps=t.max_steps, deterministic=t.deterministic,
+        gradient_clip_val=t.gradient_clip_val, log_every_n_steps=t.log_every_n_steps,
+        limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        num_sanity_val_steps=t.num_sanity_val_steps, enable_progress_bar=t.enable_progress_bar,
+        logger=build_loggers(cfg, run_dir), callbacks=cbs, default_root_dir=str(run_dir),
+        enable_model_summary=False,
+    )
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)
+
+
+def resume_path(cfg: DictConfig, run_dir: str | os.PathLike) -> str | None:
+    """Checkpoint to resume from: ``resume=auto`` continues from ``last.ckpt`` if present."""
+    if cfg.resume == "never":
+        return None
+    if cfg.resume != "auto":
+        if not Path(cfg.resume).is_file():
+            raise FileNotFoundError(f"resume={cfg.resume}: no such checkpoint")
+        return cfg.resume
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
