@@ -7,8 +7,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ecg_dan.models import (ECGDAN, BatchwiseDropout, ECGDANDecoder, ECGDANEncoder, ModelConfig,
-                            Projector, RiskHead, count_parameters)
+from ecg_dan.models import (
+    ECGDAN,
+    BatchwiseDropout,
+    ECGDANDecoder,
+    ECGDANEncoder,
+    ModelConfig,
+    Projector,
+    RiskHead,
+    count_parameters,
+)
 from ecg_dan.models.attention import LeadwiseTemporalAttention, per_lead_reference
 
 PAPER = ModelConfig()
