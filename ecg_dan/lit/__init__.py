@@ -1,0 +1,1 @@
+"""LightningModules: alignment pretraining and survival finetuning on one ECG-DAN backbone."""

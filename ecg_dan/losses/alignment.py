@@ -1,0 +1,41 @@
+"""ECG-text alignment losses (METHOD.md section 5).
+
+``cosine``: mean(1 - cos) between paired projections, the released code's loss (no
+negatives). ``infonce``: symmetric CLIP loss; under DDP the embeddings of every rank are
+gathered with gradients so the negatives span the global batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ecg_dan.distributed import all_gather_with_grad, get_rank
+
+
+def cosine_alignment_loss(ecg: Tensor, text: Tensor) -> Tensor:
+    """mean(1 - cos(ecg_i, text_i)) over the batch."""
+    return (1.0 - F.cosine_similarity(ecg, text, dim=-1)).mean()
+
+
+def infonce_loss(ecg: Tensor, text: Tensor, temperature: Tensor | float,
+                 gather: bool = True) -> Tensor:
+    """Symmetric InfoNCE over the (global) batch; row i's positive is column i.
+
+    Under DDP each rank scores its own rows against all ranks' columns; the mean over
+    ranks (DDP's gradient averaging) then equals the single-process loss on the global batch
+    when every rank holds the same number of samples.
+    """
+    ecg = F.normalize(ecg, dim=-1)
+    text = F.normalize(text, dim=-1)
+    n_local = ecg.shape[0]
+    if gather:
+        all_ecg, all_text = all_gather_with_grad(ecg), all_gather_with_grad(text)
+    else:
+        all_ecg, all_text = ecg, text
+    offset = get_rank() * n_local if gather and all_ecg.shape[0] != n_local else 0
+    labels = torch.arange(n_local, device=ecg.device) + offset
+    logits_e2t = ecg @ all_text.T / temperature
+    logits_t2e = text @ all_ecg.T / temperature
+    return 0.5 * (F.cross_entropy(logits_e2t, labels) + F.cross_entropy(logits_t2e, labels))
