@@ -243,9 +243,17 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
                                                         class_names=list(SUPERCLASSES))
     out_json = run_dir / "pretrain_eval.json"
     _write_text(out_json, json.dumps(results, indent=2, default=_json_default))
-    _write_text(run_dir / "pretrain_eval.md", results_markdown(results))
-    _log_wandb_summary(cfg, "pretrain_eval", results)
-    print(results_markdown(results))
+    md = f"# Pretrained encoder evaluation\n\ncheckpoint: `{ckpt}`\n"
+    titles = {"linear_probe": "Linear probe, test AUROC (fold 10; C chosen on fold 9)",
+              "retrieval": "ECG-to-text retrieval on the test fold",
+              "zero_shot": "Zero-shot superclass detection on the test fold"}
+    for key, title in titles.items():
+        if key in results:
+            md += f"\n## {title}\n\n{results_markdown(results[key])}\n"
+    _write_text(run_dir / "pretrain_eval.md", md)
+    _log_wandb_summary(cfg, "pretrain_eval", {k: v for k, v in results.items()
+                                              if k != "checkpoint"})
+    print(md)
     return out_json
 
 
@@ -367,21 +375,51 @@ def run_finetune(cfg: DictConfig) -> Path:
                                f"{cfg.checkpoint.monitor}; check the validation split")
         scored = SurvivalFinetuneModule.load_from_checkpoint(best, map_location="cpu",
                                                             pretrained=None)
-        preds = trainer.predict(scored, dataloaders=dm.predict_dataloader(),
-                                return_predictions=True)
+        test = _predict(trainer, scored, dm.predict_dataloader(), split, best)
+        # Training-fold risks (train + validation rows) for the Breslow baseline of the IBS.
+        train = _predict(trainer, scored, dm.fit_rows_dataloader(), split, best)
         if trainer.is_global_zero:
-            df = pd.DataFrame({k: torch.cat([p[k] for p in preds]).numpy()
-                               for k in ("eid", "risk", "time", "event")})
-            df.insert(1, "seed", split.seed)
-            df.insert(2, "fold", split.fold)
-            df["checkpoint"] = str(best)
             pred_dir.mkdir(parents=True, exist_ok=True)
-            _write_text(out_csv, df.to_csv(index=False))
-            print(f"[{split.name}] held-out fold scored once: {len(df)} participants, "
-                  f"{int(df.event.sum())} events -> {out_csv}")
+            _write_text(out_csv.with_name(out_csv.stem + "_train.csv"),
+                        train.to_csv(index=False))
+            _write_text(out_csv, test.to_csv(index=False))
+            print(f"[{split.name}] held-out fold scored once: {len(test)} participants, "
+                  f"{int(test.event.sum())} events -> {out_csv}")
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         evaluate_finetune(run_dir, cfg=cfg)
     return run_dir
+
+
+def _predict(trainer: L.Trainer, module, loader, split, ckpt: str) -> pd.DataFrame:
+    preds = trainer.predict(module, dataloaders=loader, return_predictions=True)
+    df = pd.DataFrame({k: torch.cat([p[k] for p in preds]).numpy()
+                       for k in ("eid", "risk", "time", "event")})
+    df.insert(1, "seed", split.seed)
+    df.insert(2, "fold", split.fold)
+    df["checkpoint"] = str(ckpt)
+    return df
+
+
+def fold_ibs(test: pd.DataFrame, train: pd.DataFrame, n_times: int = 20) -> float:
+    """Integrated Brier score of one fold: Breslow baseline from the training-fold risks,
+    evaluated on the held-out fold over its 10th-90th percentile of event times."""
+    from ecg_dan.metrics.survival import (breslow_baseline, integrated_brier_score,
+                                          survival_curves)
+
+    base = breslow_baseline(train.risk.to_numpy(), train.time.to_numpy(),
+                            train.event.to_numpy())
+    ev_times = test.time[test.event == 1].to_numpy()
+    if ev_times.size < 2:
+        return float("nan")
+    lo, hi = np.quantile(ev_times, [0.1, 0.9])
+    hi = min(hi, train.time.max(), test.time.max())
+    times = np.unique(np.linspace(lo, hi, n_times, endpoint=False))
+    if times.size < 2:
+        return float("nan")
+    surv = survival_curves(base, test.risk.to_numpy(), times)
+    return float(integrated_brier_score(train.time.to_numpy(), train.event.to_numpy(),
+                                        test.time.to_numpy(), test.event.to_numpy(), surv,
+                                        times))
 
 
 def evaluate_finetune(run_dir: Path, cfg: DictConfig | None = None) -> Path:
@@ -394,13 +432,29 @@ def evaluate_finetune(run_dir: Path, cfg: DictConfig | None = None) -> Path:
     run_dir = Path(run_dir)
     if cfg is None:
         cfg = OmegaConf.load(run_dir / "config.yaml")
-    files = sorted((run_dir / "predictions").glob("seed*_fold*.csv"))
+    files = sorted(p for p in (run_dir / "predictions").glob("seed*_fold*.csv")
+                   if not p.stem.endswith("_train"))
     if not files:
         raise FileNotFoundError(f"{run_dir}/predictions has no seed*_fold*.csv: run finetuning "
                                 "first")
     oof = pd.concat([pd.read_csv(p) for p in files], ignore_index=True)
     _write_text(run_dir / "oof_predictions.csv", oof.to_csv(index=False))
-    table = results_table(oof, n_boot=cfg.finetune.n_boot)
+    horizons = [h for h in cfg.finetune.horizons if h < oof.time.max()] or None
+    table = results_table(oof, train_lookup="oof", horizons=horizons, n_boot=cfg.finetune.n_boot)
+    ibs = {}
+    for p in files:
+        train_csv = p.with_name(p.stem + "_train.csv")
+        if train_csv.is_file():
+            test = pd.read_csv(p)
+            ibs[(int(test.seed[0]), int(test.fold[0]))] = fold_ibs(test, pd.read_csv(train_csv))
+    if ibs:
+        fold_rows = table.row == "fold"
+        table.loc[fold_rows, "ibs"] = [ibs.get((int(s), int(f)), np.nan) for s, f in
+                                       zip(table.seed[fold_rows], table.fold[fold_rows])]
+        per_seed = pd.Series(ibs).groupby(level=0)
+        table.loc[table.row == "mean", "ibs"] = per_seed.mean().mean()
+        table.loc[table.row == "std_paper", "ibs"] = per_seed.std(ddof=0).mean()
+        table.loc[table.row == "std_all", "ibs"] = np.std(list(ibs.values()))
     md = to_markdown(table)
     extra: dict[str, Any] = {}
     cache = Path(json.loads((run_dir / "splits.json").read_text())["meta"]["cache"])
@@ -415,10 +469,12 @@ def evaluate_finetune(run_dir: Path, cfg: DictConfig | None = None) -> Path:
                                                         sub.event.to_numpy())
                 md += (f"\n\nOracle C-index (true log-hazard of the synthetic cohort, same "
                        f"participants): {extra['oracle_cindex']:.4f}\n")
-    png = kaplan_meier_plot(oof, top_fraction=cfg.finetune.top_fraction,
-                            out_png=run_dir / "kaplan_meier.png")
+    km = kaplan_meier_plot(oof, top_fraction=cfg.finetune.top_fraction,
+                           out_png=run_dir / "kaplan_meier.png")
+    png = Path(km["path"])
+    extra["km_logrank_p"] = km["p_value"]
     _write_text(run_dir / "results.md", md)
-    table.to_csv(run_dir / "results.csv")
+    table.to_csv(run_dir / "results.csv", index=False)
     summary = {**_summary_row(table), **extra}
     _write_text(run_dir / "results.json", json.dumps(summary, indent=2, default=_json_default))
     _log_wandb_summary(cfg, "finetune", summary, table=table, image=Path(png))
@@ -428,11 +484,18 @@ def evaluate_finetune(run_dir: Path, cfg: DictConfig | None = None) -> Path:
 
 
 def _summary_row(table: pd.DataFrame) -> dict[str, Any]:
-    rows = {str(i): r for i, r in table.iterrows()}
+    """Headline numbers: C-index mean, both stds, pooled C with its bootstrap CI."""
     out: dict[str, Any] = {}
-    for name in ("mean", "std_paper", "std_all", "ci_low", "ci_high"):
-        if name in rows:
-            out[name] = float(rows[name].get("cindex", np.nan))
+    for row in ("mean", "std_paper", "std_all"):
+        r = table[table.row == row]
+        for col in ("harrell_c", "uno_c", "td_auc_mean", "ibs"):
+            if col in r and len(r) and pd.notna(r[col].iloc[0]):
+                out[f"{col}_{row}"] = float(r[col].iloc[0])
+    pooled = table[table.row == "pooled"]
+    if len(pooled):
+        out["harrell_c_pooled"] = float(pooled.harrell_c.iloc[0])
+        out["harrell_c_ci_low"] = float(pooled.ci_low.iloc[0])
+        out["harrell_c_ci_high"] = float(pooled.ci_high.iloc[0])
     return out
 
 

@@ -1,0 +1,299 @@
+"""Input transforms of METHOD.md section 1: z-score, padding, whole-lead masking.
+
+Two code paths on purpose: the per-sample path (PTB-XL pretraining) runs in numpy inside
+DataLoader workers; the per-batch path (UKB finetuning) runs in torch on a collated batch.
+Randomness never touches the global numpy state: every process (main or worker) derives
+its own generator from ``(seed, torch worker seed)`` so that runs are reproducible given
+the global torch seed, the DataModule seed and the worker id.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import get_worker_info
+
+from data_modules.leads import LEAD_SUBSET_PROBS, LEAD_SUBSETS, LEADS, N_LEADS, PAD, lead_index
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+# A lead whose std is below this fraction of |mean| (plus a tiny absolute floor) is treated
+# as constant: float32 rounding alone cannot produce a larger spread, so dividing by it
+# would only amplify rounding noise (and 0/0 would give NaN).
+_REL_CONST_TOL = 1e-6
+_ABS_CONST_TOL = 1e-12
+
+
+# --------------------------------------------------------------------------- z-score
+def zscore_leads(x: ArrayT) -> ArrayT:
+    """Per-record, per-lead z-score over the last (time) axis of ``x`` (..., 12, T).
+
+    Statistics ignore non-finite samples; those samples become 0 afterwards (= the lead's
+    mean). A constant or all-zero/all-NaN lead becomes all zeros, never NaN. Population
+    std (ddof=0). Returns float32 of the same type (numpy or torch) and shape.
+    """
+    if isinstance(x, torch.Tensor):
+        return _zscore_torch(x)
+    a = np.asarray(x, dtype=np.float64)
+    if np.isfinite(a).all():  # fast path (the usual case): no masking arithmetic
+        mean = a.mean(axis=-1, keepdims=True)
+        dev = a - mean
+        std = np.sqrt(np.einsum("...t,...t->...", dev, dev)[..., None] / a.shape[-1])
+        ok = std > _REL_CONST_TOL * np.abs(mean) + _ABS_CONST_TOL
+        dev *= np.where(ok, 1.0 / np.where(ok, std, 1.0), 0.0)
+        return dev.astype(np.float32)
+    finite = np.isfinite(a)
+    n = np.maximum(finite.sum(axis=-1, keepdims=True), 1)
+    mean = np.where(finite, a, 0.0).sum(axis=-1, keepdims=True) / n
+    dev = np.where(finite, a - mean, 0.0)
+    std = np.sqrt((dev * dev).sum(axis=-1, keepdims=True) / n)
+    ok = std > _REL_CONST_TOL * np.abs(mean) + _ABS_CONST_TOL
+    out = np.where(ok, dev / np.where(ok, std, 1.0), 0.0)
+    return out.astype(np.float32)
+
+
+def _zscore_torch(x: torch.Tensor) -> torch.Tensor:
+    a = x.to(torch.float64)
+    finite = torch.isfinite(a)
+    n = finite.sum(dim=-1, keepdim=True).clamp_min(1)
+    mean = torch.where(finite, a, torch.zeros_like(a)).sum(dim=-1, keepdim=True) / n
+    dev = torch.where(finite, a - mean, torch.zeros_like(a))
+    std = torch.sqrt((dev * dev).sum(dim=-1, keepdim=True) / n)
+    ok = std > _REL_CONST_TOL * mean.abs() + _ABS_CONST_TOL
+    out = torch.where(ok, dev / torch.where(ok, std, torch.ones_like(std)), torch.zeros_like(dev))
+    return out.to(torch.float32)
+
+
+# --------------------------------------------------------------------------- padding
+def pad_beat(x: ArrayT, pad: int = PAD) -> ArrayT:
+    """Zero-pad the time axis symmetrically (600 -> 608 with the default ``pad=4``)."""
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    if isinstance(x, torch.Tensor):
+        return F.pad(x, (pad, pad))
+    out = np.zeros(x.shape[:-1] + (x.shape[-1] + 2 * pad,), dtype=x.dtype)
+    out[..., pad : pad + x.shape[-1]] = x
+    return out
+
+
+def unpad_beat(x: ArrayT, pad: int = PAD) -> ArrayT:
+    """Inverse of :func:`pad_beat`: losses are computed on the unpadded 600 samples."""
+    if pad < 0 or 2 * pad > x.shape[-1]:
+        raise ValueError(f"cannot remove {pad} samples each side from length {x.shape[-1]}")
+    return x[..., pad : x.shape[-1] - pad]
+
+
+# --------------------------------------------------------------------------- RNG helpers
+def _process_seed() -> tuple[int, int]:
+    """(torch seed of this process or worker, rank): what a per-process generator mixes in."""
+    info = get_worker_info()
+    torch_seed = info.seed if info is not None else torch.initial_seed()
+    rank = 0
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank = torch.distributed.get_rank()
+    return int(torch_seed) % (2**64), rank
+
+
+def _process_key() -> tuple[int, int | None]:
+    info = get_worker_info()
+    return os.getpid(), (info.id if info is not None else None)
+
+
+def process_rng(seed: int = 0) -> np.random.Generator:
+    """A numpy Generator for the calling process/worker, from ``seed`` and the torch seed.
+
+    In a DataLoader worker the torch seed is ``base_seed + worker_id`` (base_seed comes from
+    the loader's generator or the global torch RNG), so workers differ and a re-run with
+    the same seeds repeats exactly.
+    """
+    torch_seed, rank = _process_seed()
+    return np.random.default_rng(np.random.SeedSequence([int(seed) % (2**64), torch_seed, rank]))
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: seed ``random`` and the global numpy state of a worker.
+
+    Our transforms use their own generators; this only protects third-party code that
+    draws from the global state (otherwise every forked worker would repeat the parent's).
+    """
+    import random
+
+    seed = torch.initial_seed() % (2**32)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+class ProcessLocalRNG:
+    """Lazily created, per-process numpy Generator that is dropped when pickled or forked.
+
+    Without this, a generator created in the main process would be copied into every
+    worker and all workers would draw the same masks.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+        self._rng: np.random.Generator | None = None
+        self._key: tuple[int, int | None] | None = None
+
+    def get(self) -> np.random.Generator:
+        key = _process_key()
+        if self._rng is None or self._key != key:
+            self._rng = process_rng(self.seed)
+            self._key = key
+        return self._rng
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"seed": self.seed, "_rng": None, "_key": None}
+
+
+# --------------------------------------------------------------------------- lead masking
+def subset_masks(subsets: Sequence[Sequence[str]] = LEAD_SUBSETS) -> np.ndarray:
+    """Boolean (K, 12) array, True where a lead is kept in subset k."""
+    masks = np.zeros((len(subsets), N_LEADS), dtype=bool)
+    for k, subset in enumerate(subsets):
+        for name in subset:
+            masks[k, lead_index(name)] = True
+    return masks
+
+
+class LeadMasker:
+    """Whole-lead masking: keep one of the paper's lead subsets, zero the other leads.
+
+    ``sample_mask`` always draws one of the subsets with ``probs`` (all 12 leads: p=0.5).
+    Per-sample mode (pretraining, numpy, :meth:`apply_sample`): the draw is applied only
+    with probability ``p_apply`` (0.5), so a sample keeps all leads with p=0.75 overall.
+    Per-batch mode (finetuning, torch, :meth:`apply_batch`): one draw for the whole batch,
+    always from the subsets (``p_apply`` is not used).
+    """
+
+    def __init__(
+        self,
+        subsets: Sequence[Sequence[str]] = LEAD_SUBSETS,
+        probs: Sequence[float] = LEAD_SUBSET_PROBS,
+        p_apply: float = 0.5,
+    ) -> None:
+        if len(subsets) != len(probs):
+            raise ValueError(f"{len(subsets)} subsets but {len(probs)} probabilities")
+        p = np.asarray(probs, dtype=np.float64)
+        if np.any(p < 0) or not np.isclose(p.sum(), 1.0):
+            raise ValueError(f"subset probabilities must be >= 0 and sum to 1, got {list(probs)}")
+        if not 0.0 <= p_apply <= 1.0:
+            raise ValueError(f"p_apply must be in [0, 1], got {p_apply}")
+        self.masks = subset_masks(subsets)
+        self.probs = p / p.sum()
+        self._cdf = np.cumsum(self.probs)
+        self._cdf[-1] = 1.0
+        self.p_apply = float(p_apply)
+
+    @property
+    def n_subsets(self) -> int:
+        return len(self.probs)
+
+    def sample_index(self, rng: np.random.Generator | torch.Generator) -> int:
+        """Index of one subset drawn with ``probs`` (numpy Generator or torch Generator)."""
+        if isinstance(rng, torch.Generator):
+            u = float(torch.rand((), generator=rng, dtype=torch.float64))
+        else:
+            u = float(rng.random())
+        return int(min(np.searchsorted(self._cdf, u, side="right"), self.n_subsets - 1))
+
+    def sample_mask(self, rng: np.random.Generator | torch.Generator) -> np.ndarray:
+        """Boolean (12,) kept-lead mask of one subset drawn with ``probs``."""
+        return self.masks[self.sample_index(rng)].copy()
+
+    def sample_mask_per_sample(self, rng: np.random.Generator) -> np.ndarray:
+        """Per-sample draw: a subset with probability ``p_apply``, else all 12 leads."""
+        if rng.random() < self.p_apply:
+            return self.sample_mask(rng)
+        return np.ones(N_LEADS, dtype=bool)
+
+    def apply_sample(
+        self, x: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mask one sample ``x`` (12, T) in numpy; returns (masked copy, kept-lead mask)."""
+        mask = self.sample_mask_per_sample(rng)
+        return x * mask[:, None].astype(x.dtype), mask
+
+    def apply_batch(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask a batch ``x`` (B, 12, T) with ONE subset shared by all samples.
+
+        Returns (masked x, kept-lead mask of shape (12,)).
+        """
+        if generator is None:
+            generator = torch.default_generator
+        mask = torch.from_numpy(self.sample_mask(generator)).to(x.device)
+        return x * mask[None, :, None].to(x.dtype), mask
+
+
+def describe_mask(mask: np.ndarray | torch.Tensor) -> tuple[str, ...]:
+    """Lead names kept by a mask (for logs and error messages)."""
+    m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask, dtype=bool)
+    return tuple(name for name, keep in zip(LEADS, m) if keep)
+
+
+class BatchLeadMask:
+    """Per-batch lead masking for survival finetuning, applied to a collated batch dict.
+
+    Called with a batch holding ``x`` (B, 12, 608): draws one subset for the whole batch,
+    zeroes the other leads of ``x``, and adds ``target`` = the masked ``x`` unpadded
+    (B, 12, 600; METHOD.md: the finetuning reconstruction target is the masked input) and
+    ``lead_mask`` (B, 12) bool. It runs as part of the train loader's ``collate_fn`` so a
+    loader yields exactly what the model sees, with or without a Trainer.
+
+    The torch generator is created lazily per process from ``(seed, worker torch seed)``.
+    With the DataModule's seeded loader generator every DDP rank's worker k gets the same
+    seed, and batch i goes to worker i % num_workers on every rank, so all ranks draw the
+    same subset for the same global batch.
+    """
+
+    def __init__(self, masker: LeadMasker | None = None, seed: int = 0, pad: int = PAD) -> None:
+        self.masker = masker if masker is not None else LeadMasker()
+        self.seed = int(seed)
+        self.pad = pad
+        self._gen: torch.Generator | None = None
+        self._key: tuple[int, int | None] | None = None
+
+    def generator(self) -> torch.Generator:
+        key = _process_key()
+        if self._gen is None or self._key != key:
+            torch_seed, _ = _process_seed()  # not the rank: ranks should share the subset
+            state = np.random.SeedSequence([self.seed % (2**64), torch_seed]).generate_state(1)
+            self._gen = torch.Generator().manual_seed(int(state[0]))
+            self._key = key
+        return self._gen
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_gen"] = None
+        state["_key"] = None
+        return state
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        mask = torch.from_numpy(self.masker.sample_mask(self.generator()))
+        return self.apply(batch, mask)
+
+    def apply(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Apply a given (12,) kept-lead mask to every sample of ``batch`` (testable core)."""
+        x = batch["x"]
+        mask = mask.to(device=x.device, dtype=torch.bool)
+        out = dict(batch)
+        out["x"] = x * mask[None, :, None].to(x.dtype)
+        out["target"] = unpad_beat(out["x"], self.pad).contiguous()
+        out["lead_mask"] = mask[None, :].expand(x.shape[0], -1).clone()
+        return out
+
+
+def add_unmasked_target(batch: dict[str, torch.Tensor], pad: int = PAD) -> dict[str, torch.Tensor]:
+    """Validation/test counterpart of :class:`BatchLeadMask`: target = unmasked x unpadded."""
+    x = batch["x"]
+    out = dict(batch)
+    out["target"] = unpad_beat(x, pad).contiguous()
+    out["lead_mask"] = torch.ones(x.shape[0], N_LEADS, dtype=torch.bool, device=x.device)
+    return out

@@ -1,0 +1,263 @@
+"""UK Biobank survival-finetuning DataModule (METHOD.md section 6).
+
+Train batches come from :class:`EventStratifiedBatchSampler` (every batch holds the
+cohort's event ratio; ``batch_size`` is the global batch under DDP) and get one lead
+subset per batch in the ``collate_fn`` (:class:`BatchLeadMask`); val/test/predict batches
+are plain and unmasked. Every batch dict carries ``target`` (= ``x`` unpadded, masked on
+train batches) and ``lead_mask``, so the model code does not care which loader it is fed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, default_collate
+
+from data_modules.datasets import UKBDataset, open_cache
+from data_modules.samplers import EventStratifiedBatchSampler
+from data_modules.splits import PAPER_SEEDS, Split, survival_cv_splits
+from data_modules.transforms import BatchLeadMask, LeadMasker, add_unmasked_target, seed_worker
+
+COHORTS: tuple[str, ...] = ("hyp", "mi", "all")
+STAGES: tuple[str, ...] = ("train", "val", "test")
+
+
+def cohort_rows(cache_path: str | Path, cohort: str) -> np.ndarray:
+    """Cache rows of a cohort (``cohort_hyp`` / ``cohort_mi`` flag, or all rows)."""
+    if cohort not in COHORTS:
+        raise ValueError(f"unknown cohort {cohort!r}; expected one of {COHORTS}")
+    with open_cache(cache_path, "ukb") as f:
+        if cohort == "all":
+            return np.arange(f["median"].shape[0], dtype=np.int64)
+        return np.flatnonzero(f[f"cohort_{cohort}"][...].astype(bool)).astype(np.int64)
+
+
+def make_ukb_splits(
+    cache_path: str | Path,
+    cohort: str,
+    n_folds: int = 2,
+    seeds: Sequence[int] = PAPER_SEEDS,
+    val_fraction: float = 0.2,
+) -> list[Split]:
+    """The paper's repeated stratified CV over one cohort of a cache (rows and eids)."""
+    rows = cohort_rows(cache_path, cohort)
+    with open_cache(cache_path, "ukb") as f:
+        event = f["event"][...][rows]
+        eid = f["eid"][...][rows]
+    if rows.size == 0:
+        raise ValueError(f"cohort {cohort!r} of {cache_path} is empty")
+    return survival_cv_splits(event, n_folds, seeds, val_fraction, rows=rows, eids=eid)
+
+
+class UKBCollate:
+    """``collate_fn``: default collation, then per-batch lead masking or unmasked target.
+
+    A class (not a closure) so it pickles into DataLoader workers.
+    """
+
+    def __init__(self, batch_mask: BatchLeadMask | None = None) -> None:
+        self.batch_mask = batch_mask
+
+    def __call__(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        batch = default_collate(samples)
+        if self.batch_mask is None:
+            return add_unmasked_target(batch)
+        return self.batch_mask(batch)
+
+
+class UKBDataModule(L.LightningDataModule):
+    """Loaders for one (seed, fold) :class:`Split` of one cohort of a UKB cache.
+
+    Batch dict: ``x`` (B, 12, 608) float32 (leads outside the batch's subset zeroed on
+    train batches), ``target`` (B, 12, 600) float32 (= ``x`` unpadded), ``lead_mask``
+    (B, 12) bool (identical rows within a batch), ``time`` (B,) float32, ``event`` (B,)
+    float32, ``eid`` (B,) int64, ``index`` (B,) int64 (cache row).
+
+    ``batch_size`` is the global train batch (per-rank batches are about
+    batch_size / world_size); eval loaders use ``eval_batch_size`` per device.
+    The split's rows must belong to the cohort, and its eids (when saved) must match the
+    cache, so a split file cannot silently be applied to a rebuilt, reordered cache.
+    """
+
+    def __init__(
+        self,
+        cache_path: str | Path,
+        cohort: str,
+        split: Split,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        seed: int = 42,
+        mask_leads: bool = True,
+        pin_memory: bool = False,
+        eval_batch_size: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if cohort not in COHORTS:
+            raise ValueError(f"unknown cohort {cohort!r}; expected one of {COHORTS}")
+        self.cache_path = Path(cache_path)
+        self.cohort = cohort
+        self.split = split
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self.mask_leads = bool(mask_leads)
+        self.pin_memory = bool(pin_memory)
+        self.drop_last = bool(drop_last)
+        with open_cache(self.cache_path, "ukb") as f:
+            self.n_records = int(f["median"].shape[0])
+            self._eid = f["eid"][...].astype(np.int64)
+            self._event = f["event"][...].astype(np.int64)
+            self._time = f["time"][...].astype(np.float32)
+            unit = f["time"].attrs.get("time_unit", f.attrs.get("time_unit", ""))
+            self.time_unit = unit.decode() if isinstance(unit, bytes) else str(unit)
+        self.cohort_rows = cohort_rows(self.cache_path, cohort)
+        self._check_split()
+        self._datasets: dict[str, UKBDataset] = {}
+
+    def _check_split(self) -> None:
+        in_cohort = np.zeros(self.n_records, dtype=bool)
+        in_cohort[self.cohort_rows] = True
+        seen: dict[str, np.ndarray] = {}
+        for part in STAGES:
+            idx = np.asarray(getattr(self.split, f"{part}_idx"), dtype=np.int64)
+            if idx.size and (idx.min() < 0 or idx.max() >= self.n_records):
+                raise ValueError(f"split {self.split.name}: {part} rows out of range for "
+                                 f"{self.cache_path} ({self.n_records} rows)")
+            outside = idx[~in_cohort[idx]]
+            if outside.size:
+                raise ValueError(f"split {self.split.name}: {outside.size} {part} rows are not in "
+                                 f"cohort {self.cohort!r} (e.g. row {int(outside[0])})")
+            eid = getattr(self.split, f"{part}_eid")
+            if eid is not None and not np.array_equal(np.asarray(eid), self._eid[idx]):
+                raise ValueError(
+                    f"split {self.split.name}: saved {part} eids do not match the eids of "
+                    f"those rows in {self.cache_path}; was the cache rebuilt?"
+                )
+            seen[part] = idx
+        overlap = (np.intersect1d(seen["train"], seen["val"]).size
+                   + np.intersect1d(seen["train"], seen["test"]).size
+                   + np.intersect1d(seen["val"], seen["test"]).size)
+        if overlap:
+            raise ValueError(f"split {self.split.name}: train/val/test overlap in {overlap} rows")
+        if seen["train"].size == 0:
+            raise ValueError(f"split {self.split.name}: no training rows")
+
+    # -- information for training / evaluation code
+    def indices(self, stage: str) -> np.ndarray:
+        """Cache rows of ``stage`` (train/val/test) in loader order for val/test."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown split {stage!r}; expected one of {STAGES}")
+        return np.asarray(getattr(self.split, f"{stage}_idx"), dtype=np.int64)
+
+    @property
+    def train_indices(self) -> np.ndarray:
+        return self.indices("train")
+
+    @property
+    def val_indices(self) -> np.ndarray:
+        return self.indices("val")
+
+    @property
+    def test_indices(self) -> np.ndarray:
+        return self.indices("test")
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_indices.shape[0])
+
+    def labels(self, stage: str) -> dict[str, np.ndarray]:
+        """``time``, ``event``, ``eid``, ``index`` of a split's rows (for C-index, KM plots)."""
+        idx = self.indices(stage)
+        return {"time": self._time[idx], "event": self._event[idx], "eid": self._eid[idx],
+                "index": idx}
+
+    @property
+    def event_rate(self) -> float:
+        return float(self._event[self.train_indices].mean())
+
+    # -- LightningDataModule
+    def setup(self, stage: str | None = None) -> None:
+        for name in STAGES:
+            self.dataset(name)
+
+    def dataset(self, stage: str) -> UKBDataset:
+        if stage not in self._datasets:
+            self._datasets[stage] = UKBDataset(self.cache_path, self.indices(stage))
+        return self._datasets[stage]
+
+    def world(self) -> tuple[int, int]:
+        """(world_size, global_rank): from the Trainer when attached, else torch.distributed."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return int(trainer.world_size), int(trainer.global_rank)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def make_batch_sampler(self) -> EventStratifiedBatchSampler:
+        world_size, rank = self.world()
+        event = self._event[self.train_indices]  # positions == dataset item indices
+        return EventStratifiedBatchSampler(
+            event, self.batch_size, seed=self.seed, drop_last=self.drop_last,
+            num_replicas=world_size, rank=rank,
+        )
+
+    def train_collate(self) -> Callable[[list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]:
+        """The train ``collate_fn`` (per-batch lead masking when ``mask_leads``)."""
+        return UKBCollate(BatchLeadMask(LeadMasker(), seed=self.seed) if self.mask_leads else None)
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "worker_init_fn": seed_worker if self.num_workers > 0 else None,
+            "persistent_workers": self.num_workers > 0,
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset("train"),
+            batch_sampler=self.make_batch_sampler(),
+            collate_fn=self.train_collate(),
+            # Same worker seeds on every rank -> the same lead subset for the same global batch.
+            generator=torch.Generator().manual_seed(self.seed),
+            **self._loader_kwargs(),
+        )
+
+    def _eval_loader(self, stage: str) -> DataLoader:
+        return DataLoader(
+            self.dataset(stage), batch_size=self.eval_batch_size, shuffle=False,
+            drop_last=False, collate_fn=UKBCollate(None), **self._loader_kwargs(),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_indices.size == 0:
+            return []  # type: ignore[return-value]  # Lightning skips an empty list
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        """Held-out (test) rows, unmasked, in ``test_indices`` order: out-of-fold scores."""
+        return self._eval_loader("test")
+
+    @property
+    def fit_indices(self) -> np.ndarray:
+        """The whole training fold (train + val rows), sorted."""
+        return np.sort(np.concatenate([self.train_indices, self.val_indices]))
+
+    def fit_rows_dataloader(self) -> DataLoader:
+        """Training-fold rows (train + val), unmasked, in ``fit_indices`` order: risks for
+        the Breslow baseline of survival curves / the integrated Brier score."""
+        return DataLoader(
+            UKBDataset(self.cache_path, self.fit_indices), batch_size=self.eval_batch_size,
+            shuffle=False, drop_last=False, collate_fn=UKBCollate(None), **self._loader_kwargs(),
+        )

@@ -1,0 +1,5 @@
+"""Training losses."""
+
+from ecg_dan.losses.cox import CoxPHLoss, cox_ph_loss
+
+__all__ = ["CoxPHLoss", "cox_ph_loss"]

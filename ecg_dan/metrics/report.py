@@ -1,0 +1,390 @@
+"""Results tables and Kaplan-Meier plots from saved out-of-fold (OOF) predictions.
+
+Input: a DataFrame with columns ``eid, seed, fold, risk, time, event``: one row per participant
+per seed, each participant held out exactly once per seed (repeated k-fold CV), ``risk`` = the
+model's log-risk (higher = earlier event).
+
+The paper reports, for 5 seeds x 2 folds, ``mean`` = mean over seeds of the mean over folds and
+"std" = mean over seeds of the across-fold standard deviation computed with ``np.std`` (ddof=0;
+the authors' ``run_nested_cv`` uses ``np.std``). UKB-MI: the ten per-fold C-indices in METHOD.md
+give mean 0.5805 and std_paper 0.0580 (ddof=1 would give 0.0821). ``std_all`` is the plain
+``np.std`` (ddof=0) over all seed x fold values. Because the C-index of a 400-sample fold with
+~16 events is noisy, the table also reports a bootstrap CI of the *pooled* C-index (all OOF
+predictions of a seed scored together), resampling participants jointly across seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from ecg_dan.metrics.bootstrap import bootstrap_ci
+from ecg_dan.metrics.cindex import UndefinedMetricError, harrell_cindex
+from ecg_dan.metrics.survival import time_dependent_auc, uno_cindex
+
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "kaplan_meier_plot",
+    "oof_train_lookup",
+    "results_table",
+    "summarize_folds",
+    "to_markdown",
+]
+
+REQUIRED_COLUMNS = ("eid", "seed", "fold", "risk", "time", "event")
+
+TrainLookup = (
+    Callable[[Any, Any], tuple[ArrayLike, ArrayLike]]
+    | Mapping[tuple[Any, Any], pd.DataFrame]
+    | Literal["oof"]
+)
+
+
+def _check_oof(df: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"OOF frame lacks columns {missing}; needs {list(REQUIRED_COLUMNS)}")
+    if df.empty:
+        raise ValueError("OOF frame is empty")
+    if df[["risk", "time", "event"]].isna().any().any():
+        raise ValueError("NaN in risk/time/event")
+    if df.duplicated(["seed", "eid"]).any():
+        raise ValueError("a participant appears more than once within a seed (held out twice?)")
+    if not df["event"].isin([0, 1, True, False]).all():
+        raise ValueError("event must be 0/1")
+    return df
+
+
+def oof_train_lookup(df: pd.DataFrame) -> Callable[[Any, Any], tuple[NDArray, NDArray]]:
+    """Training-fold survival data taken from the OOF frame itself.
+
+    In k-fold CV the training fold of (seed, fold) is everyone of that seed held out in another
+    fold, whose time/event the OOF frame already holds (the inner validation split is part of it).
+    """
+    _check_oof(df)
+
+    def lookup(seed: Any, fold: Any) -> tuple[NDArray, NDArray]:
+        tr = df[(df["seed"] == seed) & (df["fold"] != fold)]
+        return tr["time"].to_numpy(float), tr["event"].to_numpy(float)
+
+    return lookup
+
+
+def _resolve_lookup(
+    train_lookup: TrainLookup | None, df: pd.DataFrame
+) -> Callable[[Any, Any], tuple[NDArray, NDArray]] | None:
+    if train_lookup is None:
+        return None
+    if isinstance(train_lookup, str):
+        if train_lookup != "oof":
+            raise ValueError(f"train_lookup string must be 'oof', got {train_lookup!r}")
+        return oof_train_lookup(df)
+    if isinstance(train_lookup, Mapping):
+        m = train_lookup
+
+        def from_mapping(seed: Any, fold: Any) -> tuple[NDArray, NDArray]:
+            tr = m[(seed, fold)]
+            return tr["time"].to_numpy(float), tr["event"].to_numpy(float)
+
+        return from_mapping
+    return train_lookup
+
+
+def summarize_folds(values: pd.DataFrame, column: str) -> dict[str, float]:
+    """``mean`` (mean over seeds of fold means), ``std_paper`` (mean over seeds of the
+    across-fold np.std, ddof=0) and ``std_all`` (np.std over all folds, ddof=0) of ``column``
+    in a frame with ``seed`` and ``fold`` columns. NaN folds are ignored."""
+    v = values[["seed", column]].dropna()
+    if v.empty:
+        return {"mean": math.nan, "std_paper": math.nan, "std_all": math.nan}
+    per_seed = v.groupby("seed")[column]
+    return {
+        "mean": float(per_seed.mean().mean()),
+        "std_paper": float(per_seed.agg(lambda x: np.std(x.to_numpy(), ddof=0)).mean()),
+        "std_all": float(np.std(v[column].to_numpy(), ddof=0)),
+    }
+
+
+def _wide(df: pd.DataFrame) -> tuple[NDArray, NDArray, NDArray]:
+    """(risk[n_eid, n_seed], time[n_eid], event[n_eid]) for resampling participants jointly."""
+    risk = df.pivot(index="eid", columns="seed", values="risk")
+    if risk.isna().any().any():
+        raise ValueError("every participant must have a prediction for every seed")
+    per_eid = df.groupby("eid")[["time", "event"]].agg(["min", "max"])
+    for c in ("time", "event"):
+        if not np.array_equal(per_eid[(c, "min")].to_numpy(), per_eid[(c, "max")].to_numpy()):
+            raise ValueError(f"{c} of a participant differs between seeds")
+    per_eid = per_eid.loc[risk.index]
+    return (
+        risk.to_numpy(float),
+        per_eid[("time", "min")].to_numpy(float),
+        per_eid[("event", "min")].to_numpy(float),
+    )
+
+
+def _mean_pooled_cindex(risk: NDArray, time: NDArray, event: NDArray) -> float:
+    """Mean over seeds (columns) of the C-index of each seed's pooled OOF predictions."""
+    return float(np.mean([harrell_cindex(time, risk[:, k], event) for k in range(risk.shape[1])]))
+
+
+def _default_horizons(df: pd.DataFrame) -> NDArray:
+    ev_t = df.loc[df["event"] == 1, "time"].to_numpy(float)
+    if ev_t.size == 0:
+        return np.array([])
+    return np.unique(np.percentile(ev_t, [25, 50, 75]))
+
+
+def results_table(
+    df: pd.DataFrame,
+    train_lookup: TrainLookup | None = None,
+    horizons: Sequence[float] | None = None,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    boot_seed: int = 0,
+) -> pd.DataFrame:
+    """Per-fold and summary metrics, as the paper reports them.
+
+    Args:
+        df: OOF predictions (``eid, seed, fold, risk, time, event``).
+        train_lookup: enables Uno's C and the cumulative/dynamic AUC, which need the training
+            fold's censoring distribution: ``"oof"`` (training fold = the other folds of the same
+            seed, see :func:`oof_train_lookup`), a mapping ``(seed, fold) -> DataFrame`` with
+            ``time``/``event``, or a callable ``(seed, fold) -> (time, event)``. Uno's C is
+            truncated at the largest training time (beyond it G is not estimable).
+        horizons: td-AUC horizons (default: quartiles of the event times); horizons outside a
+            fold's follow-up give NaN for that fold.
+        n_boot, alpha, boot_seed: bootstrap of the pooled C-index (0 disables it).
+
+    Returns:
+        One DataFrame. Column ``row`` says what a row is:
+        ``fold`` (one per seed x fold: n, events, harrell_c[, uno_c, td_auc_mean, td_auc@h]),
+        ``pooled_seed`` (a seed's OOF predictions scored together), then the summary rows
+        ``mean``, ``std_paper``, ``std_all`` (over the fold rows, see module doc) and ``pooled``
+        (mean over seeds of the pooled C with a percentile bootstrap CI in ``ci_low``/``ci_high``;
+        participants are resampled jointly across seeds, stratified by event).
+    """
+    df = _check_oof(df.copy())
+    df["event"] = df["event"].astype(float)
+    lookup = _resolve_lookup(train_lookup, df)
+    hz = np.asarray(horizons, dtype=float) if horizons is not None else _default_horizons(df)
+    auc_cols = [f"td_auc@{h:g}" for h in hz] if lookup is not None else []
+
+    rows: list[dict[str, Any]] = []
+    for (seed, fold), g in df.groupby(["seed", "fold"], sort=True):
+        t, r, e = g["time"].to_numpy(float), g["risk"].to_numpy(float), g["event"].to_numpy(float)
+        row: dict[str, Any] = {
+            "row": "fold",
+            "seed": seed,
+            "fold": fold,
+            "n": len(g),
+            "events": int(e.sum()),
+        }
+        try:
+            row["harrell_c"] = harrell_cindex(t, r, e)
+        except UndefinedMetricError:
+            row["harrell_c"] = math.nan
+        if lookup is not None:
+            tr_t, tr_e = (np.asarray(a, dtype=float) for a in lookup(seed, fold))
+            try:
+                row["uno_c"] = uno_cindex(tr_t, tr_e, t, e, r, tau=float(tr_t.max()))
+            except ValueError as err:  # includes UndefinedMetricError
+                warnings.warn(f"Uno C undefined for seed={seed} fold={fold}: {err}", stacklevel=2)
+                row["uno_c"] = math.nan
+            ok = (hz >= t.min()) & (hz < t.max())
+            aucs = np.full(hz.shape[0], math.nan)
+            row["td_auc_mean"] = math.nan
+            if ok.any():
+                try:
+                    aucs[ok], row["td_auc_mean"] = time_dependent_auc(tr_t, tr_e, t, e, r, hz[ok])
+                except ValueError as err:
+                    warnings.warn(
+                        f"td-AUC undefined for seed={seed} fold={fold}: {err}", stacklevel=2
+                    )
+            row.update(dict(zip(auc_cols, aucs)))
+        rows.append(row)
+    folds = pd.DataFrame(rows)
+    metric_cols = ["harrell_c"]
+    if lookup is not None:
+        metric_cols += ["uno_c", "td_auc_mean", *auc_cols]
+
+    for seed, g in df.groupby("seed", sort=True):
+        t, r, e = g["time"].to_numpy(float), g["risk"].to_numpy(float), g["event"].to_numpy(float)
+        try:
+            c = harrell_cindex(t, r, e)
+        except UndefinedMetricError:
+            c = math.nan
+        rows.append(
+            {
+                "row": "pooled_seed",
+                "seed": seed,
+                "n": len(g),
+                "events": int(e.sum()),
+                "harrell_c": c,
+            }
+        )
+
+    summaries = {col: summarize_folds(folds, col) for col in metric_cols}
+    for name in ("mean", "std_paper", "std_all"):
+        rows.append({"row": name, **{col: summaries[col][name] for col in metric_cols}})
+
+    risk_w, time_w, event_w = _wide(df)
+    pooled: dict[str, Any] = {
+        "row": "pooled",
+        "n": risk_w.shape[0],
+        "events": int(event_w.sum()),
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+    }
+    try:
+        pooled["harrell_c"] = _mean_pooled_cindex(risk_w, time_w, event_w)
+        if n_boot > 0:
+            ci = bootstrap_ci(
+                _mean_pooled_cindex,
+                risk_w,
+                time_w,
+                event_w,
+                n_boot=n_boot,
+                alpha=alpha,
+                seed=boot_seed,
+                stratify=event_w,
+            )
+            pooled.update(ci_low=ci.low, ci_high=ci.high, boot_skipped=ci.n_skipped)
+    except UndefinedMetricError:
+        pooled["harrell_c"] = math.nan
+    rows.append(pooled)
+
+    cols = ["row", "seed", "fold", "n", "events", *metric_cols, "ci_low", "ci_high"]
+    table = pd.DataFrame(rows)
+    for c in cols:
+        if c not in table.columns:
+            table[c] = math.nan
+    table = table[cols + [c for c in table.columns if c not in cols]]
+    for c in ("n", "events", "seed", "fold", "boot_skipped"):
+        if c not in table.columns:
+            continue
+        col = table[c]
+        if pd.api.types.is_numeric_dtype(col) and (col.dropna() % 1 == 0).all():
+            table[c] = col.astype("Int64")
+    return table
+
+
+def _fmt(v: Any, digits: int) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
+    """GitHub-flavoured Markdown table (no ``tabulate`` dependency); NaN cells are left empty."""
+    header = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for rec in table.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v, digits) for v in rec) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _high_risk_groups(
+    df: pd.DataFrame, top_fraction: float, grouping: str
+) -> tuple[NDArray, NDArray, NDArray]:
+    """(time, event, is_high) per analysed unit; high = risk >= the (1 - top_fraction) quantile."""
+    q = 100.0 * (1.0 - top_fraction)
+    if grouping == "mean_risk":
+        g = df.groupby("eid").agg(
+            risk=("risk", "mean"), time=("time", "first"), event=("event", "first")
+        )
+        high = g["risk"].to_numpy() >= np.percentile(g["risk"].to_numpy(), q)
+        return g["time"].to_numpy(float), g["event"].to_numpy(float), high
+    if grouping == "per_seed":
+        thr = df.groupby("seed")["risk"].transform(lambda x: np.percentile(x.to_numpy(), q))
+        high = (df["risk"] >= thr).to_numpy()
+        return df["time"].to_numpy(float), df["event"].to_numpy(float), high
+    raise ValueError(f"grouping must be 'mean_risk' or 'per_seed', got {grouping!r}")
+
+
+def kaplan_meier_plot(
+    df: pd.DataFrame,
+    top_fraction: float = 0.04,
+    out_png: str | os.PathLike[str] = "km_high_risk.png",
+    grouping: Literal["mean_risk", "per_seed"] = "mean_risk",
+    time_label: str = "Time since ECG (months)",
+    title: str | None = None,
+) -> dict[str, Any]:
+    """Kaplan-Meier curves of the high-risk group (top ``top_fraction`` of risk) vs the rest,
+    with a log-rank p-value in the legend; written atomically as a PNG (Agg, no pyplot state).
+
+    ``grouping="mean_risk"`` (default, what the authors did: top 4% for UKB-MI, 2% for UKB-HYP)
+    averages each participant's OOF log-risk over seeds, so every participant appears once and
+    the log-rank test is valid. ``"per_seed"`` thresholds within each seed and pools the rows;
+    participants then appear once per seed, which makes the log-rank p-value anti-conservative.
+
+    Returns ``{"path", "p_value", "n_high", "n_low", "events_high", "events_low"}``.
+    """
+    from lifelines import KaplanMeierFitter
+    from lifelines.statistics import logrank_test
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not 0 < top_fraction < 1:
+        raise ValueError(f"top_fraction must be in (0, 1), got {top_fraction}")
+    df = _check_oof(df)
+    time, event, high = _high_risk_groups(df, top_fraction, grouping)
+    if high.all() or not high.any():
+        raise ValueError("risk grouping produced an empty group")
+    p_value = float(logrank_test(time[high], time[~high], event[high], event[~high]).p_value)
+
+    fig = Figure(figsize=(6, 4), dpi=150)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    groups = (
+        (~high, f"Rest (n={int((~high).sum())})", "tab:blue"),
+        (high, f"Top {100 * top_fraction:g}% risk (n={int(high.sum())})", "tab:red"),
+    )
+    for mask, label, color in groups:
+        kmf = KaplanMeierFitter().fit(time[mask], event[mask])
+        sf = kmf.survival_function_.iloc[:, 0]
+        ci = kmf.confidence_interval_survival_function_
+        ax.step(sf.index, sf.to_numpy(), where="post", color=color, label=label)
+        ax.fill_between(
+            ci.index, ci.iloc[:, 0], ci.iloc[:, 1], step="post", color=color, alpha=0.2, linewidth=0
+        )
+    ax.plot([], [], " ", label=f"log-rank p = {p_value:.3g}")
+    ax.set_xlabel(time_label)
+    ax.set_ylabel("Event-free probability")
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="lower left", frameon=False)
+    fig.tight_layout()
+
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {
+        "path": out,
+        "p_value": p_value,
+        "n_high": int(high.sum()),
+        "n_low": int((~high).sum()),
+        "events_high": int(event[high].sum()),
+        "events_low": int(event[~high].sum()),
+    }

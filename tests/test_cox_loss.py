@@ -1,0 +1,205 @@
+"""Cox partial-likelihood loss: values against a direct O(n^2) formula and torchsurv, gradients,
+the no-event case, input validation, and (in a subprocess) the 2-rank DDP equivalence."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchsurv.loss.cox import neg_partial_log_likelihood
+
+from ecg_dan.losses import CoxPHLoss, cox_ph_loss
+
+
+def _reference_nll(log_risk: np.ndarray, time: np.ndarray, event: np.ndarray, ties: str) -> float:
+    """Textbook formula with explicit loops: for each distinct event time t_k with tie set H_k
+    (d_k events) and risk set R_k = {j: t_j >= t_k},
+    Breslow: sum_{i in H_k} eta_i - d_k log sum_{R_k} e^eta
+    Efron:   sum_{i in H_k} eta_i - sum_{l<d_k} log(sum_{R_k} e^eta - l/d_k sum_{H_k} e^eta)."""
+    total = 0.0
+    for tk in sorted(set(time[event.astype(bool)].tolist())):
+        tie_set = [i for i in range(len(time)) if time[i] == tk and event[i]]
+        risk_set = [j for j in range(len(time)) if time[j] >= tk]
+        d = len(tie_set)
+        s = sum(math.exp(log_risk[j]) for j in risk_set)
+        t_sum = sum(math.exp(log_risk[i]) for i in tie_set)
+        total += sum(log_risk[i] for i in tie_set)
+        for l in range(d):
+            total -= math.log(s - (l / d) * t_sum) if ties == "efron" else math.log(s)
+    return -total / event.sum()
+
+
+def _data(n: int, seed: int, n_times: int = 8, p_event: float = 0.5):
+    rng = np.random.default_rng(seed)
+    log_risk = rng.normal(size=n)
+    time = rng.integers(1, n_times + 1, size=n).astype(float)  # many ties
+    event = (rng.random(n) < p_event).astype(float)
+    event[0] = 1.0
+    return log_risk, time, event
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_loop_formula_with_ties_and_censoring(ties: str, seed: int) -> None:
+    lr, t, e = _data(40, seed)
+    got = cox_ph_loss(torch.tensor(lr), torch.tensor(t), torch.tensor(e), ties=ties)
+    assert got.item() == pytest.approx(_reference_nll(lr, t, e, ties), rel=1e-12, abs=1e-12)
+
+
+def test_efron_differs_from_breslow_when_event_times_tie() -> None:
+    lr, t, e = _data(40, 0, n_times=3, p_event=0.9)
+    args = (torch.tensor(lr), torch.tensor(t), torch.tensor(e))
+    assert cox_ph_loss(*args, ties="efron").item() < cox_ph_loss(*args, ties="breslow").item()
+
+
+@pytest.mark.filterwarnings("ignore:Ties in `time` detected")
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+def test_matches_torchsurv_sum_over_events(ties: str) -> None:
+    # torchsurv's reduction="mean" divides by the number of *distinct* event times when times
+    # tie, so compare the sum divided by the number of events.
+    lr, t, e = _data(64, 3)
+    lr_t, t_t, e_t = torch.tensor(lr), torch.tensor(t), torch.tensor(e).bool()
+    ref = neg_partial_log_likelihood(lr_t, e_t, t_t, ties_method=ties, reduction="sum") / e.sum()
+    got = cox_ph_loss(lr_t, t_t, e_t, ties=ties)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_matches_torchsurv_mean_without_ties() -> None:
+    rng = np.random.default_rng(4)
+    n = 50
+    lr = torch.tensor(rng.normal(size=n))
+    t = torch.tensor(rng.permutation(n) + 1.0)
+    e = torch.tensor(rng.random(n) < 0.5)
+    ref = neg_partial_log_likelihood(lr, e, t, reduction="mean")
+    assert cox_ph_loss(lr, t, e).item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_breslow_equals_efron_without_ties() -> None:
+    rng = np.random.default_rng(5)
+    n = 30
+    lr = torch.tensor(rng.normal(size=n))
+    t = torch.tensor(rng.permutation(n) + 1.0)
+    e = torch.tensor((rng.random(n) < 0.6).astype(float))
+    b = cox_ph_loss(lr, t, e, ties="breslow")
+    f = cox_ph_loss(lr, t, e, ties="efron")
+    assert b.item() == pytest.approx(f.item(), rel=1e-13)
+    assert b.item() == pytest.approx(_reference_nll(lr.numpy(), t.numpy(), e.numpy(), "breslow"))
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+def test_gradcheck_float64(ties: str) -> None:
+    lr, t, e = _data(20, 6, n_times=5, p_event=0.7)
+    log_risk = torch.tensor(lr, requires_grad=True)
+    time, event = torch.tensor(t), torch.tensor(e)
+    assert torch.autograd.gradcheck(
+        lambda x: cox_ph_loss(x, time, event, ties=ties), (log_risk,), eps=1e-6, atol=1e-8
+    )
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+def test_shift_invariant_and_stable_for_large_log_risk(ties: str) -> None:
+    # exp(800) overflows float64; a log-sum-exp implementation must give the same value as for
+    # the unshifted scores (the partial likelihood is invariant to adding a constant).
+    lr, t, e = _data(30, 7)
+    base = cox_ph_loss(torch.tensor(lr), torch.tensor(t), torch.tensor(e), ties=ties)
+    shifted = cox_ph_loss(torch.tensor(lr + 800.0), torch.tensor(t), torch.tensor(e), ties=ties)
+    assert torch.isfinite(shifted)
+    assert shifted.item() == pytest.approx(base.item(), rel=1e-9)
+
+
+def test_extreme_spread_within_tied_events_has_finite_gradient() -> None:
+    # one tied event far below the rest of its risk set (exp underflows to 0 relative to it)
+    log_risk = torch.tensor([0.0, -900.0, 1.0, 2.0, -1.0], dtype=torch.float64, requires_grad=True)
+    time = torch.tensor([1.0, 1.0, 1.0, 2.0, 3.0], dtype=torch.float64)
+    event = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    loss = cox_ph_loss(log_risk, time, event, ties="efron")
+    loss.backward()
+    assert torch.isfinite(log_risk.grad).all()
+    ref = _reference_nll(log_risk.detach().numpy(), time.numpy(), event.numpy(), "efron")
+    assert loss.item() == pytest.approx(ref, rel=1e-12)
+
+
+def test_order_invariant_and_accepts_column_vectors() -> None:
+    lr, t, e = _data(25, 8)
+    perm = np.random.default_rng(0).permutation(25)
+    a = cox_ph_loss(torch.tensor(lr), torch.tensor(t), torch.tensor(e))
+    b = cox_ph_loss(
+        torch.tensor(lr[perm])[:, None], torch.tensor(t[perm])[:, None], torch.tensor(e[perm])
+    )
+    assert a.item() == pytest.approx(b.item(), rel=1e-12)
+
+
+def test_float32_matches_float64_reference() -> None:
+    lr, t, e = _data(200, 9)
+    got = cox_ph_loss(torch.tensor(lr, dtype=torch.float32), torch.tensor(t), torch.tensor(e))
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(_reference_nll(lr, t, e, "efron"), rel=1e-5)
+
+
+def test_half_precision_input_is_computed_in_float32() -> None:
+    lr, t, e = _data(200, 12)
+    x = torch.tensor(lr, dtype=torch.bfloat16, requires_grad=True)
+    loss = cox_ph_loss(x, torch.tensor(t), torch.tensor(e))
+    loss.backward()
+    assert loss.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
+    ref = _reference_nll(x.detach().double().numpy(), t, e, "efron")
+    assert loss.item() == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("ties", ["breslow", "efron"])
+def test_no_event_batch_is_attached_zero(ties: str) -> None:
+    log_risk = torch.randn(16, dtype=torch.float64, requires_grad=True)
+    loss = cox_ph_loss(log_risk, torch.arange(1.0, 17.0), torch.zeros(16), ties=ties)
+    assert loss.item() == 0.0
+    assert torch.isfinite(loss)
+    assert loss.grad_fn is not None
+    loss.backward()
+    assert torch.equal(log_risk.grad, torch.zeros(16, dtype=torch.float64))
+
+
+def test_module_wrapper_matches_function() -> None:
+    lr, t, e = _data(30, 10)
+    args = (torch.tensor(lr), torch.tensor(t), torch.tensor(e))
+    module = CoxPHLoss(ties="breslow")
+    assert module(*args).item() == cox_ph_loss(*args, ties="breslow").item()
+    assert "breslow" in repr(module)
+
+
+def test_input_validation() -> None:
+    lr = torch.zeros(4)
+    t = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    e = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="same length"):
+        cox_ph_loss(lr[:3], t, e)
+    with pytest.raises(ValueError, match="shape"):
+        cox_ph_loss(torch.zeros(4, 2), t, e)
+    with pytest.raises(ValueError, match="NaN"):
+        cox_ph_loss(torch.tensor([0.0, float("nan"), 0.0, 0.0]), t, e)
+    with pytest.raises(ValueError, match="NaN"):
+        cox_ph_loss(lr, torch.tensor([1.0, float("nan"), 3.0, 4.0]), e)
+    with pytest.raises(ValueError, match="positive"):
+        cox_ph_loss(lr, torch.tensor([0.0, 2.0, 3.0, 4.0]), e)
+    with pytest.raises(ValueError, match="0/1"):
+        cox_ph_loss(lr, t, torch.tensor([2.0, 0.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="ties"):
+        cox_ph_loss(lr, t, e, ties="exact")  # type: ignore[arg-type]
+
+
+def test_gather_is_identity_without_distributed() -> None:
+    lr, t, e = _data(20, 11)
+    args = (torch.tensor(lr), torch.tensor(t), torch.tensor(e))
+    assert cox_ph_loss(*args, gather=True).item() == cox_ph_loss(*args, gather=False).item()
+
+
+def test_two_process_ddp_matches_single_process() -> None:
+    script = Path(__file__).parent / "scripts" / "ddp_cox.py"
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
+    assert "all checks passed" in proc.stdout

@@ -1,0 +1,385 @@
+"""Survival metrics against lifelines and scikit-survival; bootstrap CI behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.utils import concordance_index
+from sksurv.linear_model import CoxPHSurvivalAnalysis
+from sksurv.metrics import (
+    brier_score as sk_brier_score,
+)
+from sksurv.metrics import (
+    concordance_index_ipcw,
+    cumulative_dynamic_auc,
+)
+from sksurv.metrics import (
+    integrated_brier_score as sk_integrated_brier_score,
+)
+from sksurv.nonparametric import CensoringDistributionEstimator
+from sksurv.util import Surv
+
+from ecg_dan.metrics import (
+    HarrellCIndex,
+    UndefinedMetricError,
+    bootstrap_ci,
+    breslow_baseline,
+    brier_score,
+    censoring_km,
+    concordance_counts,
+    harrell_cindex,
+    integrated_brier_score,
+    kaplan_meier,
+    survival_curves,
+    time_dependent_auc,
+    uno_cindex,
+)
+
+# ----------------------------------------------------------------------------- Harrell's C
+
+
+def _random_survival(rng: np.random.Generator, n: int):
+    """Integer times (ties), coarsely rounded risks (ties), random censoring rate."""
+    time = rng.integers(1, rng.integers(2, 20), size=n).astype(float)
+    risk = np.round(rng.normal(size=n), int(rng.integers(0, 2)))
+    event = (rng.random(n) < rng.uniform(0.05, 0.95)).astype(float)
+    return time, risk, event
+
+
+def test_harrell_matches_lifelines_on_random_data_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(300):
+        time, risk, event = _random_survival(rng, int(rng.integers(2, 80)))
+        if event.sum() == 0:
+            continue
+        try:
+            ref = concordance_index(time, -risk, event)
+        except ZeroDivisionError:
+            with pytest.raises(UndefinedMetricError):
+                harrell_cindex(time, risk, event)
+            continue
+        assert harrell_cindex(time, risk, event) == pytest.approx(ref, abs=1e-9)
+        checked += 1
+    assert checked > 250
+
+
+def test_harrell_matches_lifelines_large_with_continuous_and_tied_values() -> None:
+    rng = np.random.default_rng(1)
+    n = 20_000
+    time = np.round(rng.exponential(size=n), 2)
+    risk = np.where(rng.random(n) < 0.3, 0.0, rng.normal(size=n))  # 30% share one risk value
+    event = rng.random(n) < 0.2
+    ref = concordance_index(time, -risk, event)
+    assert harrell_cindex(time, risk, event) == pytest.approx(ref, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("time", "risk", "event", "expected"),
+    [
+        # event and censoring at the same time are comparable; event ranked first
+        ([1.0, 1.0], [2.0, 1.0], [1, 0], 1.0),
+        ([1.0, 1.0], [1.0, 2.0], [1, 0], 0.0),
+        # tied risk counts 1/2
+        ([1.0, 2.0], [3.0, 3.0], [1, 1], 0.5),
+        # two events at the same time are not comparable with each other: only (0,2),(1,2)
+        ([1.0, 1.0, 2.0], [5.0, 0.0, 1.0], [1, 1, 0], 0.5),
+        # censored earlier than an event: not comparable; only (1, 2)
+        ([1.0, 2.0, 3.0], [0.0, 2.0, 1.0], [0, 1, 0], 1.0),
+    ],
+)
+def test_harrell_tie_conventions_match_lifelines(time, risk, event, expected) -> None:
+    t, r, e = (np.asarray(a, dtype=float) for a in (time, risk, event))
+    assert concordance_index(t, -r, e) == pytest.approx(expected)
+    assert harrell_cindex(t, r, e) == pytest.approx(expected)
+
+
+def test_harrell_counts_on_hand_example() -> None:
+    # comparable pairs (earlier member has the event): (0,1), (0,2), (0,3), (2,3)
+    # concordant (earlier has higher risk): (0,1); tied risk: (0,2); discordant: (0,3), (2,3)
+    time = [1.0, 2.0, 3.0, 4.0]
+    risk = [2.0, 1.0, 2.0, 3.0]
+    event = [1, 0, 1, 0]
+    assert concordance_counts(time, risk, event) == (1, 1, 4)
+    assert harrell_cindex(time, risk, event) == pytest.approx(1.5 / 4)
+
+
+def test_harrell_errors() -> None:
+    with pytest.raises(UndefinedMetricError, match="comparable"):
+        harrell_cindex([1.0, 2.0, 3.0], [0.1, 0.2, 0.3], [0, 0, 0])
+    with pytest.raises(UndefinedMetricError):
+        harrell_cindex([2.0, 2.0], [0.1, 0.2], [1, 1])  # tied event times only
+    with pytest.raises(ValueError, match="NaN"):
+        harrell_cindex([1.0, 2.0], [np.nan, 0.2], [1, 0])
+    with pytest.raises(ValueError, match="lengths"):
+        harrell_cindex([1.0, 2.0], [0.1], [1, 0])
+
+
+def test_harrell_metric_accumulates_batches_and_merges_states() -> None:
+    rng = np.random.default_rng(2)
+    time, risk, event = _random_survival(rng, 300)
+    event[0] = 1.0
+    ref = concordance_index(time, -risk, event)
+    t, r, e = torch.tensor(time), torch.tensor(risk, dtype=torch.float32), torch.tensor(event)
+    metric = HarrellCIndex()
+    for idx in torch.arange(300).split(64):
+        metric.update(r[idx], t[idx], e[idx])
+    assert metric.compute().item() == pytest.approx(
+        concordance_index(time, -r.double().numpy(), event), abs=1e-12
+    )
+    # merging two metrics (what DDP sync does with the cat states) equals the pooled value
+    a, b = HarrellCIndex(), HarrellCIndex()
+    a.update(torch.tensor(risk[:150]), t[:150], e[:150])
+    b.update(torch.tensor(risk[150:]), t[150:], e[150:])
+    a.merge_state(b)
+    assert a.compute().item() == pytest.approx(ref, abs=1e-12)
+    assert all(fx is not None for fx in a._reductions.values())  # synced on compute
+    metric.reset()
+    metric.update(torch.tensor([0.1, 0.2]), torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0]))
+    with pytest.raises(UndefinedMetricError):
+        metric.compute()
+
+
+# ------------------------------------------------------------- IPCW metrics (scikit-survival)
+
+
+def _cox_data(rng: np.random.Generator, n: int, coef=(0.8, -0.5, 0.3)):
+    x = rng.normal(size=(n, 3))
+    lp = x @ np.asarray(coef)
+    t_event = np.ceil(rng.exponential(np.exp(-lp)) * 20)  # integer times -> ties
+    t_cens = np.ceil(rng.uniform(0, 40, n))
+    return x, np.minimum(t_event, t_cens), t_event <= t_cens
+
+
+@pytest.fixture(scope="module")
+def split():
+    rng = np.random.default_rng(3)
+    x_tr, t_tr, e_tr = _cox_data(rng, 400)
+    x_te, t_te, e_te = _cox_data(rng, 250)
+    return x_tr, t_tr, e_tr, x_te, t_te, e_te
+
+
+def test_censoring_km_matches_sksurv(split) -> None:
+    _, t_tr, e_tr, _, t_te, _ = split
+    ref = CensoringDistributionEstimator().fit(Surv.from_arrays(e_tr, t_tr))
+    grid = np.unique(np.r_[t_te[t_te <= t_tr.max()], 0.5, 3.5])
+    np.testing.assert_allclose(censoring_km(t_tr, e_tr)(grid), ref.predict_proba(grid), atol=1e-12)
+
+
+def test_kaplan_meier_matches_lifelines(split) -> None:
+    _, t_tr, e_tr, *_ = split
+    kmf = KaplanMeierFitter().fit(t_tr, e_tr)
+    grid = np.linspace(0, t_tr.max(), 57)
+    np.testing.assert_allclose(
+        kaplan_meier(t_tr, e_tr)(grid), kmf.survival_function_at_times(grid).to_numpy(), atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("tau", [None, 15.0])
+def test_uno_cindex_matches_sksurv(split, tau) -> None:
+    _, t_tr, e_tr, x_te, t_te, e_te = split
+    risk = np.round(x_te @ np.array([0.8, -0.5, 0.3]), 1)  # ties in risk
+    keep = t_te <= t_tr.max()  # sksurv needs test event times within training follow-up
+    ref = concordance_index_ipcw(
+        Surv.from_arrays(e_tr, t_tr), Surv.from_arrays(e_te[keep], t_te[keep]), risk[keep], tau=tau
+    )[0]
+    got = uno_cindex(t_tr, e_tr, t_te[keep], e_te[keep], risk[keep], tau=tau)
+    assert got == pytest.approx(ref, abs=1e-9)
+    # and it is not just Harrell's C in disguise
+    assert got != pytest.approx(harrell_cindex(t_te[keep], risk[keep], e_te[keep]), abs=1e-6)
+
+
+def test_uno_without_censoring_equals_harrell() -> None:
+    # G == 1 when nothing is censored in training: all weights 1 -> Harrell's C
+    rng = np.random.default_rng(4)
+    t_tr = rng.integers(1, 30, 100).astype(float)
+    t_te = rng.integers(1, 29, 80).astype(float)
+    e_te = rng.random(80) < 0.5
+    risk = rng.normal(size=80)
+    got = uno_cindex(t_tr, np.ones(100), t_te, e_te, risk)
+    assert got == pytest.approx(concordance_index(t_te, -risk, e_te), abs=1e-12)
+
+
+def test_time_dependent_auc_matches_sksurv(split) -> None:
+    _, t_tr, e_tr, x_te, t_te, e_te = split
+    keep = t_te <= t_tr.max()
+    t_te, e_te = t_te[keep], e_te[keep]
+    risk = np.round(x_te[keep] @ np.array([0.8, -0.5, 0.3]), 1)
+    horizons = np.array([3.0, 8.0, 15.0])
+    ref_auc, ref_mean = cumulative_dynamic_auc(
+        Surv.from_arrays(e_tr, t_tr), Surv.from_arrays(e_te, t_te), risk, horizons
+    )
+    auc, mean = time_dependent_auc(t_tr, e_tr, t_te, e_te, risk, horizons)
+    np.testing.assert_allclose(auc, ref_auc, atol=1e-9)
+    assert mean == pytest.approx(ref_mean, abs=1e-9)
+    single, single_mean = time_dependent_auc(t_tr, e_tr, t_te, e_te, risk, [8.0])
+    assert single_mean == pytest.approx(ref_auc[1], abs=1e-9)
+    with pytest.raises(ValueError, match="follow-up"):
+        time_dependent_auc(t_tr, e_tr, t_te, e_te, risk, [t_te.max()])
+
+
+def test_td_auc_and_brier_defined_when_a_test_event_lies_beyond_training(split) -> None:
+    # scikit-survival evaluates G at every test event and raises for one beyond the training
+    # follow-up; it never enters the metrics at earlier horizons (it is a control there), so
+    # the reference is scikit-survival with that event marked censored.
+    _, t_tr, e_tr, x_te, t_te, e_te = split
+    keep = t_te <= t_tr.max()
+    t_te, e_te = np.r_[t_te[keep], t_tr.max() + 5], np.r_[e_te[keep], True]
+    risk = np.r_[x_te[keep] @ np.array([0.8, -0.5, 0.3]), 0.0]
+    y_tr = Surv.from_arrays(e_tr, t_tr)
+    horizons = np.array([4.0, 12.0])
+    with pytest.raises(ValueError):
+        cumulative_dynamic_auc(y_tr, Surv.from_arrays(e_te, t_te), risk, horizons)
+    e_ref = e_te.copy()
+    e_ref[-1] = False
+    ref_auc, ref_mean = cumulative_dynamic_auc(y_tr, Surv.from_arrays(e_ref, t_te), risk, horizons)
+    auc, mean = time_dependent_auc(t_tr, e_tr, t_te, e_te, risk, horizons)
+    np.testing.assert_allclose(auc, ref_auc, atol=1e-12)
+    assert mean == pytest.approx(ref_mean, abs=1e-12)
+    surv = np.clip(0.9 - 0.01 * risk[:, None] - 0.02 * horizons[None, :], 0, 1)
+    _, ref_bs = sk_brier_score(y_tr, Surv.from_arrays(e_ref, t_te), surv, horizons)
+    np.testing.assert_allclose(
+        brier_score(t_tr, e_tr, t_te, e_te, surv, horizons), ref_bs, atol=1e-12
+    )
+
+
+def test_breslow_baseline_matches_sksurv_and_lifelines(split) -> None:
+    x_tr, t_tr, e_tr, x_te, *_ = split
+    sk = CoxPHSurvivalAnalysis().fit(x_tr, Surv.from_arrays(e_tr, t_tr))
+    base = breslow_baseline(sk.predict(x_tr), t_tr, e_tr)
+    np.testing.assert_array_equal(base.times, sk.cum_baseline_hazard_.x)
+    np.testing.assert_allclose(base.cumhaz_values, sk.cum_baseline_hazard_.y, rtol=1e-10)
+    grid = np.arange(1.0, 30.0)
+    ref_surv = np.stack([fn(grid) for fn in sk.predict_survival_function(x_te)])
+    np.testing.assert_allclose(survival_curves(base, sk.predict(x_te), grid), ref_surv, atol=1e-10)
+
+    # lifelines centres the covariates: its baseline belongs to the centred linear predictor
+    import pandas as pd
+
+    frame = pd.DataFrame(x_tr, columns=["a", "b", "c"]).assign(T=t_tr, E=e_tr.astype(int))
+    cph = CoxPHFitter(baseline_estimation_method="breslow").fit(frame, "T", "E")
+    lp = (x_tr - x_tr.mean(axis=0)) @ cph.params_.to_numpy()
+    ll_base = cph.baseline_cumulative_hazard_.iloc[:, 0]
+    ours = breslow_baseline(lp, t_tr, e_tr)(ll_base.index.to_numpy(float))
+    np.testing.assert_allclose(ours, ll_base.to_numpy(), rtol=1e-8)
+
+
+def test_breslow_step_function_edges() -> None:
+    base = breslow_baseline([0.0, 0.0, 0.0], [2.0, 4.0, 6.0], [1, 0, 1])
+    # H0(2) = 1/3, flat at 4 (censored), H0(6) = 1/3 + 1/1
+    np.testing.assert_allclose(base([1.0, 2.0, 5.0, 6.0, 9.0]), [0, 1 / 3, 1 / 3, 4 / 3, 4 / 3])
+    np.testing.assert_allclose(base.baseline_survival([2.0]), np.exp([-1 / 3]))
+
+
+def test_brier_and_integrated_brier_match_sksurv(split) -> None:
+    x_tr, t_tr, e_tr, x_te, t_te, e_te = split
+    keep = t_te <= t_tr.max()
+    x_te, t_te, e_te = x_te[keep], t_te[keep], e_te[keep]
+    sk = CoxPHSurvivalAnalysis().fit(x_tr, Surv.from_arrays(e_tr, t_tr))
+    base = breslow_baseline(sk.predict(x_tr), t_tr, e_tr)
+    times = np.arange(2.0, 25.0, 1.5)
+    surv = survival_curves(base, sk.predict(x_te), times)
+    y_tr, y_te = Surv.from_arrays(e_tr, t_tr), Surv.from_arrays(e_te, t_te)
+    _, ref_bs = sk_brier_score(y_tr, y_te, surv, times)
+    np.testing.assert_allclose(brier_score(t_tr, e_tr, t_te, e_te, surv, times), ref_bs, atol=1e-12)
+    ref_ibs = sk_integrated_brier_score(y_tr, y_te, surv, times)
+    got = integrated_brier_score(t_tr, e_tr, t_te, e_te, surv, times)
+    assert got == pytest.approx(ref_ibs, abs=1e-9)
+    # an informative model beats the uninformative S = 0.5 curve
+    assert got < integrated_brier_score(t_tr, e_tr, t_te, e_te, np.full_like(surv, 0.5), times)
+    with pytest.raises(ValueError, match="two time points"):
+        integrated_brier_score(t_tr, e_tr, t_te, e_te, surv[:, :1], times[:1])
+
+
+# --------------------------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_mean_ci_matches_normal_theory() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(loc=2.0, scale=3.0, size=2000)
+    est, lo, hi = bootstrap_ci(np.mean, x, n_boot=1000, seed=1)
+    half = 1.96 * x.std(ddof=1) / np.sqrt(x.size)
+    assert est == pytest.approx(x.mean())
+    assert lo < est < hi
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
+    assert (est - lo) == pytest.approx(hi - est, rel=0.25)
+
+
+def test_bootstrap_cindex_ci_contains_estimate_narrows_and_is_deterministic() -> None:
+    rng = np.random.default_rng(6)
+
+    def sample(n: int):
+        x = rng.normal(size=n)
+        t = rng.exponential(np.exp(-x))
+        c = rng.exponential(2.0, size=n)
+        return x, np.minimum(t, c), (t <= c).astype(float)
+
+    def metric(r, t, e):
+        return harrell_cindex(t, r, e)
+
+    small = sample(150)
+    large = sample(2400)
+    res_small = bootstrap_ci(metric, *small, n_boot=300, seed=3)
+    res_large = bootstrap_ci(metric, *large, n_boot=300, seed=3)
+    for est, lo, hi in (res_small, res_large):
+        assert lo <= est <= hi
+    assert res_large.estimate == pytest.approx(concordance_index(large[1], -large[0], large[2]))
+    assert (res_large.high - res_large.low) < 0.5 * (res_small.high - res_small.low)
+    again = bootstrap_ci(metric, *small, n_boot=300, seed=3)
+    assert tuple(again) == tuple(res_small)
+    assert tuple(bootstrap_ci(metric, *small, n_boot=300, seed=4)) != tuple(res_small)
+
+
+def test_bootstrap_skips_undefined_resamples_and_stratifies() -> None:
+    rng = np.random.default_rng(7)
+    n = 30
+    risk = rng.normal(size=n)
+    time = np.arange(1.0, n + 1)
+    event = np.zeros(n)
+    event[[3, 10]] = 1.0  # two early events -> many resamples without any event
+
+    def metric(r, t, e):
+        return harrell_cindex(t, r, e)
+
+    res = bootstrap_ci(metric, risk, time, event, n_boot=400, seed=0)
+    # P(no event in a resample) = (28/30)^30 ~ 0.126
+    assert 20 < res.n_skipped < 90
+    assert res.replicates.shape[0] == 400 - res.n_skipped
+
+    seen: list[float] = []
+
+    def counting(r, t, e):
+        seen.append(e.sum())
+        return harrell_cindex(t, r, e)
+
+    strat = bootstrap_ci(counting, risk, time, event, n_boot=200, seed=0, stratify=event)
+    assert strat.n_skipped == 0
+    assert set(seen) == {2.0}  # every resample keeps the two events
+
+
+def test_bootstrap_input_errors() -> None:
+    with pytest.raises(ValueError, match="lengths"):
+        bootstrap_ci(lambda a, b: 0.0, np.zeros(3), np.zeros(4))
+    with pytest.raises(UndefinedMetricError, match="comparable"):  # undefined on the data
+        bootstrap_ci(
+            lambda r, t, e: harrell_cindex(t, r, e),
+            np.zeros(5),
+            np.arange(1.0, 6),
+            np.zeros(5),
+            n_boot=10,
+        )
+
+
+def test_bootstrap_raises_when_every_resample_is_undefined() -> None:
+    calls = {"n": 0}
+
+    def defined_only_once(a):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise UndefinedMetricError("undefined on resamples")
+        return float(a.mean())
+
+    with pytest.raises(UndefinedMetricError, match="all 5"):
+        bootstrap_ci(defined_only_once, np.arange(10.0), n_boot=5)
