@@ -372,7 +372,8 @@ def run_finetune(cfg: DictConfig) -> Path:
         best = trainer.checkpoint_callback.best_model_path
         if not best:
             raise RuntimeError(f"[{split.name}] no checkpoint was selected by "
-                               f"{cfg.checkpoint.monitor}; check the validation split")
+                               f"{cfg.checkpoint.monitor}: validation never ran (e.g. "
+                               "trainer.max_steps ended training inside the first epoch)")
         scored = SurvivalFinetuneModule.load_from_checkpoint(best, map_location="cpu",
                                                             pretrained=None)
         test = _predict(trainer, scored, dm.predict_dataloader(), split, best)
@@ -391,9 +392,16 @@ def run_finetune(cfg: DictConfig) -> Path:
 
 
 def _predict(trainer: L.Trainer, module, loader, split, ckpt: str) -> pd.DataFrame:
+    """Scores of one loader; under DDP every rank's shard is gathered (the distributed
+    sampler pads shards with repeats, which are dropped by participant id)."""
     preds = trainer.predict(module, dataloaders=loader, return_predictions=True)
-    df = pd.DataFrame({k: torch.cat([p[k] for p in preds]).numpy()
+    df = pd.DataFrame({k: torch.cat([p[k] for p in preds]).cpu().numpy()
                        for k in ("eid", "risk", "time", "event")})
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        shards: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(shards, df)
+        df = pd.concat(shards, ignore_index=True).drop_duplicates("eid", keep="first")
+        df = df.sort_values("eid", kind="stable").reset_index(drop=True)
     df.insert(1, "seed", split.seed)
     df.insert(2, "fold", split.fold)
     df["checkpoint"] = str(ckpt)

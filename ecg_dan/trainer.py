@@ -56,7 +56,8 @@ def wandb_mode() -> str:
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    # Versioned folders: a resumed run adds csv/version_<n+1> instead of overwriting.
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv")]
     if cfg.logging.wandb and wandb_mode() != "disabled":
         wb = WandbLogger(project=cfg.logging.project, entity=cfg.logging.entity,
                          group=cfg.logging.group, tags=list(cfg.logging.tags), name=cfg.name,

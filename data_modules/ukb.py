@@ -1,0 +1,467 @@
+"""UK Biobank CardioSoft XML + outcomes table -> HDF5 cache (docs/data_formats.md;
+METHOD.md sections 6 and 9).
+
+Decisions:
+
+* Waveforms: counts x ``Resolution`` (uV per LSB) / 1000 = mV; leads are mapped by their
+  ``lead`` attribute (case-insensitive) into the standard order, whatever order the file
+  lists them in. Every problem names the file and the field, e.g.
+  ``<file>: StripData/WaveformData[lead=V3] missing``.
+* ``SampleRate`` other than 500 Hz is resampled (polyphase) to 500 Hz rather than refused:
+  the duration must still be 1.2 s (median) / 10 s (strip), otherwise the count is wrong.
+* The device median is re-centred so its R peak sits at ``R_INDEX`` with the same R rule as
+  the medians derived for PTB-XL (:func:`data_modules.median_beat.conform_beat`): the
+  device puts the beat at its own fiducial, and the same R position in both datasets keeps
+  pretraining and finetuning inputs aligned. ``parse_cardiology_xml`` returns the device
+  median unchanged; the cache stores the re-centred one (``recenter`` in build_config).
+* Participant id: the UK Biobank bulk file name ``<eid>_20205_<instance>_<array>.xml`` is
+  authoritative when it matches; otherwise ``PatientInfo/PID``.
+* Measurements (``MEASUREMENT_NAMES``): an empty or absent value is NaN (a device may omit
+  P measurements in AF); a malformed one is an error (the file is skipped with the reason).
+* Build: a participant is skipped with the reason for unparseable XML, a missing/empty lead,
+  bad numbers, wrong counts, no outcome row, or several ECG files for one eid (all of them:
+  which one the outcome's ECG date refers to is ambiguous). Outcome rows without an ECG file
+  are listed in ``skipped/`` too. Outcome-table errors (missing/non-positive times, events
+  not 0/1, duplicate eids) stop the build: survival labels must not be guessed.
+* ``time`` in months = days / 30 + 1 (the paper's conversion) or days.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import re
+import time
+import warnings
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from data_modules.h5cache import (
+    BuildSummary,
+    atomic_h5,
+    is_complete_cache,
+    open_cache,
+    parallel_map,
+    read_skipped,
+    sha1_file,
+    write_skipped,
+    write_strings,
+)
+from data_modules.leads import BEAT_LEN, FS, LEADS, N_LEADS
+from data_modules.median_beat import conform_beat, resample_to
+
+MEASUREMENT_NAMES: tuple[str, ...] = (
+    "VentricularRate", "PQInterval", "PDuration", "QRSDuration", "QTInterval",
+    "QTCInterval", "RRInterval", "PAxis", "RAxis", "TAxis",
+)
+MEDIAN_SECONDS = BEAT_LEN / FS  # 1.2 s
+STRIP_SECONDS = 10.0
+TIME_UNITS = ("months", "days")
+COHORTS = ("hyp", "mi", "all")
+_BULK_NAME = re.compile(r"^(\d+)_20205_\d+_\d+\.xml$", re.IGNORECASE)
+
+
+class CardiologyXMLError(ValueError):
+    """A CardioSoft XML file that cannot be used; the message names the file and field."""
+
+
+@dataclass
+class UKBECG:
+    """One parsed CardioSoft resting ECG (waveforms in mV, standard lead order)."""
+
+    path: Path
+    eid: int
+    ecg_datetime: dt.datetime | None
+    age: float  # NaN when absent
+    sex: int  # UK Biobank coding: 0 female, 1 male
+    median: np.ndarray  # (12, 600) float32, the device median as stored (500 Hz)
+    strip: np.ndarray | None  # (12, 5000) float32 or None
+    measurements: dict[str, float] = field(default_factory=dict)
+
+
+def _text(root: ET.Element, path: str) -> str | None:
+    el = root.find(path)
+    if el is None or el.text is None:
+        return None
+    t = el.text.strip()
+    return t or None
+
+
+def _number(root: ET.Element, path: str, file: Path, required: bool = True,
+            prefix: str = "") -> float:
+    """Float value of ``root/path``; NaN when absent/empty unless ``required``."""
+    t = _text(root, path)
+    if t is None:
+        if required:
+            raise CardiologyXMLError(f"{file}: {prefix}{path} missing or empty")
+        return float("nan")
+    try:
+        v = float(t)
+    except ValueError:
+        raise CardiologyXMLError(f"{file}: {prefix}{path}: malformed number {t!r}") from None
+    if not np.isfinite(v):
+        raise CardiologyXMLError(f"{file}: {prefix}{path}: non-finite value {t!r}")
+    return v
+
+
+def _counts(text: str | None, where: str, file: Path) -> np.ndarray:
+    if text is None or not text.strip():
+        raise CardiologyXMLError(f"{file}: {where} empty")
+    n_expected = text.count(",") + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:  # fast path; stops silently at a bad token, hence the count check
+            v = np.fromstring(text, dtype=np.int64, sep=",")
+            if v.size == n_expected:
+                return v
+        except (ValueError, DeprecationWarning):
+            pass
+    tokens = text.split(",")
+    for i, tok in enumerate(tokens):
+        try:
+            int(tok)
+        except ValueError:
+            raise CardiologyXMLError(
+                f"{file}: {where}: malformed number {tok.strip()!r} at position {i}") from None
+    return np.array(tokens, dtype=np.int64)  # pragma: no cover - fast path handles valid text
+
+
+def _waveforms(root: ET.Element, tag: str, file: Path, seconds: float) -> np.ndarray:
+    """(12, round(seconds * 500)) float64 mV from a MedianSamples/StripData element."""
+    el = root.find(tag) if tag == "StripData" else root.find(f"RestingECGMeasurements/{tag}")
+    name = tag
+    if el is None:
+        raise CardiologyXMLError(f"{file}: {name} missing")
+    fs = _number(el, "SampleRate", file, prefix=f"{name}/")
+    res = _number(el, "Resolution", file, prefix=f"{name}/")
+    n_total = _number(el, "ChannelSampleCountTotal", file, prefix=f"{name}/")
+    if not fs > 0:
+        raise CardiologyXMLError(f"{file}: {name}/SampleRate: {fs:g} is not a positive rate")
+    if not res > 0:
+        raise CardiologyXMLError(f"{file}: {name}/Resolution: {res:g} is not positive")
+    expected = int(round(seconds * fs))
+    if int(n_total) != expected:
+        raise CardiologyXMLError(f"{file}: {name}/ChannelSampleCountTotal: {int(n_total)} "
+                                 f"samples at {fs:g} Hz, expected {expected} ({seconds:g} s)")
+    n_leads = _text(el, "NumberOfLeads")
+    found: dict[int, np.ndarray] = {}
+    for wf in el.findall("WaveformData"):
+        lead = (wf.get("lead") or "").strip()
+        key = {n.lower(): i for i, n in enumerate(LEADS)}.get(lead.lower())
+        if key is None:
+            raise CardiologyXMLError(f"{file}: {name}/WaveformData[lead={lead}]: unknown lead")
+        where = f"{name}/WaveformData[lead={LEADS[key]}]"
+        if key in found:
+            raise CardiologyXMLError(f"{file}: {where} appears twice")
+        v = _counts(wf.text, where, file)
+        if v.size != expected:
+            raise CardiologyXMLError(f"{file}: {where} has {v.size} values, expected "
+                                     f"{expected} (ChannelSampleCountTotal)")
+        found[key] = v
+    for i, lead in enumerate(LEADS):
+        if i not in found:
+            raise CardiologyXMLError(f"{file}: {name}/WaveformData[lead={lead}] missing")
+    if n_leads is not None and n_leads.isdigit() and int(n_leads) != N_LEADS:
+        raise CardiologyXMLError(f"{file}: {name}/NumberOfLeads: {n_leads}, expected 12")
+    x = np.stack([found[i] for i in range(N_LEADS)]).astype(np.float64) * res / 1000.0
+    if fs != FS:
+        x = resample_to(x, fs, FS)
+    return x
+
+
+def _eid(root: ET.Element, path: Path) -> int:
+    m = _BULK_NAME.match(path.name)
+    if m:
+        return int(m.group(1))
+    pid = _text(root, "PatientInfo/PID")
+    if pid is None:
+        raise CardiologyXMLError(f"{path}: PatientInfo/PID missing and the file name is not "
+                                 "<eid>_20205_<instance>_<array>.xml")
+    try:
+        return int(pid)
+    except ValueError:
+        raise CardiologyXMLError(f"{path}: PatientInfo/PID: {pid!r} is not an integer") from None
+
+
+def _datetime(root: ET.Element, path: Path) -> dt.datetime | None:
+    base = "ObservationDateTime"
+    if root.find(base) is None:
+        return None
+    parts = {}
+    for k in ("Year", "Month", "Day", "Hour", "Minute", "Second"):
+        v = _number(root, f"{base}/{k}", path, required=k in ("Year", "Month", "Day"))
+        parts[k] = 0 if np.isnan(v) else int(v)
+    try:
+        return dt.datetime(parts["Year"], parts["Month"], parts["Day"], parts["Hour"],
+                           parts["Minute"], parts["Second"])
+    except ValueError as e:
+        raise CardiologyXMLError(f"{path}: {base}: invalid date/time ({e})") from None
+
+
+def parse_cardiology_xml(path: str | os.PathLike, strip: bool = True) -> UKBECG:
+    """Parse one CardioSoft ``CardiologyXML`` file (UK Biobank field 20205).
+
+    Raises :class:`CardiologyXMLError` naming the file and field for anything unusable.
+    ``strip=False`` skips the (slow) rhythm-strip parse.
+    """
+    p = Path(path)
+    try:
+        root = ET.parse(p).getroot()
+    except ET.ParseError as e:
+        raise CardiologyXMLError(f"{p}: not well-formed XML ({e})") from None
+    except OSError as e:
+        raise CardiologyXMLError(f"{p}: cannot read ({e})") from None
+    if root.tag != "CardiologyXML":
+        raise CardiologyXMLError(f"{p}: root element is <{root.tag}>, expected <CardiologyXML>")
+    gender = (_text(root, "PatientInfo/Gender") or "").lower()
+    sexes = {"male": 1, "m": 1, "female": 0, "f": 0}
+    if gender not in sexes:
+        raise CardiologyXMLError(f"{p}: PatientInfo/Gender: {gender or 'missing'!r} is not "
+                                 "MALE/FEMALE")
+    meas = {k: _number(root, f"RestingECGMeasurements/{k}", p, required=False)
+            for k in MEASUREMENT_NAMES}
+    return UKBECG(
+        path=p,
+        eid=_eid(root, p),
+        ecg_datetime=_datetime(root, p),
+        age=_number(root, "PatientInfo/Age", p, required=False),
+        sex=sexes[gender],
+        median=_waveforms(root, "MedianSamples", p, MEDIAN_SECONDS).astype(np.float32),
+        strip=_waveforms(root, "StripData", p, STRIP_SECONDS).astype(np.float32) if strip
+        else None,
+        measurements=meas,
+    )
+
+
+# --------------------------------------------------------------------------- outcomes
+def _binary(df: pd.DataFrame, col: str, csv: Path) -> np.ndarray:
+    v = pd.to_numeric(df[col], errors="coerce")
+    bad = v.isna() | ~v.isin([0, 1])
+    if bad.any():
+        raise ValueError(f"{csv}: column {col!r} must be 0/1; offending eids "
+                         f"{df.loc[bad, 'eid'].tolist()[:10]} (values "
+                         f"{df.loc[bad, col].tolist()[:10]})")
+    return v.to_numpy().astype(np.int8)
+
+
+def read_outcomes(csv: str | os.PathLike, time_unit: str = "months") -> pd.DataFrame:
+    """Validated outcomes table (docs/data_formats.md): columns ``eid`` (int64), ``event``
+    (int8), ``time_days``, ``time`` (in ``time_unit``: months = days / 30 + 1, or days),
+    ``hyp``, ``mi`` (bool), ``ecg_date`` (str or NaN) and ``true_log_hazard`` when present.
+
+    Errors name the column and the offending eids.
+    """
+    csv = Path(csv)
+    if time_unit not in TIME_UNITS:
+        raise ValueError(f"time_unit must be one of {TIME_UNITS}, got {time_unit!r}")
+    if not csv.is_file():
+        raise FileNotFoundError(f"{csv}: outcomes table not found")
+    df = pd.read_csv(csv)
+    missing = [c for c in ("eid", "event", "hyp", "mi") if c not in df.columns]
+    has_days = "time_days" in df.columns
+    has_dates = "ecg_date" in df.columns and "end_date" in df.columns
+    if not has_days and not has_dates:
+        missing.append("time_days (or ecg_date + end_date)")
+    if missing:
+        raise ValueError(f"{csv}: missing column(s) {missing}")
+    eid = pd.to_numeric(df["eid"], errors="coerce")
+    bad = eid.isna() | (eid != eid.round())
+    if bad.any():
+        raise ValueError(f"{csv}: column 'eid': non-integer value(s) "
+                         f"{df.loc[bad, 'eid'].tolist()[:10]} in rows "
+                         f"{(df.index[bad] + 2).tolist()[:10]}")
+    df["eid"] = eid.astype(np.int64)
+    dup = df.loc[df["eid"].duplicated(), "eid"].unique().tolist()
+    if dup:
+        raise ValueError(f"{csv}: column 'eid': duplicate eids {dup[:10]}")
+    out = pd.DataFrame({"eid": df["eid"].to_numpy()})
+    out["event"] = _binary(df, "event", csv)
+    out["hyp"] = _binary(df, "hyp", csv).astype(bool)
+    out["mi"] = _binary(df, "mi", csv).astype(bool)
+    if has_days:
+        days = pd.to_numeric(df["time_days"], errors="coerce")
+        col = "time_days"
+    else:
+        e = pd.to_datetime(df["ecg_date"], errors="coerce")
+        n = pd.to_datetime(df["end_date"], errors="coerce")
+        for c, v in (("ecg_date", e), ("end_date", n)):
+            if v.isna().any():
+                raise ValueError(f"{csv}: column {c!r}: missing or unparseable dates for "
+                                 f"eids {df.loc[v.isna(), 'eid'].tolist()[:10]}")
+        days = (n - e).dt.days.astype(float)
+        col = "end_date - ecg_date"
+    if days.isna().any():
+        raise ValueError(f"{csv}: column {col!r}: missing/non-numeric time for eids "
+                         f"{df.loc[days.isna(), 'eid'].tolist()[:10]}")
+    nonpos = days <= 0
+    if nonpos.any():
+        raise ValueError(f"{csv}: column {col!r}: time must be > 0 days; offending eids "
+                         f"{df.loc[nonpos, 'eid'].tolist()[:10]} (values "
+                         f"{days[nonpos].tolist()[:10]})")
+    out["time_days"] = days.to_numpy(dtype=np.float64)
+    out["time"] = out["time_days"] / 30.0 + 1.0 if time_unit == "months" else out["time_days"]
+    out["ecg_date"] = (pd.to_datetime(df["ecg_date"], errors="coerce").dt.strftime("%Y-%m-%d")
+                       if "ecg_date" in df.columns else np.nan)
+    if "true_log_hazard" in df.columns:
+        v = pd.to_numeric(df["true_log_hazard"], errors="coerce")
+        if v.isna().any():
+            raise ValueError(f"{csv}: column 'true_log_hazard': missing/non-numeric for eids "
+                             f"{df.loc[v.isna(), 'eid'].tolist()[:10]}")
+        out["true_log_hazard"] = v.to_numpy(dtype=np.float64)
+    out.attrs["time_unit"] = time_unit
+    return out.sort_values("eid").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- cache
+def _parse_task(task: tuple[str, bool, bool]) -> tuple[str, object]:
+    """Worker: parse (and validate the strip when wanted) but return no strip, so that
+    thousands of parsed files fit in memory; strips are re-read row by row when written."""
+    path, strips, recenter = task
+    try:
+        e = parse_cardiology_xml(path, strip=strips)
+        if not np.all(np.isfinite(e.median)) or (e.strip is not None
+                                                  and not np.all(np.isfinite(e.strip))):
+            return path, "NaN samples"
+        e.strip = None
+        if recenter:
+            e.median = conform_beat(e.median, FS).astype(np.float32)
+        return path, e
+    except (CardiologyXMLError, ValueError) as err:
+        return path, str(err)
+
+
+def _strip_task(path: str) -> tuple[str, np.ndarray]:
+    strip = parse_cardiology_xml(path, strip=True).strip
+    assert strip is not None
+    return path, strip
+
+
+def build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike,
+                    out: str | os.PathLike, time_unit: str = "months", strips: bool = False,
+                    workers: int = 2, progress: bool = True,
+                    recenter: bool = True) -> BuildSummary:
+    """Build the UK Biobank cache of docs/data_formats.md at ``out`` (atomic; a no-op when a
+    complete cache with the same config and inputs exists)."""
+    t0 = time.perf_counter()
+    xml_dir, outcomes_csv, out = Path(xml_dir), Path(outcomes_csv), Path(out)
+    if not xml_dir.is_dir():
+        raise FileNotFoundError(f"{xml_dir}: XML directory not found")
+    files = sorted(xml_dir.rglob("*.xml"))
+    if time_unit not in TIME_UNITS:
+        raise ValueError(f"time_unit must be one of {TIME_UNITS}, got {time_unit!r}")
+    names = "\n".join(str(f.relative_to(xml_dir)) for f in files)
+    config = dict(xml_dir=str(xml_dir.resolve()), outcomes=str(outcomes_csv.resolve()),
+                  outcomes_sha1=sha1_file(outcomes_csv) if outcomes_csv.is_file() else None,
+                  xml_files=len(files), xml_names_sha1=hashlib.sha1(names.encode()).hexdigest(),
+                  time_unit=time_unit, strips=bool(strips), recenter=bool(recenter))
+    if is_complete_cache(out, "ukb", config):
+        with open_cache(out, "ukb") as f:
+            s = BuildSummary(out, int(f.attrs["n_records"]), read_skipped(f), noop=True)
+        print(s.report())
+        return s
+    outcomes = read_outcomes(outcomes_csv, time_unit).set_index("eid")
+    if not files:
+        raise FileNotFoundError(f"{xml_dir}: no *.xml files")
+
+    skipped: list[tuple[str, str]] = []
+    by_eid: dict[int, list[UKBECG]] = {}
+    tasks = [(str(f), bool(strips), bool(recenter)) for f in files]
+    with contextlib.closing(parallel_map(_parse_task, tasks, workers, progress,
+                                          "UKB XML")) as results:
+        for path, res in results:
+            rel = str(Path(path).relative_to(xml_dir))
+            if isinstance(res, str):
+                skipped.append((rel, res))
+            else:
+                by_eid.setdefault(res.eid, []).append(res)
+    rows: list[UKBECG] = []
+    for eid in sorted(by_eid):
+        ecgs = by_eid[eid]
+        if len(ecgs) > 1:
+            names_ = ", ".join(e.path.name for e in ecgs)
+            skipped += [(str(e.path.relative_to(xml_dir)),
+                         f"duplicate ECG files for eid {eid}: {names_}") for e in ecgs]
+        elif eid not in outcomes.index:
+            skipped.append((str(ecgs[0].path.relative_to(xml_dir)),
+                            f"no outcome row for eid {eid}"))
+        elif ecgs[0].ecg_datetime is None and not isinstance(outcomes.at[eid, "ecg_date"], str):
+            skipped.append((str(ecgs[0].path.relative_to(xml_dir)),
+                            "no ECG date (ObservationDateTime missing, no ecg_date column)"))
+        else:
+            rows.append(ecgs[0])
+    skipped += [(str(eid), "outcome row without an ECG file")
+                for eid in outcomes.index if eid not in by_eid]
+    if not rows:
+        raise RuntimeError(f"{xml_dir}: no usable participant ({len(skipped)} skipped; first "
+                           f"reasons: {skipped[:3]}) - refusing to write an empty cache")
+
+    o = outcomes.loc[[e.eid for e in rows]]
+    with atomic_h5(out, "ukb", config) as f:
+        n = len(rows)
+        f.create_dataset("median", data=np.stack([e.median for e in rows]).astype(np.float32),
+                         chunks=(min(n, 64), N_LEADS, BEAT_LEN))
+        if strips:
+            ds = f.create_dataset("strip", shape=(n, N_LEADS, int(STRIP_SECONDS * FS)),
+                                  dtype=np.float32, chunks=(1, N_LEADS, int(STRIP_SECONDS * FS)))
+            with contextlib.closing(parallel_map(_strip_task, [str(e.path) for e in rows],
+                                                  workers, progress, "UKB strips")) as it:
+                for i, (_, strip) in enumerate(it):
+                    ds[i] = strip
+        f.create_dataset("eid", data=np.array([e.eid for e in rows], dtype=np.int64))
+        f.create_dataset("time", data=o["time"].to_numpy(np.float32))
+        f["time"].attrs["time_unit"] = time_unit
+        f.create_dataset("time_days", data=o["time_days"].to_numpy(np.float32))
+        f.create_dataset("event", data=o["event"].to_numpy().astype(np.int8))
+        f.create_dataset("cohort_hyp", data=o["hyp"].to_numpy(bool))
+        f.create_dataset("cohort_mi", data=o["mi"].to_numpy(bool))
+        f.create_dataset("age", data=np.array([e.age for e in rows], dtype=np.float32))
+        f.create_dataset("sex", data=np.array([e.sex for e in rows], dtype=np.int8))
+        dates = [e.ecg_datetime.date().isoformat() if e.ecg_datetime is not None
+                 else str(o.at[e.eid, "ecg_date"]) for e in rows]
+        write_strings(f, "ecg_date", dates)
+        m = f.create_dataset("measurements", data=np.array(
+            [[e.measurements.get(k, np.nan) for k in MEASUREMENT_NAMES] for e in rows],
+            dtype=np.float32))
+        m.attrs["measurement_names"] = list(MEASUREMENT_NAMES)
+        if "true_log_hazard" in o.columns:
+            f.create_dataset("true_log_hazard", data=o["true_log_hazard"].to_numpy(np.float32))
+        f.attrs["time_unit"] = time_unit
+        write_skipped(f, skipped)
+        f.attrs["n_records"] = n
+    s = BuildSummary(out, len(rows), skipped, seconds=time.perf_counter() - t0)
+    print(s.report())
+    return s
+
+
+def select_cohort(cache_file: str | os.PathLike | h5py.File, name: str) -> np.ndarray:
+    """Row indices of cohort ``hyp`` / ``mi`` / ``all`` in a UK Biobank cache.
+
+    Raises ``ValueError`` for an unknown name, or a cohort that is empty or has no events
+    (the Cox loss and the C-index are undefined without events).
+    """
+    if name not in COHORTS:
+        raise ValueError(f"unknown cohort {name!r}; expected one of {COHORTS}")
+    own = not isinstance(cache_file, h5py.File)
+    f = open_cache(cache_file, "ukb") if own else cache_file
+    try:
+        n = int(f["eid"].shape[0])
+        mask = np.ones(n, bool) if name == "all" else f[f"cohort_{name}"][...].astype(bool)
+        idx = np.flatnonzero(mask)
+        events = int(f["event"][...][idx].sum()) if idx.size else 0
+        label = f.filename
+    finally:
+        if own:
+            f.close()
+    if idx.size == 0:
+        raise ValueError(f"{label}: cohort {name!r} is empty")
+    if events == 0:
+        raise ValueError(f"{label}: cohort {name!r} has no events ({idx.size} participants); "
+                         "survival training/evaluation needs at least one")
+    return idx

@@ -1,0 +1,240 @@
+"""The real entry points, run cheaply: every shipped experiment for one step, pretraining
+losses falling, resume from last.ckpt, the finetuning protocol's outputs, a 2-process DDP
+run, and the clear failures (divergence, wrong checkpoint, no events, no data)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ecg_dan.cli import main as cli
+from ecg_dan.config import EXPERIMENTS_DIR, ConfigError, load_config
+from ecg_dan.lit.finetune import (CheckpointMismatchError, DivergenceError,
+                                  SurvivalFinetuneModule, load_pretrained_backbone)
+from ecg_dan.models import ECGDAN, ModelConfig
+from ecg_dan.pipelines import evaluate_finetune, run_finetune, run_pretrain
+
+N_SYNTH = 240
+TINY = ["trainer.enable_progress_bar=false", "logging.wandb=false", "data.num_workers=0",
+        "trainer.log_every_n_steps=1", "data.synthetic_events=dense",
+        f"data.synthetic_n={N_SYNTH}", "data.source=synthetic"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """One tiny synthetic twin + caches shared by the module (built on first use)."""
+    root = tmp_path_factory.mktemp("data")
+    cfg = load_config("demo_finetune", [*TINY, f"data.root={root}"])
+    from ecg_dan.pipelines import ptbxl_cache, ukb_cache
+
+    ptbxl_cache(cfg)
+    ukb_cache(cfg)
+    return root
+
+
+def _args(tmp_path: Path, data_root: Path, *extra: str) -> list[str]:
+    return [*TINY, f"data.root={data_root}", f"run_dir={tmp_path / 'run'}", *extra]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, data_root) -> Path:
+    run = tmp_path_factory.mktemp("pre")
+    out = run_pretrain(load_config("demo_pretrain", [
+        *TINY, f"data.root={data_root}", f"run_dir={run}", "trainer.max_epochs=1",
+        "pretrain.batch_size=32"]))
+    return Path(out["checkpoint"])
+
+
+def _experiments() -> list[str]:
+    return sorted(str(p.relative_to(EXPERIMENTS_DIR).with_suffix(""))
+                  for p in EXPERIMENTS_DIR.rglob("*.yaml") if p.stem != "base")
+
+
+@pytest.mark.parametrize("experiment", _experiments())
+def test_every_experiment_runs_one_step(experiment, tmp_path, data_root):
+    cfg = load_config(experiment, _args(tmp_path, data_root, "trainer.max_epochs=1",
+                                        "trainer.limit_train_batches=1",
+                                        "trainer.limit_val_batches=1"))
+    if cfg.task == "pretrain":
+        cfg.pretrain.batch_size = 16
+        out = run_pretrain(cfg)
+        assert out["checkpoint"].is_file()
+    else:
+        cfg.finetune.scratch = True
+        cfg.finetune.seeds = [42]
+        cfg.finetune.batch_size = 64
+        cfg.finetune.n_boot = 20
+        run_dir = run_finetune(cfg)
+        assert (run_dir / "results.md").is_file()
+
+
+def test_pretraining_losses_fall_through_cli(tmp_path, data_root):
+    code = cli(["pretrain", "demo_pretrain", *_args(
+        tmp_path, data_root, "trainer.max_epochs=6", "pretrain.batch_size=16",
+        "optim.schedule=constant", "optim.lr=2e-3")])
+    assert code == 0
+    log = pd.read_csv(tmp_path / "run" / "csv" / "version_0" / "metrics.csv")
+    for key in ("train/recon_mse_epoch", "train/align_epoch", "train/loss_epoch"):
+        values = log[key].dropna().to_numpy()
+        assert len(values) == 6, key
+        assert values[-1] < values[0] * 0.9, (key, values)
+    assert {"val/recon_mse", "val/align"} <= set(log.columns)
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    ckpt = torch.load(next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt")),
+                      map_location="cpu", weights_only=False)
+    meta = ckpt["ecg_dan"]
+    assert meta["text_model"].startswith("all-MiniLM-L6-v2") or "minilm" in \
+        meta["text_model"].lower()
+    assert meta["config"]["name"] == "demo_pretrain"
+    assert set(meta["encoder"]) == set(ECGDAN(ModelConfig()).encoder.state_dict())
+    assert (tmp_path / "run" / "pretrain_eval.json").is_file()
+
+
+def test_resume_continues_from_last_ckpt(tmp_path, data_root):
+    base = _args(tmp_path, data_root, "pretrain.batch_size=32", "trainer.limit_val_batches=1")
+    run_pretrain(load_config("demo_pretrain", [*base, "trainer.max_epochs=1"]))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    first = torch.load(last, map_location="cpu", weights_only=False)
+    run_pretrain(load_config("demo_pretrain", [*base, "trainer.max_epochs=2"]))
+    second = torch.load(last, map_location="cpu", weights_only=False)
+    assert first["global_step"] > 0
+    assert second["global_step"] == 2 * first["global_step"]
+    # both parts of the CSV log are kept (a resumed run writes a new version folder)
+    logs = sorted((tmp_path / "run" / "csv").glob("version_*/metrics.csv"))
+    assert len(logs) == 2
+    # the LR schedule continued (per-step scheduler state restored), not restarted
+    assert second["lr_schedulers"][0]["last_epoch"] == second["global_step"]
+
+
+def test_finetune_protocol_outputs_and_regeneration(tmp_path, data_root, pretrained):
+    cfg = load_config("demo_finetune", _args(
+        tmp_path, data_root, f"finetune.ckpt={pretrained}", "trainer.max_epochs=1",
+        "finetune.seeds=[42,2021]", "finetune.batch_size=64", "finetune.n_boot=50"))
+    run_dir = run_finetune(cfg)
+    oof = pd.read_csv(run_dir / "oof_predictions.csv")
+    with h5py.File(next(data_root.glob("*ukb*.h5")), "r") as f:
+        hyp = set(f["eid"][...][f["cohort_hyp"][...].astype(bool)])
+    for seed, part in oof.groupby("seed"):
+        assert sorted(part.eid) == sorted(hyp), seed  # everyone held out once per seed
+    assert set(oof.fold) == {0, 1} and np.isfinite(oof.risk).all()
+    table = pd.read_csv(run_dir / "results.csv")
+    assert {"fold", "mean", "std_paper", "std_all", "pooled"} <= set(table.row)
+    assert (run_dir / "kaplan_meier.png").stat().st_size > 1000
+    assert (run_dir / "splits.json").is_file()
+    md = (run_dir / "results.md").read_text()
+    assert "Oracle C-index" in md
+    os.remove(run_dir / "results.md")
+    evaluate_finetune(run_dir)  # regenerated from the saved predictions alone
+    assert (run_dir / "results.md").read_text() == md
+    # re-running skips finished folds instead of retraining them
+    stamp = (run_dir / "predictions" / "seed42_fold0.csv").stat().st_mtime_ns
+    run_finetune(cfg)
+    assert (run_dir / "predictions" / "seed42_fold0.csv").stat().st_mtime_ns == stamp
+
+
+def test_finetune_requires_a_checkpoint_or_scratch(tmp_path, data_root):
+    cfg = load_config("demo_finetune", _args(tmp_path, data_root))
+    with pytest.raises(ConfigError, match="finetune.scratch=true"):
+        run_finetune(cfg)
+
+
+def test_checkpoint_of_another_architecture_is_refused(pretrained):
+    other = ECGDAN(ModelConfig(latent_dim=64))
+    with pytest.raises(CheckpointMismatchError, match=r"model.latent_dim: checkpoint 512"):
+        load_pretrained_backbone(other, pretrained)
+    ok = ECGDAN(ModelConfig(batchwise_dropout=True))  # dropout style changes no weights
+    meta = load_pretrained_backbone(ok, pretrained)
+    assert torch.equal(ok.encoder.pool_avg.weight, meta["encoder"]["pool_avg.weight"])
+
+
+def test_non_checkpoint_file_is_refused(tmp_path):
+    bad = tmp_path / "x.ckpt"
+    torch.save({"state_dict": {}}, bad)
+    with pytest.raises(CheckpointMismatchError, match="not an ecg-dan pretraining checkpoint"):
+        load_pretrained_backbone(ECGDAN(ModelConfig()), bad)
+
+
+def test_divergence_stops_with_clear_message_and_keeps_last_good(tmp_path, data_root):
+    cfg = load_config("demo_finetune", _args(tmp_path, data_root, "finetune.scratch=true",
+                                             "finetune.seeds=[42]", "trainer.max_epochs=2",
+                                             "finetune.batch_size=64"))
+
+    calls = {"n": 0}
+    original = SurvivalFinetuneModule.forward
+
+    def exploding(self, x, return_attention=False):
+        out = original(self, x, return_attention)
+        if self.training and self.current_epoch == 1:
+            calls["n"] += 1
+            out["log_risk"] = out["log_risk"] * float("nan")
+        return out
+
+    SurvivalFinetuneModule.forward = exploding
+    try:
+        with pytest.raises(DivergenceError, match="non-finite risk.*last good checkpoint"):
+            run_finetune(cfg)
+    finally:
+        SurvivalFinetuneModule.forward = original
+    assert calls["n"] == 1
+    last = tmp_path / "run" / "seed42_fold0" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values()
+               if v.is_floating_point())
+
+
+def test_cohort_without_events_is_a_clear_error(tmp_path, data_root):
+    cache = next(data_root.glob("*ukb*.h5"))
+    no_events = tmp_path / "no_events.h5"
+    with h5py.File(cache, "r") as src, h5py.File(no_events, "w") as dst:
+        for k in src:
+            src.copy(k, dst)
+        dst.attrs.update(dict(src.attrs))
+        dst["event"][...] = 0
+    cfg = load_config("demo_finetune", _args(tmp_path, data_root, "finetune.scratch=true",
+                                             f"data.ukb_cache={no_events}",
+                                             "data.source=real"))
+    with pytest.raises(ValueError, match="no events"):
+        run_finetune(cfg)
+
+
+def test_make_pretrain_without_data_explains(capsys):
+    from ecg_dan.make_targets import main as make_main
+
+    assert make_main(["pretrain", "DATA=", "PTBXL_DIR="]) == 2
+    err = capsys.readouterr().err
+    assert "PTB-XL" in err and "DATA=synthetic" in err and "physionet" in err.lower()
+
+
+DDP_SCRIPT = r"""
+import sys
+from ecg_dan.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tmp_path, data_root):
+    """A 2-process gloo DDP finetuning run through the CLI, as a subprocess script (Lightning
+    re-launches the script for the second rank)."""
+    script = tmp_path / "run_cli.py"
+    script.write_text(DDP_SCRIPT)
+    args = ["finetune", "demo_finetune", *_args(
+        tmp_path, data_root, "finetune.scratch=true", "finetune.seeds=[42]",
+        "trainer.max_epochs=1", "finetune.batch_size=64", "finetune.n_boot=20",
+        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.threads=1")]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "strategy=ddp" in proc.stderr or "distributed_backend=gloo" in proc.stderr
+    oof = pd.read_csv(tmp_path / "run" / "oof_predictions.csv")
+    assert oof.eid.is_unique and len(oof) > 0  # ranks' predictions gathered, none repeated
