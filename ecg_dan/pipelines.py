@@ -233,7 +233,8 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
             e = module.ecg_proj(z).numpy()
             t = module.text_proj(torch.from_numpy(text_emb[idx["test"]])).numpy()
             results["retrieval"] = retrieval_recall(e, t)
-            encoder = load_text_encoder(cfg.pretrain.text_model, revision=cfg.pretrain.text_revision)
+            encoder = load_text_encoder(cfg.pretrain.text_model,
+                                        revision=cfg.pretrain.text_revision)
             cls = superclass_text_embeddings(
                 load_statements(), encoder,
                 cfg.pretrain.embedding_cache or Path(cfg.data.root) / "text_embeddings")
@@ -411,8 +412,7 @@ def _predict(trainer: L.Trainer, module, loader, split, ckpt: str) -> pd.DataFra
 def fold_ibs(test: pd.DataFrame, train: pd.DataFrame, n_times: int = 20) -> float:
     """Integrated Brier score of one fold: Breslow baseline from the training-fold risks,
     evaluated on the held-out fold over its 10th-90th percentile of event times."""
-    from ecg_dan.metrics.survival import (breslow_baseline, integrated_brier_score,
-                                          survival_curves)
+    from ecg_dan.metrics.survival import breslow_baseline, integrated_brier_score, survival_curves
 
     base = breslow_baseline(train.risk.to_numpy(), train.time.to_numpy(),
                             train.event.to_numpy())

@@ -17,8 +17,12 @@ import torch
 
 from ecg_dan.cli import main as cli
 from ecg_dan.config import EXPERIMENTS_DIR, ConfigError, load_config
-from ecg_dan.lit.finetune import (CheckpointMismatchError, DivergenceError,
-                                  SurvivalFinetuneModule, load_pretrained_backbone)
+from ecg_dan.lit.finetune import (
+    CheckpointMismatchError,
+    DivergenceError,
+    SurvivalFinetuneModule,
+    load_pretrained_backbone,
+)
 from ecg_dan.models import ECGDAN, ModelConfig
 from ecg_dan.pipelines import evaluate_finetune, run_finetune, run_pretrain
 

