@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_modules.datasets import open_cache  # noqa: E402
+from data_modules.h5cache import open_cache  # noqa: E402
 from data_modules.ptbxl_datamodule import PTBXLDataModule  # noqa: E402
 from data_modules.splits import Split  # noqa: E402
 from data_modules.ukb_datamodule import UKBDataModule  # noqa: E402

@@ -10,8 +10,7 @@ a list of indices were 4-10x slower here than per-row reads. Small per-record ar
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data_modules.leads import BEAT_LEN, N_LEADS, PAD
+from data_modules.h5cache import open_cache
+from data_modules.leads import N_LEADS, PAD
 from data_modules.transforms import LeadMasker, ProcessLocalRNG, pad_beat, zscore_leads
 
-SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1,)
-CACHE_KINDS: tuple[str, ...] = ("ptbxl", "ukb")
-REQUIRED_DATASETS: dict[str, tuple[str, ...]] = {
-    "ptbxl": ("median", "median_clean", "strat_fold", "superclass", "ecg_id"),
-    "ukb": ("median", "eid", "time", "event", "cohort_hyp", "cohort_mi"),
-}
 # 16 MiB raw-chunk cache per dataset: enough for chunked/compressed caches, small per worker.
 _RDCC_NBYTES = 16 * 1024 * 1024
-
-
-class CacheFormatError(ValueError):
-    """A cache file is incomplete, of the wrong kind/version, or not laid out per the contract."""
 
 
 def _attr_str(value: Any) -> str:
@@ -43,87 +33,6 @@ def _attr_str(value: Any) -> str:
     if isinstance(value, np.ndarray) and value.shape == ():
         return _attr_str(value.item())
     return str(value)
-
-
-def _is_true(value: Any) -> bool:
-    """True for a scalar boolean True (or integer 1); strings such as "True" do not count."""
-    if value is None:
-        return False
-    a = np.asarray(value)
-    if a.shape != ():
-        return False
-    if a.dtype == np.bool_:
-        return bool(a)
-    return bool(np.issubdtype(a.dtype, np.integer) and int(a) == 1)
-
-
-def validate_cache(f: h5py.File, path: str | Path, kind: str | None = None) -> str:
-    """Check root attributes and required datasets of an open cache; returns its kind.
-
-    Raises :class:`CacheFormatError` naming the file and what is wrong.
-    """
-    attrs = f.attrs
-    complete = attrs.get("complete", None)
-    if not _is_true(complete):
-        raise CacheFormatError(
-            f"cache {path} is incomplete (root attribute 'complete' is {complete!r}, "
-            "expected True): it was probably interrupted while being built; rebuild it"
-        )
-    if "schema_version" not in attrs:
-        raise CacheFormatError(f"cache {path} has no root attribute 'schema_version'")
-    try:
-        version = int(np.asarray(attrs["schema_version"]).item())
-    except (TypeError, ValueError) as e:
-        raise CacheFormatError(
-            f"cache {path}: schema_version {attrs['schema_version']!r} is not an integer"
-        ) from e
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise CacheFormatError(
-            f"cache {path} has schema_version {version}; this code reads "
-            f"{SUPPORTED_SCHEMA_VERSIONS}. Rebuild the cache with this version of ecg-dan"
-        )
-    if "kind" not in attrs:
-        raise CacheFormatError(f"cache {path} has no root attribute 'kind'")
-    found = _attr_str(attrs["kind"])
-    if found not in CACHE_KINDS:
-        raise CacheFormatError(f"cache {path} has unknown kind {found!r}; expected {CACHE_KINDS}")
-    if kind is not None and found != kind:
-        raise CacheFormatError(f"cache {path} is a {found!r} cache, expected a {kind!r} cache")
-    missing = [name for name in REQUIRED_DATASETS[found] if name not in f]
-    if missing:
-        raise CacheFormatError(f"cache {path} ({found}) lacks required datasets {missing}")
-    n = f["median"].shape[0]
-    if f["median"].shape[1:] != (N_LEADS, BEAT_LEN):
-        raise CacheFormatError(
-            f"cache {path}: 'median' has shape {f['median'].shape}, "
-            f"expected (N, {N_LEADS}, {BEAT_LEN})"
-        )
-    for name in REQUIRED_DATASETS[found]:
-        if f[name].shape[0] != n:
-            raise CacheFormatError(
-                f"cache {path}: dataset {name!r} has {f[name].shape[0]} rows, 'median' has {n}"
-            )
-    if "n_records" in attrs and int(np.asarray(attrs["n_records"]).item()) != n:
-        n_attr = int(np.asarray(attrs["n_records"]).item())
-        raise CacheFormatError(
-            f"cache {path}: root attribute n_records={n_attr} but 'median' has {n} rows"
-        )
-    return found
-
-
-@contextmanager
-def open_cache(path: str | Path, kind: str | None = None) -> Iterator[h5py.File]:
-    """Open a cache read-only after validating it (see :func:`validate_cache`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"cache file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise CacheFormatError(f"cache {path} is not a readable HDF5 file ({e})") from e
-    with f:
-        validate_cache(f, path, kind)
-        yield f
 
 
 class H5ECGDataset(Dataset):
@@ -142,7 +51,7 @@ class H5ECGDataset(Dataset):
         self._owner_pid: int | None = None
         self._dsets: dict[str, h5py.Dataset] = {}
         with open_cache(self.path, self.kind) as f:
-            self.cache_kind = validate_cache(f, self.path, self.kind)
+            self.cache_kind = _attr_str(f.attrs["kind"])
             self.n_records = int(f["median"].shape[0])
             self.indices = self._check_indices(indices)
             self._load_metadata(f)

@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
+from data_modules.leads import BEAT_LEN, N_LEADS
+
 T = TypeVar("T")
 R = TypeVar("R")
 SCHEMA_VERSION = 1
@@ -36,8 +38,15 @@ KINDS = ("ptbxl", "ukb")
 STR_DTYPE = h5py.string_dtype()
 
 
-class CacheError(RuntimeError):
-    """A cache file that cannot be used (missing, incomplete, wrong kind or schema)."""
+class CacheError(ValueError):
+    """A cache file that cannot be used (missing, incomplete, wrong kind, schema or layout)."""
+
+
+# Datasets every reader relies on (docs/data_formats.md), checked when a cache is opened.
+REQUIRED_DATASETS: dict[str, tuple[str, ...]] = {
+    "ptbxl": ("median", "median_clean", "strat_fold", "superclass", "ecg_id"),
+    "ukb": ("median", "eid", "time", "event", "cohort_hyp", "cohort_mi"),
+}
 
 
 def sha1_file(path: str | os.PathLike) -> str:
@@ -110,8 +119,16 @@ def write_strings(f: h5py.File | h5py.Group, name: str, values: Sequence[str]) -
                             dtype=STR_DTYPE)
 
 
-def _check(f: h5py.File, path: Path, kind: str) -> None:
-    if not bool(f.attrs.get("complete", False)):
+def validate_cache(f: h5py.File, path: str | os.PathLike, kind: str | None = None) -> str:
+    """Check an open cache's root attributes and layout; return its kind.
+
+    Raises :class:`CacheError` naming the file and what is wrong. ``kind=None`` accepts
+    any known kind.
+    """
+    path = Path(path)
+    complete = np.asarray(f.attrs.get("complete", False))
+    if complete.shape != () or not (complete.dtype == np.bool_ or
+                                    np.issubdtype(complete.dtype, np.integer)) or not complete:
         raise CacheError(f"{path}: incomplete cache (root attribute 'complete' is not True); "
                          "the build was interrupted or is still running - rebuild it")
     version = f.attrs.get("schema_version")
@@ -126,12 +143,30 @@ def _check(f: h5py.File, path: Path, kind: str) -> None:
                          f"{SCHEMA_VERSION}; rebuild the cache")
     got = f.attrs.get("kind")
     got = got.decode() if isinstance(got, bytes) else got
-    if got != kind:
+    if got not in KINDS:
+        raise CacheError(f"{path}: unknown cache kind {got!r}; expected one of {KINDS}")
+    if kind is not None and got != kind:
         raise CacheError(f"{path}: cache kind is {got!r}, expected {kind!r}")
+    missing = [name for name in REQUIRED_DATASETS[got] if name not in f]
+    if missing:
+        raise CacheError(f"{path}: {got} cache lacks required datasets {missing}")
+    n = f["median"].shape[0]
+    if f["median"].shape[1:] != (N_LEADS, BEAT_LEN):
+        raise CacheError(f"{path}: 'median' has shape {f['median'].shape}, expected "
+                         f"(N, {N_LEADS}, {BEAT_LEN})")
+    for name in REQUIRED_DATASETS[got]:
+        if f[name].shape[0] != n:
+            raise CacheError(f"{path}: dataset {name!r} has {f[name].shape[0]} rows, "
+                             f"'median' has {n}")
+    if "n_records" in f.attrs and int(np.asarray(f.attrs["n_records"]).item()) != n:
+        raise CacheError(f"{path}: root attribute n_records={int(f.attrs['n_records'])} but "
+                         f"'median' has {n} rows")
+    return got
 
 
-def open_cache(path: str | os.PathLike, kind: str) -> h5py.File:
-    """Open a finished cache read-only, refusing missing/incomplete/wrong-kind/old files."""
+def open_cache(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
+    """Open a finished cache read-only (usable as a context manager), refusing missing,
+    incomplete, wrong-kind, old or malformed files with the file named."""
     p = Path(path)
     if not p.is_file():
         hint = " (an unfinished build left '.tmp')" if p.with_name(p.name + ".tmp").exists() else ""
@@ -141,7 +176,7 @@ def open_cache(path: str | os.PathLike, kind: str) -> h5py.File:
     except OSError as e:
         raise CacheError(f"{p}: not a readable HDF5 file ({e})") from e
     try:
-        _check(f, p, kind)
+        validate_cache(f, p, kind)
     except BaseException:
         f.close()
         raise
@@ -157,7 +192,7 @@ def is_complete_cache(path: str | os.PathLike, kind: str,
         return False
     try:
         with h5py.File(p, "r") as f:
-            _check(f, p, kind)
+            validate_cache(f, p, kind)
             stored = f.attrs.get("build_config")
     except (CacheError, OSError):
         return False

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from data_modules.datasets import PTBXLDataset, open_cache
+from data_modules.datasets import PTBXLDataset
+from data_modules.h5cache import open_cache
 from data_modules.splits import ptbxl_split
 from data_modules.transforms import LeadMasker, seed_worker
 

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from data_modules.datasets import UKBDataset, open_cache
+from data_modules.datasets import UKBDataset
+from data_modules.h5cache import open_cache
 from data_modules.samplers import EventStratifiedBatchSampler
 from data_modules.splits import PAPER_SEEDS, Split, survival_cv_splits
 from data_modules.transforms import BatchLeadMask, LeadMasker, add_unmasked_target, seed_worker

@@ -13,12 +13,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from data_modules.datasets import (
-    CacheFormatError,
-    H5ECGDataset,
-    PTBXLDataset,
-    UKBDataset,
-)
+from data_modules.datasets import H5ECGDataset, PTBXLDataset, UKBDataset
+from data_modules.h5cache import CacheError
 from data_modules.leads import PAD
 from data_modules.ptbxl_datamodule import PTBXLDataModule
 from data_modules.samplers import EventStratifiedBatchSampler
@@ -188,7 +184,7 @@ def test_generic_dataset_reads_either_kind(ptbxl_cache: Path, ukb_cache: Path) -
         (lambda f: f.attrs.__delitem__("complete"), "incomplete"),
         (lambda f: f.attrs.__setitem__("complete", False), "incomplete"),
         (lambda f: f.attrs.__setitem__("schema_version", 99), "schema_version 99"),
-        (lambda f: f.attrs.__setitem__("kind", "ukb"), "expected a 'ptbxl'"),
+        (lambda f: f.attrs.__setitem__("kind", "ukb"), "expected 'ptbxl'"),
         (lambda f: f.__delitem__("median_clean"), "median_clean"),
     ],
 )
@@ -196,16 +192,16 @@ def test_refuses_bad_caches(tmp_path: Path, mutate, match: str) -> None:
     path = write_ptbxl_cache(tmp_path / "bad.h5", n=12)
     with h5py.File(path, "r+") as f:
         mutate(f)
-    with pytest.raises(CacheFormatError, match=match) as err:
+    with pytest.raises(CacheError, match=match) as err:
         PTBXLDataset(path)
     assert str(path) in str(err.value)
-    with pytest.raises(CacheFormatError):
+    with pytest.raises(CacheError):
         PTBXLDataModule(path)
 
 
 def test_refuses_cache_written_without_complete(tmp_path: Path) -> None:
     path = write_ukb_cache(tmp_path / "partial.h5", n=16, complete=False)
-    with pytest.raises(CacheFormatError, match="incomplete"):
+    with pytest.raises(CacheError, match="incomplete"):
         UKBDataset(path)
 
 

@@ -406,6 +406,11 @@ def test_atomic_h5_and_open_cache_refusals(tmp_path):
 
     with atomic_h5(out, "ptbxl", cfg) as f:
         f.attrs["n_records"] = 1
+        for name in ("median", "median_clean"):
+            f.create_dataset(name, data=np.zeros((1, 12, 600), np.float32))
+        f.create_dataset("strat_fold", data=np.array([1], np.int8))
+        f.create_dataset("superclass", data=np.zeros((1, 5), np.float32))
+        f.create_dataset("ecg_id", data=np.array([1], np.int64))
         write_skipped(f, [("7", "flat lead(s) V3"), ("9", "no beats")])
     with open_cache(out, "ptbxl") as f:
         assert bool(f.attrs["complete"]) and int(f.attrs["schema_version"]) == 1
