@@ -85,14 +85,18 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    target = args.ckpt or args.target
+    if not target:
+        what = "--ckpt PATH" if args.what == "pretrain" else "RUN_DIR"
+        raise SystemExit(f"ecg-dan evaluate {args.what}: give {what}")
     if args.what == "pretrain":
         from ecg_dan.pipelines import evaluate_pretrain
 
-        evaluate_pretrain(args.target, overrides=args.overrides)
+        evaluate_pretrain(target, overrides=args.overrides)
     else:
         from ecg_dan.pipelines import evaluate_finetune
 
-        evaluate_finetune(Path(args.target))
+        evaluate_finetune(Path(target))
     return 0
 
 
@@ -146,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a pretrained checkpoint or a finetuning run")
     p.add_argument("what", choices=("pretrain", "finetune"))
-    p.add_argument("target", help="checkpoint (pretrain) or run directory (finetune)")
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("target", nargs="?", help="checkpoint (pretrain) or run directory (finetune)")
+    p.add_argument("--ckpt", default=None, help="pretraining checkpoint (same as target)")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.ptbxl_dir=...")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="synthetic data -> pretrain -> finetune -> evaluation")
