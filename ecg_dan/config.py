@@ -115,6 +115,7 @@ class FinetuneConfig:
     ties: str = "efron"  # efron | breslow
     lr: float = 1e-3
     lr_find: bool = False  # Lightning's LR finder at epoch 0 (the authors' choice)
+    lr_find_steps: int = 100  # finder steps over 1e-7..1e-2
     batch_size: int = 128
     n_folds: int = 2
     seeds: list[int] = field(default_factory=lambda: [42, 2021, 2022, 2023, 2024])

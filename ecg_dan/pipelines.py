@@ -159,11 +159,12 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
     trainer = build_trainer(cfg, run_dir)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, run_dir))
     best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints/last.ckpt")
+    out: dict[str, Path] = {"checkpoint": Path(best)}
     if trainer.is_global_zero:
-        results = evaluate_pretrain(best, cfg=cfg, datamodule=dm, text_emb=emb)
-        print(f"checkpoint: {best}\nresults: {results}")
-        return {"checkpoint": Path(best), "results": results}
-    return {"checkpoint": Path(best)}
+        out["results"] = evaluate_pretrain(best, cfg=cfg, datamodule=dm, text_emb=emb)
+        print(f"checkpoint: {best}\nresults: {out['results']}")
+    _finish_wandb()
+    return out
 
 
 @torch.no_grad()
@@ -279,29 +280,53 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _flat_numbers(d: Any, prefix: str = "") -> dict[str, float]:
+    """Nested results -> {"a/b/c": number} for a W&B summary (non-numbers dropped)."""
+    out: dict[str, float] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flat_numbers(v, f"{prefix}/{k}" if prefix else str(k)))
+    elif isinstance(d, (bool, np.bool_)):
+        out[prefix] = float(d)
+    elif isinstance(d, (int, float, np.integer, np.floating)) and np.isfinite(d):
+        out[prefix] = float(d)
+    return out
+
+
 def _log_wandb_summary(cfg: DictConfig, key: str, results: dict[str, Any],
                        table: pd.DataFrame | None = None, image: Path | None = None) -> None:
-    """Results into a W&B run of the experiment's group (offline unless an API key is set)."""
+    """Results into W&B (offline unless an API key is set): into the training run when one
+    is still open, otherwise into a new run of the experiment's group."""
     from ecg_dan.trainer import wandb_mode
 
     if not cfg.logging.wandb or wandb_mode() == "disabled":
         return
     import wandb
 
-    from ecg_dan.evaluation.pretrain_eval import flatten_results
-
-    run = wandb.init(project=cfg.logging.project, entity=cfg.logging.entity,
-                     group=cfg.logging.group, tags=list(cfg.logging.tags),
-                     name=f"{cfg.name}-{key}", dir=str(cfg.run_dir), mode=wandb_mode(),
-                     config=OmegaConf.to_container(cfg, resolve=True), reinit=True)
+    run, own = wandb.run, wandb.run is None
+    if own:
+        run = wandb.init(project=cfg.logging.project, entity=cfg.logging.entity,
+                         group=cfg.logging.group, tags=list(cfg.logging.tags),
+                         name=f"{cfg.name}-{key}", dir=str(cfg.run_dir), mode=wandb_mode(),
+                         config=OmegaConf.to_container(cfg, resolve=True))
     try:
-        run.summary.update({f"{key}/{k}": v for k, v in flatten_results(results).items()})
+        run.summary.update({f"{key}/{k}": v for k, v in _flat_numbers(results).items()})
         if table is not None:
-            run.log({f"{key}/table": wandb.Table(dataframe=table.reset_index())})
+            run.log({f"{key}/table": wandb.Table(dataframe=table.astype(str))})
         if image is not None and image.is_file():
             run.log({f"{key}/kaplan_meier": wandb.Image(str(image))})
     finally:
-        run.finish()
+        if own:
+            run.finish()
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run a WandbLogger opened, so the next fold or stage gets its own."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
 
 
 # ----------------------------------------------------------------------------- finetuning
@@ -367,8 +392,17 @@ def run_finetune(cfg: DictConfig) -> Path:
             from lightning.pytorch.tuner import Tuner
 
             finder = Tuner(trainer).lr_find(module, datamodule=dm, min_lr=1e-7, max_lr=1e-2,
-                                            update_attr=True, attr_name="lr")
-            print(f"[{split.name}] LR finder suggests {finder.suggestion()}")
+                                            num_training=f.lr_find_steps, update_attr=True,
+                                            attr_name="lr",
+                                            # per-batch Cox losses are noisy: no early stop
+                                            early_stop_threshold=None)
+            if finder is None or finder.suggestion() is None:
+                raise RuntimeError(f"[{split.name}] the LR finder found no learning rate; set "
+                                   "finetune.lr_find=false and a fixed finetune.lr")
+            _write_text(fold_dir / "lr_find.json", json.dumps(
+                {"suggestion": finder.suggestion(), "lr": finder.results["lr"],
+                 "loss": finder.results["loss"]}, default=_json_default))
+            print(f"[{split.name}] LR finder picked {module.lr:.3g}")
         trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, fold_dir))
         best = trainer.checkpoint_callback.best_model_path
         if not best:
@@ -387,6 +421,7 @@ def run_finetune(cfg: DictConfig) -> Path:
             _write_text(out_csv, test.to_csv(index=False))
             print(f"[{split.name}] held-out fold scored once: {len(test)} participants, "
                   f"{int(test.event.sum())} events -> {out_csv}")
+        _finish_wandb()
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         evaluate_finetune(run_dir, cfg=cfg)
     return run_dir

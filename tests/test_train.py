@@ -144,6 +144,24 @@ def test_finetune_protocol_outputs_and_regeneration(tmp_path, data_root, pretrai
     assert (run_dir / "predictions" / "seed42_fold0.csv").stat().st_mtime_ns == stamp
 
 
+def test_lr_finder_option_sets_the_learning_rate(tmp_path, data_root):
+    import json
+
+    cfg = load_config("demo_finetune", _args(
+        tmp_path, data_root, "finetune.scratch=true", "finetune.seeds=[42]",
+        "finetune.lr_find=true", "finetune.lr_find_steps=20", "trainer.max_epochs=3",
+        "finetune.batch_size=16", "finetune.n_boot=20", "finetune.n_folds=2",
+        "trainer.limit_val_batches=1"))
+    run_dir = run_finetune(cfg)
+    found = json.loads((run_dir / "seed42_fold0" / "lr_find.json").read_text())
+    assert 1e-7 <= found["suggestion"] <= 1e-2 and len(found["lr"]) >= 15
+    ckpt = torch.load(next((run_dir / "seed42_fold0" / "checkpoints").glob("best-*.ckpt")),
+                      map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["finetune"]["lr"] == cfg.finetune.lr  # config untouched
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(
+        found["suggestion"])
+
+
 def test_finetune_requires_a_checkpoint_or_scratch(tmp_path, data_root):
     cfg = load_config("demo_finetune", _args(tmp_path, data_root))
     with pytest.raises(ConfigError, match="finetune.scratch=true"):
@@ -242,3 +260,30 @@ def test_ddp_two_processes_on_cpu(tmp_path, data_root):
     assert "strategy=ddp" in proc.stderr or "distributed_backend=gloo" in proc.stderr
     oof = pd.read_csv(tmp_path / "run" / "oof_predictions.csv")
     assert oof.eid.is_unique and len(oof) > 0  # ranks' predictions gathered, none repeated
+
+
+def test_wandb_offline_logging_of_results(tmp_path, monkeypatch):
+    """The W&B path the suite otherwise disables: nested results, a table and a figure
+    go into an offline run of the experiment's group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ecg_dan.pipelines import _log_wandb_summary
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = load_config("demo_finetune", [f"run_dir={tmp_path}", "logging.wandb=true"])
+    png = tmp_path / "fig.png"
+    plt.plot([0, 1], [1, 0])
+    plt.savefig(png)
+    results = {"linear_probe": {"pretrained": {"macro_auroc": 0.8, "per_class": {"MI": 0.7}},
+                                "note": "text is skipped"}, "flag": True}
+    _log_wandb_summary(cfg, "pretrain_eval", results,
+                       table=pd.DataFrame({"row": ["mean"], "harrell_c": [0.7]}), image=png)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    import wandb
+
+    assert wandb.run is None  # our run was finished, nothing left open
