@@ -9,6 +9,7 @@ CKPT   ?=
 SCRATCH ?=
 ARGS   ?=
 PTBXL_DIR ?=
+ABLATIONS ?=
 
 export WANDB_SILENT := true
 
@@ -44,7 +45,7 @@ finetune: install
 	$(BIN)/python -m ecg_dan.make_targets finetune "DATA=$(DATA)" "COHORT=$(COHORT)" "CKPT=$(CKPT)" "SCRATCH=$(SCRATCH)" -- $(ARGS)
 
 ablations: install
-	$(BIN)/python -m ecg_dan.make_targets ablations "DATA=$(DATA)" "COHORT=$(COHORT)" "CKPT=$(CKPT)" -- $(ARGS)
+	$(BIN)/python -m ecg_dan.make_targets ablations "DATA=$(DATA)" "COHORT=$(COHORT)" "CKPT=$(CKPT)" "ABLATIONS=$(ABLATIONS)" "PTBXL_DIR=$(PTBXL_DIR)" -- $(ARGS)
 
 clean:
 	rm -rf runs data .pytest_cache

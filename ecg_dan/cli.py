@@ -161,8 +161,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _lift_ckpt(argv: list[str]) -> tuple[list[str], str | None]:
+    """Take ``--ckpt X`` out of argv: argparse cannot match overrides that follow it."""
+    out, ckpt, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--ckpt" and i + 1 < len(argv):
+            ckpt, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--ckpt="):
+            ckpt = a.split("=", 1)[1]
+        else:
+            out.append(a)
+        i += 1
+    return out, ckpt
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ckpt = None
+    if argv[:1] == ["evaluate"]:
+        argv, ckpt = _lift_ckpt(argv)
     args = build_parser().parse_args(argv)
+    if ckpt is not None:
+        args.ckpt = ckpt
     from ecg_dan.config import ConfigError
 
     try:

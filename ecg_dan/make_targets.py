@@ -66,7 +66,15 @@ def ablations(v: dict[str, str], extra: list[str]) -> None:
     """Every experiments/ablations/*.yaml; architecture variants are pretrained first with
     the same pretraining config, so each is compared pretrained-vs-pretrained."""
     cohort = v.get("COHORT") or "hyp"
-    for path in sorted((EXPERIMENTS_DIR / "ablations").glob("*.yaml")):
+    paths = sorted((EXPERIMENTS_DIR / "ablations").glob("*.yaml"))
+    if v.get("ABLATIONS"):
+        wanted = [a.strip() for a in v["ABLATIONS"].split(",") if a.strip()]
+        unknown = sorted(set(wanted) - {p.stem for p in paths})
+        if unknown:
+            raise ConfigError(f"ABLATIONS: unknown {unknown}; available: "
+                              f"{', '.join(p.stem for p in paths)}")
+        paths = [p for p in paths if p.stem in wanted]
+    for path in paths:
         name = f"ablations/{path.stem}"
         raw = OmegaConf.load(path)
         model_ov = [f"model.{k}={val}" for k, val in (raw.get("model") or {}).items()]

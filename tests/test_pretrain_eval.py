@@ -241,3 +241,13 @@ def test_results_markdown_runs_side_by_side():
     assert "| epochs | – | – | 3 |" in lines
     single = results_markdown(retr)
     assert "| ECG→text recall@1 | 1.000 |" in single and "| distinct texts | 4 |" in single
+
+
+def test_retrieval_of_a_collapsed_projector_scores_chance_not_perfect():
+    # every ECG embedding identical and equally similar to all six distinct texts:
+    # the expected recall under random tie-breaking is k / m, the expected rank (m + 1) / 2
+    ecg = np.tile(np.array([[1.0, 0.0, 0.0]]), (6, 1))
+    txt = np.array([[0.0, np.cos(a), np.sin(a)] for a in np.linspace(0, 2, 6)])
+    res = retrieval_recall(ecg, txt, ks=(1, 3, 6))
+    assert res["recall"] == {1: pytest.approx(1 / 6), 3: pytest.approx(0.5), 6: 1.0}
+    assert res["median_rank"] == pytest.approx(3.5)

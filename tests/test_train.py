@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from ecg_dan.cli import main as cli
 from ecg_dan.config import EXPERIMENTS_DIR, ConfigError, load_config
@@ -168,6 +169,19 @@ def test_finetune_requires_a_checkpoint_or_scratch(tmp_path, data_root):
         run_finetune(cfg)
 
 
+def test_evaluate_pretrain_cli_with_ckpt_flag_and_overrides(pretrained, capsys):
+    json_path = pretrained.parent.parent / "pretrain_eval.json"
+    json_path.unlink()
+    assert cli(["evaluate", "pretrain", "--ckpt", str(pretrained), "logging.wandb=false"]) == 0
+    import json
+
+    res = json.loads(json_path.read_text())
+    probe = res["linear_probe"]
+    assert {"pretrained", "random init"} <= set(json.dumps(probe).split('"')) or probe
+    assert 0.0 <= res["retrieval"]["recall"]["5"] <= 1.0
+    assert "Linear probe" in capsys.readouterr().out
+
+
 def test_checkpoint_of_another_architecture_is_refused(pretrained):
     other = ECGDAN(ModelConfig(latent_dim=64))
     with pytest.raises(CheckpointMismatchError, match=r"model.latent_dim: checkpoint 512"):
@@ -234,6 +248,24 @@ def test_make_pretrain_without_data_explains(capsys):
     assert make_main(["pretrain", "DATA=", "PTBXL_DIR="]) == 2
     err = capsys.readouterr().err
     assert "PTB-XL" in err and "DATA=synthetic" in err and "physionet" in err.lower()
+
+
+def test_make_ablations_pretrains_the_variant_then_finetunes_it(tmp_path, data_root,
+                                                             monkeypatch):
+    from ecg_dan.make_targets import main as make_main
+
+    monkeypatch.chdir(tmp_path)
+    tiny = [*TINY, f"data.root={data_root}", "trainer.max_epochs=1", "pretrain.batch_size=32",
+            "finetune.batch_size=64", "trainer.limit_val_batches=1"]
+    assert make_main(["ablations", "DATA=synthetic", "ABLATIONS=no_temporal", "--",
+                      *tiny]) == 0
+    pre = torch.load(next(Path("runs/pretrain_ablation_no_temporal_synthetic/checkpoints")
+                          .glob("best-*.ckpt")), map_location="cpu", weights_only=False)
+    assert pre["ecg_dan"]["model_config"]["temporal_attention"] is False
+    fin = Path("runs/ablation_no_temporal_hyp_synthetic")
+    assert (fin / "results.md").is_file()
+    assert OmegaConf.load(fin / "config.yaml").model.temporal_attention is False
+    assert make_main(["ablations", "DATA=synthetic", "ABLATIONS=nope"]) == 2
 
 
 DDP_SCRIPT = r"""

@@ -196,8 +196,11 @@ def retrieval_recall(
     text (identical statements, identical report), so the gallery is the set of *distinct*
     text embeddings (rows exactly equal are one entry) and a query hits when its own text's
     entry ranks in the top k. This equals "any record with the identical text is retrieved"
-    while keeping duplicates from filling the top k. Ties are resolved optimistically (rank
-    = 1 + number of strictly more similar entries). Chance level is k / n_distinct_texts.
+    while keeping duplicates from filling the top k. Similarity ties count as random
+    tie-breaking would in expectation: a query whose own text ties with t entries (itself
+    included) behind g strictly better ones scores clip((k - g) / t, 0, 1) at k, so a
+    collapsed projector (all similarities equal) scores chance, k / n_distinct_texts,
+    rather than a perfect recall. Ranks are the expected ranks, g + (t + 1) / 2.
     """
     ecg = np.asarray(ecg_emb)
     txt = np.asarray(text_emb)
@@ -207,15 +210,19 @@ def retrieval_recall(
     target = target.reshape(-1)
     gallery = _l2_normalise(gallery_raw)
     queries = _l2_normalise(ecg)
-    ranks = np.empty(len(queries), dtype=np.int64)
+    better = np.empty(len(queries), dtype=np.int64)
+    tied = np.empty(len(queries), dtype=np.int64)
     for s in range(0, len(queries), chunk):
         sim = queries[s : s + chunk] @ gallery.T
         own = sim[np.arange(len(sim)), target[s : s + chunk]]
-        ranks[s : s + chunk] = 1 + (sim > own[:, None]).sum(axis=1)
+        better[s : s + chunk] = (sim > own[:, None]).sum(axis=1)
+        tied[s : s + chunk] = (sim == own[:, None]).sum(axis=1)
+    ranks = better + (tied + 1) / 2.0
     m = len(gallery)
     return {
         "kind": "retrieval",
-        "recall": {int(k): float(np.mean(ranks <= k)) for k in ks},
+        "recall": {int(k): float(np.mean(np.clip((k - better) / tied, 0.0, 1.0)))
+                   for k in ks},
         "chance": {int(k): min(1.0, k / m) if m else float("nan") for k in ks},
         "median_rank": float(np.median(ranks)) if len(ranks) else float("nan"),
         "mean_rank": float(np.mean(ranks)) if len(ranks) else float("nan"),
