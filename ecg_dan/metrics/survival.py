@@ -146,6 +146,20 @@ def _check_horizons(test_time: NDArray, times: ArrayLike) -> NDArray:
     return times
 
 
+def _train_test_risk(train_time: ArrayLike, train_event: ArrayLike, test_time: ArrayLike,
+                     test_event: ArrayLike, risk: ArrayLike
+                     ) -> tuple[NDArray, NDArray, NDArray, NDArray, NDArray]:
+    """Validated arrays of the IPCW metrics: train and test (time, event) and test risk."""
+    tr_t, tr_e = _surv_arrays(train_time, train_event, "train")
+    te_t, te_e = _surv_arrays(test_time, test_event, "test")
+    r = _to_numpy_1d(risk, "risk")
+    if r.shape != te_t.shape:
+        raise ValueError(f"risk has {r.shape[0]} values for {te_t.shape[0]} test samples")
+    if np.isnan(r).any():
+        raise ValueError("NaN in risk")
+    return tr_t, tr_e, te_t, te_e, r
+
+
 def uno_cindex(
     train_time: ArrayLike,
     train_event: ArrayLike,
@@ -163,13 +177,8 @@ def uno_cindex(
     ``sksurv.metrics.concordance_index_ipcw`` (pairs with tied times: an event precedes a
     censoring). Raises :class:`UndefinedMetricError` when no pair carries weight.
     """
-    tr_t, tr_e = _surv_arrays(train_time, train_event, "train")
-    te_t, te_e = _surv_arrays(test_time, test_event, "test")
-    r = _to_numpy_1d(risk, "risk")
-    if r.shape != te_t.shape:
-        raise ValueError(f"risk has {r.shape[0]} values for {te_t.shape[0]} test samples")
-    if np.isnan(r).any():
-        raise ValueError("NaN in risk")
+    tr_t, tr_e, te_t, te_e, r = _train_test_risk(train_time, train_event, test_time,
+                                                 test_event, risk)
     g = censoring_km(tr_t, tr_e)
     in_window = np.ones(te_t.shape[0], dtype=bool) if tau is None else te_t < tau
     w = np.zeros(te_t.shape[0])
@@ -197,13 +206,8 @@ def time_dependent_auc(
     ``sksurv.metrics.cumulative_dynamic_auc`` does. A horizon without cases or controls gives NaN.
     ``horizons`` must be strictly increasing and inside [min, max) of the test times.
     """
-    tr_t, tr_e = _surv_arrays(train_time, train_event, "train")
-    te_t, te_e = _surv_arrays(test_time, test_event, "test")
-    r = _to_numpy_1d(risk, "risk")
-    if r.shape != te_t.shape:
-        raise ValueError(f"risk has {r.shape[0]} values for {te_t.shape[0]} test samples")
-    if np.isnan(r).any():
-        raise ValueError("NaN in risk")
+    tr_t, tr_e, te_t, te_e, r = _train_test_risk(train_time, train_event, test_time,
+                                                 test_event, risk)
     times = _check_horizons(te_t, horizons)
     # IPCW only where used (cases up to the last horizon): scikit-survival evaluates G at every
     # test event and raises when one lies beyond the training follow-up, which is common in

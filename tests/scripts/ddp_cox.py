@@ -20,17 +20,13 @@ Exits non-zero on any failure.
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 WORLD = 2
 SIZES = (37, 27)
@@ -128,24 +124,10 @@ def _checks(rank: int) -> None:
         raise AssertionError(f"rank {rank} HarrellCIndex {got} != full-batch {want}")
 
 
-def _worker(rank: int, init_file: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
-    try:
-        _checks(rank)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
 def main() -> int:
-    tmp = tempfile.mkdtemp(prefix="ddp_cox_")
-    try:
-        mp.spawn(_worker, args=(os.path.join(tmp, "init"),), nprocs=WORLD, join=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("ddp_cox: all checks passed")
-    return 0
+    from _spawn import run_world
+
+    return run_world(_checks, "ddp_cox", WORLD)
 
 
 if __name__ == "__main__":

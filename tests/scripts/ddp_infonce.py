@@ -8,17 +8,14 @@ the single-process loss of its rows. Run by ``tests/test_alignment.py`` as a sub
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 WORLD, N, D = 2, 12, 8
 
@@ -40,44 +37,35 @@ def _full_batch_grad(temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     return loss.detach(), proj.weight.grad.clone()
 
 
-def _worker(rank: int, init_file: str) -> None:
+def _checks(rank: int) -> None:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from ecg_dan.losses.alignment import infonce_loss
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD)
-    try:
-        full_loss, full_grad = _full_batch_grad(0.1)
-        torch.manual_seed(0)
-        proj = DDP(torch.nn.Linear(D, D).double())
-        e, t = _data()
-        rows = slice(rank * N // WORLD, (rank + 1) * N // WORLD)
-        loss = infonce_loss(proj(e[rows]), t[rows], 0.1)
-        loss.backward()
-        losses = [torch.zeros(()) .double() for _ in range(WORLD)]
-        dist.all_gather(losses, loss.detach())
-        mean_loss = torch.stack(losses).mean()
-        if not torch.allclose(mean_loss, full_loss, rtol=1e-10):
-            raise AssertionError(f"rank {rank}: mean loss {mean_loss} != full {full_loss}")
-        if not torch.allclose(proj.module.weight.grad, full_grad, rtol=1e-8, atol=1e-12):
-            diff = (proj.module.weight.grad - full_grad).abs().max()
-            raise AssertionError(f"rank {rank}: DDP gradient differs from full batch by {diff}")
-        local = infonce_loss(proj.module(e[rows]), t[rows], 0.1, gather=False)
-        if torch.allclose(local, loss):
-            raise AssertionError("gathering made no difference: negatives are not global")
-    finally:
-        dist.destroy_process_group()
+    full_loss, full_grad = _full_batch_grad(0.1)
+    torch.manual_seed(0)
+    proj = DDP(torch.nn.Linear(D, D).double())
+    e, t = _data()
+    rows = slice(rank * N // WORLD, (rank + 1) * N // WORLD)
+    loss = infonce_loss(proj(e[rows]), t[rows], 0.1)
+    loss.backward()
+    losses = [torch.zeros((), dtype=torch.float64) for _ in range(WORLD)]
+    dist.all_gather(losses, loss.detach())
+    mean_loss = torch.stack(losses).mean()
+    if not torch.allclose(mean_loss, full_loss, rtol=1e-10):
+        raise AssertionError(f"rank {rank}: mean loss {mean_loss} != full {full_loss}")
+    if not torch.allclose(proj.module.weight.grad, full_grad, rtol=1e-8, atol=1e-12):
+        diff = (proj.module.weight.grad - full_grad).abs().max()
+        raise AssertionError(f"rank {rank}: DDP gradient differs from full batch by {diff}")
+    local = infonce_loss(proj.module(e[rows]), t[rows], 0.1, gather=False)
+    if torch.allclose(local, loss):
+        raise AssertionError("gathering made no difference: negatives are not global")
 
 
 def main() -> int:
-    tmp = tempfile.mkdtemp(prefix="ddp_infonce_")
-    try:
-        mp.spawn(_worker, args=(os.path.join(tmp, "init"),), nprocs=WORLD, join=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print("ddp_infonce: all checks passed")
-    return 0
+    from _spawn import run_world
+
+    return run_world(_checks, "ddp_infonce", WORLD)
 
 
 if __name__ == "__main__":
