@@ -513,7 +513,8 @@ def evaluate_finetune(run_dir: Path, cfg: DictConfig | None = None) -> Path:
                 md += (f"\n\nOracle C-index (true log-hazard of the synthetic cohort, same "
                        f"participants): {extra['oracle_cindex']:.4f}\n")
     km = kaplan_meier_plot(oof, top_fraction=cfg.finetune.top_fraction,
-                           out_png=run_dir / "kaplan_meier.png")
+                           out_png=run_dir / "kaplan_meier.png",
+                           time_label=f"Time since ECG ({cfg.data.time_unit})")
     png = Path(km["path"])
     extra["km_logrank_p"] = km["p_value"]
     _write_text(run_dir / "results.md", md)

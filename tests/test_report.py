@@ -255,3 +255,18 @@ def test_kaplan_meier_plot_per_seed_grouping(tmp_path) -> None:
     assert (tmp_path / "km.png").stat().st_size > 0
     with pytest.raises(ValueError, match="grouping"):
         kaplan_meier_plot(df, out_png=tmp_path / "x.png", grouping="bogus")  # type: ignore[arg-type]
+
+
+def test_kaplan_meier_label_states_the_real_size_when_top_risks_tie(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    risk = rng.normal(size=n)
+    risk[:40] = 9.0  # 10% share the top score; top_fraction asks for 2%
+    df = pd.DataFrame({"eid": np.arange(n), "seed": 1, "fold": np.arange(n) % 2, "risk": risk,
+                       "time": rng.uniform(1, 50, n), "event": rng.integers(0, 2, n)})
+    res = kaplan_meier_plot(df, top_fraction=0.02, out_png=tmp_path / "km.png")
+    assert res["n_high"] == 40
+    assert "ties" in res["high_label"] and "10.0%" in res["high_label"]
+    untied = df.assign(risk=rng.normal(size=n))
+    res = kaplan_meier_plot(untied, top_fraction=0.02, out_png=tmp_path / "km2.png")
+    assert res["n_high"] == 8 and "ties" not in res["high_label"]

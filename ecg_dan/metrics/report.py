@@ -332,7 +332,9 @@ def kaplan_meier_plot(
     the log-rank test is valid. ``"per_seed"`` thresholds within each seed and pools the rows;
     participants then appear once per seed, which makes the log-rank p-value anti-conservative.
 
-    Returns ``{"path", "p_value", "n_high", "n_low", "events_high", "events_low"}``.
+    Returns ``{"path", "p_value", "n_high", "n_low", "events_high", "events_low",
+    "high_label"}``; the label states the real group size when tied risks at the threshold
+    make the high-risk group larger than ``top_fraction``.
     """
     from lifelines import KaplanMeierFitter
     from lifelines.statistics import logrank_test
@@ -350,9 +352,15 @@ def kaplan_meier_plot(
     fig = Figure(figsize=(6, 4), dpi=150)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    share = float(high.mean())
+    high_label = f"Top {100 * top_fraction:g}% risk (n={int(high.sum())})"
+    if share > top_fraction * 1.05 + 1.0 / len(high):
+        # tied risks at the threshold all join the high group: say how large it really is
+        high_label = (f"Top {100 * top_fraction:g}% risk + ties at the threshold "
+                      f"(n={int(high.sum())}, {100 * share:.1f}%)")
     groups = (
         (~high, f"Rest (n={int((~high).sum())})", "tab:blue"),
-        (high, f"Top {100 * top_fraction:g}% risk (n={int(high.sum())})", "tab:red"),
+        (high, high_label, "tab:red"),
     )
     for mask, label, color in groups:
         kmf = KaplanMeierFitter().fit(time[mask], event[mask])
@@ -387,4 +395,5 @@ def kaplan_meier_plot(
         "n_low": int((~high).sum()),
         "events_high": int(event[high].sum()),
         "events_low": int(event[~high].sum()),
+        "high_label": high_label,
     }
