@@ -23,19 +23,9 @@ from data_modules.h5cache import open_cache
 from data_modules.samplers import EventStratifiedBatchSampler
 from data_modules.splits import PAPER_SEEDS, Split, survival_cv_splits
 from data_modules.transforms import BatchLeadMask, LeadMasker, add_unmasked_target, seed_worker
+from data_modules.ukb import COHORTS, select_cohort
 
-COHORTS: tuple[str, ...] = ("hyp", "mi", "all")
 STAGES: tuple[str, ...] = ("train", "val", "test")
-
-
-def cohort_rows(cache_path: str | Path, cohort: str) -> np.ndarray:
-    """Cache rows of a cohort (``cohort_hyp`` / ``cohort_mi`` flag, or all rows)."""
-    if cohort not in COHORTS:
-        raise ValueError(f"unknown cohort {cohort!r}; expected one of {COHORTS}")
-    with open_cache(cache_path, "ukb") as f:
-        if cohort == "all":
-            return np.arange(f["median"].shape[0], dtype=np.int64)
-        return np.flatnonzero(f[f"cohort_{cohort}"][...].astype(bool)).astype(np.int64)
 
 
 def make_ukb_splits(
@@ -46,7 +36,7 @@ def make_ukb_splits(
     val_fraction: float = 0.2,
 ) -> list[Split]:
     """The paper's repeated stratified CV over one cohort of a cache (rows and eids)."""
-    rows = cohort_rows(cache_path, cohort)
+    rows = select_cohort(cache_path, cohort)
     with open_cache(cache_path, "ukb") as f:
         event = f["event"][...][rows]
         eid = f["eid"][...][rows]
@@ -118,7 +108,7 @@ class UKBDataModule(L.LightningDataModule):
             self._time = f["time"][...].astype(np.float32)
             unit = f["time"].attrs.get("time_unit", f.attrs.get("time_unit", ""))
             self.time_unit = unit.decode() if isinstance(unit, bytes) else str(unit)
-        self.cohort_rows = cohort_rows(self.cache_path, cohort)
+        self.cohort_rows = select_cohort(self.cache_path, cohort)
         self._check_split()
         self._datasets: dict[str, UKBDataset] = {}
 

@@ -20,7 +20,8 @@ from data_modules.ptbxl_datamodule import PTBXLDataModule
 from data_modules.samplers import EventStratifiedBatchSampler
 from data_modules.splits import load_splits, save_splits
 from data_modules.transforms import LeadMasker, pad_beat, zscore_leads
-from data_modules.ukb_datamodule import UKBDataModule, cohort_rows, make_ukb_splits
+from data_modules.ukb import select_cohort
+from data_modules.ukb_datamodule import UKBDataModule, make_ukb_splits
 
 N_PTBXL = 80
 N_UKB = 240
@@ -277,9 +278,10 @@ def hyp_splits(ukb_cache: Path):
 
 
 def test_cohort_rows_and_splits(ukb_cache: Path, hyp_splits, tmp_path: Path) -> None:
-    rows = cohort_rows(ukb_cache, "hyp")
+    rows = select_cohort(ukb_cache, "hyp")
     assert rows.tolist() == [i for i in range(N_UKB) if i % 4 != 3]
-    assert len(cohort_rows(ukb_cache, "mi")) == 100 and len(cohort_rows(ukb_cache, "all")) == N_UKB
+    assert len(select_cohort(ukb_cache, "mi")) == 100
+    assert len(select_cohort(ukb_cache, "all")) == N_UKB
     assert len(hyp_splits) == 4
     for sp in hyp_splits:
         allr = np.concatenate([sp.train_idx, sp.val_idx, sp.test_idx])
