@@ -238,6 +238,28 @@ def test_unloadable_model_fails_fast_naming_the_offline_default(monkeypatch):
     assert "ecg-dan-tests/definitely-not-a-model" in msg and DEFAULT_TEXT_ENCODER in msg
 
 
+def test_unreachable_hub_fails_in_seconds_without_download_attempts(monkeypatch):
+    import huggingface_hub
+    import sentence_transformers
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    probes = []
+
+    def no_network(name, revision=None, timeout=None):
+        probes.append((name, timeout))
+        raise ConnectionError("network unreachable")
+
+    def must_not_download(*a, **k):
+        raise AssertionError("SentenceTransformer was called although the hub is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", no_network)
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", must_not_download)
+    with pytest.raises(TextEncoderLoadError, match="did not answer.*within 5 s") as err:
+        load_text_encoder("emilyalsentzer/Bio_ClinicalBERT")
+    assert DEFAULT_TEXT_ENCODER in str(err.value)
+    assert probes == [("emilyalsentzer/Bio_ClinicalBERT", 5.0)]
+
+
 def test_default_rejects_other_revision_and_bad_pooling():
     with pytest.raises(TextEncoderLoadError, match="version"):
         load_text_encoder(DEFAULT_TEXT_ENCODER, revision="9.9.9")

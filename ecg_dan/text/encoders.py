@@ -206,12 +206,30 @@ def _load_default(device: str, revision: str | None) -> tuple[Any, str, str]:
     return model, DEFAULT_TEXT_ENCODER, version
 
 
+def _probe_hub(name: str, revision: str | None, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after minutes of download retries, when a hub model is neither
+    in the local Hugging Face cache nor reachable (no network, or no such model)."""
+    import huggingface_hub
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    cached = huggingface_hub.try_to_load_from_cache(name, "config.json", revision=revision)
+    if offline or isinstance(cached, str):
+        return  # sentence-transformers loads it (or says precisely what is missing)
+    try:
+        huggingface_hub.model_info(name, revision=revision, timeout=timeout)
+    except Exception as err:
+        raise ConnectionError(f"the Hugging Face hub did not answer for {name!r} within "
+                              f"{timeout:g} s ({type(err).__name__})") from err
+
+
 def _load_named(name: str, device: str, revision: str | None) -> tuple[Any, str, str]:
     from sentence_transformers import SentenceTransformer
 
     path = Path(name).expanduser()
     is_local = path.is_dir()
     try:
+        if not is_local:
+            _probe_hub(name, revision)
         if is_local:
             model = SentenceTransformer(str(path), device=device)
         else:
