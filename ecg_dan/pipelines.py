@@ -7,6 +7,7 @@ finished folds are reused, an interrupted training continues from ``last.ckpt``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -106,16 +107,24 @@ def ukb_cache(cfg: DictConfig) -> Path:
     return out
 
 
+@functools.lru_cache(maxsize=2)
+def _text_encoder(name: str, revision: str | None):
+    """The frozen text encoder, loaded once per process (record embeddings and the
+    zero-shot class prompts of the same run share it)."""
+    from ecg_dan.text.encoders import load_text_encoder
+
+    return load_text_encoder(name, revision=revision)
+
+
 def text_embeddings(cfg: DictConfig, cache_path: Path) -> tuple[np.ndarray, str]:
     """Per-record text embeddings aligned with the cache rows, and the text model id."""
     import h5py
 
     from ecg_dan.text.embedding_cache import embed_records
-    from ecg_dan.text.encoders import load_text_encoder
     from ecg_dan.text.recipes import load_statements
 
     p = cfg.pretrain
-    encoder = load_text_encoder(p.text_model, revision=p.text_revision)
+    encoder = _text_encoder(p.text_model, p.text_revision)
     with h5py.File(cache_path, "r") as f:
         codes = [c.decode() if isinstance(c, bytes) else c for c in f["scp_codes"][...]]
         reports = [r.decode() if isinstance(r, bytes) else r for r in f["report"][...]]
@@ -226,7 +235,6 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
                                "linear_probe": compare_probes(probes["pretrained"],
                                                               probes["random init"])}
     if module.align != "none" and text_emb is not None:
-        from ecg_dan.text.encoders import load_text_encoder
         from ecg_dan.text.recipes import load_statements
 
         with torch.no_grad():
@@ -234,8 +242,7 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
             e = module.ecg_proj(z).numpy()
             t = module.text_proj(torch.from_numpy(text_emb[idx["test"]])).numpy()
             results["retrieval"] = retrieval_recall(e, t)
-            encoder = load_text_encoder(cfg.pretrain.text_model,
-                                        revision=cfg.pretrain.text_revision)
+            encoder = _text_encoder(cfg.pretrain.text_model, cfg.pretrain.text_revision)
             cls = superclass_text_embeddings(
                 load_statements(), encoder,
                 cfg.pretrain.embedding_cache or Path(cfg.data.root) / "text_embeddings")
@@ -480,15 +487,15 @@ def evaluate_finetune(run_dir: Path, cfg: DictConfig | None = None) -> Path:
     if not files:
         raise FileNotFoundError(f"{run_dir}/predictions has no seed*_fold*.csv: run finetuning "
                                 "first")
-    oof = pd.concat([pd.read_csv(p) for p in files], ignore_index=True)
+    folds = {p: pd.read_csv(p) for p in files}
+    oof = pd.concat(folds.values(), ignore_index=True)
     _write_text(run_dir / "oof_predictions.csv", oof.to_csv(index=False))
     horizons = [h for h in cfg.finetune.horizons if h < oof.time.max()] or None
     table = results_table(oof, train_lookup="oof", horizons=horizons, n_boot=cfg.finetune.n_boot)
     ibs = {}
-    for p in files:
+    for p, test in folds.items():
         train_csv = p.with_name(p.stem + "_train.csv")
         if train_csv.is_file():
-            test = pd.read_csv(p)
             ibs[(int(test.seed[0]), int(test.fold[0]))] = fold_ibs(test, pd.read_csv(train_csv))
     if ibs:
         fold_rows = table.row == "fold"

@@ -177,7 +177,11 @@ def test_evaluate_pretrain_cli_with_ckpt_flag_and_overrides(pretrained, capsys):
 
     res = json.loads(json_path.read_text())
     probe = res["linear_probe"]
-    assert {"pretrained", "random init"} <= set(json.dumps(probe).split('"')) or probe
+    assert probe["columns"] == ["pretrained", "random init"]
+    macro = probe["macro"]
+    assert 0.0 <= macro["pretrained"] <= 1.0 and 0.0 <= macro["random init"] <= 1.0
+    assert macro["delta"] == pytest.approx(macro["pretrained"] - macro["random init"])
+    assert res["checkpoint"] == str(pretrained)
     assert 0.0 <= res["retrieval"]["recall"]["5"] <= 1.0
     assert "Linear probe" in capsys.readouterr().out
 

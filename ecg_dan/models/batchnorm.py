@@ -11,7 +11,6 @@ non-channels-last inputs use the native kernel.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ecg_dan.models.kernels import fast_kernels
@@ -87,7 +86,3 @@ class ChannelsLastBatchNorm2d(nn.BatchNorm2d):
             self.running_var.lerp_(var * n / max(n - 1, 1), m)
         return y
 
-
-def batch_norm_reference(x: Tensor, bn: nn.BatchNorm2d) -> Tensor:
-    """Native training-mode batch norm with ``bn``'s affine parameters (for tests)."""
-    return F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
