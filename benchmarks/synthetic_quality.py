@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from ecg_dan.config import load_config
-from ecg_dan.pipelines import run_finetune, run_pretrain
+from ecg_dan.jobs.finetune import run_finetune
+from ecg_dan.jobs.pretrain import run_pretrain
 
 
 def main(overrides: list[str]) -> None:

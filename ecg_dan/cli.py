@@ -1,6 +1,8 @@
 """``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, demo.
 
-Heavy imports happen inside each command so ``ecg-dan --help`` stays fast.
+Heavy imports happen inside each command so ``ecg-dan --help`` stays fast. Expected user
+errors (bad config, bad data, missing file, refused checkpoint) print one line and exit 2;
+anything else is a bug and keeps its traceback. ``--debug`` shows tracebacks for all.
 """
 
 from __future__ import annotations
@@ -9,11 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from ecg_dan.config import DataConfig, choices
+
+OVERRIDES_HELP = ("+overlay names (e.g. +synthetic, +tiny, +ddp_cpu) and dotlist overrides "
+                  "(e.g. trainer.max_epochs=5)")
+
 
 def _add_experiment_args(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("experiment", nargs="?", default=default,
                    help=f"experiment YAML name under experiments/ or a path (default: {default})")
-    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. trainer.max_epochs=5")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -26,6 +33,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from ecg_dan import __version__
     from ecg_dan.config import load_config, model_config
     from ecg_dan.models import parameter_table
+    from ecg_dan.models.registry import model_names
 
     print(f"ecg-dan {__version__} | python {platform.python_version()} | torch {torch.__version__}"
           f" | lightning {lightning.__version__} | torchmetrics {torchmetrics.__version__}")
@@ -39,6 +47,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         overrides.append("name=info")
     cfg = load_config(args.experiment, overrides)
     mc = model_config(cfg)
+    print(f"registered models: {', '.join(model_names())}")
     print(f"model config: {mc}")
     print(parameter_table(mc))
     return 0
@@ -64,13 +73,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
         from data_modules.ukb import build_ukb_cache
 
         build_ukb_cache(args.xml_dir, args.outcomes, args.out, time_unit=args.time_unit,
-                        strips=args.strips, workers=args.workers)
+                        strips=args.strips != "none", workers=args.workers)
     return 0
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from ecg_dan.config import load_config
-    from ecg_dan.pipelines import run_pretrain
+    from ecg_dan.jobs.pretrain import run_pretrain
 
     run_pretrain(load_config(args.experiment, args.overrides))
     return 0
@@ -78,7 +87,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from ecg_dan.config import load_config
-    from ecg_dan.pipelines import run_finetune
+    from ecg_dan.jobs.finetune import run_finetune
 
     run_finetune(load_config(args.experiment, args.overrides))
     return 0
@@ -90,18 +99,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         what = "--ckpt PATH" if args.what == "pretrain" else "RUN_DIR"
         raise SystemExit(f"ecg-dan evaluate {args.what}: give {what}")
     if args.what == "pretrain":
-        from ecg_dan.pipelines import evaluate_pretrain
+        from ecg_dan.jobs.evaluate import evaluate_pretrain
 
         evaluate_pretrain(target, overrides=args.overrides)
     else:
-        from ecg_dan.pipelines import evaluate_finetune
+        from ecg_dan.config import load_saved_config
+        from ecg_dan.jobs.evaluate import evaluate_finetune
 
-        evaluate_finetune(Path(target))
+        cfg = load_saved_config(Path(target) / "config.yaml", args.overrides)
+        evaluate_finetune(Path(target), cfg=cfg)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ecg_dan.pipelines import run_demo
+    from ecg_dan.jobs.demo import run_demo
 
     run_demo(args.overrides)
     return 0
@@ -109,7 +120,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecg-dan", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of every error, not only of bugs")
     sub = parser.add_subparsers(dest="command", required=True)
+    strips = [str(c) for c in choices("data.strips")]
 
     p = sub.add_parser("info", help="versions, device and the model's parameter table")
     _add_experiment_args(p, None)
@@ -117,10 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write synthetic PTB-XL- and UK Biobank-format data")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--n", type=int, default=DataConfig.synthetic_n)
     p.add_argument("--n-ukb", type=int, default=None, help="UK Biobank participants (default n)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--events", choices=("paper", "dense"), default="paper")
+    p.add_argument("--seed", type=int, default=DataConfig.synthetic_seed)
+    p.add_argument("--events", choices=choices("data.synthetic_events"),
+                   default=DataConfig.synthetic_events)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("cache", help="build an HDF5 cache from PTB-XL or UK Biobank files")
@@ -128,15 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     c = csub.add_parser("ptbxl")
     c.add_argument("--root", required=True, type=Path)
     c.add_argument("--out", required=True, type=Path)
-    c.add_argument("--strips", choices=("none", "100", "500"), default="none")
+    c.add_argument("--strips", choices=strips, default="none",
+                   help="also cache the 10 s strips at this sampling rate")
     c.add_argument("--ptbxl-plus", type=Path, default=None, help="PTB-XL+ median beats")
     c.add_argument("--workers", type=int, default=2)
     c = csub.add_parser("ukb")
     c.add_argument("--xml-dir", required=True, type=Path)
     c.add_argument("--outcomes", required=True, type=Path)
     c.add_argument("--out", required=True, type=Path)
-    c.add_argument("--time-unit", choices=("months", "days"), default="months")
-    c.add_argument("--strips", action="store_true", help="also store the 10 s strips")
+    c.add_argument("--time-unit", choices=choices("data.time_unit"),
+                   default=DataConfig.time_unit)
+    c.add_argument("--strips", choices=["none", "500"], default="none",
+                   help="also cache the 10 s strips (UK Biobank strips are 500 Hz)")
     c.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_cache)
 
@@ -156,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="synthetic data -> pretrain -> finetune -> evaluation")
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -177,20 +195,35 @@ def _lift_ckpt(argv: list[str]) -> tuple[list[str], str | None]:
     return out, ckpt
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe the user's input, not a bug: printed as one line."""
+    from data_modules.errors import DataError
+    from ecg_dan.checkpoints import CheckpointError
+    from ecg_dan.config import ConfigError
+
+    return (ConfigError, DataError, CheckpointError, FileNotFoundError)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     ckpt = None
     if argv[:1] == ["evaluate"]:
         argv, ckpt = _lift_ckpt(argv)
     args = build_parser().parse_args(argv)
     if ckpt is not None:
         args.ckpt = ckpt
-    from ecg_dan.config import ConfigError
-
     try:
         return args.func(args)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    except user_errors() as e:
+        if debug:
+            raise
+        kind = {"ConfigError": "config error", "DataError": "data error",
+                "CheckpointError": "checkpoint error", "CheckpointMismatchError":
+                "checkpoint error", "FileNotFoundError": "file not found"}.get(
+                    type(e).__name__, "error")
+        print(f"ecg-dan: {kind}: {e}", file=sys.stderr)
         return 2
 
 

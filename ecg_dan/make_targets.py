@@ -2,8 +2,9 @@
 
     python -m ecg_dan.make_targets finetune DATA=synthetic COHORT=mi CKPT= SCRATCH= -- ARGS...
 
-``DATA=synthetic`` selects the synthetic twin and the short CPU settings of the demo; the
-paper configurations otherwise. Extra ``ARGS`` are dotlist overrides applied last.
+``DATA=synthetic`` adds the ``+synthetic`` overlay (and ``+cpu_finetune`` for finetuning:
+the demo's short CPU settings); the paper configurations otherwise. Extra ``ARGS`` are
+overlays and dotlist overrides applied last.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ import sys
 from omegaconf import OmegaConf
 
 from ecg_dan.config import EXPERIMENTS_DIR, ConfigError, load_config
-from ecg_dan.pipelines import PTBXL_HELP, run_finetune, run_pretrain
+from ecg_dan.jobs.data import PTBXL_HELP
+from ecg_dan.jobs.finetune import run_finetune
+from ecg_dan.jobs.pretrain import run_pretrain
 
-SYNTHETIC_PRETRAIN = ["data.source=synthetic", "data.synthetic_events=dense"]
-SYNTHETIC_FINETUNE = ["data.source=synthetic", "data.synthetic_events=dense",
-                      "finetune.seeds=[42]", "finetune.batch_size=128", "finetune.lr=1e-3",
-                      "trainer.max_epochs=10", "finetune.n_boot=200"]
+COHORTS = ("hyp", "mi")
 
 
 def _parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -31,11 +31,14 @@ def _parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     return make_vars, extra
 
 
+def _synthetic(v: dict[str, str]) -> bool:
+    return v.get("DATA") == "synthetic"
+
+
 def pretrain(v: dict[str, str], extra: list[str], model_overrides: list[str] | None = None,
              name: str | None = None):
-    synthetic = v.get("DATA") == "synthetic"
-    if synthetic:
-        exp, ov = "pretrain_short", [*SYNTHETIC_PRETRAIN, "name=pretrain_synthetic"]
+    if _synthetic(v):
+        exp, ov = "pretrain_short", ["+synthetic", "name=pretrain_synthetic"]
     else:
         if not v.get("PTBXL_DIR"):
             raise ConfigError(PTBXL_HELP)
@@ -45,13 +48,18 @@ def pretrain(v: dict[str, str], extra: list[str], model_overrides: list[str] | N
     return run_pretrain(load_config(exp, [*ov, *(model_overrides or []), *extra]))
 
 
-def finetune(v: dict[str, str], extra: list[str], experiment: str | None = None):
+def _cohort(v: dict[str, str]) -> str:
     cohort = v.get("COHORT") or "hyp"
-    if cohort not in ("hyp", "mi"):
-        raise ConfigError(f"COHORT={cohort}: expected hyp or mi")
+    if cohort not in COHORTS:
+        raise ConfigError(f"COHORT={cohort}: expected one of {', '.join(COHORTS)}")
+    return cohort
+
+
+def finetune(v: dict[str, str], extra: list[str], experiment: str | None = None):
+    cohort = _cohort(v)
     ov = []
-    if v.get("DATA") == "synthetic":
-        ov += [*SYNTHETIC_FINETUNE, f"name=finetune_{cohort}_synthetic"]
+    if _synthetic(v):
+        ov += ["+synthetic", "+cpu_finetune", f"name=finetune_{cohort}_synthetic"]
     if v.get("SCRATCH"):
         ov.append("finetune.scratch=true")
     elif v.get("CKPT"):
@@ -65,7 +73,7 @@ def finetune(v: dict[str, str], extra: list[str], experiment: str | None = None)
 def ablations(v: dict[str, str], extra: list[str]) -> None:
     """Every experiments/ablations/*.yaml; architecture variants are pretrained first with
     the same pretraining config, so each is compared pretrained-vs-pretrained."""
-    cohort = v.get("COHORT") or "hyp"
+    cohort = _cohort(v)
     paths = sorted((EXPERIMENTS_DIR / "ablations").glob("*.yaml"))
     if v.get("ABLATIONS"):
         wanted = [a.strip() for a in v["ABLATIONS"].split(",") if a.strip()]
@@ -78,7 +86,7 @@ def ablations(v: dict[str, str], extra: list[str]) -> None:
         name = f"ablations/{path.stem}"
         raw = OmegaConf.load(path)
         model_ov = [f"model.{k}={val}" for k, val in (raw.get("model") or {}).items()]
-        suffix = "_synthetic" if v.get("DATA") == "synthetic" else ""
+        suffix = "_synthetic" if _synthetic(v) else ""
         run_name = [f"name=ablation_{path.stem}_{cohort}{suffix}"]
         if OmegaConf.select(raw, "finetune.scratch"):
             finetune({**v, "CKPT": "", "SCRATCH": "1"}, [*run_name, *extra], experiment=name)
@@ -93,13 +101,15 @@ def ablations(v: dict[str, str], extra: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ecg_dan.cli import user_errors
+
     argv = list(sys.argv[1:] if argv is None else argv)
     target, rest = argv[0], argv[1:]
     make_vars, extra = _parse(rest)
     try:
         {"pretrain": pretrain, "finetune": finetune, "ablations": ablations}[target](
             make_vars, extra)
-    except ConfigError as e:
+    except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from ecg_dan.checkpoints import SafeCheckpointIO, read_checkpoint
 from ecg_dan.config import save_config
 
 
@@ -76,11 +77,18 @@ def build_trainer(cfg: DictConfig, run_dir: str | os.PathLike,
     t = cfg.trainer
     if t.threads:
         torch.set_num_threads(int(t.threads))
-    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor=cfg.checkpoint.monitor,
-                           mode=cfg.checkpoint.mode, save_last=cfg.checkpoint.save_last,
+    ckpt_dir = str(run_dir / "checkpoints")
+    best = ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.checkpoint.monitor,
+                           mode=cfg.checkpoint.mode, save_last=False,
                            save_top_k=cfg.checkpoint.save_top_k,
                            filename="best-{epoch:03d}-{step}", auto_insert_metric_name=False)
-    cbs: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="step")]
+    cbs: list[Callback] = [best]
+    if cfg.checkpoint.save_last:
+        # last.ckpt = the last completed epoch, whatever the monitored metric did (Lightning's
+        # save_last follows the monitor's saves), so a re-run continues where training stopped.
+        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                                   save_on_train_epoch_end=True, enable_version_counter=False))
+    cbs.append(LearningRateMonitor(logging_interval="step"))
     if t.enable_progress_bar:
         cbs.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar())
     cbs += callbacks or []
@@ -95,19 +103,23 @@ def build_trainer(cfg: DictConfig, run_dir: str | os.PathLike,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
         num_sanity_val_steps=t.num_sanity_val_steps, enable_progress_bar=t.enable_progress_bar,
         logger=build_loggers(cfg, run_dir), callbacks=cbs, default_root_dir=str(run_dir),
-        enable_model_summary=False,
+        enable_model_summary=False, plugins=[SafeCheckpointIO()],
     )
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
 
 
 def resume_path(cfg: DictConfig, run_dir: str | os.PathLike) -> str | None:
-    """Checkpoint to resume from: ``resume=auto`` continues from ``last.ckpt`` if present."""
-    if cfg.resume == "never":
+    """Checkpoint to resume from: ``resume=auto`` continues from ``last.ckpt`` if present
+    (``never``/``restart``: start fresh; a path: that checkpoint). The file is checked here,
+    so a truncated or refused checkpoint is an error naming it before training starts."""
+    if cfg.resume in ("never", "restart"):
         return None
     if cfg.resume != "auto":
-        if not Path(cfg.resume).is_file():
-            raise FileNotFoundError(f"resume={cfg.resume}: no such checkpoint")
+        read_checkpoint(cfg.resume)  # refuses a missing, corrupt or pickled file up front
         return cfg.resume
     last = Path(run_dir) / "checkpoints" / "last.ckpt"
-    return str(last) if last.is_file() else None
+    if not last.is_file():
+        return None
+    read_checkpoint(last)
+    return str(last)

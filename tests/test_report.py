@@ -10,7 +10,7 @@ from lifelines.utils import concordance_index
 from sksurv.metrics import concordance_index_ipcw
 from sksurv.util import Surv
 
-from ecg_dan.metrics.report import (
+from ecg_dan.results import (
     kaplan_meier_plot,
     results_table,
     summarize_folds,

@@ -7,9 +7,8 @@
   Tests the alignment objective directly.
 * :func:`zero_shot_superclass` - ranking ECGs by similarity to class statements, with no
   labels used at all.
-* :func:`results_markdown` - a markdown table of any of the above, side by side.
 
-Every result dict carries ``"kind"`` so :func:`results_markdown` can lay it out.
+Every result dict carries ``"kind"`` so ``ecg_dan.results.results_markdown`` can lay it out.
 """
 
 from __future__ import annotations
@@ -322,87 +321,3 @@ def zero_shot_superclass(
         "top1_hit": float(hit[labelled].mean()) if labelled.any() else float("nan"),
         "n": int(len(y)),
     }
-
-
-def flatten_results(result: Mapping[str, Any]) -> dict[str, float]:
-    """Result dict of this module -> ``{row label: number}`` for a table."""
-    kind = result.get("kind")
-    if kind == "linear_probe":
-        rows = {"linear probe macro-AUROC": result["macro_auroc"]}
-        rows.update({f"linear probe AUROC {c}": v["auroc"] for c, v in result["per_class"].items()})
-        return rows
-    if kind == "retrieval":
-        rows = {f"ECG→text recall@{k}": v for k, v in result["recall"].items()}
-        rows["ECG→text median rank"] = result["median_rank"]
-        rows["distinct texts"] = result["n_distinct_texts"]
-        return rows
-    if kind == "zero_shot":
-        rows = {"zero-shot macro-AUROC": result["macro_auroc"]}
-        rows.update({f"zero-shot AUROC {c}": v["auroc"] for c, v in result["per_class"].items()})
-        rows["zero-shot top-1 hit"] = result["top1_hit"]
-        return rows
-    if kind is None and all(isinstance(v, (int, float, np.number)) for v in result.values()):
-        return {str(k): v for k, v in result.items()}
-    raise ValueError(f"cannot tabulate result of kind {kind!r}")
-
-
-def _fmt(v: Any, digits: int) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    v = float(v)
-    return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _flatten_run(value: Any) -> dict[str, float]:
-    if isinstance(value, Mapping) and "kind" in value:
-        return flatten_results(value)
-    if isinstance(value, Mapping) and all(isinstance(v, Mapping) for v in value.values()):
-        merged: dict[str, float] = {}
-        for v in value.values():
-            merged.update(_flatten_run(v))
-        return merged
-    if isinstance(value, Mapping):
-        return flatten_results(value)
-    if isinstance(value, (list, tuple)):
-        merged = {}
-        for v in value:
-            merged.update(_flatten_run(v))
-        return merged
-    raise ValueError(f"cannot tabulate {type(value).__name__}")
-
-
-def results_markdown(results: Mapping[str, Any], digits: int = 3) -> str:
-    """A markdown table of evaluation results.
-
-    Accepts a :func:`compare_probes` result (class | A | B | Δ), a single result of this
-    module (metric | value), or ``{run name: results}`` where each run's value is a result,
-    a list/mapping of results, or a flat ``{metric: number}`` dict (metric | run1 | run2 …),
-    e.g. ``{"pretrained": [probe, retrieval], "random init": [probe_rand, retrieval_rand]}``.
-    """
-    if results.get("kind") == "probe_comparison":
-        a, b = results["columns"]
-        rows = [["**macro**"] + [_fmt(results["macro"][k], digits) for k in (a, b, "delta")]]
-        rows += [
-            [c] + [_fmt(v[k], digits) for k in (a, b, "delta")]
-            for c, v in results["per_class"].items()
-        ]
-        return _table(["class", f"{a} AUROC", f"{b} AUROC", "Δ"], rows)
-    if "kind" in results:
-        flat = flatten_results(results)
-        return _table(["metric", "value"], [[k, _fmt(v, digits)] for k, v in flat.items()])
-    runs = {str(name): _flatten_run(v) for name, v in results.items()}
-    metrics: list[str] = []
-    for flat in runs.values():
-        metrics += [m for m in flat if m not in metrics]
-    rows = [[m] + [_fmt(flat.get(m), digits) for flat in runs.values()] for m in metrics]
-    return _table(["metric", *runs], rows)

@@ -1,7 +1,8 @@
-"""LLM-informed alignment pretraining on PTB-XL (METHOD.md section 5)."""
+"""LLM-informed alignment pretraining on PTB-XL (docs/method.md section 5)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -9,34 +10,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from data_modules.leads import PAD
 from ecg_dan.losses.alignment import cosine_alignment_loss, infonce_loss
-from ecg_dan.models import ECGDAN, ClassificationHead, ModelConfig, Projector
-from ecg_dan.schedules import build_optimizer, warmup_cosine
+from ecg_dan.losses.reconstruction import reconstruction_mse
+from ecg_dan.models import ClassificationHead, Projector
+from ecg_dan.schedules import configure_optimization
 
 
 class AlignmentPretrainModule(L.LightningModule):
-    """Reconstruction (masked input -> cleaned beat) + ECG-text alignment (+ optional BCE)."""
+    """Reconstruction (masked input -> cleaned beat) + ECG-text alignment (+ optional BCE).
 
-    def __init__(self, model: dict[str, Any], text_dim: int | None, pretrain: dict[str, Any],
-                 optim: dict[str, Any], text_model_id: str | None = None,
+    ``net`` is the backbone (``ecg_dan.models.build_model``); the module adds the projectors,
+    the optional classification head and the losses.
+    """
+
+    def __init__(self, net: nn.Module, pretrain: dict[str, Any], optim: dict[str, Any],
+                 text_dim: int | None = None, text_model_id: str | None = None,
                  config: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.model_cfg = ModelConfig(**model)
-        self.backbone = ECGDAN(self.model_cfg)
+        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.backbone = net
+        latent = net.cfg.latent_dim
         self.p = pretrain
         self.align = pretrain["alignment"] if pretrain["w_align"] > 0 else "none"
         if self.align != "none":
             if not text_dim:
                 raise ValueError("alignment pretraining needs text embeddings (text_dim is None)")
-            self.ecg_proj = Projector(self.model_cfg.latent_dim)
+            self.ecg_proj = Projector(latent)
             self.text_proj = Projector(int(text_dim))
         if self.align == "infonce":
             log_t = torch.tensor(float(pretrain["temperature"])).log()
             self.log_temperature = nn.Parameter(log_t, requires_grad=pretrain["learn_temperature"])
-        self.cls_head = (ClassificationHead(self.model_cfg.latent_dim)
-                         if pretrain["w_cls"] > 0 else None)
+        self.cls_head = ClassificationHead(latent) if pretrain["w_cls"] > 0 else None
 
     def forward(self, x: Tensor, return_attention: bool = False) -> dict[str, Tensor]:
         return self.backbone(x, return_attention=return_attention)
@@ -46,8 +50,7 @@ class AlignmentPretrainModule(L.LightningModule):
 
     def _losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         out = self.backbone(batch["x"])
-        recon = out["recon"][..., PAD:-PAD]
-        losses = {"recon_mse": F.mse_loss(recon.float(), batch["target"].float())}
+        losses = {"recon_mse": reconstruction_mse(out["recon"], batch["target"])}
         total = self.p["w_recon"] * losses["recon_mse"]
         if self.align != "none":
             e, t = self.project(out["z"], batch["text"])
@@ -77,6 +80,9 @@ class AlignmentPretrainModule(L.LightningModule):
                 + ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
                 + "; the last good checkpoint is kept in the run's checkpoints/")
         self._log("train", losses, batch["x"].shape[0])
+        if self.align == "infonce" and self.p["learn_temperature"]:
+            self.log("train/temperature", self.log_temperature.detach().exp(), on_step=True,
+                     on_epoch=False, batch_size=batch["x"].shape[0])
         return losses["loss"]
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -84,19 +90,15 @@ class AlignmentPretrainModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.hparams.optim
-        opt = build_optimizer([p for p in self.parameters() if p.requires_grad], o["lr"],
-                              o["betas"], o["weight_decay"])
-        if o["schedule"] == "constant":
-            return opt
-        total = self.trainer.estimated_stepping_batches
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, o["warmup_fraction"]))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        total = self.trainer.estimated_stepping_batches if o["schedule"] != "constant" else None
+        return configure_optimization((p for p in self.parameters() if p.requires_grad),
+                                      o["lr"], o, total)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # What finetuning needs, readable without this class: config, weights, text model.
         checkpoint["ecg_dan"] = {
             "kind": "pretrain",
-            "model_config": dict(self.hparams.model),
+            "model_config": asdict(self.backbone.cfg),
             "text_model": self.hparams.text_model_id,
             "config": self.hparams.config,
             "encoder": self.backbone.encoder.state_dict(),

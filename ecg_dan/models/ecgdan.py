@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from data_modules.leads import N_LEADS, PADDED_LEN
 from ecg_dan.models.attention import CrossLeadAttention, LeadwiseTemporalAttention
 from ecg_dan.models.blocks import ChannelsLastConv1d, ResBlock2d
 from ecg_dan.models.dropout import make_dropout
@@ -21,8 +22,9 @@ from ecg_dan.models.kernels import fast_kernels
 class ModelConfig:
     """Architecture knobs; every ablation and larger variant is one field."""
 
-    n_leads: int = 12
-    seq_len: int = 608  # padded beat length
+    name: str = "ecg_dan"  # entry of the model registry (ecg_dan/models/registry.py)
+    n_leads: int = N_LEADS
+    seq_len: int = PADDED_LEN  # padded beat length (the data layer's geometry)
     base_features: int = 4  # features per lead after the input convs
     n_down: int = 5  # time-downsampling residual blocks (608 -> 19)
     latent_dim: int = 512  # z = [avg-pool half, max-pool half]

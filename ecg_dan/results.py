@@ -1,23 +1,29 @@
-"""Results tables and Kaplan-Meier plots from saved out-of-fold (OOF) predictions.
+"""Results: every table, summary and text this project writes about a run's outcome.
 
-Input: a DataFrame with columns ``eid, seed, fold, risk, time, event``: one row per participant
-per seed, each participant held out exactly once per seed (repeated k-fold CV), ``risk`` = the
-model's log-risk (higher = earlier event).
+One home for (a) the survival results table from saved out-of-fold (OOF) predictions, its
+summary statistics and the fold integrated Brier score, (b) the Kaplan-Meier figure, (c)
+the pretrained-encoder result tables, and (d) the one Markdown formatter and the one
+flattener of nested results (for tables and W&B summaries).
 
-The paper reports, for 5 seeds x 2 folds, ``mean`` = mean over seeds of the mean over folds and
-"std" = mean over seeds of the across-fold standard deviation computed with ``np.std`` (ddof=0;
-the authors' ``run_nested_cv`` uses ``np.std``). UKB-MI: the ten per-fold C-indices in METHOD.md
-give mean 0.5805 and std_paper 0.0580 (ddof=1 would give 0.0821). ``std_all`` is the plain
-``np.std`` (ddof=0) over all seed x fold values. Because the C-index of a 400-sample fold with
-~16 events is noisy, the table also reports a bootstrap CI of the *pooled* C-index (all OOF
-predictions of a seed scored together), resampling participants jointly across seeds.
+OOF input: a DataFrame with columns ``eid, seed, fold, risk, time, event``: one row per
+participant per seed, each participant held out exactly once per seed (repeated k-fold CV),
+``risk`` = the model's log-risk (higher = earlier event).
+
+The paper reports, for 5 seeds x 2 folds, ``mean`` = mean over seeds of the mean over folds
+and "std" = mean over seeds of the across-fold standard deviation computed with ``np.std``
+(ddof=0; the authors' ``run_nested_cv`` uses ``np.std``). UKB-MI: the ten per-fold C-indices
+of docs/method.md section 6 give mean 0.5805 and std_paper 0.0580 (ddof=1 would give 0.0821).
+``std_all`` is the plain ``np.std`` (ddof=0) over all seed x fold values. Because the C-index
+of a 400-sample fold with ~16 events is noisy, the table also reports a bootstrap CI of the
+*pooled* C-index (all OOF predictions of a seed scored together), resampling participants
+jointly across seeds.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,17 +33,26 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from data_modules.atomic import atomic_path, atomic_write_text
+from data_modules.survival_arrays import check_survival
 from ecg_dan.metrics.bootstrap import bootstrap_ci
 from ecg_dan.metrics.cindex import UndefinedMetricError, harrell_cindex
 from ecg_dan.metrics.survival import time_dependent_auc, uno_cindex
 
 __all__ = [
     "REQUIRED_COLUMNS",
+    "flat_numbers",
+    "flatten_results",
+    "fold_ibs",
+    "json_default",
     "kaplan_meier_plot",
     "oof_train_lookup",
+    "results_markdown",
     "results_table",
+    "summary_row",
     "summarize_folds",
     "to_markdown",
+    "write_json",
 ]
 
 REQUIRED_COLUMNS = ("eid", "seed", "fold", "risk", "time", "event")
@@ -53,14 +68,9 @@ def _check_oof(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"OOF frame lacks columns {missing}; needs {list(REQUIRED_COLUMNS)}")
-    if df.empty:
-        raise ValueError("OOF frame is empty")
-    if df[["risk", "time", "event"]].isna().any().any():
-        raise ValueError("NaN in risk/time/event")
+    check_survival(df["time"], df["event"], df["risk"], where="OOF predictions")
     if df.duplicated(["seed", "eid"]).any():
         raise ValueError("a participant appears more than once within a seed (held out twice?)")
-    if not df["event"].isin([0, 1, True, False]).all():
-        raise ValueError("event must be 0/1")
     return df
 
 
@@ -379,15 +389,8 @@ def kaplan_meier_plot(
     fig.tight_layout()
 
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
     return {
         "path": out,
         "p_value": p_value,
@@ -397,3 +400,156 @@ def kaplan_meier_plot(
         "events_low": int(event[~high].sum()),
         "high_label": high_label,
     }
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def fold_ibs(test: pd.DataFrame, train: pd.DataFrame, n_times: int = 20) -> float:
+    """Integrated Brier score of one fold: Breslow baseline from the training-fold risks,
+    evaluated on the held-out fold over its 10th-90th percentile of event times."""
+    from ecg_dan.metrics.survival import breslow_baseline, integrated_brier_score, survival_curves
+
+    base = breslow_baseline(train.risk.to_numpy(), train.time.to_numpy(),
+                            train.event.to_numpy())
+    ev_times = test.time[test.event == 1].to_numpy()
+    if ev_times.size < 2:
+        return float("nan")
+    lo, hi = np.quantile(ev_times, [0.1, 0.9])
+    hi = min(hi, train.time.max(), test.time.max())
+    times = np.unique(np.linspace(lo, hi, n_times, endpoint=False))
+    if times.size < 2:
+        return float("nan")
+    surv = survival_curves(base, test.risk.to_numpy(), times)
+    return float(integrated_brier_score(train.time.to_numpy(), train.event.to_numpy(),
+                                        test.time.to_numpy(), test.event.to_numpy(), surv,
+                                        times))
+
+
+def add_fold_column(table: pd.DataFrame, column: str,
+                    values: Mapping[tuple[int, int], float]) -> pd.DataFrame:
+    """Put per-(seed, fold) ``values`` into the fold rows of a :func:`results_table` and
+    their :func:`summarize_folds` statistics into its ``mean``/``std_*`` rows."""
+    fold_rows = table.row == "fold"
+    table.loc[fold_rows, column] = [values.get((int(s), int(f)), np.nan) for s, f in
+                                    zip(table.seed[fold_rows], table.fold[fold_rows])]
+    stats = summarize_folds(table[fold_rows][["seed", column]], column)
+    for name, value in stats.items():
+        table.loc[table.row == name, column] = value
+    return table
+
+
+def summary_row(table: pd.DataFrame) -> dict[str, Any]:
+    """Headline numbers: C-index mean, both stds, pooled C with its bootstrap CI."""
+    out: dict[str, Any] = {}
+    for row in ("mean", "std_paper", "std_all"):
+        r = table[table.row == row]
+        for col in ("harrell_c", "uno_c", "td_auc_mean", "ibs"):
+            if col in r and len(r) and pd.notna(r[col].iloc[0]):
+                out[f"{col}_{row}"] = float(r[col].iloc[0])
+    pooled = table[table.row == "pooled"]
+    if len(pooled):
+        out["harrell_c_pooled"] = float(pooled.harrell_c.iloc[0])
+        out["harrell_c_ci_low"] = float(pooled.ci_low.iloc[0])
+        out["harrell_c_ci_high"] = float(pooled.ci_high.iloc[0])
+    return out
+
+
+def flat_numbers(d: Any, prefix: str = "") -> dict[str, float]:
+    """Nested results -> ``{"a/b/c": number}`` (non-numbers and non-finite numbers dropped)."""
+    out: dict[str, float] = {}
+    if isinstance(d, Mapping):
+        for k, v in d.items():
+            out.update(flat_numbers(v, f"{prefix}/{k}" if prefix else str(k)))
+    elif isinstance(d, (bool, np.bool_)):
+        out[prefix] = float(d)
+    elif isinstance(d, (int, float, np.integer, np.floating)) and np.isfinite(d):
+        out[prefix] = float(d)
+    return out
+
+
+def json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=json_default))
+
+
+# ----------------------------------------------------------------------------- encoder results
+
+
+def flatten_results(result: Mapping[str, Any]) -> dict[str, float]:
+    """Result dict of this module -> ``{row label: number}`` for a table."""
+    kind = result.get("kind")
+    if kind == "linear_probe":
+        rows = {"linear probe macro-AUROC": result["macro_auroc"]}
+        rows.update({f"linear probe AUROC {c}": v["auroc"] for c, v in result["per_class"].items()})
+        return rows
+    if kind == "retrieval":
+        rows = {f"ECG→text recall@{k}": v for k, v in result["recall"].items()}
+        rows["ECG→text median rank"] = result["median_rank"]
+        rows["distinct texts"] = result["n_distinct_texts"]
+        return rows
+    if kind == "zero_shot":
+        rows = {"zero-shot macro-AUROC": result["macro_auroc"]}
+        rows.update({f"zero-shot AUROC {c}": v["auroc"] for c, v in result["per_class"].items()})
+        rows["zero-shot top-1 hit"] = result["top1_hit"]
+        return rows
+    if kind is None and all(isinstance(v, (int, float, np.number)) for v in result.values()):
+        return {str(k): v for k, v in result.items()}
+    raise ValueError(f"cannot tabulate result of kind {kind!r}")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _flatten_run(value: Any) -> dict[str, float]:
+    if isinstance(value, Mapping) and "kind" in value:
+        return flatten_results(value)
+    if isinstance(value, Mapping) and all(isinstance(v, Mapping) for v in value.values()):
+        merged: dict[str, float] = {}
+        for v in value.values():
+            merged.update(_flatten_run(v))
+        return merged
+    if isinstance(value, Mapping):
+        return flatten_results(value)
+    if isinstance(value, (list, tuple)):
+        merged = {}
+        for v in value:
+            merged.update(_flatten_run(v))
+        return merged
+    raise ValueError(f"cannot tabulate {type(value).__name__}")
+
+
+def results_markdown(results: Mapping[str, Any], digits: int = 3) -> str:
+    """A markdown table of evaluation results.
+
+    Accepts a :func:`compare_probes` result (class | A | B | Δ), a single result of this
+    module (metric | value), or ``{run name: results}`` where each run's value is a result,
+    a list/mapping of results, or a flat ``{metric: number}`` dict (metric | run1 | run2 …),
+    e.g. ``{"pretrained": [probe, retrieval], "random init": [probe_rand, retrieval_rand]}``.
+    """
+    if results.get("kind") == "probe_comparison":
+        a, b = results["columns"]
+        rows = [["**macro**"] + [_fmt(results["macro"][k], digits) for k in (a, b, "delta")]]
+        rows += [
+            [c] + [_fmt(v[k], digits) for k in (a, b, "delta")]
+            for c, v in results["per_class"].items()
+        ]
+        return _table(["class", f"{a} AUROC", f"{b} AUROC", "Δ"], rows)
+    if "kind" in results:
+        flat = flatten_results(results)
+        return _table(["metric", "value"], [[k, _fmt(v, digits)] for k, v in flat.items()])
+    runs = {str(name): _flatten_run(v) for name, v in results.items()}
+    metrics: list[str] = []
+    for flat in runs.values():
+        metrics += [m for m in flat if m not in metrics]
+    rows = [[m] + [_fmt(flat.get(m), digits) for flat in runs.values()] for m in metrics]
+    return _table(["metric", *runs], rows)

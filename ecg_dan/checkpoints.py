@@ -1,0 +1,149 @@
+"""Reading and writing checkpoints safely (docs/architecture.md, README "Reliability").
+
+- Every checkpoint this project reads from a user-given path is loaded with
+  ``torch.load(weights_only=True)``: tensors and plain data only, so a crafted file cannot run
+  code. A refused, truncated or foreign file is a :class:`CheckpointError` naming the file.
+- Every checkpoint is written to a temporary file and renamed (:class:`SafeCheckpointIO`,
+  the Trainer's checkpoint plugin), so a full disk or a kill never leaves a truncated one.
+- LightningModules are rebuilt from a checkpoint's plain metadata: the backbone from the
+  registry, then the module with the network passed in.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch import nn
+
+from data_modules.atomic import atomic_path
+from ecg_dan.models.registry import as_model_config, build_model
+
+# Fields that change no tensor shape: a checkpoint trained with other values still fits.
+_SHAPE_FREE = {"attn_dropout", "batchwise_dropout"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, refused, corrupt or of another kind."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A pretraining checkpoint whose architecture differs from the configured one."""
+
+
+def _restart_hint(path: Path) -> str:
+    if path.name == "last.ckpt":
+        return (f"; to start this run over, delete {path} (or run with resume=never), or "
+                "choose a new run name")
+    return ""
+
+
+def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """A checkpoint dict, loaded weights-only; ``kind`` ("pretrain"/"finetune") is checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} was refused: it holds Python objects beyond tensors and plain data, and "
+            f"ecg-dan loads checkpoints weights-only so that no file can run code ({first})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is truncated or corrupt and cannot be read "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                              f"{_restart_hint(path)}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a checkpoint (found a {type(ckpt).__name__})")
+    if kind is not None:
+        meta = ckpt.get("ecg_dan")
+        found = meta.get("kind") if isinstance(meta, dict) else None
+        if found != kind:
+            what = {"pretrain": "a pretraining checkpoint (runs/<pretrain run>/checkpoints/)",
+                    "finetune": "a finetuning checkpoint (runs/<finetune run>/seed*_fold*/"
+                                "checkpoints/)"}[kind]
+            got = (f"a {found} checkpoint" if found else
+                   "a file without ecg-dan metadata (not an ecg-dan checkpoint)")
+            raise CheckpointError(f"{path}: expected {what}, found {got}")
+    return ckpt
+
+
+def load_pretrained_backbone(backbone: nn.Module, ckpt_path: str | os.PathLike
+                             ) -> dict[str, Any]:
+    """Load encoder + decoder weights from a pretraining checkpoint, strictly.
+
+    Refuses a checkpoint of another architecture with the differing config fields named,
+    rather than loading whatever keys happen to match.
+    """
+    path = Path(ckpt_path)
+    meta = read_checkpoint(path, kind="pretrain")["ecg_dan"]
+    if "encoder" not in meta:
+        raise CheckpointMismatchError(f"{path} has no encoder weights")
+    want = asdict(backbone.cfg)
+    have = {"name": "ecg_dan", **meta.get("model_config", {})}
+    diff = {k: (have.get(k), v) for k, v in want.items()
+            if k not in _SHAPE_FREE and have.get(k) != v}
+    if diff:
+        detail = ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}"
+                           for k, (a, b) in diff.items())
+        raise CheckpointMismatchError(f"{path} was trained with another architecture: {detail}")
+    try:
+        backbone.encoder.load_state_dict(meta["encoder"], strict=True)
+        backbone.decoder.load_state_dict(meta["decoder"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointMismatchError(f"{path}: weights do not fit the configured model: "
+                                      f"{e}") from None
+    return meta
+
+
+def _module_from(ckpt: dict[str, Any], path: Path, cls: type, kind: str):
+    hp = dict(ckpt.get("hyper_parameters") or {})
+    model_cfg = ckpt["ecg_dan"].get("model_config") or hp.pop("model", None)
+    hp.pop("model", None)
+    hp.pop("pretrained", None)
+    if not model_cfg:
+        raise CheckpointError(f"{path}: {kind} checkpoint without a model config")
+    module = cls(build_model(as_model_config(model_cfg)), **hp)
+    try:
+        module.load_state_dict(ckpt["state_dict"], strict=True)
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{path}: weights do not fit the model it describes: "
+                              f"{str(e).splitlines()[0]}") from None
+    return module.eval()
+
+
+def pretrain_module_from_checkpoint(path: str | os.PathLike):
+    from ecg_dan.lit.pretrain import AlignmentPretrainModule
+
+    path = Path(path)
+    return _module_from(read_checkpoint(path, "pretrain"), path, AlignmentPretrainModule,
+                        "pretraining")
+
+
+def finetune_module_from_checkpoint(path: str | os.PathLike):
+    from ecg_dan.lit.finetune import SurvivalFinetuneModule
+
+    path = Path(path)
+    return _module_from(read_checkpoint(path, "finetune"), path, SurvivalFinetuneModule,
+                        "finetuning")
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """The Trainer's checkpoint I/O: atomic writes, weights-only reads with clear errors."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("SafeCheckpointIO takes no storage_options")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        return read_checkpoint(path)

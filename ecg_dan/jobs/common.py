@@ -1,0 +1,116 @@
+"""Run-directory helpers shared by the jobs: seeding, config consistency, W&B summaries."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from data_modules.atomic import atomic_write_text
+from ecg_dan.config import ConfigError, config_diff, config_hash, load_saved_config, result_config
+from ecg_dan.log import get_logger
+from ecg_dan.results import flat_numbers
+
+log = get_logger(__name__)
+
+RUN_FILE = "run.json"
+
+
+def seed(cfg: DictConfig, value: int | None = None) -> None:
+    L.seed_everything(int(cfg.seed if value is None else value), workers=True, verbose=False)
+
+
+def prepare_run_dir(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> Path:
+    """Create the run directory, or check that an existing one was made by the same config.
+
+    The run records the hash of its result-relevant config (``run.json``). A re-run with the
+    same config resumes; with another config it stops naming the differing keys, unless
+    ``resume=restart``, which moves the old directory aside (nothing is deleted). ``ignore``
+    lists further keys that may change between runs (e.g. pretraining's ``max_epochs``, to
+    train longer from ``last.ckpt``).
+    """
+    run_dir = Path(cfg.run_dir)
+    record = run_dir / RUN_FILE
+    new = _strip(result_config(cfg), ignore)
+    if cfg.resume == "restart" and run_dir.is_dir() and any(run_dir.iterdir()):
+        aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(str(run_dir), aside)
+        log.info(f"resume=restart: previous run moved to {aside}")
+    elif record.is_file():
+        old = _strip(json.loads(record.read_text())["result_config"], ignore)
+        diff = config_diff(old, new)
+        if diff:
+            raise ConfigError(
+                f"{run_dir} holds results of another configuration (differing keys: "
+                f"{', '.join(diff)}). Use a new run name (name=... or run_dir=...) or "
+                "resume=restart to move the old run aside and start over.")
+    elif run_dir.is_dir() and any((run_dir / d).exists() for d in ("checkpoints",
+                                                                   "predictions")):
+        saved = run_dir / "config.yaml"
+        if saved.is_file():  # a run from before run.json existed: compare its config.yaml
+            try:
+                old = _strip(result_config(load_saved_config(saved)), ignore)
+            except ConfigError:
+                old = {}
+            diff = config_diff(old, new)
+            if diff:
+                raise ConfigError(f"{run_dir} holds results of another configuration "
+                                  f"(differing keys: {', '.join(diff)}). Use a new run name "
+                                  "or resume=restart.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps({"config_hash": config_hash(cfg),
+                                          "result_config": result_config(cfg)}, indent=2,
+                                         default=str))
+    return run_dir
+
+
+def _strip(c: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    c = json.loads(json.dumps(c, default=str))
+    for key in keys:
+        node, *rest = key.split(".")
+        if rest:
+            c.get(node, {}).pop(rest[0], None)
+        else:
+            c.pop(node, None)
+    return c
+
+
+def log_wandb_summary(cfg: DictConfig, key: str, results: dict[str, Any],
+                      table: pd.DataFrame | None = None, image: Path | None = None) -> None:
+    """Results into W&B (offline unless an API key is set): into the training run when one
+    is still open, otherwise into a new run of the experiment's group."""
+    from ecg_dan.trainer import wandb_mode
+
+    if not cfg.logging.wandb or wandb_mode() == "disabled":
+        return
+    import wandb
+
+    run, own = wandb.run, wandb.run is None
+    if own:
+        run = wandb.init(project=cfg.logging.project, entity=cfg.logging.entity,
+                         group=cfg.logging.group, tags=list(cfg.logging.tags),
+                         name=f"{cfg.name}-{key}", dir=str(cfg.run_dir), mode=wandb_mode(),
+                         config=OmegaConf.to_container(cfg, resolve=True))
+    try:
+        run.summary.update({f"{key}/{k}": v for k, v in flat_numbers(results).items()})
+        if table is not None:
+            run.log({f"{key}/table": wandb.Table(dataframe=table.astype(str))})
+        if image is not None and image.is_file():
+            run.log({f"{key}/kaplan_meier": wandb.Image(str(image))})
+    finally:
+        if own:
+            run.finish()
+
+
+def finish_wandb() -> None:
+    """Close the W&B run a WandbLogger opened, so the next fold or stage gets its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()

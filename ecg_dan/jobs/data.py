@@ -1,0 +1,123 @@
+"""Data a job needs, built on first use: the synthetic twin, the HDF5 caches, text embeddings."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from data_modules.atomic import atomic_dir
+from ecg_dan.config import ConfigError
+from ecg_dan.log import get_logger
+
+log = get_logger(__name__)
+
+
+def _workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def synthetic_dir(cfg: DictConfig) -> Path:
+    """The synthetic twin for this config, generated on first use."""
+    from data_modules.synthetic import make_synthetic
+
+    d = cfg.data
+    final = Path(d.root) / f"synthetic-n{d.synthetic_n}-s{d.synthetic_seed}-{d.synthetic_events}"
+
+    def build(tmp: Path) -> None:
+        log.info(f"generating synthetic PTB-XL and UK Biobank data in {final} ...")
+        make_synthetic(tmp, n=d.synthetic_n, seed=d.synthetic_seed, events=d.synthetic_events)
+
+    return atomic_dir(final, build)
+
+
+PTBXL_HELP = """no PTB-XL data configured.
+  Real data: download PTB-XL (https://physionet.org/content/ptb-xl/, CC BY 4.0), e.g.
+    python -c "from data_modules.ptbxl import fetch_ptbxl; fetch_ptbxl('data/ptb-xl')"
+  then run `make pretrain PTBXL_DIR=data/ptb-xl` (or set data.ptbxl_dir=...).
+  Synthetic data (no download): `make pretrain DATA=synthetic`."""
+
+
+def ptbxl_cache(cfg: DictConfig) -> Path:
+    """Path of the PTB-XL cache, built from the configured source when missing."""
+    from data_modules.ptbxl import build_ptbxl_cache
+
+    d = cfg.data
+    if d.source == "synthetic":
+        root = synthetic_dir(cfg) / "ptbxl"
+        out = Path(d.ptbxl_cache or Path(d.root) / f"{synthetic_dir(cfg).name}-ptbxl.h5")
+    else:
+        if not d.ptbxl_dir and not d.ptbxl_cache:
+            raise ConfigError(PTBXL_HELP)
+        root = Path(d.ptbxl_dir) if d.ptbxl_dir else None
+        out = Path(d.ptbxl_cache or Path(d.root) / "ptbxl.h5")
+        if root is not None and not (root / "ptbxl_database.csv").is_file():
+            raise ConfigError(f"data.ptbxl_dir={root} has no ptbxl_database.csv\n{PTBXL_HELP}")
+    if root is not None:
+        build_ptbxl_cache(root, out, strips=str(d.strips), ptbxl_plus_dir=d.ptbxl_plus_dir,
+                          workers=_workers())
+    elif not out.is_file():
+        raise ConfigError(f"data.ptbxl_cache={out} does not exist\n{PTBXL_HELP}")
+    return out
+
+
+UKB_HELP = """no UK Biobank data configured: set data.ukb_xml_dir (CardiologyXML files, field
+  20205) and data.ukb_outcomes (CSV, see docs/data_formats.md), or data.ukb_cache.
+  Synthetic data: `make finetune COHORT=hyp DATA=synthetic`."""
+
+
+def ukb_cache(cfg: DictConfig) -> Path:
+    """Path of the UK Biobank cache, built from the configured source when missing."""
+    from data_modules.ukb import build_ukb_cache
+
+    d = cfg.data
+    if d.source == "synthetic":
+        syn = synthetic_dir(cfg) / "ukb"
+        xml_dir, outcomes = syn / "xml", syn / "outcomes.csv"
+        out = Path(d.ukb_cache or Path(d.root) / f"{synthetic_dir(cfg).name}-ukb-{d.time_unit}.h5")
+    else:
+        if not (d.ukb_xml_dir and d.ukb_outcomes) and not d.ukb_cache:
+            raise ConfigError(UKB_HELP)
+        xml_dir = Path(d.ukb_xml_dir) if d.ukb_xml_dir else None
+        outcomes = Path(d.ukb_outcomes) if d.ukb_outcomes else None
+        out = Path(d.ukb_cache or Path(d.root) / f"ukb-{d.time_unit}.h5")
+    if xml_dir is not None and outcomes is not None:
+        build_ukb_cache(xml_dir, outcomes, out, time_unit=d.time_unit,
+                        strips=d.strips != "none", workers=_workers())
+    elif not out.is_file():
+        raise ConfigError(f"data.ukb_cache={out} does not exist\n{UKB_HELP}")
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def text_encoder(name: str, revision: str | None):
+    """The frozen text encoder, loaded once per process (record embeddings and the
+    zero-shot class prompts of the same run share it)."""
+    from ecg_dan.text.encoders import load_text_encoder
+
+    return load_text_encoder(name, revision=revision)
+
+
+def embedding_cache_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.pretrain.embedding_cache or Path(cfg.data.root) / "text_embeddings")
+
+
+def text_embeddings(cfg: DictConfig, cache_path: Path) -> tuple[np.ndarray, str]:
+    """Per-record text embeddings aligned with the cache rows, and the text model id."""
+    import h5py
+
+    from ecg_dan.text.embedding_cache import embed_records
+    from ecg_dan.text.recipes import load_statements
+
+    p = cfg.pretrain
+    encoder = text_encoder(p.text_model, p.text_revision)
+    with h5py.File(cache_path, "r") as f:
+        codes = [c.decode() if isinstance(c, bytes) else c for c in f["scp_codes"][...]]
+        reports = [r.decode() if isinstance(r, bytes) else r for r in f["report"][...]]
+        ids = f["ecg_id"][...].tolist()
+    emb = embed_records(codes, reports, p.text_recipe, encoder, load_statements(),
+                        embedding_cache_dir(cfg), record_ids=ids)
+    return emb, f"{encoder.name}@{encoder.revision}"

@@ -1,0 +1,168 @@
+"""Job: survival finetuning under the paper's protocol (docs/method.md section 6).
+
+Stratified K-fold x seeds; inside each training fold a stratified validation split selects
+the checkpoint by validation C-index; the held-out fold is scored exactly once. Each fold's
+out-of-fold predictions are written with the hash of the config that produced them, so a
+re-run resumes finished folds only when the config is the same.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from data_modules.atomic import atomic_write_text
+from ecg_dan.config import ConfigError, config_hash
+from ecg_dan.jobs.common import finish_wandb, prepare_run_dir, seed
+from ecg_dan.jobs.data import ukb_cache
+from ecg_dan.log import get_logger, is_rank_zero
+from ecg_dan.results import write_json
+
+log = get_logger(__name__)
+
+
+def pretrained_checkpoint(cfg: DictConfig) -> str | None:
+    """The pretraining checkpoint to start from, or None for ``finetune.scratch=true``."""
+    f = cfg.finetune
+    if f.scratch:
+        return None
+    if f.ckpt:
+        if not Path(f.ckpt).is_file():
+            raise ConfigError(f"finetune.ckpt={f.ckpt}: no such checkpoint")
+        return str(f.ckpt)
+    found = sorted(Path("runs").glob("*/checkpoints/best-*.ckpt"))
+    hint = ("\n  found: " + "\n  found: ".join(map(str, found[-5:]))) if found else ""
+    raise ConfigError("finetuning needs a pretrained checkpoint: set finetune.ckpt=PATH "
+                      "(make finetune CKPT=PATH) or train from scratch with "
+                      f"finetune.scratch=true (make finetune SCRATCH=1){hint}")
+
+
+def build_finetune_module(cfg: DictConfig, pretrained: str | None):
+    """Backbone from the registry, pretrained weights loaded, wrapped for survival."""
+    from ecg_dan.checkpoints import load_pretrained_backbone
+    from ecg_dan.lit.finetune import SurvivalFinetuneModule
+    from ecg_dan.models.registry import build_model
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    net = build_model(container["model"])
+    if pretrained:
+        load_pretrained_backbone(net, pretrained)
+    return SurvivalFinetuneModule(net, finetune=container["finetune"], optim=container["optim"],
+                                  config=container)
+
+
+def _fold_is_done(out_csv: Path, want: str) -> bool:
+    """Predictions exist and were made by this config (their sidecar records its hash)."""
+    meta = out_csv.with_suffix(".json")
+    if not out_csv.is_file():
+        return False
+    have = json.loads(meta.read_text()).get("config_hash") if meta.is_file() else None
+    if have not in (None, want):
+        raise ConfigError(f"{out_csv} was made by another configuration (hash {have}, now "
+                          f"{want}); use a new run name or resume=restart")
+    return True
+
+
+def run_finetune(cfg: DictConfig) -> Path:
+    """The paper's protocol; writes out-of-fold predictions, then the results."""
+    from data_modules.splits import load_splits, save_splits
+    from data_modules.ukb_datamodule import UKBDataModule, make_ukb_splits
+    from ecg_dan.checkpoints import finetune_module_from_checkpoint
+    from ecg_dan.jobs.evaluate import evaluate_finetune
+    from ecg_dan.trainer import build_trainer, resume_path
+
+    if cfg.task != "finetune":
+        raise ConfigError(f"experiment has task={cfg.task}; `ecg-dan finetune` needs "
+                          "task=finetune")
+    f = cfg.finetune
+    pretrained = pretrained_checkpoint(cfg)
+    run_dir = prepare_run_dir(cfg)
+    want = config_hash(cfg)
+    cache = ukb_cache(cfg)
+    split_file = run_dir / "splits.json"
+    if split_file.is_file():
+        splits = load_splits(split_file)
+    else:
+        splits = make_ukb_splits(cache, f.cohort, f.n_folds, list(f.seeds), f.val_fraction)
+        save_splits(splits, split_file, meta={"cache": str(cache), "cohort": f.cohort})
+    pred_dir = run_dir / "predictions"
+    for split in splits:
+        out_csv = pred_dir / f"seed{split.seed}_fold{split.fold}.csv"
+        if _fold_is_done(out_csv, want):
+            log.info(f"[{split.name}] predictions of this config exist, skipping")
+            continue
+        seed(cfg, split.seed)
+        fold_dir = run_dir / f"seed{split.seed}_fold{split.fold}"
+        dm = UKBDataModule(cache, f.cohort, split, batch_size=f.batch_size,
+                           num_workers=cfg.data.num_workers, seed=split.seed)
+        module = build_finetune_module(cfg, pretrained)
+        fold_cfg = cfg.copy()
+        fold_cfg.logging.group = cfg.logging.group or cfg.name
+        fold_cfg.name = f"{cfg.name}-{split.name}"
+        trainer = build_trainer(fold_cfg, fold_dir)
+        if f.lr_find and resume_path(cfg, fold_dir) is None:
+            _find_lr(trainer, module, dm, f, split, fold_dir)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, fold_dir))
+        best = trainer.checkpoint_callback.best_model_path
+        if not best:
+            raise RuntimeError(f"[{split.name}] no checkpoint was selected by "
+                               f"{cfg.checkpoint.monitor}: validation never ran (e.g. "
+                               "trainer.max_steps ended training inside the first epoch)")
+        scored = finetune_module_from_checkpoint(best)
+        test = _predict(trainer, scored, dm.predict_dataloader(), split, best)
+        # Training-fold risks (train + validation rows) for the Breslow baseline of the IBS.
+        train = _predict(trainer, scored, dm.fit_rows_dataloader(), split, best)
+        if trainer.is_global_zero:
+            atomic_write_text(out_csv.with_name(out_csv.stem + "_train.csv"),
+                              train.to_csv(index=False))
+            write_json(out_csv.with_suffix(".json"),
+                       {"config_hash": want, "checkpoint": str(best), "n": len(test),
+                        "events": int(test.event.sum())})
+            atomic_write_text(out_csv, test.to_csv(index=False))
+            log.info(f"[{split.name}] held-out fold scored once: {len(test)} participants, "
+                     f"{int(test.event.sum())} events -> {out_csv}")
+        finish_wandb()
+    if is_rank_zero():
+        evaluate_finetune(run_dir, cfg=cfg)
+    return run_dir
+
+
+def _find_lr(trainer: L.Trainer, module, dm, f, split, fold_dir: Path) -> None:
+    """Lightning's LR finder (the authors' choice; finetune.lr_find=true)."""
+    from lightning.pytorch.tuner import Tuner
+
+    finder = Tuner(trainer).lr_find(module, datamodule=dm, min_lr=1e-7, max_lr=1e-2,
+                                    num_training=f.lr_find_steps, update_attr=True,
+                                    attr_name="lr",
+                                    # per-batch Cox losses are noisy: no early stop
+                                    early_stop_threshold=None)
+    if finder is None or finder.suggestion() is None:
+        raise RuntimeError(f"[{split.name}] the LR finder found no learning rate; set "
+                           "finetune.lr_find=false and a fixed finetune.lr")
+    write_json(fold_dir / "lr_find.json", {"suggestion": finder.suggestion(),
+                                           "lr": finder.results["lr"],
+                                           "loss": finder.results["loss"]})
+    log.info(f"[{split.name}] LR finder picked {module.lr:.3g}")
+
+
+def _predict(trainer: L.Trainer, module, loader, split, ckpt: str) -> pd.DataFrame:
+    """Scores of one loader; under DDP every rank's shard is gathered (the distributed
+    sampler pads shards with repeats, which are dropped by participant id)."""
+    preds = trainer.predict(module, dataloaders=loader, return_predictions=True)
+    df = pd.DataFrame({k: torch.cat([p[k] for p in preds]).cpu().numpy()
+                       for k in ("eid", "risk", "time", "event")})
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        shards: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(shards, df)
+        df = pd.concat(shards, ignore_index=True).drop_duplicates("eid", keep="first")
+        df = df.sort_values("eid", kind="stable").reset_index(drop=True)
+    df.insert(1, "seed", split.seed)
+    df.insert(2, "fold", split.fold)
+    df["checkpoint"] = str(ckpt)
+    return df

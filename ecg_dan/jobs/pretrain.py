@@ -1,0 +1,62 @@
+"""Job: LLM-informed alignment pretraining on PTB-XL, then the encoder evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ecg_dan.config import ConfigError
+from ecg_dan.jobs.common import finish_wandb, prepare_run_dir, seed
+from ecg_dan.jobs.data import ptbxl_cache, text_embeddings
+from ecg_dan.log import get_logger
+
+log = get_logger(__name__)
+
+# Training longer from last.ckpt is a resume, not a different run.
+RESUMABLE_KEYS = ("trainer.max_epochs", "trainer.max_steps")
+
+
+def ptbxl_datamodule(cfg: DictConfig, cache: Path, text_emb=None, for_training: bool = True):
+    from data_modules.ptbxl_datamodule import PTBXLDataModule
+
+    kw = {"num_workers": cfg.data.num_workers, "mask_prob": cfg.pretrain.mask_prob} \
+        if for_training else {}
+    return PTBXLDataModule(cache, batch_size=cfg.pretrain.batch_size,
+                           validated_only=cfg.data.validated_only, text_embeddings=text_emb,
+                           seed=cfg.seed, **kw)
+
+
+def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
+    """Alignment pretraining; then the encoder evaluation. Returns checkpoint and results."""
+    from ecg_dan.jobs.evaluate import evaluate_pretrain
+    from ecg_dan.lit.pretrain import AlignmentPretrainModule
+    from ecg_dan.models.registry import build_model
+    from ecg_dan.trainer import build_trainer, resume_path
+
+    if cfg.task != "pretrain":
+        raise ConfigError(f"experiment has task={cfg.task}; `ecg-dan pretrain` needs "
+                          "task=pretrain")
+    run_dir = prepare_run_dir(cfg, ignore=RESUMABLE_KEYS)
+    seed(cfg)
+    cache = ptbxl_cache(cfg)
+    use_text = cfg.pretrain.alignment != "none" and cfg.pretrain.w_align > 0
+    emb, text_id = text_embeddings(cfg, cache) if use_text else (None, None)
+    dm = ptbxl_datamodule(cfg, cache, emb)
+    log.info(f"PTB-XL cache {cache}: train {dm.n_train}, val {dm.n_val}, test {dm.n_test}")
+    container = OmegaConf.to_container(cfg, resolve=True)
+    module = AlignmentPretrainModule(
+        build_model(container["model"]), pretrain=container["pretrain"],
+        optim=container["optim"], text_dim=None if emb is None else emb.shape[1],
+        text_model_id=text_id, config=container)
+    trainer = build_trainer(cfg, run_dir)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, run_dir))
+    best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints/last.ckpt")
+    out: dict[str, Path] = {"checkpoint": Path(best)}
+    if trainer.is_global_zero:
+        out["results"] = evaluate_pretrain(best, cfg=cfg, datamodule=dm, text_emb=emb)
+        log.info(f"checkpoint: {best}\nresults: {out['results']}")
+    finish_wandb()
+    return out
+
+

@@ -1,0 +1,33 @@
+"""The project's logger: messages for the person running a job, printed by global rank 0 only
+(under DDP every rank runs the same code; one copy of each message is enough)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+__all__ = ["get_logger", "is_rank_zero"]
+
+
+def is_rank_zero() -> bool:
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+class _RankZero(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return is_rank_zero() or record.levelno >= logging.ERROR
+
+
+def get_logger(name: str = "ecg_dan") -> logging.Logger:
+    """A child of the ``ecg_dan`` logger, which writes plain lines to stdout from rank 0."""
+    root = logging.getLogger("ecg_dan")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(_RankZero())
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+    return root if name == "ecg_dan" else root.getChild(name.removeprefix("ecg_dan."))

@@ -1,0 +1,1 @@
+"""Shipped experiment configs (YAML), installed as the package data ``ecg_dan.experiments``."""
