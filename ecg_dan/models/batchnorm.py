@@ -222,20 +222,32 @@ class ChannelsLastBatchNorm2d(nn.BatchNorm2d):
 
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """``nn.SyncBatchNorm`` that also synchronises CPU (gloo) tensors.
+class SyncBatchNorm(_BatchNorm):
+    """Batch norm with ``nn.SyncBatchNorm`` semantics that also runs on CPU (gloo).
 
     :func:`convert_sync_batchnorm` puts it in place of torch batch norms (the heads'
     ``nn.BatchNorm1d``); same parameters, buffers and state-dict keys. Outside a training
-    step under a multi-process torch.distributed group it is plain batch norm.
+    step under a multi-process torch.distributed group it is plain batch norm. Deliberately
+    not an ``nn.SyncBatchNorm`` subclass: DDP refuses to wrap those on CPU.
     """
 
     sync = True
 
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, process_group=None,
+                 device=None, dtype=None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
+                         dtype)
+        self.process_group = process_group
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
+
     def forward(self, x: Tensor) -> Tensor:
         group = _sync_group(self)
         if group is None:
-            return _BatchNorm.forward(self, x)
+            return super().forward(x)
         self._check_input_dim(x)
         return _sync_forward(self, x, group)
 

@@ -11,9 +11,10 @@ in a subprocess. Float64 throughout, so any difference beyond rounding is a wron
    those of torch's ``nn.BatchNorm`` on the whole batch.
 2. Network level: ECG-DAN backbone + risk head (dropout p=0, batch norm in train mode), loss
    = Cox partial likelihood (risk sets gathered across ranks) + reconstruction MSE, global
-   batch of 8 real-size (12 x 608) beats split 4 / 4. With ``convert_sync_batchnorm`` the
-   DDP-averaged gradient of every parameter, the loss, the outputs and every batch norm's
-   running statistics equal the single-process ones to ~1e-10.
+   batch of 8 real-size (12 x 608) beats split 4 / 4. With ``convert_sync_batchnorm`` and
+   then ``DistributedDataParallel`` (Lightning's order), the DDP-averaged gradient of every
+   parameter, the loss, the outputs and every batch norm's running statistics equal the
+   single-process ones to 1e-10 (relative).
 3. Without synchronisation the gradients and running statistics differ (so check 2 can fail).
 Exits non-zero on any failure.
 """
@@ -49,17 +50,8 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str, tol: float = 1e-10,
         raise AssertionError(f"{what}: relative difference {_max_rel(a, b, floor):.3g} > {tol}")
 
 
-def _grads_mean(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """DDP's gradient averaging: all-reduce mean of every parameter gradient."""
-    import torch.distributed as dist
-
-    out = {}
-    for name, p in model.named_parameters():
-        if p.grad is not None:
-            g = p.grad.clone()
-            dist.all_reduce(g)
-            out[name] = g / WORLD
-    return out
+def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
 def _bn_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -135,16 +127,27 @@ def _layer_checks(rank: int) -> None:
 def _network_checks(rank: int) -> None:
     import torch.nn.functional as F
     from torch import nn
+    from torch.nn.parallel import DistributedDataParallel
 
     from ecg_dan.losses.cox import cox_ph_loss
     from ecg_dan.models import ECGDAN, ModelConfig, RiskHead
     from ecg_dan.models.batchnorm import ChannelsLastBatchNorm2d, convert_sync_batchnorm
 
+    class Net(nn.Module):
+        """What the finetuning module runs: backbone, then the risk head on z."""
+
+        def __init__(self, cfg: ModelConfig) -> None:
+            super().__init__()
+            self.backbone = ECGDAN(cfg)
+            self.head = RiskHead(cfg.latent_dim, dropout=0.0)
+
+        def forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+            out = self.backbone(x)
+            return out, self.head(out["z"]).squeeze(-1)
+
     torch.manual_seed(0)
     cfg = ModelConfig(attn_dropout=0.0)
-    model = nn.ModuleDict({"backbone": ECGDAN(cfg), "head": RiskHead(cfg.latent_dim,
-                                                                      dropout=0.0)})
-    model = model.double().train()
+    model = Net(cfg).double().train()
     g = torch.Generator().manual_seed(5)
     x = torch.randn(BATCH, cfg.n_leads, cfg.seq_len, generator=g, dtype=torch.float64)
     time = torch.tensor([3.0, 7.0, 2.0, 9.0, 5.0, 4.0, 8.0, 6.0], dtype=torch.float64)
@@ -154,24 +157,25 @@ def _network_checks(rank: int) -> None:
 
     def step(m: nn.Module, xs, ts, es, gather: bool):
         m.zero_grad()
-        out = m["backbone"](xs)
-        risk = m["head"](out["z"]).squeeze(-1)
+        out, risk = m(xs)
         loss = cox_ph_loss(risk, ts, es, gather=gather) + F.mse_loss(out["recon"], xs)
         loss.backward()
         return loss.detach(), out["z"].detach(), risk.detach()
 
     ref = copy.deepcopy(model)
     ref_loss, ref_z, ref_risk = step(ref, x, time, event, gather=False)
-    ref_grads = {n: p.grad.clone() for n, p in ref.named_parameters() if p.grad is not None}
+    ref_grads = _grads(ref)
     ref_stats = _bn_state(ref)
 
+    # As Lightning does it: convert, then wrap in DDP (which averages the gradients).
     sync = convert_sync_batchnorm(copy.deepcopy(model))
     n_sync = sum(isinstance(m, ChannelsLastBatchNorm2d) and m.sync for m in sync.modules())
-    n_head = sum(type(m).__name__ == "SyncBatchNorm" for m in sync["head"].modules())
+    n_head = sum(type(m).__name__ == "SyncBatchNorm" for m in sync.head.modules())
     if n_sync == 0 or n_head != 2:
         raise AssertionError(f"conversion: {n_sync} channels-last, {n_head} head batch norms")
-    loss, z, risk = step(sync, x[lo:hi], time[lo:hi], event[lo:hi], gather=True)
-    grads = _grads_mean(sync)
+    loss, z, risk = step(DistributedDataParallel(sync), x[lo:hi], time[lo:hi], event[lo:hi],
+                         gather=True)
+    grads = _grads(sync)
     loss_mean = loss.clone()
     torch.distributed.all_reduce(loss_mean)
     _close(loss_mean / WORLD, ref_loss, f"rank {rank} loss")
@@ -194,8 +198,8 @@ def _network_checks(rank: int) -> None:
 
     # 3: the same step without synchronised batch norm is measurably different.
     plain = copy.deepcopy(model)
-    step(plain, x[lo:hi], time[lo:hi], event[lo:hi], gather=True)
-    plain_grads = _grads_mean(plain)
+    step(DistributedDataParallel(plain), x[lo:hi], time[lo:hi], event[lo:hi], gather=True)
+    plain_grads = _grads(plain)
     diff = max(_max_rel(plain_grads[n], ref_grads[n], floor) for n in ref_grads)
     stat_diff = max(_max_rel(v.double(), ref_stats[k].double())
                     for k, v in _bn_state(plain).items() if "running" in k)
