@@ -1,8 +1,9 @@
 """Lightning Trainer from config: one YAML runs on a laptop CPU and on a multi-GPU node.
 
-Devices > 1 selects DDP; precision ``auto`` is bf16-mixed on GPU and 32-true on CPU; a
-CSV log is always written; W&B logs offline unless ``WANDB_API_KEY`` is set (and not at
-all under ``WANDB_MODE=disabled``, which the tests set).
+Devices > 1 selects DDP, with synchronised batch norm (:class:`EcgDanSyncBatchNorm`);
+precision ``auto`` is bf16-mixed on GPU and 32-true on CPU; a CSV log is always written;
+W&B logs offline unless ``WANDB_API_KEY`` is set (and not at all under
+``WANDB_MODE=disabled``, which the tests set).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from lightning.pytorch.callbacks import (
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from ecg_dan.checkpoints import SafeCheckpointIO, read_checkpoint
 from ecg_dan.config import save_config
@@ -46,6 +49,37 @@ def resolve_strategy(strategy: str, devices, num_nodes: int) -> str:
     if n == -1:
         n = max(torch.cuda.device_count(), 1)
     return "ddp" if int(n) * num_nodes > 1 else "auto"
+
+
+class EcgDanSyncBatchNorm(TorchSyncBatchNorm):
+    """Lightning's ``sync_batchnorm`` plugin for ecg-dan models.
+
+    Torch's ``convert_sync_batchnorm`` would swap the channels-last batch norms of the
+    residual blocks for ``nn.SyncBatchNorm`` (slow for them, and GPU-only); this plugin
+    switches on their own synchronised mode instead and turns the other batch norms (the
+    heads' ``nn.BatchNorm1d``) into ecg-dan's CPU/GPU ``SyncBatchNorm``. Lightning applies it
+    when fitting under DDP, after the LightningModule is built, and reverts it at teardown.
+    """
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        from ecg_dan.models.batchnorm import convert_sync_batchnorm
+
+        return convert_sync_batchnorm(model)
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        from ecg_dan.models.batchnorm import revert_sync_batchnorm
+
+        return revert_sync_batchnorm(model)
+
+
+def sync_batchnorm_kwargs(strategy) -> dict:
+    """Trainer arguments that synchronise batch norm across DDP ranks ({} otherwise)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if (isinstance(strategy, str) and strategy.startswith("ddp")) or isinstance(
+            strategy, DDPStrategy):
+        return {"sync_batchnorm": True, "plugins": [EcgDanSyncBatchNorm()]}
+    return {}
 
 
 def wandb_mode() -> str:
@@ -106,6 +140,11 @@ def build_trainer(cfg: DictConfig, run_dir: str | os.PathLike,
         enable_model_summary=False, plugins=[SafeCheckpointIO()],
     )
     kwargs.update(overrides)
+    if "sync_batchnorm" not in overrides:
+        # One objective whatever the world size: batch statistics over the global batch.
+        for key, value in sync_batchnorm_kwargs(kwargs["strategy"]).items():
+            kwargs[key] = (list(kwargs.get(key) or []) + value if key == "plugins"
+                           else value)
     return L.Trainer(**kwargs)
 
 
