@@ -86,9 +86,20 @@ def test_batched_temporal_attention_equals_per_lead_reference():
 
 
 def test_encoder_has_no_python_loop_over_leads_in_temporal_branch():
-    enc = ECGDANEncoder(PAPER)
+    """The twelve lead modules run as one batched computation: one attention kernel and one
+    batched matmul per projection for all leads, where a per-lead loop would run 12 each."""
+    from collections import Counter
+
+    enc = ECGDANEncoder(PAPER).eval()
     assert isinstance(enc.temporal, LeadwiseTemporalAttention)
-    assert enc.temporal.in_proj_weight.shape == (12, 48, 16)
+    assert enc.temporal.in_proj_weight.shape == (12, 48, 16)  # stacked per-lead weights
+    h = torch.randn(12, 2, 19, 16)
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        enc.temporal(h, False)
+    ops = Counter(e.name for e in prof.events())
+    assert ops["aten::scaled_dot_product_attention"] == 1
+    assert ops["aten::baddbmm"] == 4  # in-projection, out-projection, MLP in and out
+    assert ops["aten::layer_norm"] == 2
 
 
 @pytest.mark.parametrize("cross, temporal", [(False, True), (True, False), (False, False)])
