@@ -72,7 +72,7 @@ def test_reference_fixtures_are_present() -> None:
 
 @pytest.mark.parametrize("path", REFERENCE, ids=lambda p: p.stem)
 @pytest.mark.parametrize("ties", ["breslow", "efron"])
-def test_matches_frozen_torchsurv_and_lifelines_values(path: Path, ties: str) -> None:
+def test_reference_values_of_torchsurv_and_lifelines(path: Path, ties: str) -> None:
     """torchsurv's NLL (sum over events / number of events) and, for Efron, minus lifelines'
     partial log-likelihood, computed once by tests/reference/make_fixtures.py."""
     doc = json.loads(path.read_text())
