@@ -14,6 +14,10 @@ evaluate the censoring weights only for the samples that use them, so a test eve
 training follow-up (frequent in 2-fold CV) does not make them fail as it does in
 scikit-survival. pycox's ``EvalSurv.integrated_brier_score``
 is not used: it calls ``scipy.integrate.simps``, which SciPy 1.14 removed (we run SciPy 1.17).
+
+Every (time, event[, risk]) input goes through :func:`data_modules.survival_arrays.check_survival`
+(messages name the sample: ``train: ...``, ``test: ...``): unequal lengths, empty samples,
+non-finite times or risks and events other than 0/1 are refused.
 """
 
 from __future__ import annotations
