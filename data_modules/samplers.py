@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Sampler
 
+from data_modules.survival_arrays import as_1d, check_survival
+
 
 def _dist_world() -> tuple[int, int] | None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -90,12 +92,10 @@ class EventStratifiedBatchSampler(BatchSampler):
         sampler: Sampler | None = None,
     ) -> None:
         # BatchSampler.__init__ is not called: this class has no underlying index sampler.
-        e = np.asarray(event)
-        if e.ndim != 1:
-            raise ValueError(f"event must be 1-d, got shape {e.shape}")
-        if e.size and not np.isin(e, (0, 1)).all():
-            raise ValueError(f"event must hold only 0/1, found {np.unique(e)[:10].tolist()}")
-        e = e.astype(bool)
+        # the shared survival validator; batches depend on events only (placeholder time)
+        e = as_1d(event, "EventStratifiedBatchSampler: event")
+        _, e, _ = check_survival(np.ones(e.shape[0]), e, where="EventStratifiedBatchSampler",
+                                 allow_empty=True)
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.event = e

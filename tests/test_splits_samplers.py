@@ -100,8 +100,20 @@ def test_survival_cv_splits_errors() -> None:
         survival_cv_splits(_events(50, 1))
     with pytest.raises(ValueError, match=r"seed 42 fold \d: the training fold has 1 event"):
         survival_cv_splits(_events(50, 2), seeds=(42,))
-    with pytest.raises(ValueError, match="0/1"):
+    # event checks: the shared validator's words (data_modules.survival_arrays.check_survival)
+    with pytest.raises(ValueError, match=r"^survival_cv_splits: event must hold only 0/1, "
+                                         r"found \[2.0\]"):
         survival_cv_splits(np.array([0, 1, 2, 1]))
+    with pytest.raises(ValueError, match=r"event must hold only 0/1, found \[nan\]"):
+        survival_cv_splits(np.array([0.0, 1.0, np.nan, 1.0]))
+    with pytest.raises(ValueError, match=r"event must be 1-dimensional, got shape \(2, 2\)"):
+        survival_cv_splits(np.array([[0, 1], [1, 0]]))
+    with pytest.raises(ValueError, match="no events"):  # an empty cohort: no events, not a crash
+        survival_cv_splits(np.array([], dtype=int))
+    # bool and (n, 1) events are the same cohort as 0/1 integers
+    ev = _events(60, 8, seed=2)
+    plain = survival_cv_splits(ev, seeds=(42,))
+    assert survival_cv_splits(ev.astype(bool)[:, None], seeds=(42,)) == plain
     # without an inner validation split two events are enough
     s = survival_cv_splits(_events(50, 2), seeds=(42,), val_fraction=0.0)
     assert all(len(x.val_idx) == 0 and x.test_idx.size + x.train_idx.size == 50 for x in s)
@@ -190,8 +202,19 @@ def test_sampler_reads_world_from_injected_distributed_sampler() -> None:
 def test_sampler_errors_and_warnings() -> None:
     with pytest.raises(ValueError, match="no events"):
         EventStratifiedBatchSampler(np.zeros(100, dtype=int), 10)
-    with pytest.raises(ValueError, match="0/1"):
+    with pytest.raises(ValueError, match=r"^EventStratifiedBatchSampler: event must hold only 0/1, "
+                                         r"found \[2.0\]"):
         EventStratifiedBatchSampler(np.array([0, 2, 1]), 2)
+    with pytest.raises(ValueError, match=r"event must hold only 0/1, found \[nan\]"):
+        EventStratifiedBatchSampler(np.array([0.0, np.nan, 1.0]), 2)
+    with pytest.raises(ValueError, match=r"event must be 1-dimensional, got shape \(2, 2\)"):
+        EventStratifiedBatchSampler(np.array([[0, 1], [1, 0]]), 2)
+    with pytest.raises(ValueError, match="no events among 0 samples"):
+        EventStratifiedBatchSampler(np.array([], dtype=int), 2)
+    ev = _events(100, 10)
+    s = EventStratifiedBatchSampler(ev.astype(bool)[:, None], 20, seed=1)
+    assert s.event.dtype == bool and s.event_idx.tolist() == np.flatnonzero(ev).tolist()
+    assert list(s) == list(EventStratifiedBatchSampler(ev, 20, seed=1))
     with pytest.warns(UserWarning, match="events per batch"):
         EventStratifiedBatchSampler(_events(1000, 14), 64)  # 0.9 events per batch
     with warnings.catch_warnings():

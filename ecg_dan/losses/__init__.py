@@ -1,5 +1,5 @@
 """Training losses."""
 
-from ecg_dan.losses.cox import CoxPHLoss, cox_ph_loss
+from ecg_dan.losses.cox import cox_ph_loss
 
-__all__ = ["CoxPHLoss", "cox_ph_loss"]
+__all__ = ["cox_ph_loss"]

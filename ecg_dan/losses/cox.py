@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from data_modules.survival_arrays import check_survival
 from ecg_dan.distributed import all_gather_with_grad, is_distributed
 
-__all__ = ["CoxPHLoss", "cox_ph_loss"]
+__all__ = ["cox_ph_loss"]
 
 Ties = Literal["efron", "breslow"]
 
@@ -31,15 +32,16 @@ def _as_1d(x: Tensor, name: str) -> Tensor:
 
 
 def _validate_values(log_risk: Tensor, time: Tensor, event: Tensor) -> None:
-    """Value checks. Run on the gathered tensors so every rank raises together (no hang)."""
-    if not torch.isfinite(log_risk).all():
-        raise ValueError("log_risk contains NaN or inf")
-    if time.is_floating_point() and torch.isnan(time).any():
-        raise ValueError("time contains NaN")
-    if (time <= 0).any():
-        raise ValueError("time must be strictly positive")
-    if event.dtype != torch.bool and not ((event == 0) | (event == 1)).all():
-        raise ValueError("event must contain only 0/1 (or bool) values")
+    """Value checks. Run on the gathered tensors so every rank raises together (no hang).
+
+    The shared validator works on NumPy copies (float64 on the CPU); the loss itself stays in
+    torch on the tensors' device.
+    """
+    def host(x: Tensor) -> Tensor:
+        return x.detach().to(device="cpu", dtype=torch.float64)
+
+    check_survival(host(time), host(event), host(log_risk), where="cox_ph_loss",
+                   positive_time=True, allow_empty=True)
 
 
 def _neg_partial_log_likelihood(
@@ -99,7 +101,7 @@ def cox_ph_loss(
 
     Args:
         log_risk: predicted log relative hazard, shape (n,) or (n, 1); higher = earlier event.
-        time: event/censoring times, strictly positive, shape (n,) or (n, 1).
+        time: event/censoring times, finite and strictly positive, shape (n,) or (n, 1).
         event: 1/True for an observed event, 0/False for censoring.
         ties: ``"efron"`` (default) or ``"breslow"`` (the authors' loss; identical without ties).
         gather: under torch.distributed, gather all ranks' samples (with gradients, see
@@ -112,8 +114,9 @@ def cox_ph_loss(
         collectives.
 
     Raises:
-        ValueError: shape mismatch, non-finite ``log_risk``, NaN or non-positive ``time``,
-            ``event`` outside {0, 1}, unknown ``ties``.
+        ValueError: shape mismatch, non-finite ``log_risk``, non-finite or non-positive
+            ``time``, ``event`` outside {0, 1}, unknown ``ties`` (value checks by
+            :func:`data_modules.survival_arrays.check_survival`, on the gathered batch).
     """
     if ties not in ("efron", "breslow"):
         raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
@@ -138,20 +141,3 @@ def cox_ph_loss(
         event = all_gather_with_grad(event)
     _validate_values(log_risk, time, event)
     return _neg_partial_log_likelihood(log_risk, time, event, ties)
-
-
-class CoxPHLoss(nn.Module):
-    """Module wrapper around :func:`cox_ph_loss` (for configs that instantiate losses)."""
-
-    def __init__(self, ties: Ties = "efron", gather: bool = True) -> None:
-        super().__init__()
-        if ties not in ("efron", "breslow"):
-            raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
-        self.ties: Ties = ties
-        self.gather = gather
-
-    def forward(self, log_risk: Tensor, time: Tensor, event: Tensor) -> Tensor:
-        return cox_ph_loss(log_risk, time, event, ties=self.ties, gather=self.gather)
-
-    def extra_repr(self) -> str:
-        return f"ties={self.ties!r}, gather={self.gather}"

@@ -21,6 +21,8 @@ from numpy.typing import ArrayLike, NDArray
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from data_modules.survival_arrays import check_survival
+
 __all__ = [
     "HarrellCIndex",
     "UndefinedMetricError",
@@ -32,33 +34,6 @@ __all__ = [
 
 class UndefinedMetricError(ValueError):
     """The metric is undefined for this sample (e.g. no events, so no comparable pair)."""
-
-
-def _to_numpy_1d(x: ArrayLike | torch.Tensor, name: str, dtype: type = float) -> NDArray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    a = np.asarray(x, dtype=dtype)
-    if a.ndim == 2 and 1 in a.shape:
-        a = a.ravel()
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-dimensional, got shape {a.shape}")
-    return a
-
-
-def _check_survival_inputs(
-    time: ArrayLike, risk: ArrayLike, event: ArrayLike
-) -> tuple[NDArray, NDArray, NDArray]:
-    t = _to_numpy_1d(time, "time")
-    r = _to_numpy_1d(risk, "risk")
-    e = _to_numpy_1d(event, "event")
-    if not (t.shape == r.shape == e.shape):
-        raise ValueError(f"time, risk, event lengths differ: {t.shape}, {r.shape}, {e.shape}")
-    for a, name in ((t, "time"), (r, "risk"), (e, "event")):
-        if np.isnan(a).any():
-            raise ValueError(f"NaN in {name}")
-    if not np.isin(e, (0.0, 1.0)).all():
-        raise ValueError("event must contain only 0/1 values")
-    return t, r, e.astype(bool)
 
 
 def _weighted_inversions(v: NDArray[np.int64], w: NDArray) -> float | int:
@@ -147,8 +122,12 @@ def weighted_concordance(
 
 
 def concordance_counts(time: ArrayLike, risk: ArrayLike, event: ArrayLike) -> tuple[int, int, int]:
-    """(concordant, tied_risk, comparable) pair counts with lifelines' conventions."""
-    t, r, e = _check_survival_inputs(time, risk, event)
+    """(concordant, tied_risk, comparable) pair counts with lifelines' conventions.
+
+    Inputs are checked by :func:`data_modules.survival_arrays.check_survival` (equal lengths,
+    finite time and risk, 0/1 events); an empty sample has no pairs: ``(0, 0, 0)``.
+    """
+    t, e, r = check_survival(time, event, risk, allow_empty=True)
     if t.shape[0] == 0 or not e.any():
         return 0, 0, 0
     key, v = _ordering_keys(t, r, e)

@@ -14,6 +14,10 @@ evaluate the censoring weights only for the samples that use them, so a test eve
 training follow-up (frequent in 2-fold CV) does not make them fail as it does in
 scikit-survival. pycox's ``EvalSurv.integrated_brier_score``
 is not used: it calls ``scipy.integrate.simps``, which SciPy 1.14 removed (we run SciPy 1.17).
+
+Every (time, event[, risk]) input goes through :func:`data_modules.survival_arrays.check_survival`
+(messages name the sample: ``train: ...``, ``test: ...``): unequal lengths, empty samples,
+non-finite times or risks and events other than 0/1 are refused.
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from data_modules.survival_arrays import as_1d, check_survival
 from ecg_dan.metrics.cindex import (
     UndefinedMetricError,
     _ordering_keys,
-    _to_numpy_1d,
     weighted_concordance,
 )
 
@@ -42,20 +46,6 @@ __all__ = [
     "time_dependent_auc",
     "uno_cindex",
 ]
-
-
-def _surv_arrays(time: ArrayLike, event: ArrayLike, name: str) -> tuple[NDArray, NDArray]:
-    t = _to_numpy_1d(time, f"{name}_time")
-    e = _to_numpy_1d(event, f"{name}_event")
-    if t.shape != e.shape:
-        raise ValueError(f"{name}_time and {name}_event lengths differ: {t.shape} vs {e.shape}")
-    if np.isnan(t).any() or np.isnan(e).any():
-        raise ValueError(f"NaN in {name} data")
-    if not np.isin(e, (0.0, 1.0)).all():
-        raise ValueError(f"{name}_event must contain only 0/1 values")
-    if t.shape[0] == 0:
-        raise ValueError(f"{name} data is empty")
-    return t, e.astype(bool)
 
 
 def _counts(time: NDArray, event: NDArray[np.bool_]) -> tuple[NDArray, NDArray, NDArray, NDArray]:
@@ -89,7 +79,7 @@ def kaplan_meier(time: ArrayLike, event: ArrayLike, reverse: bool = False) -> St
     """Kaplan-Meier survival function, or with ``reverse=True`` the censoring survival G(t)
     (events at a tied time are removed from the risk set before the censorings, as in
     scikit-survival's ``kaplan_meier_estimator(reverse=True)``)."""
-    t, e = _surv_arrays(time, event, "km")
+    t, e, _ = check_survival(time, event, where="kaplan_meier")
     uniq, n_event, n_at_risk, n_cens = _counts(t, e)
     if reverse:
         n_at_risk = n_at_risk - n_event
@@ -102,7 +92,7 @@ def kaplan_meier(time: ArrayLike, event: ArrayLike, reverse: bool = False) -> St
 
 def censoring_km(train_time: ArrayLike, train_event: ArrayLike) -> StepFunction:
     """Censoring survival G(t) from training data; identically 1 when nothing is censored."""
-    t, e = _surv_arrays(train_time, train_event, "train")
+    t, e, _ = check_survival(train_time, train_event, where="train")
     if e.all():
         uniq = np.unique(t)
         return StepFunction(uniq, np.ones(uniq.shape[0]), before=1.0)
@@ -150,13 +140,8 @@ def _train_test_risk(train_time: ArrayLike, train_event: ArrayLike, test_time: A
                      test_event: ArrayLike, risk: ArrayLike
                      ) -> tuple[NDArray, NDArray, NDArray, NDArray, NDArray]:
     """Validated arrays of the IPCW metrics: train and test (time, event) and test risk."""
-    tr_t, tr_e = _surv_arrays(train_time, train_event, "train")
-    te_t, te_e = _surv_arrays(test_time, test_event, "test")
-    r = _to_numpy_1d(risk, "risk")
-    if r.shape != te_t.shape:
-        raise ValueError(f"risk has {r.shape[0]} values for {te_t.shape[0]} test samples")
-    if np.isnan(r).any():
-        raise ValueError("NaN in risk")
+    tr_t, tr_e, _ = check_survival(train_time, train_event, where="train")
+    te_t, te_e, r = check_survival(test_time, test_event, risk, where="test")
     return tr_t, tr_e, te_t, te_e, r
 
 
@@ -264,12 +249,7 @@ def breslow_baseline(
     ``eta``. The risk-set sums are reverse cumulative sums (no subtraction, so no cancellation).
     Matches ``sksurv``'s ``BreslowEstimator`` / ``CoxPHSurvivalAnalysis.cum_baseline_hazard_``.
     """
-    t, e = _surv_arrays(train_time, train_event, "train")
-    eta = _to_numpy_1d(train_risk, "train_risk")
-    if eta.shape != t.shape:
-        raise ValueError(f"train_risk has {eta.shape[0]} values for {t.shape[0]} samples")
-    if not np.isfinite(eta).all():
-        raise ValueError("train_risk must be finite")
+    t, e, eta = check_survival(train_time, train_event, train_risk, where="train")
     order = np.argsort(t, kind="stable")
     uniq, n_event, _, _ = _counts(t, e)
     first = np.searchsorted(t[order], uniq, side="left")
@@ -279,7 +259,7 @@ def breslow_baseline(
 
 def survival_curves(baseline: BreslowBaseline, risk: ArrayLike, times: ArrayLike) -> NDArray:
     """Predicted survival ``S(t | x) = exp(-H0(t) exp(risk))``, shape (n_samples, n_times)."""
-    eta = _to_numpy_1d(risk, "risk")
+    eta = as_1d(risk, "risk")
     h0 = baseline.cumhaz(np.atleast_1d(np.asarray(times, dtype=float)))
     return np.exp(-np.outer(np.exp(eta), h0))
 
@@ -296,8 +276,8 @@ def brier_score(
 
     ``surv[i, k]`` is the predicted probability that sample i survives beyond ``times[k]``.
     """
-    tr_t, tr_e = _surv_arrays(train_time, train_event, "train")
-    te_t, te_e = _surv_arrays(test_time, test_event, "test")
+    tr_t, tr_e, _ = check_survival(train_time, train_event, where="train")
+    te_t, te_e, _ = check_survival(test_time, test_event, where="test")
     times = _check_horizons(te_t, times)
     s = np.asarray(surv, dtype=float)
     if s.ndim == 1 and times.shape[0] == 1:
