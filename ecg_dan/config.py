@@ -135,6 +135,7 @@ class PretrainConfig:
     batch_size: int = rng(128, 2)
     mask_prob: float = rng(0.5, 0, 1)  # per-sample lead-mask probability
     embedding_cache: str | None = None  # default <data.root>/text_embeddings
+    evaluate: bool = True  # linear probe, retrieval, zero-shot after training
 
 
 @dataclass
@@ -412,7 +413,7 @@ def model_config(cfg: DictConfig) -> ModelConfig:
 RESULT_FREE_KEYS = ("name", "run_dir", "resume", "logging", "trainer.enable_progress_bar",
                     "trainer.log_every_n_steps", "trainer.threads", "data.num_workers",
                     "data.root", "data.ptbxl_cache", "data.ukb_cache",
-                    "pretrain.embedding_cache", "finetune.n_boot", "finetune.horizons",
+                    "pretrain.embedding_cache", "pretrain.evaluate", "finetune.n_boot", "finetune.horizons",
                     "finetune.top_fraction")
 
 

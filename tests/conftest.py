@@ -20,3 +20,30 @@ def ptbxl_dir() -> Path:
     if not (path / "ptbxl_database.csv").is_file():
         pytest.skip(f"real PTB-XL sample not found at {path} (set ECG_DAN_PTBXL_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory) -> Path:
+    """The ``+tiny`` synthetic twin and its caches, built once for the whole session."""
+    from ecg_dan.config import load_config
+    from ecg_dan.jobs.data import ptbxl_cache, ukb_cache
+
+    root = tmp_path_factory.mktemp("tiny-data")
+    cfg = load_config("demo_finetune", ["+tiny", f"data.root={root}"])
+    ptbxl_cache(cfg)
+    ukb_cache(cfg)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory, tiny_data_root) -> Path:
+    """A one-epoch pretraining checkpoint on the tiny twin (session-wide)."""
+    from ecg_dan.config import load_config
+    from ecg_dan.jobs.pretrain import run_pretrain
+
+    run = tmp_path_factory.mktemp("tiny-pre")
+    out = run_pretrain(load_config("demo_pretrain", [
+        "+tiny", f"data.root={tiny_data_root}", f"run_dir={run}",
+        "trainer.limit_val_batches=2", "pretrain.evaluate=true"]))
+    assert (run / "pretrain_eval.json").is_file()  # the job's own evaluation step ran
+    return Path(out["checkpoint"])

@@ -37,28 +37,18 @@ from ecg_dan.models import ECGDAN, ModelConfig
 TINY = ["+tiny"]
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    """One tiny synthetic twin + caches shared by the module (built on first use)."""
-    from ecg_dan.jobs.data import ptbxl_cache, ukb_cache
-
-    root = tmp_path_factory.mktemp("data")
-    cfg = load_config("demo_finetune", [*TINY, f"data.root={root}"])
-    ptbxl_cache(cfg)
-    ukb_cache(cfg)
-    return root
+@pytest.fixture
+def data_root(tiny_data_root) -> Path:
+    return tiny_data_root
 
 
 def _args(tmp_path: Path, data_root: Path, *extra: str) -> list[str]:
     return [*TINY, f"data.root={data_root}", f"run_dir={tmp_path / 'run'}", *extra]
 
 
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, data_root) -> Path:
-    run = tmp_path_factory.mktemp("pre")
-    out = run_pretrain(load_config("demo_pretrain", [
-        *TINY, f"data.root={data_root}", f"run_dir={run}", "trainer.limit_val_batches=2"]))
-    return Path(out["checkpoint"])
+@pytest.fixture
+def pretrained(tiny_pretrained) -> Path:
+    return tiny_pretrained
 
 
 @pytest.mark.parametrize("experiment", experiments())
@@ -114,7 +104,7 @@ def test_pretraining_losses_fall_through_cli(tmp_path, data_root):
     assert "minilm" in meta["text_model"].lower()
     assert meta["config"]["name"] == "demo_pretrain"
     assert set(meta["encoder"]) == set(ECGDAN(ModelConfig()).encoder.state_dict())
-    assert (tmp_path / "run" / "pretrain_eval.json").is_file()
+    assert not (tmp_path / "run" / "pretrain_eval.json").exists()  # +tiny: evaluate=false
 
 
 def test_infonce_learned_temperature_and_classification_term(tmp_path, data_root):
@@ -150,12 +140,18 @@ def test_resume_continues_from_last_ckpt(tmp_path, data_root):
     assert second["lr_schedulers"][0]["last_epoch"] == second["global_step"]
 
 
-def test_last_ckpt_holds_the_last_epoch_when_the_best_was_early(tmp_path, data_root):
-    """checkpoint.mode=max on a falling reconstruction loss: the best epoch is the first,
-    yet last.ckpt must hold the final epoch and a re-run continues from there."""
+def test_last_ckpt_holds_the_last_epoch_when_the_best_was_early(tmp_path, data_root,
+                                                                monkeypatch):
+    """A monitored metric that only gets worse: the best epoch is the first, yet last.ckpt
+    must hold the final epoch and a re-run continues from there."""
+    from ecg_dan.lit.pretrain import AlignmentPretrainModule
+
+    def worsening(self, batch, batch_idx):
+        self.log("val/recon_mse", float(self.current_epoch), batch_size=batch["x"].shape[0])
+
+    monkeypatch.setattr(AlignmentPretrainModule, "validation_step", worsening)
     base = _args(tmp_path, data_root, "trainer.limit_train_batches=2",
-                 "trainer.limit_val_batches=1", "checkpoint.monitor=val/recon_mse",
-                 "checkpoint.mode=max", "optim.schedule=constant", "optim.lr=3e-3")
+                 "trainer.limit_val_batches=1", "pretrain.evaluate=false")
     run_pretrain(load_config("demo_pretrain", [*base, "trainer.max_epochs=3"]))
     ckpts = tmp_path / "run" / "checkpoints"
     best = read_checkpoint(next(ckpts.glob("best-*.ckpt")))

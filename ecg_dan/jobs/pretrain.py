@@ -53,7 +53,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
     trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, run_dir))
     best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints/last.ckpt")
     out: dict[str, Path] = {"checkpoint": Path(best)}
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and cfg.pretrain.evaluate:
         out["results"] = evaluate_pretrain(best, cfg=cfg, datamodule=dm, text_emb=emb)
         log.info(f"checkpoint: {best}\nresults: {out['results']}")
     finish_wandb()
