@@ -1,0 +1,122 @@
+"""The installed program as a user runs it: the ``ecg-dan`` executable, a ``make`` target,
+``synth``/``cache``/``info``/``demo`` through the CLI, and a wheel installed (not editable)
+into a fresh environment running the demo from another directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import h5py
+import pytest
+
+from ecg_dan.cli import main as cli
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+
+
+def _exe() -> str:
+    exe = Path(sys.executable).parent / "ecg-dan"
+    if not exe.is_file():
+        pytest.skip(f"no installed ecg-dan executable beside {sys.executable}")
+    return str(exe)
+
+
+def test_installed_executable_prints_the_paper_parameter_counts(tmp_path):
+    proc = subprocess.run([_exe(), "info"], capture_output=True, text=True, timeout=300,
+                          env=ENV, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for line in ("| encoder | 1,274,536 |", "| decoder | 110,570 |",
+                 "| encoder without cross-lead attention | 162,200 |",
+                 "| encoder without temporal attention | 1,235,176 |",
+                 "| encoder without either | 122,840 |", "| risk head | 2,573 |"):
+        assert line in proc.stdout, line
+    assert "registered models: ecg_dan" in proc.stdout
+
+
+def test_installed_executable_user_error_is_one_line(tmp_path):
+    proc = subprocess.run([_exe(), "finetune", "finetune_hyp", "finetune.val_fraction=0"],
+                          capture_output=True, text=True, timeout=300, env=ENV, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "ecg-dan: config error: finetune.val_fraction=0.0 out of range: must be in (0, 1)"]
+
+
+def test_synth_then_cache_through_the_cli(tmp_path, capsys):
+    assert cli(["synth", "--out", str(tmp_path / "syn"), "--n", "60", "--seed", "3",
+                "--events", "dense"]) == 0
+    out = capsys.readouterr().out
+    assert "ukb_outcomes:" in out and (tmp_path / "syn" / "ptbxl" / "ptbxl_database.csv").is_file()
+    assert cli(["cache", "ptbxl", "--root", str(tmp_path / "syn" / "ptbxl"),
+                "--out", str(tmp_path / "p.h5"), "--workers", "1"]) == 0
+    assert cli(["cache", "ukb", "--xml-dir", str(tmp_path / "syn" / "ukb" / "xml"),
+                "--outcomes", str(tmp_path / "syn" / "ukb" / "outcomes.csv"),
+                "--out", str(tmp_path / "u.h5"), "--workers", "1", "--strips", "500"]) == 0
+    with h5py.File(tmp_path / "p.h5", "r") as p, h5py.File(tmp_path / "u.h5", "r") as u:
+        assert p["median"].shape == (60, 12, 600)
+        assert u["median"].shape[1:] == (12, 600) and u["median"].shape[0] >= 50
+        assert "strip" in u or any("strip" in k for k in u)
+
+
+def test_make_target_runs_as_a_subprocess(tmp_path, tiny_data_root):
+    make = shutil.which("make")
+    if make is None or not (REPO / "Makefile").is_file() or not (REPO / ".venv").is_dir():
+        pytest.skip("needs make and the repository's .venv (make install)")
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [make, "-s", "-o", "install", "finetune", "DATA=synthetic", "SCRATCH=1",
+         f"ARGS=+tiny data.root={tiny_data_root} run_dir={run} trainer.limit_train_batches=2 "
+         "trainer.limit_val_batches=1 finetune.n_boot=10"],
+        capture_output=True, text=True, timeout=600, env=ENV, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (run / "results.md").is_file() and (run / "kaplan_meier.png").is_file()
+    assert "name: finetune_hyp_synthetic" in (run / "config.yaml").read_text()
+
+
+def test_wheel_installs_and_runs_the_demo_from_another_directory(tmp_path, tiny_data_root):
+    """``pip install .`` (not editable) into a fresh environment: configs and resources
+    come from the wheel's package data, the demo runs from an unrelated directory."""
+    pip = [sys.executable, "-m", "pip"]
+    dist = tmp_path / "dist"
+    build = subprocess.run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(dist), str(REPO)], capture_output=True, text=True,
+                           timeout=600, env=ENV)
+    if build.returncode != 0 and "No module named" in build.stderr:
+        pytest.skip(f"cannot build a wheel here: {build.stderr[-300:]}")
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next(dist.glob("ecg_dan-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ecg_dan/experiments/demo_finetune.yaml" in names
+    assert "ecg_dan/experiments/overlays/tiny.yaml" in names
+    assert "data_modules/resources/scp_statements.csv" in names
+    # a fresh venv whose dependencies come from this one's site-packages (a path entry, so
+    # the editable install's finder is not activated there), the wheel installed into it
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    vpy = venv / "bin" / "python"
+    purelib = subprocess.run([str(vpy), "-c", "import sysconfig;print(sysconfig.get_path("
+                              "'purelib'))"], capture_output=True, text=True).stdout.strip()
+    Path(purelib, "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    inst = subprocess.run([*pip, "--python", str(vpy), "install", "-q", "--no-deps",
+                           "--no-index", str(wheel)], capture_output=True, text=True,
+                          timeout=600, env=ENV)
+    assert inst.returncode == 0, inst.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([str(vpy), "-c", "import ecg_dan;print(ecg_dan.__file__)"],
+                           capture_output=True, text=True, cwd=elsewhere, env=ENV)
+    assert str(venv) in where.stdout, where.stdout + where.stderr  # the wheel, not the repo
+    demo = subprocess.run(
+        [str(venv / "bin" / "ecg-dan"), "demo", "+tiny", f"data.root={tiny_data_root}",
+         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"],
+        capture_output=True, text=True, timeout=900, cwd=elsewhere,
+        env={k: v for k, v in ENV.items() if k != "ECG_DAN_EXPERIMENTS"})
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert (elsewhere / "runs" / "demo_finetune" / "results.md").is_file()
+    assert "demo finished" in demo.stdout
