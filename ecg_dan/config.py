@@ -412,9 +412,8 @@ def model_config(cfg: DictConfig) -> ModelConfig:
 # how many loader workers, resume policy, evaluation-only settings.
 RESULT_FREE_KEYS = ("name", "run_dir", "resume", "logging", "trainer.enable_progress_bar",
                     "trainer.log_every_n_steps", "trainer.threads", "data.num_workers",
-                    "data.root", "data.ptbxl_cache", "data.ukb_cache",
-                    "pretrain.embedding_cache", "pretrain.evaluate", "finetune.n_boot", "finetune.horizons",
-                    "finetune.top_fraction")
+                    "data.root", "pretrain.embedding_cache", "pretrain.evaluate",
+                    "finetune.n_boot", "finetune.horizons", "finetune.top_fraction")
 
 
 def result_config(cfg: DictConfig) -> dict[str, Any]:

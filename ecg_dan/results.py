@@ -301,11 +301,8 @@ def _fmt(v: Any, digits: int) -> str:
 
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
     """GitHub-flavoured Markdown table (no ``tabulate`` dependency); NaN cells are left empty."""
-    header = [str(c) for c in table.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for rec in table.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v, digits) for v in rec) + " |")
-    return "\n".join(lines) + "\n"
+    return _table([str(c) for c in table.columns],
+                  [[_fmt(v, digits) for v in rec] for rec in table.itertuples(index=False)])
 
 
 def _high_risk_groups(

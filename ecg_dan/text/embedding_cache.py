@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from data_modules.atomic import atomic_path
 from ecg_dan.text.encoders import TextEncoder
 from ecg_dan.text.recipes import RecipeError, Record, get_recipe, parse_scp_codes
 
@@ -120,16 +119,8 @@ class EmbeddingCache:
             "revision": self.encoder.revision,
             "dim": int(self.encoder.dim),
         }
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, meta=_to_bytes(meta), keys=_to_bytes([list(k) for k in keys]), emb=emb)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, meta=_to_bytes(meta), keys=_to_bytes([list(k) for k in keys]), emb=emb)
 
 
 def embed_texts(

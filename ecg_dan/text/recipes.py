@@ -18,6 +18,7 @@ import math
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,8 @@ import pandas as pd
 
 CATEGORY_COLUMN = "Statement Category"
 DESCRIPTION_COLUMN = "SCP-ECG Statement Description"
-STATEMENTS_CSV = (
-    Path(__file__).resolve().parents[2] / "data_modules" / "resources" / "scp_statements.csv"
-)
+# PTB-XL's SCP statements, shipped as package data of data_modules (also in a wheel).
+STATEMENTS_CSV = Path(str(resources.files("data_modules") / "resources" / "scp_statements.csv"))
 
 
 class RecipeError(ValueError):
