@@ -27,11 +27,12 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def _crafted(tmp_path: Path, like: Path | None = None) -> tuple[Path, Path]:
+def _crafted(tmp_path: Path, like: Path | None = None, name: str = "crafted.ckpt"
+             ) -> tuple[Path, Path]:
     marker = tmp_path / "PWNED"
     ckpt = torch.load(like, map_location="cpu", weights_only=True) if like else {}
     ckpt["payload"] = _Payload(marker)
-    path = tmp_path / "crafted.ckpt"
+    path = tmp_path / name
     torch.save(ckpt, path)
     return path, marker
 
@@ -56,7 +57,7 @@ def test_crafted_checkpoint_is_refused_at_every_entry_point(tmp_path, tiny_data_
     # resume from a crafted last.ckpt in the run directory, and resume=<path>
     run = tmp_path / "pre"
     (run / "checkpoints").mkdir(parents=True)
-    os.replace(_crafted(tmp_path)[0], run / "checkpoints" / "last.ckpt")
+    os.replace(_crafted(tmp_path, name="other.ckpt")[0], run / "checkpoints" / "last.ckpt")
     assert cli(["pretrain", "demo_pretrain", *_args(tmp_path, tiny_data_root,
                                                     f"run_dir={run}")]) == 2
     assert "last.ckpt was refused" in capsys.readouterr().err
