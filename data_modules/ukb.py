@@ -380,16 +380,16 @@ def read_outcomes(csv: str | os.PathLike, time_unit: str = "months") -> pd.DataF
 
 
 # --------------------------------------------------------------------------- cache
-@dataclass
+@dataclass(slots=True)
 class _Parsed:
-    """What the build keeps of one usable file: metadata only (the median is staged)."""
+    """What the build keeps in memory of one usable file (~250 bytes: the median and the
+    measurements are staged on disk)."""
 
     rel: str
     eid: int
-    ecg_datetime: dt.datetime | None
+    ecg_date: str | None  # ISO date of ObservationDateTime
     age: float
     sex: int
-    measurements: np.ndarray  # (len(MEASUREMENT_NAMES),) float32
     row: int = -1  # row in the staging file
 
 
@@ -437,7 +437,8 @@ def _parse_task(task: tuple[str, str, bool, bool, float]
     except ValueError as err:
         return path, e.eid, f"unusable XML: {rel}: MedianSamples: {err}"
     meas = np.array([e.measurements.get(k, np.nan) for k in MEASUREMENT_NAMES], np.float32)
-    return path, e.eid, (_Parsed(rel, e.eid, e.ecg_datetime, e.age, e.sex, meas), median)
+    date = None if e.ecg_datetime is None else e.ecg_datetime.date().isoformat()
+    return path, e.eid, (_Parsed(rel, e.eid, date, float(e.age), int(e.sex)), median, meas)
 
 
 def _strip_task(path: str) -> tuple[str, np.ndarray]:
@@ -483,16 +484,16 @@ def _decide(parsed: list[_Parsed], failed: dict[int | str, list[str]], outcomes:
                                       f"{names_}"))
         elif eid not in outcomes.index:
             skipped.append((str(eid), f"no outcome row: {e.rel}: eid {eid} is not in {csv}"))
-        elif e.ecg_datetime is None and not isinstance(outcomes.at[eid, "ecg_date"], str):
+        elif e.ecg_date is None and not isinstance(outcomes.at[eid, "ecg_date"], str):
             skipped.append((str(eid), f"no ECG date: {e.rel}: ObservationDateTime missing and "
                                       "no ecg_date column"))
         else:
             rows.append(e)
             table_date = outcomes.at[eid, "ecg_date"]
-            if e.ecg_datetime is not None and isinstance(table_date, str) \
-                    and e.ecg_datetime.date().isoformat() != table_date:
+            if e.ecg_date is not None and isinstance(table_date, str) \
+                    and e.ecg_date != table_date:
                 warned.append((str(eid), f"{e.rel}: acquisition date "
-                                         f"{e.ecg_datetime.date().isoformat()} differs from "
+                                         f"{e.ecg_date} differs from "
                                          f"ecg_date {table_date} in {csv}; the XML date is "
                                          "stored, the time is the table's"))
     seen = set(by_eid) | {k for k in failed if not isinstance(k, str)}
@@ -545,7 +546,8 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
         stage_path = tmp_name(out, ".stage.tmp")
         try:
             with h5py.File(stage_path, "w") as stage:
-                staged = Appender(stage, {"median": ((N_LEADS, BEAT_LEN), 16)})
+                staged = Appender(stage, {"median": ((N_LEADS, BEAT_LEN), 16),
+                                          "measurements": ((len(MEASUREMENT_NAMES),), 1024)})
                 with contextlib.closing(parallel_map(_parse_task, tasks, workers, progress,
                                                       "UKB XML")) as results:
                     for path, eid, res in results:
@@ -553,10 +555,11 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
                             rel = str(Path(path).relative_to(xml_dir))
                             failed.setdefault(rel if eid is None else eid, []).append(res)
                             continue
-                        meta, median = res
+                        meta, median, meas = res
                         meta.row = staged.n + len(staged.buf["median"])
-                        staged.add(median=median)
+                        staged.add(median=median, measurements=meas)
                         parsed.append(meta)
+                        del res, meta, median, meas
                 staged.flush()
                 rows, skipped, date_warned = _decide(parsed, failed, outcomes, outcomes_csv)
                 warned += date_warned
@@ -572,6 +575,9 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
                 for r in rows:
                     app.add(median=src[r.row])
                 app.flush()
+                all_meas = stage["measurements"][...]
+                measurements = all_meas[[r.row for r in rows]]
+                del all_meas
         finally:
             with contextlib.suppress(OSError):
                 stage_path.unlink()
@@ -594,11 +600,10 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
         f.create_dataset("cohort_mi", data=o["mi"].to_numpy(bool))
         f.create_dataset("age", data=np.array([e.age for e in rows], dtype=np.float32))
         f.create_dataset("sex", data=np.array([e.sex for e in rows], dtype=np.int8))
-        dates = [e.ecg_datetime.date().isoformat() if e.ecg_datetime is not None
-                 else str(o.at[e.eid, "ecg_date"]) for e in rows]
+        dates = [e.ecg_date if e.ecg_date is not None else str(o.at[e.eid, "ecg_date"])
+                 for e in rows]
         write_strings(f, "ecg_date", dates)
-        m = f.create_dataset("measurements", data=np.stack([e.measurements for e in rows])
-                             .astype(np.float32))
+        m = f.create_dataset("measurements", data=measurements.astype(np.float32))
         m.attrs["measurement_names"] = list(MEASUREMENT_NAMES)
         if "true_log_hazard" in o.columns:
             f.create_dataset("true_log_hazard", data=o["true_log_hazard"].to_numpy(np.float32))
