@@ -272,7 +272,7 @@ def validate_cache(f: h5py.File, path: str | os.PathLike, kind: str | None = Non
 
 
 _FINITE_OK: dict[tuple, bool] = {}  # files already scanned in this process (path, stat)
-_SCAN_ROWS = 2048
+_SCAN_ROWS = 256
 
 
 def _check_finite(f: h5py.File, path: Path, kind: str) -> None:
