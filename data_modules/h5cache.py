@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno as errno_
+import glob
 import hashlib
 import importlib
 import json
@@ -96,7 +97,8 @@ def build_lock(out: str | os.PathLike, wait_message: bool = True) -> Iterator[No
 
     A second build of the same output waits (saying so on stderr, with the holder's pid)
     until the first has renamed its file and reported; the lock file is removed on release
-    (a waiter that then holds a removed file retries on the new one).
+    (a waiter that then holds a removed file retries on the new one). Temporary files of
+    ``out`` left by a killed build are deleted once the lock is held.
     """
     import fcntl
 
@@ -127,6 +129,12 @@ def build_lock(out: str | os.PathLike, wait_message: bool = True) -> Iterator[No
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        # Only a lock holder writes temporary files of ``out``: any left now belong to a
+        # killed build (kill -9, power loss) and would otherwise stay forever.
+        out_p = Path(out)
+        for stale in out_p.parent.glob(f".{glob.escape(out_p.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         yield
     finally:
         with contextlib.suppress(OSError):

@@ -555,6 +555,10 @@ def test_killed_build_takes_its_workers_with_it(tmp_path):
             time.sleep(0.1)
         left = [k for k in kids if _alive(k)]
         assert not left, f"workers {left} outlived their killed parent"
+        # the killed build's temporary files go with the next build of the same output
+        assert [p for p in tmp_path.iterdir() if p.name.startswith(".k.h5.")]
+        build_ukb_cache(xml, csv, tmp_path / "k.h5", workers=1, progress=False)
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".k.h5.")]
     finally:
         for k in [proc.pid, *kids]:
             with contextlib.suppress(OSError):
