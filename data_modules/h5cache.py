@@ -322,7 +322,7 @@ def open_cache(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
     incomplete, wrong-kind, old or malformed files with the file named."""
     p = Path(path)
     if not p.is_file():
-        busy = list(p.parent.glob(f".{p.name}.*.tmp")) if p.parent.is_dir() else []
+        busy = list(p.parent.glob(f".{glob.escape(p.name)}.*.tmp")) if p.parent.is_dir() else []
         hint = " (a build is running or was killed: temporary file present)" if busy else ""
         raise CacheError(f"{p}: cache file not found{hint}; build it with `ecg-dan cache ...`")
     try:
