@@ -5,18 +5,28 @@ Usage:
     python benchmarks/bench_data.py --n 2000 --workers 0 2 4
     python benchmarks/bench_data.py --cache path/to/ptbxl.h5 --cache path/to/ukb.h5
     python benchmarks/bench_data.py --build              # also time the PTB-XL cache builder
+    python benchmarks/bench_data.py --ukb-memory 2000 20000   # peak RSS of UKB cache builds
 
 For each cache it times one full pass of the TRAIN loader with the training transforms
 (PTB-XL: per-sample lead masking; UKB: event-stratified batches + per-batch masking),
 for each worker count, and prints samples/s. Epoch 1 includes worker start-up; epoch 2
 reuses the persistent workers. A raw h5py baseline (one record per read, random order,
 vs one list-indexed read per batch) shows why the datasets read one record at a time.
+
+``--ukb-memory N ...`` (a benchmark, not a test) builds a UK Biobank cache of N synthetic
+participants in a fresh process and prints its peak RSS (the build process's ``VmHWM``, and
+``ru_maxrss`` of RUSAGE_CHILDREN, i.e. its largest worker): the builder streams medians to
+disk, so the figures should not grow with N. The XML comes from ``data_modules.synthetic``
+(a few hundred distinct participants, hard-linked under N bulk file names, so generating
+20,000 takes seconds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -194,6 +204,74 @@ def bench_cache_build(n: int = 500, workers: int = 2) -> None:
           f"built at {n / dt:.1f} records/s ({dt:.1f} s, {workers} workers)")
 
 
+_RSS_SCRIPT = """
+import json, resource, sys, time
+from data_modules.ukb import build_ukb_cache
+
+
+def hwm_kb():
+    # VmHWM: the peak RSS of this process's own memory. ru_maxrss(SELF) would also count the
+    # parent's memory at fork (Linux keeps the high-water mark across exec).
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+before = hwm_kb()
+t0 = time.perf_counter()
+s = build_ukb_cache(sys.argv[1], sys.argv[2], sys.argv[3], workers=int(sys.argv[4]),
+                    progress=False)
+print(json.dumps(dict(n=s.n_records, seconds=time.perf_counter() - t0, import_kb=before,
+                      self_kb=hwm_kb(),
+                      children_kb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)))
+"""
+
+
+def _ukb_source(tmp: Path, n: int, n_distinct: int = 200, seed: int = 0) -> tuple[Path, Path]:
+    """XML folder of ``n`` participants and their outcomes table (synthetic)."""
+    import pandas as pd
+
+    from data_modules.synthetic import make_synthetic
+
+    paths = make_synthetic(tmp / "synth", n=1, n_ukb=min(n, n_distinct), seed=seed,
+                           progress=False)
+    files = sorted(paths["ukb_xml"].glob("*.xml"))
+    xml = tmp / "xml"
+    xml.mkdir()
+    eids = 1_000_000 + np.arange(n)
+    for i, eid in enumerate(eids):
+        os.link(files[i % len(files)], xml / f"{eid}_20205_2_0.xml")
+    rng = np.random.default_rng(seed)
+    csv = tmp / "outcomes.csv"
+    pd.DataFrame(dict(eid=eids, event=(rng.random(n) < 0.05).astype(int),
+                      time_days=rng.integers(30, 4000, n), hyp=1, mi=0)).to_csv(csv, index=False)
+    return xml, csv
+
+
+def bench_ukb_memory(sizes: list[int], workers: int = 2) -> None:
+    """Peak RSS of UKB cache builds of each size, each in a fresh process."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            xml, csv = _ukb_source(Path(tmp), n)
+            t_src = time.perf_counter() - t0
+            r = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(xml), str(csv),
+                                str(Path(tmp) / "ukb.h5"), str(workers)], env=env,
+                               capture_output=True, text=True, check=True)
+            m = json.loads(r.stdout.strip().splitlines()[-1])
+            size = (Path(tmp) / "ukb.h5").stat().st_size / 2**20
+        print(f"UKB cache build, N={n} ({m['n']} records, {workers} workers): "
+              f"{m['seconds']:.1f} s (source {t_src:.1f} s), cache {size:.0f} MiB; peak RSS "
+              f"main {m['self_kb'] / 1024:.0f} MiB (after imports {m['import_kb'] / 1024:.0f} "
+              f"MiB), largest worker {m['children_kb'] / 1024:.0f} MiB", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, action="append", default=[],
@@ -204,7 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--build", action="store_true", help="also time the cache builder")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the main process")
+    ap.add_argument("--ukb-memory", type=int, nargs="+", metavar="N",
+                    help="only measure the peak RSS of UKB cache builds of N participants")
     args = ap.parse_args(argv)
+    if args.ukb_memory:
+        bench_ukb_memory(args.ukb_memory, workers=max(args.workers))
+        return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, h5py {h5py.__version__}, batch {args.batch_size}")

@@ -51,7 +51,6 @@ class H5ECGDataset(Dataset):
         self._owner_pid: int | None = None
         self._dsets: dict[str, h5py.Dataset] = {}
         with open_cache(self.path, self.kind) as f:
-            self.cache_kind = _attr_str(f.attrs["kind"])
             self.n_records = int(f["median"].shape[0])
             self.indices = self._check_indices(indices)
             self._load_metadata(f)

@@ -52,6 +52,10 @@ from scipy.ndimage import uniform_filter1d
 from data_modules.leads import BEAT_LEN, FS, LEADS, N_LEADS, R_INDEX
 
 FLAT_PTP_MV = 0.01  # a lead whose peak-to-peak amplitude is below 10 uV carries no ECG
+# Largest plausible |amplitude| of a median beat or a 10 s strip (docs/data_formats.md,
+# "Plausible amplitudes"): the real PTB-XL sample stays below ~10 mV in strips and beats;
+# a wrong gain/unit (WFDB gain 1, CardioSoft Resolution 5000) gives hundreds of mV.
+MAX_ABS_MV = 20.0
 MIN_BEATS = 3
 MIN_FS = 50.0  # below this a QRS (~100 ms) is not resolved
 ALIGN_MAX_LAG_S = 0.04
@@ -124,6 +128,31 @@ def clean_ecg(signal: np.ndarray, fs: float, powerline: float = POWERLINE_HZ) ->
     return sps.filtfilt(np.ones(n), [n], y, axis=-1, method="pad")
 
 
+def signal_problem(x: np.ndarray, max_abs_mv: float = MAX_ABS_MV) -> str | None:
+    """The one plausibility rule for every stored ECG (PTB-XL strips and beats, PTB-XL+ and
+    UK Biobank device medians, UK Biobank strips): ``None`` when ``x`` (12, T) in mV is
+    usable, else the reason, which starts with its category (``NaN/inf samples``,
+    ``flat lead(s)``, ``implausible amplitude``).
+
+    Order: non-finite samples, flat leads (peak-to-peak < ``FLAT_PTP_MV``), then any
+    |sample| > ``max_abs_mv`` (wrong gain or unit).
+    """
+    x = np.asarray(x)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        leads = [LEADS[i] for i in np.flatnonzero(bad.reshape(x.shape[0], -1).any(axis=1))]
+        return f"NaN/inf samples in lead(s) {','.join(leads)}"
+    flat = np.ptp(x, axis=-1) < FLAT_PTP_MV
+    if flat.any():
+        return f"flat lead(s) {','.join(LEADS[i] for i in np.flatnonzero(flat))}"
+    peak = np.abs(x).max(axis=-1)
+    if (peak > max_abs_mv).any():
+        i = int(np.argmax(peak))
+        return (f"implausible amplitude: |x| reaches {float(peak[i]):.4g} mV in lead "
+                f"{LEADS[i]} (plausible: <= {max_abs_mv:g} mV; wrong gain or unit?)")
+    return None
+
+
 def _validate(signal: np.ndarray, fs: float) -> np.ndarray:
     x = np.asarray(signal, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != N_LEADS:
@@ -132,14 +161,9 @@ def _validate(signal: np.ndarray, fs: float) -> np.ndarray:
         raise BeatExtractionError(f"unsupported sampling rate {fs} Hz (need >= {MIN_FS:g})")
     if x.shape[1] < 2 * fs:
         raise BeatExtractionError(f"record too short: {x.shape[1]} samples at {fs:g} Hz")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        leads = [LEADS[i] for i in np.flatnonzero(bad.any(axis=1))]
-        raise BeatExtractionError(f"NaN/inf samples in lead(s) {','.join(leads)}")
-    flat = np.ptp(x, axis=1) < FLAT_PTP_MV
-    if flat.any():
-        leads = [LEADS[i] for i in np.flatnonzero(flat)]
-        raise BeatExtractionError(f"flat lead(s) {','.join(leads)}")
+    problem = signal_problem(x, max_abs_mv=np.inf)  # amplitude: checked by the builders
+    if problem is not None:
+        raise BeatExtractionError(problem)
     return x
 
 

@@ -16,8 +16,13 @@ Decisions:
   README counts single-superclass records including likelihood-0 codes (290 NORM, 51 STTC,
   37 CD, 31 MI); with the > 0 rule the counts are 290, 50, 37, 32.
 * Every record that does not make it into the cache is listed in ``skipped/`` with the
-  reason (unreadable/truncated WFDB, wrong sampling rate, lead count or names, length, NaN,
-  flat lead, no beats, unknown SCP code, not validated when ``validated_only``).
+  reason (unreadable/truncated WFDB, a header gain of 0, wrong sampling rate, lead count or
+  names, length, NaN, flat lead, implausible amplitude, no beats, unknown SCP code, not
+  validated when ``validated_only``). NaN, flat leads and amplitudes follow the one rule
+  shared with UK Biobank, :func:`data_modules.median_beat.signal_problem`, applied to the
+  strips and to the stored beat: |x| > ``max_abs_mv`` (default 20 mV; the real sample
+  stays below 12 mV) means a wrong gain or unit (a WFDB gain of 1 gives hundreds of mV).
+  A header gain of 0 is refused (WFDB reads it as 200, a guess of the scale).
   Metadata that cannot be parsed (bad ``scp_codes``, duplicate ``ecg_id``, missing
   columns) is an error naming the file, the row and the field: labels must not be guessed.
 * ``limit`` restricts the source to the first ``limit`` ecg_ids (a quick build); records
@@ -25,8 +30,9 @@ Decisions:
 * Records run in ``workers`` forked processes (chunked, results in ecg_id order) and are
   streamed into resizable datasets, so full PTB-XL with 500 Hz strips (~5 GB) never sits in
   memory. ``build_config`` holds the source path, the metadata table's SHA-1, strips,
-  validated_only, ptbxl_plus_dir, limit and ``MEDIAN_VERSION``; the same config on a
-  complete cache is a no-op (``workers``/``progress`` do not change the output).
+  validated_only, ptbxl_plus_dir, limit, max_abs_mv and ``MEDIAN_VERSION``; the same config
+  on a complete cache is a no-op (``workers``/``progress`` do not change the output).
+  Builds of one output are serialised by a lock on ``<out>.lock`` (the second waits).
 
 PTB-XL+ (``ptbxl_plus_dir``): the median beats are read from the 12SL medians instead
 of being derived. Expected layout (PTB-XL+ 1.0.1)::
@@ -60,23 +66,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 
+from data_modules.errors import DataError
 from data_modules.h5cache import (
+    Appender,
     BuildSummary,
     atomic_h5,
+    build_lock,
     is_complete_cache,
-    open_cache,
     parallel_map,
-    read_skipped,
     sha1_file,
     write_skipped,
     write_strings,
 )
 from data_modules.leads import BEAT_LEN, FS, LEADS, N_LEADS, SUPERCLASSES
-from data_modules.median_beat import BeatExtractionError, clean_ecg, conform_beat, median_beat
+from data_modules.median_beat import (
+    MAX_ABS_MV,
+    BeatExtractionError,
+    clean_ecg,
+    conform_beat,
+    median_beat,
+    signal_problem,
+)
 
 PTBXL_URL = ("https://physionet.org/static/published-projects/ptb-xl/"
              "ptb-xl-a-large-publicly-available-electrocardiography-dataset-1.0.3.zip")
@@ -217,7 +230,7 @@ def _read_header_lenient(stem: Path) -> tuple[float, int, list[dict[str, Any]]]:
             baseline = int(b.rstrip(")"))
         adczero = int(t[4]) if len(t) > 4 else 0
         sigs.append(dict(file=os.path.basename(t[0]), fmt=t[1].split("x")[0].split(":")[0],
-                         gain=float(gain_s) or 200.0,
+                         gain=float(gain_s),
                          baseline=adczero if baseline is None else baseline,
                          name=t[8] if len(t) > 8 else f"ch{len(sigs)}"))
     return fs, n, sigs
@@ -229,6 +242,13 @@ def _read_wfdb(stem: Path) -> tuple[np.ndarray, float, list[str]]:
 
     if not stem.with_suffix(".hea").is_file():
         raise FileNotFoundError(f"{stem.with_suffix('.hea')} not found")
+    try:
+        header = _read_header_lenient(stem)[2]
+    except Exception:  # noqa: BLE001 - the readers below report an unreadable header
+        header = []
+    zero = [str(h["name"]) for h in header if h["gain"] == 0]
+    if zero:  # WFDB would take 200 units/mV: a guess of the scale, not a measurement
+        raise ValueError(f"header gain 0 (scale unknown) for lead(s) {','.join(zero)}")
     try:
         rec = wfdb.rdrecord(str(stem))
         return np.asarray(rec.p_signal, dtype=np.float64).T, float(rec.fs), list(rec.sig_name)
@@ -247,7 +267,7 @@ def _read_wfdb(stem: Path) -> tuple[np.ndarray, float, list[str]]:
                              f"{n} x {len(sigs)}") from first
         d = raw.reshape(n, len(sigs)).T.astype(np.float64)
         base = np.array([s["baseline"] for s in sigs], dtype=np.float64)[:, None]
-        gain = np.array([s["gain"] for s in sigs], dtype=np.float64)[:, None]
+        gain = np.array([s["gain"] or 200.0 for s in sigs], dtype=np.float64)[:, None]
         return (d - base) / gain, fs, [s["name"] for s in sigs]
 
 
@@ -299,9 +319,17 @@ def _plus_stem(plus_dir: Path, ecg_id: int) -> Path | None:
     return None
 
 
-def _process(task: tuple[int, str, str | None, str | None, int | None]) -> tuple[int, Any]:
-    """Worker: (ecg_id, hr stem, lr stem, plus dir, strip fs) -> (ecg_id, arrays | reason)."""
-    ecg_id, hr, lr, plus, strip_fs = task
+def _amplitude(x: np.ndarray, max_abs_mv: float, what: str) -> str | None:
+    """The shared signal rule's reason for ``x`` (``what`` names the array), or None."""
+    problem = signal_problem(x, max_abs_mv)
+    return None if problem is None else f"{problem} ({what})"
+
+
+def _process(task: tuple[int, str, str | None, str | None, int | None, float]
+             ) -> tuple[int, Any]:
+    """Worker: (ecg_id, hr stem, lr stem, plus dir, strip fs, max |mV|) -> (ecg_id, arrays |
+    reason)."""
+    ecg_id, hr, lr, plus, strip_fs, max_abs_mv = task
     root_rel = Path(hr).name
     try:
         rescaled = False
@@ -318,17 +346,22 @@ def _process(task: tuple[int, str, str | None, str | None, int | None]) -> tuple
                 b = _to_standard_order(b, names)
             except ValueError as e:
                 return ecg_id, f"PTB-XL+ median {stem.name}: {e}"
-            if not np.all(np.isfinite(b)):
-                return ecg_id, f"PTB-XL+ median {stem.name}: NaN samples"
-            if np.ptp(b, axis=1).max() > PLUS_UV_PTP:
+            if np.all(np.isfinite(b)) and np.ptp(b, axis=1).max() > PLUS_UV_PTP:
                 b, rescaled = b / 1000.0, True
-            if np.ptp(b, axis=1).min() < 0.01:
-                return ecg_id, f"PTB-XL+ median {stem.name}: flat lead"
+            problem = signal_problem(b, max_abs_mv)
+            if problem is not None:
+                return ecg_id, f"PTB-XL+ median {stem.name}: {problem}"
             beat = conform_beat(b, fs)
             x = None
         else:
             x = _load_record(Path(hr), 500, root_rel)
+            problem = _amplitude(x, max_abs_mv, f"strip {root_rel}")
+            if problem is not None and problem.startswith("implausible"):
+                return ecg_id, problem  # NaN and flat leads: reported by median_beat below
             beat = median_beat(x, 500).beat.astype(np.float64)
+        problem = _amplitude(beat, max_abs_mv, "median beat")
+        if problem is not None:
+            return ecg_id, problem
         strip = None
         if strip_fs == 500:
             strip = x if x is not None else _load_record(Path(hr), 500, root_rel)
@@ -336,6 +369,11 @@ def _process(task: tuple[int, str, str | None, str | None, int | None]) -> tuple
             strip = _load_record(Path(lr), 100, Path(lr).name)
         if strip is not None and not np.all(np.isfinite(strip)):
             return ecg_id, "NaN samples in strip"
+        if strip is not None and strip is not x:  # x was checked above
+            name = Path(lr).name if strip_fs == 100 else root_rel
+            problem = _amplitude(strip, max_abs_mv, f"strip {name}")
+            if problem is not None:
+                return ecg_id, problem
         return ecg_id, (beat.astype(np.float32), clean_ecg(beat, FS).astype(np.float32),
                         None if strip is None else strip.astype(np.float32), rescaled)
     except BeatExtractionError as e:
@@ -344,40 +382,29 @@ def _process(task: tuple[int, str, str | None, str | None, int | None]) -> tuple
         return ecg_id, str(e)
 
 
-class _Appender:
-    """Grows resizable datasets row block by row block (the strips do not fit in memory)."""
-
-    def __init__(self, f: h5py.File, specs: dict[str, tuple[tuple[int, ...], int]]) -> None:
-        self.ds = {name: f.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape),
-                                          dtype=np.float32, chunks=(chunk, *shape))
-                   for name, (shape, chunk) in specs.items()}
-        self.buf: dict[str, list[np.ndarray]] = {k: [] for k in self.ds}
-        self.n = 0
-
-    def add(self, **arrays: np.ndarray) -> None:
-        for k, v in arrays.items():
-            self.buf[k].append(v)
-        if len(next(iter(self.buf.values()))) >= 256:
-            self.flush()
-
-    def flush(self) -> None:
-        m = len(next(iter(self.buf.values())))
-        if not m:
-            return
-        for k, ds in self.ds.items():
-            ds.resize(self.n + m, axis=0)
-            ds[self.n:self.n + m] = np.stack(self.buf[k])
-            self.buf[k] = []
-        self.n += m
-
-
 def build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: str = "none",
                       ptbxl_plus_dir: str | os.PathLike | None = None, workers: int = 2,
                       validated_only: bool = False, progress: bool = True,
-                      limit: int | None = None) -> BuildSummary:
+                      limit: int | None = None, max_abs_mv: float = MAX_ABS_MV
+                      ) -> BuildSummary:
     """Build the PTB-XL cache of docs/data_formats.md at ``out`` (atomic; no-op when a
-    complete cache with the same config exists). Returns a :class:`BuildSummary`."""
+    complete cache with the same config exists). Records whose strip or beat leaves
+    +-``max_abs_mv`` mV are skipped with the reason. Returns the :class:`BuildSummary` of
+    the file as written (read back from ``out``). A concurrent build of the same ``out``
+    waits for this one (lock ``<out>.lock``)."""
+    with build_lock(out):
+        return _build_ptbxl_cache(root, out, strips, ptbxl_plus_dir, workers, validated_only,
+                                  progress, limit, max_abs_mv)
+
+
+def _build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: str,
+                       ptbxl_plus_dir: str | os.PathLike | None, workers: int,
+                       validated_only: bool, progress: bool, limit: int | None,
+                       max_abs_mv: float) -> BuildSummary:
     t0 = time.perf_counter()
+    max_abs_mv = float(max_abs_mv)
+    if not max_abs_mv > 0:
+        raise ValueError(f"max_abs_mv must be > 0 mV, got {max_abs_mv}")
     root, out = Path(root), Path(out)
     strips = str(strips)
     if strips not in STRIP_OPTIONS:
@@ -391,10 +418,9 @@ def build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: s
     config = dict(source=str(root.resolve()), strips=strips, validated_only=bool(validated_only),
                   metadata_sha1=sha1_file(csv) if csv.is_file() else None,
                   ptbxl_plus_dir=None if plus is None else str(plus.resolve()),
-                  limit=limit, median_version=MEDIAN_VERSION)
+                  limit=limit, median_version=MEDIAN_VERSION, max_abs_mv=max_abs_mv)
     if is_complete_cache(out, "ptbxl", config):
-        with open_cache(out, "ptbxl") as f:
-            s = BuildSummary(out, int(f.attrs["n_records"]), read_skipped(f), noop=True)
+        s = BuildSummary.from_cache(out, "ptbxl", noop=True)
         print(s.report())
         return s
 
@@ -415,7 +441,7 @@ def build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: s
             skipped.append((str(ecg_id), f"labels: {e.args[0]}"))
             continue
         tasks.append((int(ecg_id), str(root / row["filename_hr"]), str(root / row["filename_lr"]),
-                      None if plus is None else str(plus), strip_fs))
+                      None if plus is None else str(plus), strip_fs, max_abs_mv))
 
     kept: list[int] = []
     n_rescaled = 0
@@ -423,7 +449,7 @@ def build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: s
         specs = {"median": ((N_LEADS, BEAT_LEN), 64), "median_clean": ((N_LEADS, BEAT_LEN), 64)}
         if strip_fs is not None:
             specs["strip"] = ((N_LEADS, RECORD_SECONDS * strip_fs), 8)
-        app = _Appender(f, specs)
+        app = Appender(f, specs)
         # closing() stops the worker pool at once if anything below raises
         with contextlib.closing(parallel_map(_process, tasks, workers, progress, "PTB-XL",
                                               preload=("neurokit2",))) as results:
@@ -462,9 +488,9 @@ def build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: s
         if plus is not None:
             f.attrs["ptbxl_plus_rescaled_uV"] = n_rescaled
         if len(kept) == 0:
-            raise RuntimeError(f"{root}: no usable record ({len(skipped)} skipped; first "
-                               f"reasons: {skipped[:3]}) - refusing to write an empty cache")
-    s = BuildSummary(out, len(kept), skipped, seconds=time.perf_counter() - t0)
+            raise DataError(f"{root}: no usable record ({len(skipped)} skipped; first "
+                            f"reasons: {skipped[:3]}) - refusing to write an empty cache")
+    s = BuildSummary.from_cache(out, "ptbxl", seconds=time.perf_counter() - t0)
     print(s.report())
     return s
 

@@ -167,8 +167,8 @@ class LeadMasker:
     ``sample_mask`` always draws one of the subsets with ``probs`` (all 12 leads: p=0.5).
     Per-sample mode (pretraining, numpy, :meth:`apply_sample`): the draw is applied only
     with probability ``p_apply`` (0.5), so a sample keeps all leads with p=0.75 overall.
-    Per-batch mode (finetuning, torch, :meth:`apply_batch`): one draw for the whole batch,
-    always from the subsets (``p_apply`` is not used).
+    Per-batch masking (finetuning) is :class:`BatchLeadMask`, which draws one subset for the
+    whole batch with :meth:`sample_mask` (``p_apply`` is not used there).
     """
 
     def __init__(
@@ -218,18 +218,6 @@ class LeadMasker:
         """Mask one sample ``x`` (12, T) in numpy; returns (masked copy, kept-lead mask)."""
         mask = self.sample_mask_per_sample(rng)
         return x * mask[:, None].astype(x.dtype), mask
-
-    def apply_batch(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask a batch ``x`` (B, 12, T) with ONE subset shared by all samples.
-
-        Returns (masked x, kept-lead mask of shape (12,)).
-        """
-        if generator is None:
-            generator = torch.default_generator
-        mask = torch.from_numpy(self.sample_mask(generator)).to(x.device)
-        return x * mask[None, :, None].to(x.dtype), mask
 
 
 def describe_mask(mask: np.ndarray | torch.Tensor) -> tuple[str, ...]:

@@ -18,11 +18,28 @@ Decisions:
   authoritative when it matches; otherwise ``PatientInfo/PID``.
 * Measurements (``MEASUREMENT_NAMES``): an empty or absent value is NaN (a device may omit
   P measurements in AF); a malformed one is an error (the file is skipped with the reason).
-* Build: a participant is skipped with the reason for unparseable XML, a missing/empty lead,
-  bad numbers, wrong counts, no outcome row, or several ECG files for one eid (all of them:
-  which one the outcome's ECG date refers to is ambiguous). Outcome rows without an ECG file
-  are listed in ``skipped/`` too. Outcome-table errors (missing/non-positive times, events
-  not 0/1, duplicate eids) stop the build: survival labels must not be guessed.
+* Waveform counts beyond the int64 range (e.g. ``99999999999999999999``) are a parse error
+  naming the file and lead (they used to saturate to INT64_MAX silently).
+* Build: every participant is reported once in ``skipped/`` (id = eid, or the file's
+  relative path when no eid can be read), with one reason whose category comes first:
+  ``unusable XML`` (unparseable XML, a missing/empty lead, bad or overflowing numbers, wrong
+  counts), ``NaN samples`` / ``flat lead`` / ``implausible amplitude`` (the one signal rule
+  shared with PTB-XL, :func:`data_modules.median_beat.signal_problem`, on the device median
+  and, with ``strips``, the strip; |x| > ``max_abs_mv``, default 20 mV, means a wrong
+  ``Resolution``), ``duplicate ECG files`` (several ECG files for one eid: which one the
+  outcome's ECG date refers to is ambiguous), ``no outcome row``, ``no ECG date``, ``no ECG
+  file`` (an outcome row whose eid has no XML file at all; an eid whose file was unusable is
+  reported for that file only). The summary counts skips per category.
+* Outcome-table errors (missing, non-finite or non-positive times, events not 0/1,
+  duplicate eids) stop the build: survival labels must not be guessed. Doubtful values are
+  kept but recorded as warnings (``logging.warning`` and the cache's ``warnings/`` group,
+  with the eids): a time outside ``PLAUSIBLE_DAYS`` (1 day .. 60 years), ``time_days`` that
+  disagrees with ``end_date - ecg_date`` by more than a day when both are given
+  (``time_days`` is used), and an XML acquisition date other than the table's ``ecg_date``
+  (the XML date is stored; the time is the table's).
+* Memory: medians are streamed into a staging HDF5 file beside ``out`` as the workers
+  parse them and then copied into ``out`` in eid order, so the build's memory does not
+  grow with the number of files (only ~1 KB of metadata per file is kept).
 * ``time`` in months = days / 30 + 1 (the paper's conversion) or days.
 """
 
@@ -31,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import os
 import re
 import time
@@ -43,19 +61,25 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from data_modules.atomic import tmp_name
+from data_modules.errors import DataError
 from data_modules.h5cache import (
+    Appender,
     BuildSummary,
     atomic_h5,
+    build_lock,
     is_complete_cache,
     open_cache,
     parallel_map,
-    read_skipped,
     sha1_file,
     write_skipped,
     write_strings,
+    write_warnings,
 )
 from data_modules.leads import BEAT_LEN, FS, LEADS, N_LEADS
-from data_modules.median_beat import conform_beat, resample_to
+from data_modules.median_beat import MAX_ABS_MV, conform_beat, resample_to, signal_problem
+
+log = logging.getLogger(__name__)
 
 MEASUREMENT_NAMES: tuple[str, ...] = (
     "VentricularRate", "PQInterval", "PDuration", "QRSDuration", "QTInterval",
@@ -66,9 +90,12 @@ STRIP_SECONDS = 10.0
 TIME_UNITS = ("months", "days")
 COHORTS = ("hyp", "mi", "all")
 _BULK_NAME = re.compile(r"^(\d+)_20205_\d+_\d+\.xml$", re.IGNORECASE)
+# Plausible follow-up span in days (outside: a recorded warning, not an error)
+PLAUSIBLE_DAYS = (1.0, 60 * 365.25)
+_INT64_LIMITS = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
 
 
-class CardiologyXMLError(ValueError):
+class CardiologyXMLError(DataError):
     """A CardioSoft XML file that cannot be used; the message names the file and field."""
 
 
@@ -119,17 +146,21 @@ def _counts(text: str | None, where: str, file: Path) -> np.ndarray:
         warnings.simplefilter("error")
         try:  # fast path; stops silently at a bad token, hence the count check
             v = np.fromstring(text, dtype=np.int64, sep=",")
-            if v.size == n_expected:
+            # strtoll saturates out-of-range numbers: re-check those token by token
+            if v.size == n_expected and not np.isin(v, _INT64_LIMITS).any():
                 return v
         except (ValueError, DeprecationWarning):
             pass
     tokens = text.split(",")
     for i, tok in enumerate(tokens):
         try:
-            int(tok)
+            v = int(tok)
         except ValueError:
             raise CardiologyXMLError(
                 f"{file}: {where}: malformed number {tok.strip()!r} at position {i}") from None
+        if not _INT64_LIMITS[0] < v < _INT64_LIMITS[1]:
+            raise CardiologyXMLError(f"{file}: {where}: number {tok.strip()!r} at position {i} "
+                                     "is out of range (integer overflow)")
     return np.array(tokens, dtype=np.int64)  # pragma: no cover - fast path handles valid text
 
 
@@ -245,7 +276,7 @@ def _binary(df: pd.DataFrame, col: str, csv: Path) -> np.ndarray:
     v = pd.to_numeric(df[col], errors="coerce")
     bad = v.isna() | ~v.isin([0, 1])
     if bad.any():
-        raise ValueError(f"{csv}: column {col!r} must be 0/1; offending eids "
+        raise DataError(f"{csv}: column {col!r} must be 0/1; offending eids "
                          f"{df.loc[bad, 'eid'].tolist()[:10]} (values "
                          f"{df.loc[bad, col].tolist()[:10]})")
     return v.to_numpy().astype(np.int8)
@@ -256,7 +287,11 @@ def read_outcomes(csv: str | os.PathLike, time_unit: str = "months") -> pd.DataF
     (int8), ``time_days``, ``time`` (in ``time_unit``: months = days / 30 + 1, or days),
     ``hyp``, ``mi`` (bool), ``ecg_date`` (str or NaN) and ``true_log_hazard`` when present.
 
-    Errors name the column and the offending eids.
+    Errors (:class:`DataError`: missing columns, non-integer or duplicate eids, missing,
+    non-finite or non-positive times, flags other than 0/1) name the column and the
+    offending eids. Doubtful values (times outside ``PLAUSIBLE_DAYS``, ``time_days`` that
+    disagrees with ``end_date - ecg_date``) are logged and listed as ``(eid, message)`` in
+    ``attrs["warnings"]``.
     """
     csv = Path(csv)
     if time_unit not in TIME_UNITS:
@@ -270,17 +305,17 @@ def read_outcomes(csv: str | os.PathLike, time_unit: str = "months") -> pd.DataF
     if not has_days and not has_dates:
         missing.append("time_days (or ecg_date + end_date)")
     if missing:
-        raise ValueError(f"{csv}: missing column(s) {missing}")
+        raise DataError(f"{csv}: missing column(s) {missing}")
     eid = pd.to_numeric(df["eid"], errors="coerce")
     bad = eid.isna() | (eid != eid.round())
     if bad.any():
-        raise ValueError(f"{csv}: column 'eid': non-integer value(s) "
+        raise DataError(f"{csv}: column 'eid': non-integer value(s) "
                          f"{df.loc[bad, 'eid'].tolist()[:10]} in rows "
                          f"{(df.index[bad] + 2).tolist()[:10]}")
     df["eid"] = eid.astype(np.int64)
     dup = df.loc[df["eid"].duplicated(), "eid"].unique().tolist()
     if dup:
-        raise ValueError(f"{csv}: column 'eid': duplicate eids {dup[:10]}")
+        raise DataError(f"{csv}: column 'eid': duplicate eids {dup[:10]}")
     out = pd.DataFrame({"eid": df["eid"].to_numpy()})
     out["event"] = _binary(df, "event", csv)
     out["hyp"] = _binary(df, "hyp", csv).astype(bool)
@@ -293,18 +328,41 @@ def read_outcomes(csv: str | os.PathLike, time_unit: str = "months") -> pd.DataF
         n = pd.to_datetime(df["end_date"], errors="coerce")
         for c, v in (("ecg_date", e), ("end_date", n)):
             if v.isna().any():
-                raise ValueError(f"{csv}: column {c!r}: missing or unparseable dates for "
+                raise DataError(f"{csv}: column {c!r}: missing or unparseable dates for "
                                  f"eids {df.loc[v.isna(), 'eid'].tolist()[:10]}")
         days = (n - e).dt.days.astype(float)
         col = "end_date - ecg_date"
     if days.isna().any():
-        raise ValueError(f"{csv}: column {col!r}: missing/non-numeric time for eids "
+        raise DataError(f"{csv}: column {col!r}: missing/non-numeric time for eids "
                          f"{df.loc[days.isna(), 'eid'].tolist()[:10]}")
+    with np.errstate(over="ignore"):
+        infinite = ~np.isfinite(days.to_numpy(np.float64).astype(np.float32))
+    if infinite.any():
+        raise DataError(f"{csv}: column {col!r}: time must be a finite number of days; "
+                        f"offending eids {df.loc[infinite, 'eid'].tolist()[:10]} (values "
+                        f"{days[infinite].tolist()[:10]})")
     nonpos = days <= 0
     if nonpos.any():
-        raise ValueError(f"{csv}: column {col!r}: time must be > 0 days; offending eids "
+        raise DataError(f"{csv}: column {col!r}: time must be > 0 days; offending eids "
                          f"{df.loc[nonpos, 'eid'].tolist()[:10]} (values "
                          f"{days[nonpos].tolist()[:10]})")
+    warned: list[tuple[str, str]] = []
+    lo, hi = PLAUSIBLE_DAYS
+    odd = (days < lo) | (days > hi)
+    for eid, d in zip(df.loc[odd, "eid"], days[odd]):
+        warned.append((str(eid), f"{csv}: column {col!r}: time {d:g} days is outside the "
+                                 f"plausible span {lo:g}..{hi:g} days (1 day .. 60 years)"))
+    if has_days and has_dates:
+        e = pd.to_datetime(df["ecg_date"], errors="coerce")
+        n = pd.to_datetime(df["end_date"], errors="coerce")
+        by_dates = (n - e).dt.days.astype(float)
+        off = by_dates.notna() & ((by_dates - days).abs() > 1)
+        for eid, a, b in zip(df.loc[off, "eid"], days[off], by_dates[off]):
+            warned.append((str(eid), f"{csv}: time_days {a:g} disagrees with end_date - "
+                                     f"ecg_date = {b:g} days; time_days is used"))
+    if warned:
+        log.warning("%s: %d doubtful outcome value(s), eids %s; first: %s", csv, len(warned),
+                    [w[0] for w in warned[:10]], warned[0][1])
     out["time_days"] = days.to_numpy(dtype=np.float64)
     out["time"] = out["time_days"] / 30.0 + 1.0 if time_unit == "months" else out["time_days"]
     out["ecg_date"] = (pd.to_datetime(df["ecg_date"], errors="coerce").dt.strftime("%Y-%m-%d")
@@ -312,29 +370,75 @@ def read_outcomes(csv: str | os.PathLike, time_unit: str = "months") -> pd.DataF
     if "true_log_hazard" in df.columns:
         v = pd.to_numeric(df["true_log_hazard"], errors="coerce")
         if v.isna().any():
-            raise ValueError(f"{csv}: column 'true_log_hazard': missing/non-numeric for eids "
+            raise DataError(f"{csv}: column 'true_log_hazard': missing/non-numeric for eids "
                              f"{df.loc[v.isna(), 'eid'].tolist()[:10]}")
         out["true_log_hazard"] = v.to_numpy(dtype=np.float64)
+    out = out.sort_values("eid").reset_index(drop=True)
     out.attrs["time_unit"] = time_unit
-    return out.sort_values("eid").reset_index(drop=True)
+    out.attrs["warnings"] = warned
+    return out
 
 
 # --------------------------------------------------------------------------- cache
-def _parse_task(task: tuple[str, bool, bool]) -> tuple[str, object]:
-    """Worker: parse (and validate the strip when wanted) but return no strip, so that
-    thousands of parsed files fit in memory; strips are re-read row by row when written."""
-    path, strips, recenter = task
+@dataclass(slots=True)
+class _Parsed:
+    """What the build keeps in memory of one usable file (~250 bytes: the median and the
+    measurements are staged on disk)."""
+
+    rel: str
+    eid: int
+    ecg_date: str | None  # ISO date of ObservationDateTime
+    age: float
+    sex: int
+    row: int = -1  # row in the staging file
+
+
+def _eid_of_file(path: Path) -> int | None:
+    """The eid of a file that could not be used, when it can still be read (for reporting)."""
+    m = _BULK_NAME.match(path.name)
+    if m:
+        return int(m.group(1))
+    with contextlib.suppress(Exception):
+        return _eid(ET.parse(path).getroot(), path)
+    return None
+
+
+_SIGNAL_CATEGORY = (("NaN", "NaN samples"), ("flat", "flat lead"),
+                    ("implausible", "implausible amplitude"))
+
+
+def _signal_reason(x: np.ndarray, max_abs_mv: float, what: str, rel: str) -> str | None:
+    problem = signal_problem(x, max_abs_mv)
+    if problem is None:
+        return None
+    cat = next(c for prefix, c in _SIGNAL_CATEGORY if problem.startswith(prefix))
+    return f"{cat}: {rel}: {what}: {problem}"
+
+
+def _parse_task(task: tuple[str, str, bool, bool, float]
+                ) -> tuple[str, int | None, object]:
+    """Worker: parse one file and validate it (its strip too when wanted); return
+    ``(path, eid or None, (metadata, median) | reason)`` without the strip, which is
+    re-read when written."""
+    path, rel, strips, recenter, max_abs_mv = task
     try:
         e = parse_cardiology_xml(path, strip=strips)
-        if not np.all(np.isfinite(e.median)) or (e.strip is not None
-                                                  and not np.all(np.isfinite(e.strip))):
-            return path, "NaN samples"
-        e.strip = None
-        if recenter:
-            e.median = conform_beat(e.median, FS).astype(np.float32)
-        return path, e
     except (CardiologyXMLError, ValueError) as err:
-        return path, str(err)
+        problem = str(err)
+        problem = problem[len(path) + 2:] if problem.startswith(f"{path}: ") else problem
+        return path, _eid_of_file(Path(path)), f"unusable XML: {rel}: {problem}"
+    for what, x in (("MedianSamples", e.median), ("StripData", e.strip)):
+        if x is not None:
+            reason = _signal_reason(x, max_abs_mv, what, rel)
+            if reason is not None:
+                return path, e.eid, reason
+    try:
+        median = conform_beat(e.median, FS).astype(np.float32) if recenter else e.median
+    except ValueError as err:
+        return path, e.eid, f"unusable XML: {rel}: MedianSamples: {err}"
+    meas = np.array([e.measurements.get(k, np.nan) for k in MEASUREMENT_NAMES], np.float32)
+    date = None if e.ecg_datetime is None else e.ecg_datetime.date().isoformat()
+    return path, e.eid, (_Parsed(rel, e.eid, date, float(e.age), int(e.sex)), median, meas)
 
 
 def _strip_task(path: str) -> tuple[str, np.ndarray]:
@@ -345,12 +449,72 @@ def _strip_task(path: str) -> tuple[str, np.ndarray]:
 
 def build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike,
                     out: str | os.PathLike, time_unit: str = "months", strips: bool = False,
-                    workers: int = 2, progress: bool = True,
-                    recenter: bool = True) -> BuildSummary:
+                    workers: int = 2, progress: bool = True, recenter: bool = True,
+                    max_abs_mv: float = MAX_ABS_MV) -> BuildSummary:
     """Build the UK Biobank cache of docs/data_formats.md at ``out`` (atomic; a no-op when a
-    complete cache with the same config and inputs exists)."""
+    complete cache with the same config and inputs exists). Medians (and strips) beyond
+    +-``max_abs_mv`` mV are skipped with the reason. Returns the :class:`BuildSummary` of
+    the file as written (read back from ``out``); a concurrent build of the same ``out``
+    waits for this one (lock ``<out>.lock``)."""
+    with build_lock(out):
+        return _build_ukb_cache(xml_dir, outcomes_csv, out, time_unit, strips, workers,
+                                progress, recenter, max_abs_mv)
+
+
+def _decide(parsed: list[_Parsed], failed: dict[int | str, list[str]], outcomes: pd.DataFrame,
+            csv: Path) -> tuple[list[_Parsed], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Rows to write (eid order), skips (one per participant) and date warnings."""
+    by_eid: dict[int, list[_Parsed]] = {}
+    for p in parsed:
+        by_eid.setdefault(p.eid, []).append(p)
+    rows: list[_Parsed] = []
+    skipped: list[tuple[str, str]] = []
+    warned: list[tuple[str, str]] = []
+    for key, reasons in failed.items():
+        if isinstance(key, str) or key not in by_eid:  # unusable, and no other file
+            skipped.append((str(key), "; ".join(reasons)))
+    for eid in sorted(by_eid):
+        ecgs = by_eid[eid]
+        e = ecgs[0]
+        if eid in failed:  # files of a participant reported below: list the unusable too
+            skipped += [(r.split(": ")[1], r) for r in failed[eid]]
+        if len(ecgs) > 1:
+            names_ = ", ".join(x.rel for x in ecgs)
+            skipped.append((str(eid), f"duplicate ECG files: eid {eid} has {len(ecgs)}: "
+                                      f"{names_}"))
+        elif eid not in outcomes.index:
+            skipped.append((str(eid), f"no outcome row: {e.rel}: eid {eid} is not in {csv}"))
+        elif e.ecg_date is None and not isinstance(outcomes.at[eid, "ecg_date"], str):
+            skipped.append((str(eid), f"no ECG date: {e.rel}: ObservationDateTime missing and "
+                                      "no ecg_date column"))
+        else:
+            rows.append(e)
+            table_date = outcomes.at[eid, "ecg_date"]
+            if e.ecg_date is not None and isinstance(table_date, str) \
+                    and e.ecg_date != table_date:
+                warned.append((str(eid), f"{e.rel}: acquisition date "
+                                         f"{e.ecg_date} differs from "
+                                         f"ecg_date {table_date} in {csv}; the XML date is "
+                                         "stored, the time is the table's"))
+    seen = set(by_eid) | {k for k in failed if not isinstance(k, str)}
+    skipped += [(str(eid), "no ECG file: outcome row without an ECG file in the XML folder")
+                for eid in outcomes.index if eid not in seen]
+
+    def order(t: tuple[str, str]) -> tuple[int, int | str]:
+        return (0, int(t[0])) if t[0].isdigit() else (1, t[0])
+
+    skipped.sort(key=order)
+    return rows, skipped, warned
+
+
+def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike,
+                     out: str | os.PathLike, time_unit: str, strips: bool, workers: int,
+                     progress: bool, recenter: bool, max_abs_mv: float) -> BuildSummary:
     t0 = time.perf_counter()
     xml_dir, outcomes_csv, out = Path(xml_dir), Path(outcomes_csv), Path(out)
+    max_abs_mv = float(max_abs_mv)
+    if not max_abs_mv > 0:
+        raise ValueError(f"max_abs_mv must be > 0 mV, got {max_abs_mv}")
     if not xml_dir.is_dir():
         raise FileNotFoundError(f"{xml_dir}: XML directory not found")
     files = sorted(xml_dir.rglob("*.xml"))
@@ -360,57 +524,70 @@ def build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike,
     config = dict(xml_dir=str(xml_dir.resolve()), outcomes=str(outcomes_csv.resolve()),
                   outcomes_sha1=sha1_file(outcomes_csv) if outcomes_csv.is_file() else None,
                   xml_files=len(files), xml_names_sha1=hashlib.sha1(names.encode()).hexdigest(),
-                  time_unit=time_unit, strips=bool(strips), recenter=bool(recenter))
+                  time_unit=time_unit, strips=bool(strips), recenter=bool(recenter),
+                  max_abs_mv=max_abs_mv)
+    del names
     if is_complete_cache(out, "ukb", config):
-        with open_cache(out, "ukb") as f:
-            s = BuildSummary(out, int(f.attrs["n_records"]), read_skipped(f), noop=True)
+        s = BuildSummary.from_cache(out, "ukb", noop=True)
         print(s.report())
         return s
-    outcomes = read_outcomes(outcomes_csv, time_unit).set_index("eid")
+    outcomes = read_outcomes(outcomes_csv, time_unit)
+    warned = list(outcomes.attrs.get("warnings", []))
+    outcomes = outcomes.set_index("eid")
     if not files:
         raise FileNotFoundError(f"{xml_dir}: no *.xml files")
 
-    skipped: list[tuple[str, str]] = []
-    by_eid: dict[int, list[UKBECG]] = {}
-    tasks = [(str(f), bool(strips), bool(recenter)) for f in files]
-    with contextlib.closing(parallel_map(_parse_task, tasks, workers, progress,
-                                          "UKB XML")) as results:
-        for path, res in results:
-            rel = str(Path(path).relative_to(xml_dir))
-            if isinstance(res, str):
-                skipped.append((rel, res))
-            else:
-                by_eid.setdefault(res.eid, []).append(res)
-    rows: list[UKBECG] = []
-    for eid in sorted(by_eid):
-        ecgs = by_eid[eid]
-        if len(ecgs) > 1:
-            names_ = ", ".join(e.path.name for e in ecgs)
-            skipped += [(str(e.path.relative_to(xml_dir)),
-                         f"duplicate ECG files for eid {eid}: {names_}") for e in ecgs]
-        elif eid not in outcomes.index:
-            skipped.append((str(ecgs[0].path.relative_to(xml_dir)),
-                            f"no outcome row for eid {eid}"))
-        elif ecgs[0].ecg_datetime is None and not isinstance(outcomes.at[eid, "ecg_date"], str):
-            skipped.append((str(ecgs[0].path.relative_to(xml_dir)),
-                            "no ECG date (ObservationDateTime missing, no ecg_date column)"))
-        else:
-            rows.append(ecgs[0])
-    skipped += [(str(eid), "outcome row without an ECG file")
-                for eid in outcomes.index if eid not in by_eid]
-    if not rows:
-        raise RuntimeError(f"{xml_dir}: no usable participant ({len(skipped)} skipped; first "
-                           f"reasons: {skipped[:3]}) - refusing to write an empty cache")
-
-    o = outcomes.loc[[e.eid for e in rows]]
+    tasks = [(str(f), str(f.relative_to(xml_dir)), bool(strips), bool(recenter), max_abs_mv)
+             for f in files]
+    del files
+    parsed: list[_Parsed] = []
+    failed: dict[int | str, list[str]] = {}
     with atomic_h5(out, "ukb", config) as f:
+        stage_path = tmp_name(out, ".stage.tmp")
+        try:
+            with h5py.File(stage_path, "w") as stage:
+                staged = Appender(stage, {"median": ((N_LEADS, BEAT_LEN), 16),
+                                          "measurements": ((len(MEASUREMENT_NAMES),), 1024)})
+                with contextlib.closing(parallel_map(_parse_task, tasks, workers, progress,
+                                                      "UKB XML")) as results:
+                    for path, eid, res in results:
+                        if isinstance(res, str):
+                            rel = str(Path(path).relative_to(xml_dir))
+                            failed.setdefault(rel if eid is None else eid, []).append(res)
+                            continue
+                        meta, median, meas = res
+                        meta.row = staged.n + len(staged.buf["median"])
+                        staged.add(median=median, measurements=meas)
+                        parsed.append(meta)
+                        del res, meta, median, meas
+                staged.flush()
+                rows, skipped, date_warned = _decide(parsed, failed, outcomes, outcomes_csv)
+                warned += date_warned
+                if date_warned:
+                    log.warning("%s: %d ECG date(s) differ from the outcomes' ecg_date, eids "
+                                "%s", xml_dir, len(date_warned), [w[0] for w in date_warned[:10]])
+                if not rows:
+                    raise DataError(f"{xml_dir}: no usable participant ({len(skipped)} "
+                                    f"skipped; first reasons: {skipped[:3]}) - refusing to "
+                                    "write an empty cache")
+                app = Appender(f, {"median": ((N_LEADS, BEAT_LEN), 64)})
+                src = stage["median"]
+                for r in rows:
+                    app.add(median=src[r.row])
+                app.flush()
+                all_meas = stage["measurements"][...]
+                measurements = all_meas[[r.row for r in rows]]
+                del all_meas
+        finally:
+            with contextlib.suppress(OSError):
+                stage_path.unlink()
         n = len(rows)
-        f.create_dataset("median", data=np.stack([e.median for e in rows]).astype(np.float32),
-                         chunks=(min(n, 64), N_LEADS, BEAT_LEN))
+        o = outcomes.loc[[e.eid for e in rows]]
         if strips:
             ds = f.create_dataset("strip", shape=(n, N_LEADS, int(STRIP_SECONDS * FS)),
                                   dtype=np.float32, chunks=(1, N_LEADS, int(STRIP_SECONDS * FS)))
-            with contextlib.closing(parallel_map(_strip_task, [str(e.path) for e in rows],
+            with contextlib.closing(parallel_map(_strip_task, [str(xml_dir / e.rel)
+                                                               for e in rows],
                                                   workers, progress, "UKB strips")) as it:
                 for i, (_, strip) in enumerate(it):
                     ds[i] = strip
@@ -423,19 +600,19 @@ def build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike,
         f.create_dataset("cohort_mi", data=o["mi"].to_numpy(bool))
         f.create_dataset("age", data=np.array([e.age for e in rows], dtype=np.float32))
         f.create_dataset("sex", data=np.array([e.sex for e in rows], dtype=np.int8))
-        dates = [e.ecg_datetime.date().isoformat() if e.ecg_datetime is not None
-                 else str(o.at[e.eid, "ecg_date"]) for e in rows]
+        dates = [e.ecg_date if e.ecg_date is not None else str(o.at[e.eid, "ecg_date"])
+                 for e in rows]
         write_strings(f, "ecg_date", dates)
-        m = f.create_dataset("measurements", data=np.array(
-            [[e.measurements.get(k, np.nan) for k in MEASUREMENT_NAMES] for e in rows],
-            dtype=np.float32))
+        m = f.create_dataset("measurements", data=measurements.astype(np.float32))
         m.attrs["measurement_names"] = list(MEASUREMENT_NAMES)
         if "true_log_hazard" in o.columns:
             f.create_dataset("true_log_hazard", data=o["true_log_hazard"].to_numpy(np.float32))
         f.attrs["time_unit"] = time_unit
         write_skipped(f, skipped)
+        kept = {str(e.eid) for e in rows}
+        write_warnings(f, [w for w in warned if w[0] in kept])
         f.attrs["n_records"] = n
-    s = BuildSummary(out, len(rows), skipped, seconds=time.perf_counter() - t0)
+    s = BuildSummary.from_cache(out, "ukb", seconds=time.perf_counter() - t0)
     print(s.report())
     return s
 

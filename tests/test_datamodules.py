@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from data_modules.datasets import H5ECGDataset, PTBXLDataset, UKBDataset
+from data_modules.errors import DataError
 from data_modules.h5cache import CacheError
 from data_modules.leads import PAD
 from data_modules.ptbxl_datamodule import PTBXLDataModule
@@ -185,7 +186,8 @@ def test_generic_dataset_reads_either_kind(ptbxl_cache: Path, ukb_cache: Path) -
         (lambda f: f.attrs.__delitem__("complete"), "incomplete"),
         (lambda f: f.attrs.__setitem__("complete", False), "incomplete"),
         (lambda f: f.attrs.__setitem__("schema_version", 99), "schema_version 99"),
-        (lambda f: f.attrs.__setitem__("kind", "ukb"), "expected 'ptbxl'"),
+        (lambda f: f.attrs.__setitem__("kind", "ukb"),
+             r"bad.h5 is a UK Biobank cache \(kind 'ukb'\); expected a PTB-XL cache"),
         (lambda f: f.__delitem__("median_clean"), "median_clean"),
     ],
 )
@@ -433,3 +435,42 @@ def test_ukb_lightning_fit_smoke(ukb_cache: Path, hyp_splits) -> None:
     assert len(model.seen_masks) == 2 * len(dm.make_batch_sampler())
     assert trainer.train_dataloader.batch_sampler.epoch == 1  # Lightning called set_epoch
     assert model.first_batches[0] != model.first_batches[1]  # so epochs are reshuffled
+
+
+# --------------------------------------------------------------------------- cache checks
+def test_nan_rows_are_refused_naming_the_ids(tmp_path: Path) -> None:
+    """A NaN written into a built cache's beats is refused on open, naming the row's id."""
+    from data_modules.ukb import build_ukb_cache
+    from tests.test_ukb_cache import _outcomes, write_xml
+
+    xml = tmp_path / "xml"
+    for eid in (11, 12, 13):
+        write_xml(xml / f"{eid}_20205_2_0.xml", with_strip=False)
+    csv = _outcomes(tmp_path / "o.csv", [dict(eid=e, event=e % 2, time_days=100 * e, hyp=1,
+                                              mi=0) for e in (11, 12, 13)])
+    out = tmp_path / "u.h5"
+    build_ukb_cache(xml, csv, out, workers=1, progress=False)
+    assert len(UKBDataset(out)) == 3
+    with h5py.File(out, "r+") as f:
+        f["median"][1, 4, 100] = np.nan
+    with pytest.raises(CacheError, match=r"u.h5: dataset 'median' has non-finite values "
+                                         r"\(NaN/inf\) in 1 row\(s\): eid \[12\]"):
+        UKBDataset(out)
+    with pytest.raises(DataError, match=r"eid \[12\]"):
+        make_ukb_splits(out, "hyp", seeds=[0])
+
+    ptb = write_ptbxl_cache(tmp_path / "p.h5", n=12)
+    with h5py.File(ptb, "r+") as f:
+        f["median_clean"][5, 0, 0] = np.inf
+        bad_id = int(f["ecg_id"][5])
+    with pytest.raises(DataError, match=rf"'median_clean' .* 1 row\(s\): ecg_id \[{bad_id}\]"):
+        PTBXLDataModule(ptb, batch_size=4)
+
+
+def test_wrong_kind_names_expected_and_found(ptbxl_cache: Path, ukb_cache: Path) -> None:
+    with pytest.raises(DataError, match=r"is a UK Biobank cache \(kind 'ukb'\); expected a "
+                                        r"PTB-XL cache"):
+        PTBXLDataModule(ukb_cache, batch_size=4)
+    with pytest.raises(DataError, match=r"is a PTB-XL cache \(kind 'ptbxl'\); expected a UK "
+                                        r"Biobank cache"):
+        UKBDataset(ptbxl_cache)

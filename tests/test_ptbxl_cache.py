@@ -18,6 +18,7 @@ import pytest
 import wfdb
 
 from data_modules import ptbxl
+from data_modules.errors import DataError
 from data_modules.h5cache import (
     CacheError,
     atomic_h5,
@@ -324,8 +325,36 @@ def test_interrupted_build_leaves_nothing(mini_ptbxl, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated crash"):
         build_ptbxl_cache(mini_ptbxl, out, workers=1, progress=False)
     assert not out.exists()
-    assert not out.with_name("crash.h5.tmp").exists()
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # no temporary file, no lock file
+
+
+def test_implausible_gain_is_skipped_with_the_reason(tmp_path):
+    """WFDB gain 1 (1000x amplitudes) and gain 0 (scale unknown; WFDB would guess 200) are
+    skipped with the reason; a lower max_abs_mv moves the limit (and the config)."""
+    root = tmp_path / "ptbxl"
+    rng = np.random.default_rng(5)
+    for eid in (1, 2, 3):
+        write_record(root / f"records500/00000/{eid:05d}_hr", make_record(rng, hr=70), 500)
+    for eid, gain in ((2, "1.0"), (3, "0")):
+        hea = root / f"records500/00000/{eid:05d}_hr.hea"
+        hea.write_text(hea.read_text().replace("1000.0(0)/mV", f"{gain}(0)/mV"))
+    pd.DataFrame([_meta_row(e) for e in (1, 2, 3)]).to_csv(root / "ptbxl_database.csv",
+                                                           index=False)
+    shutil.copy(RESOURCES / "scp_statements.csv", root / "scp_statements.csv")
+    s = build_ptbxl_cache(root, tmp_path / "g.h5", workers=1, progress=False)
+    reasons = dict(s.skipped)
+    assert s.n_records == 1 and set(reasons) == {"2", "3"}
+    assert reasons["2"].startswith("implausible amplitude: |x| reaches ")
+    assert "(plausible: <= 20 mV" in reasons["2"] and "00002_hr" in reasons["2"]
+    assert "header gain 0 (scale unknown) for lead(s) I,II" in reasons["3"]
+    assert s.reason_counts()["implausible amplitude"] == 1
+    with open_cache(tmp_path / "g.h5", "ptbxl") as f:
+        assert np.abs(f["median"][...]).max() < 20
+        assert json.loads(f.attrs["build_config"])["max_abs_mv"] == 20.0
+    with pytest.raises(DataError, match=r"no usable record.*implausible amplitude"):
+        build_ptbxl_cache(root, tmp_path / "low.h5", workers=1, progress=False,
+                          max_abs_mv=0.05, limit=1)
+    assert not (tmp_path / "low.h5").exists()
 
 
 # --------------------------------------------------------------------------- PTB-XL+
@@ -400,7 +429,7 @@ def test_atomic_h5_and_open_cache_refusals(tmp_path):
         with atomic_h5(out, "ptbxl", cfg) as f:
             f.create_dataset("median", data=np.zeros((1, 12, 600), np.float32))
             1 / 0  # noqa: B018
-    assert not out.exists() and not out.with_name("c.h5.tmp").exists()
+    assert not out.exists() and list(tmp_path.iterdir()) == []
     with pytest.raises(CacheError, match="c.h5: cache file not found"):
         open_cache(out, "ptbxl")
 
@@ -419,7 +448,8 @@ def test_atomic_h5_and_open_cache_refusals(tmp_path):
     assert is_complete_cache(out, "ptbxl", {"b": "x", "a": 1})
     assert not is_complete_cache(out, "ptbxl", {"a": 2, "b": "x"})
     assert not is_complete_cache(out, "ukb", cfg)
-    with pytest.raises(CacheError, match="cache kind is 'ptbxl', expected 'ukb'"):
+    with pytest.raises(CacheError,
+                       match=r"is a PTB-XL cache \(kind 'ptbxl'\); expected a UK Biobank"):
         open_cache(out, "ukb")
 
     with h5py.File(out, "a") as f:

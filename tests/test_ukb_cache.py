@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -12,7 +13,8 @@ import pandas as pd
 import pytest
 
 from data_modules import ukb
-from data_modules.h5cache import open_cache, read_skipped
+from data_modules.errors import DataError
+from data_modules.h5cache import open_cache, read_skipped, read_warnings
 from data_modules.leads import BEAT_LEN, LEADS, R_INDEX
 from data_modules.ukb import (
     MEASUREMENT_NAMES,
@@ -268,13 +270,19 @@ def test_build_ukb_cache(ukb_source, tmp_path, capsys):
     out = tmp_path / "ukb.h5"
     s = build_ukb_cache(xml, outcomes, out, strips=True, workers=2, progress=False)
     assert s.n_records == 3
+    # one entry per participant (id = eid), one reason, category first
+    ids = [i for i, _ in s.skipped]
+    assert ids == ["1003", "1004", "1005", "1006"]
     reasons = dict(s.skipped)
-    assert "MedianSamples/WaveformData[lead=V3] missing" in reasons["1003_20205_2_0.xml"]
-    assert reasons["1004_20205_2_0.xml"].startswith("duplicate ECG files for eid 1004")
-    assert reasons[os.path.join("sub", "1004_20205_3_0.xml")].startswith("duplicate")
-    assert reasons["1005_20205_2_0.xml"] == "no outcome row for eid 1005"
-    assert reasons["1006"] == "outcome row without an ECG file"
-    assert len(reasons) == 6
+    assert reasons["1003"] == ("unusable XML: 1003_20205_2_0.xml: "
+                               "MedianSamples/WaveformData[lead=V3] missing")
+    assert reasons["1004"] == ("duplicate ECG files: eid 1004 has 2: 1004_20205_2_0.xml, "
+                               f"{os.path.join('sub', '1004_20205_3_0.xml')}")
+    assert reasons["1005"].startswith("no outcome row: 1005_20205_2_0.xml: eid 1005")
+    assert reasons["1006"] == "no ECG file: outcome row without an ECG file in the XML folder"
+    assert s.reason_counts() == {"duplicate ECG files": 1, "no ECG file": 1,
+                                 "no outcome row": 1, "unusable XML": 1}
+    assert "skipped     1 x unusable XML" in capsys.readouterr().out
     n = 3
     spec = {"median": (np.float32, (n, 12, BEAT_LEN)), "strip": (np.float32, (n, 12, 5000)),
             "eid": (np.int64, (n,)), "time": (np.float32, (n,)), "time_days": (np.float32, (n,)),
@@ -352,7 +360,7 @@ def test_ukb_build_is_atomic(ukb_source, tmp_path, monkeypatch):
     out = tmp_path / "dead.h5"
     with pytest.raises(KeyboardInterrupt):
         build_ukb_cache(xml, outcomes, out, workers=1, progress=False)
-    assert not out.exists() and not out.with_name("dead.h5.tmp").exists()
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "dead.h5" in p.name]
 
 
 def test_outcome_errors_stop_the_build(ukb_source, tmp_path):
@@ -384,3 +392,235 @@ def test_select_cohort(ukb_source, tmp_path):
     build_ukb_cache(xml, outcomes, out2, workers=1, progress=False)
     with pytest.raises(ValueError, match=r"cohort 'mi' has no events \(1 participants\)"):
         select_cohort(out2, "mi")
+
+
+# --------------------------------------------------------------------------- reliability
+def test_implausible_overflowing_and_flat_signals_are_skipped(tmp_path):
+    """Resolution 5000 (1000x amplitudes), counts beyond int64 and a flat lead: each
+    participant skipped once with the reason (the flat-lead rule is PTB-XL's)."""
+    xml = tmp_path / "xml"
+    big = "99999999999999999999"
+    write_xml(xml / "1_20205_2_0.xml", with_strip=False)
+    write_xml(xml / "2_20205_2_0.xml", with_strip=False, res_text="5000")
+    t = counts(template())
+    write_xml(xml / "3_20205_2_0.xml", with_strip=False, median_leads={
+        "V1": ",".join([*map(str, t[6][:3]), big, *map(str, t[6][4:])])})
+    write_xml(xml / "4_20205_2_0.xml", with_strip=False, median_leads={
+        "V2": ",".join(["-" + big, *map(str, t[7][1:])])})
+    flat = template().copy()
+    flat[8] = 0.0
+    write_xml(xml / "5_20205_2_0.xml", with_strip=False, median_mv=flat)
+    csv = _outcomes(tmp_path / "o.csv", [dict(eid=e, event=1, time_days=100, hyp=1, mi=0)
+                                         for e in range(1, 6)])
+    s = build_ukb_cache(xml, csv, tmp_path / "a.h5", workers=1, progress=False)
+    reasons = dict(s.skipped)
+    assert s.n_records == 1 and [i for i, _ in s.skipped] == ["2", "3", "4", "5"]
+    assert reasons["2"].startswith("implausible amplitude: 2_20205_2_0.xml: MedianSamples: "
+                                   "implausible amplitude: |x| reaches ")
+    assert reasons["3"] == (f"unusable XML: 3_20205_2_0.xml: MedianSamples/WaveformData"
+                            f"[lead=V1]: number '{big}' at position 3 is out of range "
+                            "(integer overflow)")
+    assert "[lead=V2]: number '-" + big + "' at position 0 is out of range" in reasons["4"]
+    assert reasons["5"] == "flat lead: 5_20205_2_0.xml: MedianSamples: flat lead(s) V3"
+    with open_cache(tmp_path / "a.h5", "ukb") as f:
+        assert f["eid"][...].tolist() == [1] and np.abs(f["median"][...]).max() < 20
+    # the limit is a builder argument (and part of the build config)
+    s2 = build_ukb_cache(xml, csv, tmp_path / "b.h5", workers=1, progress=False,
+                         max_abs_mv=5000.0)
+    assert "2" not in dict(s2.skipped) and s2.n_records == 2
+
+
+def test_concurrent_builds_of_one_output_wait_for_each_other(ukb_source, tmp_path,
+                                                              monkeypatch):
+    """Build A (paused mid-way) and build B of the same file from another source: B waits
+    for A's lock; each reports the file it wrote; the final file is B's, no leftovers."""
+    import threading
+
+    xml, outcomes = ukb_source
+    other = tmp_path / "xml2"
+    other.mkdir()
+    for name in ("1001_20205_2_0.xml", "1002_20205_2_0.xml"):
+        (other / name).write_bytes((xml / name).read_bytes())
+    out = tmp_path / "out" / "shared.h5"
+    started, gate = threading.Event(), threading.Event()
+    real = ukb._parse_task
+
+    def paused(task):
+        if threading.current_thread().name == "A":
+            started.set()
+            gate.wait(20)
+        return real(task)
+
+    monkeypatch.setattr(ukb, "_parse_task", paused)
+    results: dict = {}
+
+    def run(src):
+        try:
+            results[threading.current_thread().name] = build_ukb_cache(
+                src, outcomes, out, workers=1, progress=False)
+        except BaseException as e:  # noqa: BLE001 - reported by the asserts below
+            results[threading.current_thread().name] = e
+
+    a = threading.Thread(target=run, args=(xml,), name="A")
+    a.start()
+    assert started.wait(20)
+    b = threading.Thread(target=run, args=(other,), name="B")
+    b.start()
+    b.join(0.5)
+    assert b.is_alive(), f"B did not wait for A: {results.get('B')!r}"
+    gate.set()
+    a.join(30)
+    b.join(30)
+    ra, rb = results["A"], results["B"]
+    assert not isinstance(ra, BaseException), ra
+    assert not isinstance(rb, BaseException), rb
+    assert (ra.n_records, ra.source) == (3, str(xml.resolve()))
+    assert (rb.n_records, rb.source) == (2, str(other.resolve()))
+    assert f"3 records written from {xml.resolve()}" in ra.report()
+    with open_cache(out, "ukb") as f:
+        assert f["eid"][...].tolist() == [1001, 1002]
+        assert json.loads(f.attrs["build_config"])["xml_dir"] == str(other.resolve())
+    assert [p.name for p in out.parent.iterdir()] == ["shared.h5"]
+
+
+_KILL_SCRIPT = """
+import sys, time
+from data_modules import ukb
+
+real = ukb._parse_task
+
+
+def slow(task):
+    time.sleep(0.2)
+    return real(task)
+
+
+ukb._parse_task = slow
+ukb.build_ukb_cache(sys.argv[1], sys.argv[2], sys.argv[3], workers=2, progress=False)
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        import psutil
+    except ImportError:  # /proc fallback
+        kids = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids += [int(k) for k in (task / "children").read_text().split()]
+        return kids + [d for k in kids for d in _descendants(k)]
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # zombie: dead
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_killed_build_takes_its_workers_with_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    xml = tmp_path / "xml"
+    first = write_xml(xml / "1_20205_2_0.xml", with_strip=False)
+    for eid in range(2, 61):
+        os.link(first, xml / f"{eid}_20205_2_0.xml")
+    csv = _outcomes(tmp_path / "o.csv", [dict(eid=e, event=1, time_days=100, hyp=1, mi=0)
+                                         for e in range(1, 61)])
+    script = tmp_path / "build.py"
+    script.write_text(_KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, str(script), str(xml), str(csv),
+                             str(tmp_path / "k.h5")], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        kids: list[int] = []
+        while time.monotonic() < deadline and len(kids) < 2 and proc.poll() is None:
+            time.sleep(0.1)
+            kids = _descendants(proc.pid)
+        assert len(kids) >= 2, f"no workers seen (build exit code {proc.poll()})"
+        time.sleep(0.3)  # the workers are inside their tasks
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(map(_alive, kids)):
+            time.sleep(0.1)
+        left = [k for k in kids if _alive(k)]
+        assert not left, f"workers {left} outlived their killed parent"
+        # the killed build's temporary files go with the next build of the same output
+        assert [p for p in tmp_path.iterdir() if p.name.startswith(".k.h5.")]
+        build_ukb_cache(xml, csv, tmp_path / "k.h5", workers=1, progress=False)
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".k.h5.")]
+    finally:
+        for k in [proc.pid, *kids]:
+            with contextlib.suppress(OSError):
+                os.kill(k, signal.SIGKILL)
+
+
+def test_full_disk_gives_one_error_and_no_partial_cache(ukb_source, tmp_path, monkeypatch):
+    import errno
+
+    xml, outcomes = ukb_source
+    out = tmp_path / "out" / "full.h5"
+
+    def no_space(self, key, value):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", no_space)
+    with pytest.raises(OSError, match=r"full.h5: writing the cache failed: No space left on "
+                                      r"device \(disk full\?\); no cache was written") as e:
+        build_ukb_cache(xml, outcomes, out, workers=1, progress=False)
+    assert e.value.errno == errno.ENOSPC
+    assert list(out.parent.iterdir()) == []  # no cache, no staging/temporary/lock file
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e39"])
+def test_non_finite_times_are_refused_with_eids(ukb_source, tmp_path, value):
+    xml, outcomes = ukb_source
+    df = pd.read_csv(outcomes)
+    df["time_days"] = df["time_days"].astype(object)
+    df.loc[df.eid == 1002, "time_days"] = value
+    df.to_csv(outcomes, index=False)
+    with pytest.raises(DataError, match=r"column 'time_days': time must be a finite number of "
+                                        r"days; offending eids \[1002\]"):
+        build_ukb_cache(xml, outcomes, tmp_path / "t.h5", workers=1, progress=False)
+    assert not (tmp_path / "t.h5").exists()
+
+
+def test_doubtful_times_and_dates_are_recorded_warnings(ukb_source, tmp_path, caplog):
+    xml, outcomes = ukb_source
+    df = pd.read_csv(outcomes)
+    df["time_days"] = df["time_days"].astype(float)
+    df["end_date"] = (pd.to_datetime(df.ecg_date)
+                      + pd.to_timedelta(df.time_days, unit="D")).dt.strftime("%Y-%m-%d")
+    df.loc[df.eid == 1001, "time_days"] = 1e-9  # absurd, and disagrees with the dates
+    df.loc[df.eid == 1002, "time_days"] = 1e30
+    df.loc[df.eid == 1002, "ecg_date"] = "2015-06-03"  # the XML says 2015-06-01
+    df.loc[df.eid == 1007, "time_days"] = 90  # the dates say 60
+    df.to_csv(outcomes, index=False)
+    with caplog.at_level("WARNING"):
+        s = build_ukb_cache(xml, outcomes, tmp_path / "w.h5", workers=1, progress=False)
+    assert s.n_records == 3
+    msgs: dict[str, list[str]] = {}
+    for eid, m in s.warnings:
+        msgs.setdefault(eid, []).append(m)
+    assert sorted(msgs) == ["1001", "1002", "1007"]
+    assert any("time 1e-09 days is outside the plausible span" in m for m in msgs["1001"])
+    assert any("time 1e+30 days is outside the plausible span" in m for m in msgs["1002"])
+    assert any("acquisition date 2015-06-01 differs from ecg_date 2015-06-03" in m
+               for m in msgs["1002"])
+    assert any("time_days 90 disagrees with end_date - ecg_date = 60 days" in m
+               for m in msgs["1007"])
+    with open_cache(tmp_path / "w.h5", "ukb") as f:
+        assert read_warnings(f) == s.warnings
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "1001" in logged and "1002" in logged and "1007" in logged
+    assert "warning(s), stored in warnings/" in s.report()

@@ -36,21 +36,6 @@ _INCOMPATIBLE = {frozenset({"CLBBB", "CRBBB"}), frozenset({"AFIB", "1AVB"})}
 INDEPENDENT: tuple[str, ...] = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
-def _expansion_matrix() -> np.ndarray:
-    """12 x 8 matrix mapping (I, II, V1..V6) to the standard 12 leads (Einthoven/Goldberger)."""
-    e = np.zeros((12, 8))
-    e[0, 0] = 1.0  # I
-    e[1, 1] = 1.0  # II
-    e[2, 0], e[2, 1] = -1.0, 1.0  # III = II - I
-    e[3, 0], e[3, 1] = -0.5, -0.5  # aVR = -(I + II) / 2
-    e[4, 0], e[4, 1] = 1.0, -0.5  # aVL = I - II / 2
-    e[5, 0], e[5, 1] = -0.5, 1.0  # aVF = II - I / 2
-    for k in range(6):
-        e[6 + k, 2 + k] = 1.0
-    return e
-
-
-EXPAND = _expansion_matrix()
 assert tuple(LEADS) == ("I", "II", "III", "aVR", "aVL", "aVF",
                         "V1", "V2", "V3", "V4", "V5", "V6")
 
