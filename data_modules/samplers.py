@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Sampler
 
+from data_modules.errors import DataError
 from data_modules.survival_arrays import as_1d, check_survival
 
 
@@ -108,7 +109,7 @@ class EventStratifiedBatchSampler(BatchSampler):
         self.nonevent_idx = np.flatnonzero(~e).astype(np.int64)
         self.n_events = int(self.event_idx.shape[0])
         if self.n_events == 0:
-            raise ValueError(
+            raise DataError(
                 f"no events among {self.n} samples: event-stratified batches (and the Cox "
                 "loss) need at least one event"
             )

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from data_modules.errors import DataError
 from data_modules.survival_arrays import as_1d, check_survival
 
 PAPER_SEEDS: tuple[int, ...] = (42, 2021, 2022, 2023, 2024)
@@ -161,10 +162,10 @@ def survival_cv_splits(
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n_events = int(e.sum())
     if n_events == 0:
-        raise ValueError(f"the cohort has no events (0 of {n} participants): cannot stratify "
+        raise DataError(f"the cohort has no events (0 of {n} participants): cannot stratify "
                          "or fit a Cox model")
     if n_events < n_folds:
-        raise ValueError(f"the cohort has {n_events} events for {n_folds} folds: every test "
+        raise DataError(f"the cohort has {n_events} events for {n_folds} folds: every test "
                          "fold needs at least one event")
 
     def pick(pos: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -178,11 +179,11 @@ def survival_cv_splits(
             ev_tr, ev_te = int(e[train_pos].sum()), int(e[test_pos].sum())
             where = f"seed {seed} fold {fold}"
             if ev_te == 0:
-                raise ValueError(f"{where}: the test fold gets no events "
+                raise DataError(f"{where}: the test fold gets no events "
                                  f"({len(test_pos)} participants, cohort has {n_events} events)")
             if val_fraction > 0:
                 if ev_tr < 2:
-                    raise ValueError(
+                    raise DataError(
                         f"{where}: the training fold has {ev_tr} event(s) among {len(train_pos)} "
                         "participants; a stratified validation split needs at least 2"
                     )
@@ -192,13 +193,13 @@ def survival_cv_splits(
                         random_state=int(seed),
                     )
                 except ValueError as err:
-                    raise ValueError(
+                    raise DataError(
                         f"{where}: stratified validation split failed "
                         f"({len(train_pos)} participants, {ev_tr} events): {err}"
                     ) from err
                 ev_tr2, ev_va = int(e[tr_pos].sum()), int(e[va_pos].sum())
                 if ev_tr2 == 0 or ev_va == 0:
-                    raise ValueError(
+                    raise DataError(
                         f"{where}: the inner split leaves {ev_tr2} training and {ev_va} "
                         f"validation events (of {ev_tr}); use more data or a larger val_fraction"
                     )
@@ -233,9 +234,9 @@ def load_splits(path: str | Path) -> list[Split]:
     path = Path(path)
     doc = json.loads(path.read_text())
     if not isinstance(doc, dict) or doc.get("format") != SPLITS_FORMAT:
-        raise ValueError(f"{path} is not an ecg-dan splits file")
+        raise DataError(f"{path} is not an ecg-dan splits file")
     if doc.get("version") != SPLITS_VERSION:
-        raise ValueError(f"{path}: splits file version {doc.get('version')}, "
+        raise DataError(f"{path}: splits file version {doc.get('version')}, "
                          f"this code reads {SPLITS_VERSION}")
     return [Split.from_dict(d) for d in doc["splits"]]
 

@@ -201,7 +201,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from ecg_dan.checkpoints import CheckpointError
     from ecg_dan.config import ConfigError
 
-    return (ConfigError, DataError, CheckpointError, FileNotFoundError)
+    # OSError: a full disk, a missing or unreadable file, a permission problem
+    return (ConfigError, DataError, CheckpointError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         kind = {"ConfigError": "config error", "DataError": "data error",
                 "CheckpointError": "checkpoint error", "CheckpointMismatchError":
-                "checkpoint error", "FileNotFoundError": "file not found"}.get(
+                "checkpoint error", "FileNotFoundError": "file not found", "CacheError":
+                "data error", "CardiologyXMLError": "data error"}.get(
                     type(e).__name__, "error")
         print(f"ecg-dan: {kind}: {e}", file=sys.stderr)
         return 2

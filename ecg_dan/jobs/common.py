@@ -14,7 +14,14 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from data_modules.atomic import atomic_write_text
-from ecg_dan.config import ConfigError, config_diff, config_hash, load_saved_config, result_config
+from ecg_dan.config import (
+    ConfigError,
+    config_diff,
+    config_hash,
+    load_saved_config,
+    result_config,
+    save_config,
+)
 from ecg_dan.log import get_logger
 from ecg_dan.results import flat_numbers
 
@@ -65,6 +72,7 @@ def prepare_run_dir(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> Path:
                                   f"(differing keys: {', '.join(diff)}). Use a new run name "
                                   "or resume=restart.")
     run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
     atomic_write_text(record, json.dumps({"config_hash": config_hash(cfg),
                                           "result_config": result_config(cfg)}, indent=2,
                                          default=str))

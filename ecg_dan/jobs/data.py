@@ -10,6 +10,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_dir
+from data_modules.h5cache import open_cache
 from ecg_dan.config import ConfigError
 from ecg_dan.log import get_logger
 
@@ -61,6 +62,7 @@ def ptbxl_cache(cfg: DictConfig) -> Path:
                           workers=_workers())
     elif not out.is_file():
         raise ConfigError(f"data.ptbxl_cache={out} does not exist\n{PTBXL_HELP}")
+    open_cache(out, "ptbxl").close()  # a cache of another kind or a damaged one: named here
     return out
 
 
@@ -89,6 +91,7 @@ def ukb_cache(cfg: DictConfig) -> Path:
                         strips=d.strips != "none", workers=_workers())
     elif not out.is_file():
         raise ConfigError(f"data.ukb_cache={out} does not exist\n{UKB_HELP}")
+    open_cache(out, "ukb").close()
     return out
 
 
@@ -107,14 +110,12 @@ def embedding_cache_dir(cfg: DictConfig) -> Path:
 
 def text_embeddings(cfg: DictConfig, cache_path: Path) -> tuple[np.ndarray, str]:
     """Per-record text embeddings aligned with the cache rows, and the text model id."""
-    import h5py
-
     from ecg_dan.text.embedding_cache import embed_records
     from ecg_dan.text.recipes import load_statements
 
     p = cfg.pretrain
     encoder = text_encoder(p.text_model, p.text_revision)
-    with h5py.File(cache_path, "r") as f:
+    with open_cache(cache_path, "ptbxl") as f:
         codes = [c.decode() if isinstance(c, bytes) else c for c in f["scp_codes"][...]]
         reports = [r.decode() if isinstance(r, bytes) else r for r in f["report"][...]]
         ids = f["ecg_id"][...].tolist()

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
+from data_modules.h5cache import open_cache
 from ecg_dan.config import load_saved_config
 from ecg_dan.jobs.common import log_wandb_summary, seed
 from ecg_dan.jobs.data import embedding_cache_dir, ptbxl_cache, text_embeddings, text_encoder
@@ -37,7 +38,6 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
                       datamodule=None, text_emb: np.ndarray | None = None,
                       overrides: list[str] | None = None) -> Path:
     """Linear probe (pretrained vs random init), retrieval and zero-shot on the test fold."""
-    import h5py
     from torch.utils.data import DataLoader
 
     from data_modules.leads import SUPERCLASSES
@@ -68,7 +68,7 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
                              if s != "train" else _unmasked_train(dm), batch_size=256)
                for s in ("train", "val", "test")}
     idx = {"train": dm.train_indices, "val": dm.val_indices, "test": dm.test_indices}
-    with h5py.File(cache, "r") as f:
+    with open_cache(cache, "ptbxl") as f:
         labels = f["superclass"][...]
     y = {s: labels[idx[s]] for s in idx}
     seed(cfg)
@@ -115,8 +115,6 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
 
 def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None) -> Path:
     """Results table, Kaplan-Meier figure and W&B summary from the saved predictions."""
-    import h5py
-
     from data_modules.atomic import atomic_write_text
     from ecg_dan.metrics.cindex import harrell_cindex
     from ecg_dan.results import (
@@ -152,7 +150,7 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
     extra: dict[str, Any] = {}
     cache = Path(json.loads((run_dir / "splits.json").read_text())["meta"]["cache"])
     if cache.is_file():
-        with h5py.File(cache, "r") as f:
+        with open_cache(cache, "ukb") as f:
             if "true_log_hazard" in f:
                 eid = f["eid"][...]
                 lh = pd.Series(f["true_log_hazard"][...], index=eid)
