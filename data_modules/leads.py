@@ -1,4 +1,4 @@
-"""Lead order, beat geometry and the paper's lead-subset augmentation (METHOD.md section 1)."""
+"""Lead order, beat geometry and the paper's lead-subset augmentation (docs/method.md section 1)."""
 
 from __future__ import annotations
 

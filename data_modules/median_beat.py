@@ -1,4 +1,4 @@
-"""Median-beat extraction from a 12-lead strip (METHOD.md section 1).
+"""Median-beat extraction from a 12-lead strip (docs/method.md section 1).
 
 The network sees a 12 x 600 median beat at 500 Hz with the R peak at ``R_INDEX``. UK Biobank
 files carry the device's median; for PTB-XL (without PTB-XL+) this module derives it.

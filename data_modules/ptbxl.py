@@ -1,4 +1,4 @@
-"""PTB-XL -> HDF5 cache (docs/data_formats.md, "PTB-XL cache"; METHOD.md sections 1 and 5).
+"""PTB-XL -> HDF5 cache (docs/data_formats.md, "PTB-XL cache"; docs/method.md sections 1 and 5).
 
 Decisions:
 
@@ -6,7 +6,7 @@ Decisions:
   :func:`data_modules.median_beat.median_beat` whatever ``strips`` says; the 100 Hz file is
   only read for ``strips="100"``.
 * ``median_clean = clean_ecg(median)``: the beat is cleaned *after* taking the median,
-  as METHOD.md section 1 specifies ("the beat cleaned per lead", the authors applied
+  as docs/method.md section 1 specifies ("the beat cleaned per lead", the authors applied
   ``neurokit2.ecg_clean`` to the median beat). Cleaning the strip first and taking the
   median of the cleaned windows gives a slightly different target (the 0.5 Hz high-pass
   then acts on 10 s instead of 1.2 s, with less edge effect), but it would not be the

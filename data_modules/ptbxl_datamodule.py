@@ -1,4 +1,4 @@
-"""PTB-XL pretraining DataModule (METHOD.md section 5).
+"""PTB-XL pretraining DataModule (docs/method.md section 5).
 
 Train: shuffled, per-sample lead masking (p=0.5), batch 128 with drop_last as in the
 paper; val/test: unmasked, nothing dropped. The shuffle order and the worker seeds come

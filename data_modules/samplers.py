@@ -1,4 +1,4 @@
-"""Event-stratified batches for the Cox loss (METHOD.md section 6).
+"""Event-stratified batches for the Cox loss (docs/method.md section 6).
 
 With 1.4% events (UKB-HYP) random batches often hold no event and the per-batch Cox
 partial likelihood is undefined, so every batch is built to hold the cohort's event ratio.

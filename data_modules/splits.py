@@ -1,4 +1,4 @@
-"""Train/validation/test splits (METHOD.md sections 5 and 6).
+"""Train/validation/test splits (docs/method.md sections 5 and 6).
 
 PTB-XL: the patient-wise ``strat_fold`` split (1-8 train, 9 validation, 10 test).
 UK Biobank: stratified-by-event 2-fold cross-validation repeated over five seeds; inside
@@ -35,7 +35,7 @@ def ptbxl_split(
     """Row indices of the standard split: folds 1-8 train, 9 val, 10 test.
 
     ``validated_only`` keeps only rows with ``validated_by_human`` (the paper's filter;
-    METHOD.md marks the exact filter as open). Returns sorted int64 arrays.
+    docs/method.md marks the exact filter as open). Returns sorted int64 arrays.
     """
     folds = np.asarray(strat_fold).astype(np.int64)
     if folds.ndim != 1:

@@ -1,4 +1,4 @@
-"""Input transforms of METHOD.md section 1: z-score, padding, whole-lead masking.
+"""Input transforms of docs/method.md section 1: z-score, padding, whole-lead masking.
 
 Two code paths on purpose: the per-sample path (PTB-XL pretraining) runs in numpy inside
 DataLoader workers; the per-batch path (UKB finetuning) runs in torch on a collated batch.
@@ -231,7 +231,7 @@ class BatchLeadMask:
 
     Called with a batch holding ``x`` (B, 12, 608): draws one subset for the whole batch,
     zeroes the other leads of ``x``, and adds ``target`` = the masked ``x`` unpadded
-    (B, 12, 600; METHOD.md: the finetuning reconstruction target is the masked input) and
+    (B, 12, 600; docs/method.md: the finetuning reconstruction target is the masked input) and
     ``lead_mask`` (B, 12) bool. It runs as part of the train loader's ``collate_fn`` so a
     loader yields exactly what the model sees, with or without a Trainer.
 

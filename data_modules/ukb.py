@@ -1,5 +1,5 @@
 """UK Biobank CardioSoft XML + outcomes table -> HDF5 cache (docs/data_formats.md;
-METHOD.md sections 6 and 9).
+docs/method.md sections 6 and 9).
 
 Decisions:
 

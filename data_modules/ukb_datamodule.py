@@ -1,4 +1,4 @@
-"""UK Biobank survival-finetuning DataModule (METHOD.md section 6).
+"""UK Biobank survival-finetuning DataModule (docs/method.md section 6).
 
 Train batches come from :class:`EventStratifiedBatchSampler` (every batch holds the
 cohort's event ratio; ``batch_size`` is the global batch under DDP) and get one lead

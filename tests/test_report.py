@@ -17,7 +17,7 @@ from ecg_dan.results import (
     to_markdown,
 )
 
-# UKB-MI per-fold C-indices from METHOD.md section 6 (seed: fold 0, fold 1); paper: 0.5805.
+# UKB-MI per-fold C-indices from docs/method.md section 6 (seed: fold 0, fold 1); paper: 0.5805.
 UKB_MI = {
     42: (0.4943, 0.6701),
     2021: (0.5874, 0.5479),

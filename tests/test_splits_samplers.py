@@ -1,4 +1,4 @@
-"""PTB-XL / UKB splits and the event-stratified batch sampler (METHOD.md sections 5, 6)."""
+"""PTB-XL / UKB splits and the event-stratified batch sampler (docs/method.md sections 5, 6)."""
 
 from __future__ import annotations
 

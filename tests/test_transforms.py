@@ -1,4 +1,4 @@
-"""z-score, padding and lead masking (METHOD.md section 1)."""
+"""z-score, padding and lead masking (docs/method.md section 1)."""
 
 from __future__ import annotations
 

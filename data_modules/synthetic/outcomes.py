@@ -21,7 +21,7 @@ import pandas as pd
 
 # Targets (event fraction per cohort) of the two settings.
 EVENT_TARGETS: dict[str, dict[str, float]] = {
-    "paper": {"hyp": 0.015, "mi": 0.04},  # UKB-HYP 162/11,575; UKB-MI ~33/800 (METHOD.md s. 6)
+    "paper": {"hyp": 0.015, "mi": 0.04},  # UKB-HYP 162/11,575; UKB-MI ~33/800 (docs/method.md s. 6)
     "dense": {"hyp": 0.30, "mi": 0.30},  # enough events for fast tests and smoke runs
 }
 WEIBULL_SHAPE = 1.2

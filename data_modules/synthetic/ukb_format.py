@@ -1,7 +1,7 @@
 """Write synthetic UK Biobank resting ECGs as CardioSoft `CardiologyXML` files (field 20205).
 
 Element names, order and units follow the CardioSoft export as UK Biobank ships it (see
-METHOD.md section 9): ObservationDateTime, PatientInfo, Interpretation/Diagnosis,
+docs/method.md section 9): ObservationDateTime, PatientInfo, Interpretation/Diagnosis,
 RestingECGMeasurements (+ MedianSamples 12 x 600 @ 500 Hz) and StripData (12 x 5000), waveforms
 as comma-separated integer counts at 5 uV per LSB. Some files list the leads in another order and
 wrap the waveform text in whitespace, and AF files leave the P-wave measurements empty, so that

@@ -1,4 +1,4 @@
-"""ECG-text alignment losses (METHOD.md section 5).
+"""ECG-text alignment losses (docs/method.md section 5).
 
 ``cosine``: mean(1 - cos) between paired projections, the released code's loss (no
 negatives). ``infonce``: symmetric CLIP loss; under DDP the embeddings of every rank are

@@ -14,7 +14,7 @@ def count_parameters(module) -> int:
 
 
 def parameter_table(cfg: ModelConfig) -> str:
-    """Markdown table of parameter counts: the modules of METHOD.md's table for ``cfg``."""
+    """Markdown table of parameter counts: the modules of docs/method.md's table for ``cfg``."""
     from dataclasses import replace
 
     rows = [

@@ -1,4 +1,4 @@
-"""The two attention branches of ECG-DAN (METHOD.md section 2.3).
+"""The two attention branches of ECG-DAN (docs/method.md section 2.3).
 
 ``LeadwiseTemporalAttention`` holds twelve independent pre-LN transformer blocks, one per
 lead, but stores their weights stacked as (leads, ...) tensors and runs them as one batched
@@ -118,7 +118,7 @@ class Mlp(nn.Sequential):
 
 
 class CrossLeadAttention(nn.Module):
-    """One pre-LN transformer block whose tokens are the leads (METHOD.md section 2.3).
+    """One pre-LN transformer block whose tokens are the leads (docs/method.md section 2.3).
 
     Input (B, L, D) with D = features x time of each lead; output the same and, on request,
     the head-averaged (B, L, L) attention.

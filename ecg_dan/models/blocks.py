@@ -53,7 +53,7 @@ class TimeConv2d(nn.Conv2d):
 
 
 class ResBlock2d(nn.Module):
-    """Residual block of METHOD.md sections 2-3.
+    """Residual block of docs/method.md sections 2-3.
 
     ``mode="down"``: main path strided (1x5) conv, skip = MaxPool(1,2) + 1x1 conv.
     ``mode="up"``: ConvTranspose(1,4)/2 + 1x1 conv first (it becomes the identity),

@@ -1,4 +1,4 @@
-"""Batch-wise dropout: one mask per batch (METHOD.md section 4).
+"""Batch-wise dropout: one mask per batch (docs/method.md section 4).
 
 Inside a Cox risk set every subject must be scored by the same sub-network, otherwise the
 partial likelihood compares risks computed with different features. Sharing the dropout

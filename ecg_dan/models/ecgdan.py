@@ -1,6 +1,6 @@
-"""ECG-DAN encoder and decoder (METHOD.md sections 2-3), built from ``ModelConfig``.
+"""ECG-DAN encoder and decoder (docs/method.md sections 2-3), built from ``ModelConfig``.
 
-The paper configuration (the defaults) has exactly the parameter counts of METHOD.md:
+The paper configuration (the defaults) has exactly the parameter counts of docs/method.md:
 encoder 1,274,536 and decoder 110,570; ``tests/test_models.py`` asserts every count.
 """
 
@@ -165,7 +165,7 @@ class ECGDANEncoder(nn.Module):
 
 
 class ECGDANDecoder(nn.Module):
-    """z -> per-lead normalised reconstruction (B, 12, 608) (METHOD.md section 3)."""
+    """z -> per-lead normalised reconstruction (B, 12, 608) (docs/method.md section 3)."""
 
     def __init__(self, cfg: ModelConfig | None = None) -> None:
         super().__init__()

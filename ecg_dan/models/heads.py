@@ -1,4 +1,4 @@
-"""Heads on the 512-d embedding (METHOD.md sections 4-5)."""
+"""Heads on the 512-d embedding (docs/method.md sections 4-5)."""
 
 from __future__ import annotations
 

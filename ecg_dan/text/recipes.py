@@ -135,7 +135,7 @@ def parse_scp_codes(value: Mapping[str, float] | str, record_id: Any = None) -> 
 def scp_structured(record: Record, statements: pd.DataFrame) -> list[tuple[str, float]]:
     """The paper's recipe: one statement per SCP code, weighted by its likelihood.
 
-    Codes with likelihood 0 are dropped. When no code has a positive likelihood (METHOD.md
+    Codes with likelihood 0 are dropped. When no code has a positive likelihood (docs/method.md
     leaves this open) every code gets weight 1, i.e. an equal-weight mean, because a
     record's codes still describe it even when the cardiologist gave no likelihood. A
     record without any code is an error: there is nothing truthful to embed.
