@@ -62,6 +62,7 @@ import numpy as np
 import pandas as pd
 
 from data_modules.atomic import tmp_name
+from data_modules.choices import COHORTS, TIME_UNITS
 from data_modules.errors import DataError
 from data_modules.h5cache import (
     Appender,
@@ -87,8 +88,6 @@ MEASUREMENT_NAMES: tuple[str, ...] = (
 )
 MEDIAN_SECONDS = BEAT_LEN / FS  # 1.2 s
 STRIP_SECONDS = 10.0
-TIME_UNITS = ("months", "days")
-COHORTS = ("hyp", "mi", "all")
 _BULK_NAME = re.compile(r"^(\d+)_20205_\d+_\d+\.xml$", re.IGNORECASE)
 # Plausible follow-up span in days (outside: a recorded warning, not an error)
 PLAUSIBLE_DAYS = (1.0, 60 * 365.25)

@@ -27,6 +27,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from data_modules.atomic import atomic_write_text
+from data_modules.choices import Cohort, TimeUnit
+from ecg_dan.losses.cox import Ties
 from ecg_dan.models.ecgdan import ModelConfig
 
 
@@ -69,7 +71,7 @@ class DataConfig:
     ukb_xml_dir: str | None = None
     ukb_outcomes: str | None = None
     ukb_cache: str | None = None  # default <root>/ukb.h5
-    time_unit: Literal["months", "days"] = "months"  # months: days / 30 + 1, as the paper
+    time_unit: TimeUnit = "months"  # months: days / 30 + 1, as the paper
     strips: Literal["none", 100, 500] = "none"  # also cache the 10 s strips at this rate
     validated_only: bool = False  # PTB-XL: keep human-validated reports only
     num_workers: int = rng(0, 0)
@@ -140,11 +142,11 @@ class PretrainConfig:
 
 @dataclass
 class FinetuneConfig:
-    cohort: Literal["hyp", "mi", "all"] = "hyp"
+    cohort: Cohort = "hyp"
     ckpt: str | None = None  # pretraining checkpoint; None with scratch=false is an error
     scratch: bool = False
     alpha: float = rng(0.5, 0, 1)  # alpha * Cox + (1 - alpha) * reconstruction
-    ties: Literal["efron", "breslow"] = "efron"
+    ties: Ties = "efron"
     lr: float = rng(1e-3, 0, lo_open=True)
     lr_find: bool = False  # Lightning's LR finder at epoch 0 (the authors' choice)
     lr_find_steps: int = rng(100, 2)  # finder steps over 1e-7..1e-2

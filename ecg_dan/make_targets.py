@@ -13,12 +13,10 @@ import sys
 
 from omegaconf import OmegaConf
 
-from ecg_dan.config import EXPERIMENTS_DIR, ConfigError, load_config
+from ecg_dan.config import EXPERIMENTS_DIR, ConfigError, choices, experiments, load_config
 from ecg_dan.jobs.data import PTBXL_HELP
 from ecg_dan.jobs.finetune import run_finetune
 from ecg_dan.jobs.pretrain import run_pretrain
-
-COHORTS = ("hyp", "mi")
 
 
 def _parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -49,9 +47,11 @@ def pretrain(v: dict[str, str], extra: list[str], model_overrides: list[str] | N
 
 
 def _cohort(v: dict[str, str]) -> str:
+    """COHORT=: a cohort with a paper config (``experiments/finetune_<cohort>.yaml``)."""
     cohort = v.get("COHORT") or "hyp"
-    if cohort not in COHORTS:
-        raise ConfigError(f"COHORT={cohort}: expected one of {', '.join(COHORTS)}")
+    known = [c for c in choices("finetune.cohort") if f"finetune_{c}" in experiments()]
+    if cohort not in known:
+        raise ConfigError(f"COHORT={cohort}: expected one of {', '.join(known)}")
     return cohort
 
 

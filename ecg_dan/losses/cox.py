@@ -7,7 +7,7 @@ shards are gathered (with gradients) and every rank evaluates the loss on the gl
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -118,7 +118,7 @@ def cox_ph_loss(
             ``time``, ``event`` outside {0, 1}, unknown ``ties`` (value checks by
             :func:`data_modules.survival_arrays.check_survival`, on the gathered batch).
     """
-    if ties not in ("efron", "breslow"):
+    if ties not in get_args(Ties):
         raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
     log_risk = _as_1d(log_risk, "log_risk")
     time = _as_1d(time, "time")
