@@ -94,6 +94,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.ckpt and args.target:  # with --ckpt, the first positional is an override
+        args.overrides = [args.target, *args.overrides]
     target = args.ckpt or args.target
     if not target:
         what = "--ckpt PATH" if args.what == "pretrain" else "RUN_DIR"

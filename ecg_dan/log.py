@@ -15,6 +15,21 @@ def is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time (redirections and captures work)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 class _RankZero(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return is_rank_zero() or record.levelno >= logging.ERROR
@@ -24,7 +39,7 @@ def get_logger(name: str = "ecg_dan") -> logging.Logger:
     """A child of the ``ecg_dan`` logger, which writes plain lines to stdout from rank 0."""
     root = logging.getLogger("ecg_dan")
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler.addFilter(_RankZero())
         root.addHandler(handler)

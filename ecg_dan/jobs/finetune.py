@@ -138,14 +138,18 @@ def _find_lr(trainer: L.Trainer, module, dm, f, split, fold_dir: Path) -> None:
     from lightning.pytorch.tuner import Tuner
 
     finder = Tuner(trainer).lr_find(module, datamodule=dm, min_lr=1e-7, max_lr=1e-2,
-                                    num_training=f.lr_find_steps, update_attr=True,
-                                    attr_name="lr",
+                                    num_training=f.lr_find_steps, update_attr=False,
                                     # per-batch Cox losses are noisy: no early stop
                                     early_stop_threshold=None)
-    if finder is None or finder.suggestion() is None:
-        raise RuntimeError(f"[{split.name}] the LR finder found no learning rate; set "
-                           "finetune.lr_find=false and a fixed finetune.lr")
-    write_json(fold_dir / "lr_find.json", {"suggestion": finder.suggestion(),
+    n = len(finder.results["lr"]) if finder is not None else 0
+    # Lightning skips the first 10 points by default; a short search keeps its later 80%
+    lr = finder.suggestion(skip_begin=min(10, max(1, n // 5)), skip_end=1) if n > 3 else None
+    if lr is None:
+        raise RuntimeError(f"[{split.name}] the LR finder found no learning rate ({n} steps "
+                           "run); set finetune.lr_find=false and a fixed finetune.lr, or raise "
+                           "finetune.lr_find_steps")
+    module.lr = lr
+    write_json(fold_dir / "lr_find.json", {"suggestion": lr,
                                            "lr": finder.results["lr"],
                                            "loss": finder.results["loss"]})
     log.info(f"[{split.name}] LR finder picked {module.lr:.3g}")
