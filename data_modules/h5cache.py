@@ -25,6 +25,7 @@ import glob
 import hashlib
 import importlib
 import json
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -43,6 +44,8 @@ import numpy as np
 from data_modules.atomic import atomic_path
 from data_modules.errors import DataError
 from data_modules.leads import BEAT_LEN, N_LEADS
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -112,8 +115,8 @@ def build_lock(out: str | os.PathLike, wait_message: bool = True) -> Iterator[No
             except BlockingIOError:
                 if wait_message:
                     holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    print(f"{out}: another build (pid {holder}) is writing this cache; "
-                          "waiting for it to finish", file=sys.stderr, flush=True)
+                    log.warning(f"{out}: another build (pid {holder}) is writing this cache; "
+                                "waiting for it to finish")
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 same = os.fstat(fd).st_ino == os.stat(lp).st_ino

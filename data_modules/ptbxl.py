@@ -55,6 +55,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -90,6 +91,8 @@ from data_modules.median_beat import (
     median_beat,
     signal_problem,
 )
+
+log = logging.getLogger(__name__)
 
 PTBXL_URL = ("https://physionet.org/static/published-projects/ptb-xl/"
              "ptb-xl-a-large-publicly-available-electrocardiography-dataset-1.0.3.zip")
@@ -421,7 +424,7 @@ def _build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: 
                   limit=limit, median_version=MEDIAN_VERSION, max_abs_mv=max_abs_mv)
     if is_complete_cache(out, "ptbxl", config):
         s = BuildSummary.from_cache(out, "ptbxl", noop=True)
-        print(s.report())
+        log.info(s.report())
         return s
 
     meta = read_ptbxl_metadata(root)
@@ -491,7 +494,7 @@ def _build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: 
             raise DataError(f"{root}: no usable record ({len(skipped)} skipped; first "
                             f"reasons: {skipped[:3]}) - refusing to write an empty cache")
     s = BuildSummary.from_cache(out, "ptbxl", seconds=time.perf_counter() - t0)
-    print(s.report())
+    log.info(s.report())
     return s
 
 

@@ -528,7 +528,7 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
     del names
     if is_complete_cache(out, "ukb", config):
         s = BuildSummary.from_cache(out, "ukb", noop=True)
-        print(s.report())
+        log.info(s.report())
         return s
     outcomes = read_outcomes(outcomes_csv, time_unit)
     warned = list(outcomes.attrs.get("warnings", []))
@@ -612,7 +612,7 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
         write_warnings(f, [w for w in warned if w[0] in kept])
         f.attrs["n_records"] = n
     s = BuildSummary.from_cache(out, "ukb", seconds=time.perf_counter() - t0)
-    print(s.report())
+    log.info(s.report())
     return s
 
 

@@ -208,6 +208,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ecg_dan.log import get_logger
+
+    get_logger()  # progress and reports of the jobs and cache builders, from rank 0
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

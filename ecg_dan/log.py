@@ -36,13 +36,16 @@ class _RankZero(logging.Filter):
 
 
 def get_logger(name: str = "ecg_dan") -> logging.Logger:
-    """A child of the ``ecg_dan`` logger, which writes plain lines to stdout from rank 0."""
+    """A child of the ``ecg_dan`` logger. The ``ecg_dan`` and ``data_modules`` loggers write
+    plain lines to stdout from rank 0 (warnings included; errors from every rank)."""
+    for top in ("ecg_dan", "data_modules"):
+        logger = logging.getLogger(top)
+        if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+            handler = _StdoutHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            handler.addFilter(_RankZero())
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
     root = logging.getLogger("ecg_dan")
-    if not root.handlers:
-        handler = _StdoutHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler.addFilter(_RankZero())
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        root.propagate = False
     return root if name == "ecg_dan" else root.getChild(name.removeprefix("ecg_dan."))

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ecg_dan.log import get_logger
+
+get_logger()  # the ecg_dan/data_modules loggers print to (captured) stdout, as under the CLI
+
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
