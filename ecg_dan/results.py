@@ -2,8 +2,9 @@
 
 One home for (a) the survival results table from saved out-of-fold (OOF) predictions, its
 summary statistics and the fold integrated Brier score, (b) the Kaplan-Meier figure, (c)
-the pretrained-encoder result tables, and (d) the one Markdown formatter and the one
-flattener of nested results (for tables and W&B summaries).
+the pretrained-encoder result tables, (d) the one Markdown formatter and the one
+flattener of nested results (for tables and W&B summaries), and (e) the comparison of
+several runs on the same participants (paired bootstrap of the pooled C, forest plot).
 
 OOF input: a DataFrame with columns ``eid, seed, fold, risk, time, event``: one row per
 participant per seed, each participant held out exactly once per seed (repeated k-fold CV),

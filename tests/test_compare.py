@@ -175,3 +175,20 @@ def test_cli_compare_end_to_end(runs, tmp_path, capsys):
                 str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'short'" in err[0] and "'finetune_hyp'" in err[0], err
+
+
+def test_model_kind_and_default_reference():
+    from ecg_dan.jobs.compare import default_reference
+    from ecg_dan.results import model_kind
+
+    hyp = load_config("finetune_hyp", ["name=finetune_hyp_synthetic"])
+    scratch = load_config("finetune_hyp", ["finetune.scratch=true"])
+    abl = load_config("finetune_hyp", ["name=ablation_no_temporal_hyp"])
+    cox = load_config("finetune_hyp", ["name=cox", "logging.compare_label=biomarker_cox",
+                                       "finetune.cohort=mi"])
+    assert [model_kind(c) for c in (hyp, scratch, abl, cox)] == [
+        "ecg_dan", "ecg_dan_scratch", "ablation_no_temporal_hyp", "biomarker_cox"]
+    assert paper_value(cox, "cox") == "0.519–0.540"
+    assert default_reference(["a", "b", "c"], [abl, hyp, cox]) == "b"
+    assert default_reference(["a", "b"], [abl, cox]) == "a"  # no proposed run: the first
+    assert default_reference(["a", "b"], [hyp, hyp]) == "a"  # two: unclear, the first
