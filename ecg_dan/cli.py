@@ -1,4 +1,4 @@
-"""``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, demo.
+"""``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, compare, demo.
 
 Heavy imports happen inside each command so ``ecg-dan --help`` stays fast. Expected user
 errors (bad config, bad data, missing file, refused checkpoint) print one line and exit 2;
@@ -113,6 +113,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ecg_dan.jobs.compare import run_compare
+
+    run_compare(args.run_dirs, out_dir=args.out, reference=args.reference, n_boot=args.n_boot,
+                seed=args.seed)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ecg_dan.jobs.demo import run_demo
 
@@ -174,6 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", default=None, help="pretraining checkpoint (same as target)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.ptbxl_dir=...")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="one comparison table (paired bootstrap, forest plot) "
+                       "of several finetuning runs from their saved predictions")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--reference", default=None, metavar="NAME_OR_DIR",
+                   help="run the differences are taken against (default: the run of the "
+                        "proposed model ecg_dan, else the first run)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: the runs' common parent / comparison)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="synthetic data -> pretrain -> finetune -> evaluation")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)

@@ -2,8 +2,9 @@
 
 One home for (a) the survival results table from saved out-of-fold (OOF) predictions, its
 summary statistics and the fold integrated Brier score, (b) the Kaplan-Meier figure, (c)
-the pretrained-encoder result tables, and (d) the one Markdown formatter and the one
-flattener of nested results (for tables and W&B summaries).
+the pretrained-encoder result tables, (d) the one Markdown formatter and the one
+flattener of nested results (for tables and W&B summaries), and (e) the comparison of
+several runs on the same participants (paired bootstrap of the pooled C, forest plot).
 
 OOF input: a DataFrame with columns ``eid, seed, fold, risk, time, event``: one row per
 participant per seed, each participant held out exactly once per seed (repeated k-fold CV),
@@ -34,19 +35,28 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from data_modules.atomic import atomic_path, atomic_write_text
+from data_modules.errors import DataError
 from data_modules.survival_arrays import check_survival
-from ecg_dan.metrics.bootstrap import bootstrap_ci
+from ecg_dan.metrics.bootstrap import BootstrapCI, bootstrap_ci
 from ecg_dan.metrics.cindex import UndefinedMetricError, harrell_cindex
 from ecg_dan.metrics.survival import time_dependent_auc, uno_cindex
 
 __all__ = [
+    "PAPER_CINDEX",
     "REQUIRED_COLUMNS",
+    "comparison_markdown",
+    "comparison_table",
+    "forest_plot",
     "flat_numbers",
     "flatten_results",
     "fold_ibs",
     "json_default",
     "kaplan_meier_plot",
+    "model_kind",
     "oof_train_lookup",
+    "paired_bootstrap_diff",
+    "paper_value",
+    "parameter_count",
     "results_markdown",
     "results_table",
     "summary_row",
@@ -550,3 +560,312 @@ def results_markdown(results: Mapping[str, Any], digits: int = 3) -> str:
         metrics += [m for m in flat if m not in metrics]
     rows = [[m] + [_fmt(flat.get(m), digits) for flat in runs.values()] for m in metrics]
     return _table(["metric", *runs], rows)
+
+
+# ----------------------------------------------------------------------------- model comparison
+
+#: The paper's Harrell C-index by (model kind, cohort) (docs/method.md section 6): a value, or
+#: a (low, high) range where the paper reports one. Shown only next to runs on real data.
+PAPER_CINDEX: dict[tuple[str, str], float | tuple[float, float]] = {
+    ("ecg_dan", "hyp"): 0.6349,
+    ("ecg_dan", "mi"): 0.5805,
+    ("biomarker_cox", "mi"): (0.519, 0.540),
+}
+
+#: The proposed model's kind: the default reference of a comparison.
+PROPOSED_KIND = "ecg_dan"
+
+_KIND_ALIASES = {"ecg-dan": "ecg_dan", "ecgdan": "ecg_dan", "proposed": "ecg_dan",
+                 "biomarkers": "biomarker_cox", "cox_biomarkers": "biomarker_cox",
+                 "biomarker-cox": "biomarker_cox"}
+
+
+def model_kind(cfg: Any, run_name: str | None = None) -> str:
+    """The kind of model a finetuning run is, for the paper's values and the default reference.
+
+    In order: ``logging.compare_label`` when set; ``ecg_dan`` (the proposed model) for a run
+    named like the paper's experiments (``finetune_<cohort>[_...]``, e.g.
+    ``finetune_hyp_synthetic``) that is not trained from scratch; the backbone's
+    ``model.name`` when it is not ``ecg_dan`` (another registered network); else the run's
+    name (ablations, e.g. ``ablation_scratch_hyp``, have no paper value here).
+    """
+    import re
+
+    label = cfg.logging.get("compare_label") if "logging" in cfg else None
+    if label:
+        label = str(label).strip().lower()
+        return _KIND_ALIASES.get(label, label)
+    names = [str(n) for n in (cfg.get("name"), run_name) if n]
+    if any(re.match(r"^finetune_(hyp|mi|all)(_|$)", n) for n in names):
+        return "ecg_dan_scratch" if cfg.finetune.scratch else PROPOSED_KIND
+    model_name = str(cfg.model.name)
+    if model_name != "ecg_dan":
+        return _KIND_ALIASES.get(model_name, model_name)
+    return names[0] if names else model_name
+
+
+def paper_value(cfg: Any, run_name: str | None = None) -> str:
+    """The paper's C-index for this run's (model kind, cohort) as text (``""`` when the paper
+    has none, and always for synthetic data, whose numbers are not comparable)."""
+    if str(cfg.data.source) != "real":
+        return ""
+    v = PAPER_CINDEX.get((model_kind(cfg, run_name), str(cfg.finetune.cohort)))
+    if v is None:
+        return ""
+    if isinstance(v, tuple):
+        return f"{v[0]:.3f}–{v[1]:.3f}"
+    return f"{v:.4f}"
+
+
+def parameter_count(cfg: Any) -> float:
+    """Parameters of the finetuned network (encoder + decoder + risk head) built from the
+    run's ``model`` config; NaN for a run that is not a registered network."""
+    from ecg_dan.config import model_config
+    from ecg_dan.models import RiskHead, count_parameters
+    from ecg_dan.models.registry import build_model
+
+    try:
+        mc = model_config(cfg)
+        net = build_model(mc)
+    except (ValueError, TypeError, KeyError):
+        return math.nan
+    return float(count_parameters(net.encoder) + count_parameters(net.decoder)
+                 + count_parameters(RiskHead(mc.latent_dim)))
+
+
+def _mismatch(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> str | None:
+    ka = set(zip(a["seed"].tolist(), a["eid"].tolist()))
+    kb = set(zip(b["seed"].tolist(), b["eid"].tolist()))
+    if ka == kb:
+        return None
+    return (f"runs '{name_a}' and '{name_b}' were scored on different participants "
+            f"({len(ka - kb)} (seed, eid) only in '{name_a}', {len(kb - ka)} only in "
+            f"'{name_b}'); a paired comparison needs the same eids per seed")
+
+
+def _paired_wide(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]
+                 ) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+    a, b = _check_oof(a.copy()), _check_oof(b.copy())
+    msg = _mismatch(a, b, *names)
+    if msg:
+        raise DataError(msg)
+    for df in (a, b):
+        df["event"] = df["event"].astype(float)
+    ra, ta, ea = _wide(a)  # rows sorted by eid, columns by seed: the same order for both
+    rb, tb, eb = _wide(b)
+    if not (np.array_equal(ta, tb) and np.array_equal(ea, eb)):
+        raise DataError(f"runs '{names[0]}' and '{names[1]}' give the same participants "
+                        "different follow-up times or events")
+    return ra, rb, ta, ea
+
+
+def paired_bootstrap_diff(
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    names: tuple[str, str] = ("a", "b"),
+) -> BootstrapCI:
+    """Paired difference ``C(a) - C(b)`` of the pooled Harrell C-index of two models scored on
+    the same participants, with a percentile bootstrap CI.
+
+    C of a model = mean over seeds of each seed's pooled OOF C-index (the ``pooled`` row of
+    :func:`results_table`). Each resample draws participants with replacement, stratified by
+    event, and scores *both* models on that same resample (all seeds of a participant stay
+    together); the paired CI is therefore narrower than two independent CIs whenever the
+    models' errors are correlated. Resamples on which C is undefined are skipped and counted
+    (``n_skipped``). Raises :class:`DataError` naming ``names`` when the two frames do not
+    hold the same (seed, eid) pairs or disagree on a participant's time/event.
+    """
+    ra, rb, t, e = _paired_wide(a, b, names)
+
+    def diff(ra_: NDArray, rb_: NDArray, t_: NDArray, e_: NDArray) -> float:
+        return _mean_pooled_cindex(ra_, t_, e_) - _mean_pooled_cindex(rb_, t_, e_)
+
+    return bootstrap_ci(diff, ra, rb, t, e, n_boot=n_boot, alpha=alpha, seed=seed, stratify=e)
+
+
+COMPARISON_COLUMNS = (
+    "model", "reference", "n", "events", "c_mean", "c_std_paper", "c_pooled", "c_pooled_low",
+    "c_pooled_high", "diff_vs_ref", "diff_low", "diff_high", "diff_excludes_0", "uno_c_mean",
+    "ibs_mean", "n_params", "paper",
+)
+
+
+def comparison_table(
+    runs: Mapping[str, pd.DataFrame],
+    reference: str,
+    train: Mapping[str, Mapping[tuple[int, int], pd.DataFrame]] | None = None,
+    configs: Mapping[str, Any] | None = None,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per run (in the given order): the models, ablations and baselines side by side.
+
+    Args:
+        runs: ``{name: OOF predictions}`` (``eid, seed, fold, risk, time, event``); every run
+            must hold the reference's participants (same eids per seed).
+        reference: the run the paired differences are taken against (the proposed model).
+        train: optional ``{name: {(seed, fold): training-fold frame with risk/time/event}}``
+            (the ``*_train.csv`` files) for the integrated Brier score (:func:`fold_ibs`).
+        configs: optional ``{name: run config}`` for the parameter count and the paper value.
+        n_boot, alpha, seed: bootstraps of the pooled C (per run) and of the paired difference.
+
+    Columns: ``model``, ``reference`` (bool), ``n``, ``events``, ``c_mean`` / ``c_std_paper``
+    (Harrell C of the folds, summarised as the paper does, :func:`summarize_folds`),
+    ``c_pooled`` with ``c_pooled_low``/``c_pooled_high`` (:func:`results_table`'s pooled row),
+    ``diff_vs_ref`` = pooled C minus the reference's with its paired CI ``diff_low``/
+    ``diff_high`` (:func:`paired_bootstrap_diff`) and ``diff_excludes_0`` (empty for the
+    reference), ``uno_c_mean``, ``ibs_mean``, ``n_params`` (:func:`parameter_count`) and
+    ``paper`` (:func:`paper_value`).
+    """
+    if reference not in runs:
+        raise ValueError(f"reference {reference!r} is none of the runs: {', '.join(runs)}")
+    ref_df = runs[reference]
+    bad = [m for name, df in runs.items() if name != reference
+           and (m := _mismatch(df, ref_df, name, reference))]
+    if bad:
+        raise DataError("; ".join(bad))
+    rows: list[dict[str, Any]] = []
+    for name, df in runs.items():
+        table = results_table(df, train_lookup="oof", n_boot=n_boot, alpha=alpha,
+                              boot_seed=seed)
+        folds_train = (train or {}).get(name) or {}
+        if folds_train:
+            ibs = {}
+            for (s, f), g in df.groupby(["seed", "fold"], sort=True):
+                key = (int(s), int(f))
+                if key in folds_train:
+                    ibs[key] = fold_ibs(g, folds_train[key])
+            table = add_fold_column(table, "ibs", ibs)
+        summ = summary_row(table)
+        pooled = table[table.row == "pooled"].iloc[0]
+        row: dict[str, Any] = {
+            "model": name, "reference": name == reference, "n": int(pooled["n"]),
+            "events": int(pooled["events"]),
+            "c_mean": summ.get("harrell_c_mean", math.nan),
+            "c_std_paper": summ.get("harrell_c_std_paper", math.nan),
+            "c_pooled": summ.get("harrell_c_pooled", math.nan),
+            "c_pooled_low": summ.get("harrell_c_ci_low", math.nan),
+            "c_pooled_high": summ.get("harrell_c_ci_high", math.nan),
+            "diff_vs_ref": math.nan, "diff_low": math.nan, "diff_high": math.nan,
+            "diff_excludes_0": None,
+            "uno_c_mean": summ.get("uno_c_mean", math.nan),
+            "ibs_mean": summ.get("ibs_mean", math.nan),
+            "n_params": math.nan, "paper": "",
+        }
+        if name == reference:
+            row["diff_vs_ref"] = 0.0
+        else:
+            try:
+                if n_boot > 0:
+                    d = paired_bootstrap_diff(df, ref_df, n_boot=n_boot, alpha=alpha,
+                                              seed=seed, names=(name, reference))
+                    row.update(diff_vs_ref=d.estimate, diff_low=d.low, diff_high=d.high,
+                               diff_excludes_0=bool(d.low > 0 or d.high < 0))
+                else:
+                    ra, rb, t, e = _paired_wide(df, ref_df, (name, reference))
+                    row["diff_vs_ref"] = (_mean_pooled_cindex(ra, t, e)
+                                          - _mean_pooled_cindex(rb, t, e))
+            except UndefinedMetricError:
+                pass
+        cfg = (configs or {}).get(name)
+        if cfg is not None:
+            row["n_params"] = parameter_count(cfg)
+            row["paper"] = paper_value(cfg, name)
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    out["diff_excludes_0"] = out["diff_excludes_0"].astype("boolean")
+    out["n"] = out["n"].astype("Int64")
+    out["events"] = out["events"].astype("Int64")
+    return out
+
+
+def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.05,
+                        n_boot: int | None = None, notes: Sequence[str] = ()) -> str:
+    """The comparison table as Markdown, with its footnotes."""
+    def f(v: Any) -> str:
+        return _fmt(v, digits)
+
+    def ci(est: Any, lo: Any, hi: Any) -> str:
+        if f(est) == "":
+            return ""
+        return f(est) + (f" [{f(lo)}, {f(hi)}]" if f(lo) != "" else "")
+
+    level = f"{100 * (1 - alpha):g}%"
+    header = ["model", "n", "events", "C-index mean ± std (paper's)", f"pooled C [{level} CI]",
+              f"ΔC vs reference [{level} CI]", "CI excludes 0", "Uno's C", "IBS",
+              "parameters", "paper"]
+    rows = []
+    for r in table.itertuples(index=False):
+        name = f"**{r.model}** (reference)" if r.reference else str(r.model)
+        mean_std = f"{f(r.c_mean)} ± {f(r.c_std_paper)}" if f(r.c_mean) else ""
+        diff = "—" if r.reference else ci(r.diff_vs_ref, r.diff_low, r.diff_high)
+        excl = "" if r.reference or pd.isna(r.diff_excludes_0) else (
+            "yes" if r.diff_excludes_0 else "no")
+        params = "" if pd.isna(r.n_params) else f"{int(r.n_params):,}"
+        rows.append([name, f(r.n), f(r.events), mean_std,
+                     ci(r.c_pooled, r.c_pooled_low, r.c_pooled_high), diff, excl,
+                     f(r.uno_c_mean), f(r.ibs_mean), params, r.paper or ""])
+    boot = f"{n_boot} " if n_boot else ""
+    foot = [
+        "C-index: Harrell's, higher risk = earlier event. mean ± std: mean over seeds of the "
+        "fold means ± mean over seeds of the across-fold np.std (ddof 0), as the paper reports.",
+        f"pooled C: mean over seeds of each seed's pooled out-of-fold C, percentile bootstrap "
+        f"({boot}resamples of participants, stratified by event).",
+        "ΔC: pooled C minus the reference's, paired bootstrap (both models scored on the same "
+        "resampled participants).",
+        "Uno's C: truncated at the training fold's largest time; IBS: integrated Brier score "
+        "(from the *_train.csv files, empty without them); parameters: encoder + decoder + "
+        "risk head.",
+        "paper: the paper's reported C-index (docs/method.md section 6), shown only for runs "
+        "on real data (data.source=real); numbers on synthetic data are not comparable with "
+        "the paper's.",
+        *notes,
+    ]
+    return _table(header, rows) + "\n" + "\n".join(f"- {x}" for x in foot) + "\n"
+
+
+def forest_plot(table: pd.DataFrame, out_png: str | os.PathLike[str] = "forest_plot.png",
+                alpha: float = 0.05, title: str | None = None) -> Path:
+    """Forest plot of a :func:`comparison_table`: the pooled C with its CI per model (left) and
+    the paired difference to the reference with its CI and a line at 0 (right); written
+    atomically as a PNG (Agg, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(table)
+    fig = Figure(figsize=(9, 1.2 + 0.45 * n), dpi=150)
+    FigureCanvasAgg(fig)
+    ax_c, ax_d = fig.subplots(1, 2, sharey=True)
+    y = np.arange(n)[::-1]
+    level = f"{100 * (1 - alpha):g}% CI"
+    for yi, r in zip(y, table.itertuples(index=False)):
+        color = "tab:red" if r.reference else "tab:blue"
+        if pd.notna(r.c_pooled):
+            lo = r.c_pooled - r.c_pooled_low if pd.notna(r.c_pooled_low) else 0.0
+            hi = r.c_pooled_high - r.c_pooled if pd.notna(r.c_pooled_high) else 0.0
+            ax_c.errorbar(r.c_pooled, yi, xerr=[[lo], [hi]], fmt="s", color=color, capsize=3)
+        if r.reference:
+            ax_d.plot(0.0, yi, "D", color=color)
+        elif pd.notna(r.diff_vs_ref):
+            lo = r.diff_vs_ref - r.diff_low if pd.notna(r.diff_low) else 0.0
+            hi = r.diff_high - r.diff_vs_ref if pd.notna(r.diff_high) else 0.0
+            ax_d.errorbar(r.diff_vs_ref, yi, xerr=[[lo], [hi]], fmt="o", color=color,
+                          capsize=3)
+    ax_c.axvline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax_d.axvline(0.0, color="black", linewidth=1)
+    labels = [f"{m} (ref)" if ref else str(m) for m, ref in zip(table.model, table.reference)]
+    ax_c.set_yticks(y, labels)
+    ax_c.set_ylim(-0.7, n - 0.3)
+    ax_c.set_xlabel(f"pooled C-index ({level})")
+    ax_d.set_xlabel(f"ΔC vs reference (paired {level})")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out_png)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return out

@@ -93,7 +93,8 @@ def _strip(c: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 def log_wandb_summary(cfg: DictConfig, key: str, results: dict[str, Any],
                       table: pd.DataFrame | None = None, image: Path | None = None) -> None:
     """Results into W&B (offline unless an API key is set): into the training run when one
-    is still open, otherwise into a new run of the experiment's group."""
+    is still open, otherwise into a new run of the experiment's group. The image is logged
+    under ``key/<file stem>`` (e.g. ``finetune/kaplan_meier``, ``compare/forest_plot``)."""
     from ecg_dan.trainer import wandb_mode
 
     if not cfg.logging.wandb or wandb_mode() == "disabled":
@@ -111,7 +112,7 @@ def log_wandb_summary(cfg: DictConfig, key: str, results: dict[str, Any],
         if table is not None:
             run.log({f"{key}/table": wandb.Table(dataframe=table.astype(str))})
         if image is not None and image.is_file():
-            run.log({f"{key}/kaplan_meier": wandb.Image(str(image))})
+            run.log({f"{key}/{image.stem}": wandb.Image(str(image))})
     finally:
         if own:
             run.finish()

@@ -1,0 +1,157 @@
+"""Job: one comparison table of several finetuning runs from their saved predictions.
+
+Each run directory (as :func:`ecg_dan.jobs.evaluate.evaluate_finetune` reads it) holds
+``predictions/seed*_fold*.csv`` (out-of-fold predictions), optionally the ``*_train.csv``
+training-fold risks, and ``config.yaml``. Nothing is retrained or re-predicted: the table,
+the paired bootstrap differences and the forest plot come from the saved predictions only
+(:func:`ecg_dan.results.comparison_table`).
+
+Reference (the model the paired differences are taken against): ``reference`` when given
+(a run name or a run directory); otherwise the one run whose model kind
+(:func:`ecg_dan.results.model_kind`) is the proposed model ``ecg_dan``; when no run or more
+than one run is of that kind, the first run given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from data_modules.atomic import atomic_write_text
+from data_modules.errors import DataError
+from ecg_dan.config import ConfigError, load_saved_config
+from ecg_dan.jobs.common import log_wandb_summary
+from ecg_dan.log import get_logger
+from ecg_dan.results import (
+    PROPOSED_KIND,
+    REQUIRED_COLUMNS,
+    comparison_markdown,
+    comparison_table,
+    forest_plot,
+    model_kind,
+    write_json,
+)
+
+log = get_logger(__name__)
+
+__all__ = ["default_reference", "load_run", "run_compare", "run_names"]
+
+
+def load_run(run_dir: str | os.PathLike
+             ) -> tuple[pd.DataFrame, dict[tuple[int, int], pd.DataFrame], DictConfig]:
+    """(OOF predictions, {(seed, fold): training-fold frame}, config) of a finetuning run."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no run directory {run_dir}")
+    cfg = load_saved_config(run_dir / "config.yaml")
+    files = sorted(p for p in (run_dir / "predictions").glob("seed*_fold*.csv")
+                   if not p.stem.endswith("_train"))
+    if not files:
+        raise FileNotFoundError(f"{run_dir}/predictions has no seed*_fold*.csv: run finetuning "
+                                "first")
+    folds, train = [], {}
+    for p in files:
+        df = pd.read_csv(p)
+        missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+        if missing or df.empty:
+            raise DataError(f"{p}: {'no rows' if df.empty else f'lacks columns {missing}'}; "
+                            f"needs {list(REQUIRED_COLUMNS)}")
+        folds.append(df)
+        tr = p.with_name(p.stem + "_train.csv")
+        if tr.is_file():
+            train[(int(df.seed.iloc[0]), int(df.fold.iloc[0]))] = pd.read_csv(tr)
+    return pd.concat(folds, ignore_index=True), train, cfg
+
+
+def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
+    """A unique display name per run: its directory name, with parent folders added while two
+    runs would share a name."""
+    paths = [Path(os.path.abspath(d)) for d in run_dirs]
+    depth = 1
+    while True:
+        names = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names) or depth >= max(len(p.parts) for p in paths):
+            return names
+        depth += 1
+
+
+def default_reference(names: Sequence[str], configs: Sequence[DictConfig]) -> str:
+    """The one run of the proposed model's kind, else the first run (see the module doc)."""
+    proposed = [n for n, c in zip(names, configs) if model_kind(c, n) == PROPOSED_KIND]
+    return proposed[0] if len(proposed) == 1 else names[0]
+
+
+def _resolve_reference(reference: str, names: Sequence[str],
+                       run_dirs: Sequence[str | os.PathLike]) -> str:
+    if reference in names:
+        return reference
+    target = os.path.abspath(reference)
+    for name, d in zip(names, run_dirs):
+        if os.path.abspath(d) == target or Path(d).name == reference:
+            return name
+    raise ConfigError(f"--reference {reference!r} is none of the runs: {', '.join(names)}")
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for rec in table.to_dict(orient="records"):
+        out.append({k: (None if v is pd.NA or (isinstance(v, float) and not np.isfinite(v))
+                        else v) for k, v in rec.items()})
+    return out
+
+
+def run_compare(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None,
+                reference: str | None = None, n_boot: int = 1000, seed: int = 0,
+                alpha: float = 0.05) -> Path:
+    """Write comparison.{md,csv,json} and forest_plot.png into ``out_dir`` (default: the
+    runs' common parent / ``comparison``) and log the table and figure to W&B under the
+    reference run's project and group (only when that run's config enables W&B).
+    Returns the Markdown file."""
+    if not run_dirs:
+        raise ConfigError("compare needs at least one run directory")
+    names = run_names(run_dirs)
+    loaded = [load_run(d) for d in run_dirs]
+    configs = [c for _, _, c in loaded]
+    ref = (_resolve_reference(reference, names, run_dirs) if reference
+           else default_reference(names, configs))
+    if out_dir is None:
+        parents = [os.path.dirname(os.path.abspath(d)) for d in run_dirs]
+        out_dir = Path(os.path.commonpath(parents)) / "comparison"
+    out_dir = Path(out_dir)
+    table = comparison_table({n: oof for n, (oof, _, _) in zip(names, loaded)}, ref,
+                             train={n: tr for n, (_, tr, _) in zip(names, loaded)},
+                             configs=dict(zip(names, configs)), n_boot=n_boot, alpha=alpha,
+                             seed=seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sources = {str(c.data.source) for c in configs}
+    cohorts = {str(c.finetune.cohort) for c in configs}
+    notes = [f"reference: {ref}; runs: "
+             + ", ".join(f"{n} = `{d}`" for n, d in zip(names, run_dirs)),
+             f"data: {', '.join(sorted(sources))}; cohort: {', '.join(sorted(cohorts))}; "
+             f"bootstrap seed {seed}."]
+    md = "# Model comparison\n\n" + comparison_markdown(table, alpha=alpha, n_boot=n_boot,
+                                                         notes=notes)
+    png = forest_plot(table, out_dir / "forest_plot.png", alpha=alpha,
+                      title=f"cohort {', '.join(sorted(cohorts))} ({', '.join(sorted(sources))})")
+    atomic_write_text(out_dir / "comparison.md", md)
+    atomic_write_text(out_dir / "comparison.csv", table.to_csv(index=False))
+    write_json(out_dir / "comparison.json", {
+        "reference": ref, "n_boot": n_boot, "alpha": alpha, "seed": seed,
+        "runs": {n: {"dir": str(d), "kind": model_kind(c, n), "cohort": str(c.finetune.cohort),
+                     "source": str(c.data.source)}
+                 for n, d, c in zip(names, run_dirs, configs)},
+        "table": _records(table)})
+    ref_cfg = configs[names.index(ref)].copy()
+    OmegaConf.update(ref_cfg, "run_dir", str(out_dir))
+    summary = {r["model"]: {k: v for k, v in r.items() if k not in ("model", "paper")}
+               for r in _records(table)}
+    log_wandb_summary(ref_cfg, "compare", summary, table=table, image=png)
+    log.info(md)
+    log.info(f"comparison: {out_dir / 'comparison.md'}; figure: {png}")
+    return out_dir / "comparison.md"

@@ -1,0 +1,194 @@
+"""`ecg-dan compare`: the paired bootstrap, the comparison table and the CLI end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines.utils import concordance_index
+from omegaconf import OmegaConf
+
+from data_modules.errors import DataError
+from ecg_dan.cli import main as cli
+from ecg_dan.config import load_config, save_config
+from ecg_dan.jobs.compare import load_run
+from ecg_dan.results import comparison_table, paired_bootstrap_diff, paper_value
+
+SEEDS = (42, 2021)
+
+
+def _cohort(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(latent log-hazard, time, event) of n participants."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=n)
+    time = np.round(rng.exponential(np.exp(-1.5 * latent)) * 50 + 1, 2)
+    event = (rng.random(n) < 0.5).astype(int)
+    event[:4] = 1  # a few events whatever the draw
+    return latent, time, event
+
+
+def _oof(risk_by_seed: dict[int, np.ndarray], time: np.ndarray, event: np.ndarray
+         ) -> pd.DataFrame:
+    """OOF frame, 2 folds per seed (alternating within event strata after a seeded shuffle)."""
+    parts = []
+    n = len(time)
+    for s, risk in risk_by_seed.items():
+        order = np.random.default_rng(s).permutation(n)
+        fold = np.empty(n, dtype=int)
+        for ev in (0, 1):
+            members = order[event[order] == ev]
+            fold[members] = np.arange(len(members)) % 2
+        parts.append(pd.DataFrame({"eid": np.arange(1000, 1000 + n), "seed": s, "fold": fold,
+                                   "risk": risk, "time": time, "event": event}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _model(latent: np.ndarray, noise: float, seed: int) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {s: latent + noise * rng.normal(size=len(latent)) for s in SEEDS}
+
+
+def test_paired_bootstrap_matches_an_explicit_loop():
+    latent, time, event = _cohort(40, seed=1)
+    a = _oof(_model(latent, 1.0, 2), time, event)
+    b = _oof(_model(latent, 2.0, 3), time, event)
+    n_boot, boot_seed = 60, 7
+    ci = paired_bootstrap_diff(a, b, n_boot=n_boot, seed=boot_seed)
+
+    # direct computation: wide arrays ordered by eid, stratified draws (event 0, then 1)
+    ra = a.pivot(index="eid", columns="seed", values="risk").to_numpy()
+    rb = b.pivot(index="eid", columns="seed", values="risk").to_numpy()
+
+    def c(risk, idx):  # mean over seeds of the pooled Harrell C, lifelines' convention
+        return np.mean([concordance_index(time[idx], -risk[idx, k], event[idx])
+                        for k in range(risk.shape[1])])
+
+    everyone = np.arange(len(time))
+    assert ci.estimate == pytest.approx(c(ra, everyone) - c(rb, everyone), abs=1e-12)
+    rng = np.random.default_rng(boot_seed)
+    draws = []
+    for ev in (0, 1):
+        members = np.flatnonzero(event == ev)
+        draws.append(members[rng.integers(0, len(members), size=(n_boot, len(members)))])
+    idx = np.concatenate(draws, axis=1)
+    diffs = [c(ra, idx[i]) - c(rb, idx[i]) for i in range(n_boot)]
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    assert (ci.low, ci.high) == pytest.approx((lo, hi), abs=1e-12)
+    assert ci.n_skipped == 0
+
+
+def test_paired_ci_contains_zero_for_noise_and_excludes_it_for_a_better_model():
+    latent, time, event = _cohort(60, seed=4)
+    a = _oof(_model(latent, 1.0, 5), time, event)
+    rng = np.random.default_rng(6)
+    b_noise = a.assign(risk=a.risk + 0.2 * rng.normal(size=len(a)))
+    d = paired_bootstrap_diff(b_noise, a, n_boot=200, seed=0)
+    assert d.low <= 0 <= d.high and d.high - d.low < 0.1
+    weak = _oof(_model(latent, 4.0, 8), time, event)
+    strong = _oof(_model(latent, 0.0, 9), time, event)
+    d = paired_bootstrap_diff(strong, weak, n_boot=200, seed=0)
+    assert d.estimate > 0.1 and d.low > 0
+
+
+def _write_run(root, name, oof, overrides=(), train=False):
+    run = root / name
+    (run / "predictions").mkdir(parents=True)
+    cfg = load_config("finetune_hyp", [f"name={name}", f"run_dir={run}", "logging.wandb=false",
+                                       *overrides])
+    save_config(cfg, run / "config.yaml")
+    for (s, f), g in oof.groupby(["seed", "fold"]):
+        g.to_csv(run / "predictions" / f"seed{s}_fold{f}.csv", index=False)
+        if train:
+            tr = oof[(oof.seed == s) & (oof.fold != f)]
+            tr.to_csv(run / "predictions" / f"seed{s}_fold{f}_train.csv", index=False)
+    return run
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    latent, time, event = _cohort(40, seed=11)
+    proposed = _oof(_model(latent, 0.5, 12), time, event)
+    ablation = _oof(_model(latent, 1.5, 13), time, event)
+    root = tmp_path / "runs"
+    return {"finetune_hyp": (_write_run(root, "finetune_hyp", proposed, train=True), proposed),
+            "ablation_no_attention": (_write_run(
+                root, "ablation_no_attention", ablation,
+                ["model.cross_lead_attention=false", "model.temporal_attention=false"]),
+                ablation)}
+
+
+def test_comparison_table_mean_and_std_as_the_paper(runs):
+    loaded = {name: load_run(d) for name, (d, _) in runs.items()}
+    table = comparison_table({n: oof for n, (oof, _, _) in loaded.items()}, "finetune_hyp",
+                             train={n: tr for n, (_, tr, _) in loaded.items()},
+                             configs={n: c for n, (_, _, c) in loaded.items()}, n_boot=50)
+    assert list(table.model) == ["finetune_hyp", "ablation_no_attention"]
+    for name, (_, oof) in runs.items():
+        row = table[table.model == name].iloc[0]
+        per_seed = {s: [concordance_index(g.time, -g.risk, g.event)
+                        for _, g in oof[oof.seed == s].groupby("fold")] for s in SEEDS}
+        assert row.c_mean == pytest.approx(np.mean([np.mean(v) for v in per_seed.values()]))
+        assert row.c_std_paper == pytest.approx(np.mean([np.std(v) for v in per_seed.values()]))
+        pooled = np.mean([concordance_index(g.time, -g.risk, g.event)
+                          for _, g in oof.groupby("seed")])
+        assert row.c_pooled == pytest.approx(pooled)
+        assert row.c_pooled_low <= pooled <= row.c_pooled_high
+        assert row.n == 40 and row.events == int(oof[oof.seed == 42].event.sum())
+    ref, abl = table.iloc[0], table.iloc[1]
+    assert ref.reference and ref.diff_vs_ref == 0 and pd.isna(ref.diff_excludes_0)
+    assert abl.diff_vs_ref == pytest.approx(abl.c_pooled - ref.c_pooled)
+    assert abl.diff_low <= abl.diff_vs_ref <= abl.diff_high
+    assert np.isfinite(ref.ibs_mean) and np.isnan(abl.ibs_mean)  # *_train.csv for one run
+    assert np.isfinite(ref.uno_c_mean) and np.isfinite(abl.uno_c_mean)
+    assert ref.n_params == 1_274_536 + 110_570 + 2_573  # encoder + decoder + risk head
+    assert abl.n_params == 122_840 + 110_570 + 2_573
+    assert (ref.paper, abl.paper) == ("0.6349", "")  # finetune_hyp has data.source=real
+    synthetic = loaded["finetune_hyp"][2].copy()
+    OmegaConf.update(synthetic, "data.source", "synthetic")
+    assert paper_value(synthetic, "finetune_hyp") == ""  # not comparable with the paper
+
+
+def test_comparison_refuses_different_participants(runs):
+    (_, a), (_, b) = runs.values()
+    with pytest.raises(DataError, match="'other'.*'finetune_hyp'"):
+        comparison_table({"finetune_hyp": a, "other": b[b.eid != 1003]}, "finetune_hyp",
+                         n_boot=10)
+
+
+def test_cli_compare_end_to_end(runs, tmp_path, capsys):
+    dirs = [str(d) for d, _ in runs.values()]
+    assert cli(["compare", *dirs[::-1], "--n-boot", "50"]) == 0
+    out = tmp_path / "runs" / "comparison"
+    for f in ("comparison.md", "comparison.csv", "comparison.json", "forest_plot.png"):
+        assert (out / f).is_file(), f
+    assert (out / "forest_plot.png").stat().st_size > 10_000
+    md = (out / "comparison.md").read_text()
+    assert "**finetune_hyp** (reference)" in md and "not comparable" in md
+    csv = pd.read_csv(out / "comparison.csv")
+    assert list(csv.model) == ["ablation_no_attention", "finetune_hyp"]
+
+    # a run scored on other participants: one line, naming both runs, exit 2
+    _, oof = runs["finetune_hyp"]
+    bad = _write_run(tmp_path / "runs", "short", oof[oof.eid != 1005])
+    capsys.readouterr()
+    assert cli(["compare", dirs[0], str(bad), "--n-boot", "10", "--out",
+                str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'short'" in err[0] and "'finetune_hyp'" in err[0], err
+
+
+def test_model_kind_and_default_reference():
+    from ecg_dan.jobs.compare import default_reference
+    from ecg_dan.results import model_kind
+
+    hyp = load_config("finetune_hyp", ["name=finetune_hyp_synthetic"])
+    scratch = load_config("finetune_hyp", ["finetune.scratch=true"])
+    abl = load_config("finetune_hyp", ["name=ablation_no_temporal_hyp"])
+    cox = load_config("finetune_hyp", ["name=cox", "logging.compare_label=biomarker_cox",
+                                       "finetune.cohort=mi"])
+    assert [model_kind(c) for c in (hyp, scratch, abl, cox)] == [
+        "ecg_dan", "ecg_dan_scratch", "ablation_no_temporal_hyp", "biomarker_cox"]
+    assert paper_value(cox, "cox") == "0.519–0.540"
+    assert default_reference(["a", "b", "c"], [abl, hyp, cox]) == "b"
+    assert default_reference(["a", "b"], [abl, cox]) == "a"  # no proposed run: the first
+    assert default_reference(["a", "b"], [hyp, hyp]) == "a"  # two: unclear, the first
