@@ -148,8 +148,12 @@ class FinetuneConfig:
     cohort: Cohort = "hyp"
     ckpt: str | None = None  # pretraining checkpoint; None with scratch=false is an error
     scratch: bool = False
-    alpha: float = rng(0.5, 0, 1)  # alpha * Cox + (1 - alpha) * reconstruction
-    ties: Ties = "efron"
+    alpha: float = rng(0.5, 0, 1)  # alpha * survival + (1 - alpha) * reconstruction
+    # survival term: cox (the paper) | logistic_hazard (discrete time, pycox; cuts fitted on
+    # each training fold, ecg_dan/losses/objectives.py)
+    objective: Literal["cox", "logistic_hazard"] = "cox"
+    n_time_bins: int = rng(20, 2, 1000)  # logistic_hazard: equidistant cut points
+    ties: Ties = "efron"  # cox only
     lr: float = rng(1e-3, 0, lo_open=True)
     lr_find: bool = False  # Lightning's LR finder at epoch 0 (the authors' choice)
     lr_find_steps: int = rng(100, 2)  # finder steps over 1e-7..1e-2

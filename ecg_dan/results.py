@@ -411,13 +411,46 @@ def kaplan_meier_plot(
 # ----------------------------------------------------------------------------- summaries
 
 
-def fold_ibs(test: pd.DataFrame, train: pd.DataFrame, n_times: int = 20) -> float:
-    """Integrated Brier score of one fold: Breslow baseline from the training-fold risks,
-    evaluated on the held-out fold over its 10th-90th percentile of event times."""
-    from ecg_dan.metrics.survival import breslow_baseline, integrated_brier_score, survival_curves
+def load_survival_sidecar(path: str | os.PathLike, eid: ArrayLike) -> tuple[NDArray, NDArray]:
+    """Logistic-hazard curves of one fold (``predictions/seed*_fold*_surv.npz``): ``(surv
+    (n, K) in the order of ``eid``, cuts (K,))``."""
+    with np.load(path) as z:
+        have, surv, cuts = z["eid"], z["surv"], z["cuts"]
+    pos = pd.Index(have).get_indexer(np.asarray(eid))
+    if (pos < 0).any():
+        raise ValueError(f"{path}: no survival curve for {int((pos < 0).sum())} participant(s) "
+                         "of the predictions (stale sidecar?)")
+    return surv[pos], cuts
 
+
+def fold_survival(test: pd.DataFrame, train: pd.DataFrame | None, times: ArrayLike,
+                  curves: tuple[NDArray, NDArray] | None = None) -> NDArray:
+    """Predicted survival of the held-out rows at ``times``, shape (n, n_times).
+
+    ``curves`` = (surv (n, K), cuts) of a discrete-time model: read as a step function (the
+    last cut at or before t, pycox's ``steps="post"``). Without them (Cox) the curves are
+    ``exp(-H0(t) exp(risk))`` with the Breslow baseline H0 of the training-fold risks."""
+    from ecg_dan.metrics.survival import breslow_baseline, survival_curves
+
+    t = np.atleast_1d(np.asarray(times, dtype=float))
+    if curves is not None:
+        surv, cuts = curves
+        idx = np.clip(np.searchsorted(cuts, t, side="right") - 1, 0, len(cuts) - 1)
+        return np.asarray(surv, dtype=float)[:, idx]
+    if train is None:
+        raise ValueError("Cox survival curves need the training-fold predictions")
     base = breslow_baseline(train.risk.to_numpy(), train.time.to_numpy(),
                             train.event.to_numpy())
+    return survival_curves(base, test.risk.to_numpy(), t)
+
+
+def fold_ibs(test: pd.DataFrame, train: pd.DataFrame, n_times: int = 20,
+             curves: tuple[NDArray, NDArray] | None = None) -> float:
+    """Integrated Brier score of one fold over the held-out fold's 10th-90th percentile of
+    event times: Breslow curves from the training-fold risks, or a discrete-time model's own
+    ``curves`` (see :func:`fold_survival`)."""
+    from ecg_dan.metrics.survival import integrated_brier_score
+
     ev_times = test.time[test.event == 1].to_numpy()
     if ev_times.size < 2:
         return float("nan")
@@ -426,10 +459,23 @@ def fold_ibs(test: pd.DataFrame, train: pd.DataFrame, n_times: int = 20) -> floa
     times = np.unique(np.linspace(lo, hi, n_times, endpoint=False))
     if times.size < 2:
         return float("nan")
-    surv = survival_curves(base, test.risk.to_numpy(), times)
+    surv = fold_survival(test, train, times, curves)
     return float(integrated_brier_score(train.time.to_numpy(), train.event.to_numpy(),
                                         test.time.to_numpy(), test.event.to_numpy(), surv,
                                         times))
+
+
+def fold_antolini(test: pd.DataFrame, train: pd.DataFrame | None,
+                  curves: tuple[NDArray, NDArray] | None = None) -> float:
+    """Antolini's time-dependent C of one held-out fold (pycox), the curves evaluated at its
+    distinct event times (all the metric reads); NaN without events."""
+    from ecg_dan.metrics.survival import antolini_cindex
+
+    times = np.unique(test.time[test.event == 1].to_numpy(dtype=float))
+    if times.size == 0:
+        return float("nan")
+    surv = fold_survival(test, train, times, curves)
+    return antolini_cindex(surv.T, times, test.time.to_numpy(), test.event.to_numpy())
 
 
 def add_fold_column(table: pd.DataFrame, column: str,
@@ -450,7 +496,7 @@ def summary_row(table: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for row in ("mean", "std_paper", "std_all"):
         r = table[table.row == row]
-        for col in ("harrell_c", "uno_c", "td_auc_mean", "ibs"):
+        for col in ("harrell_c", "uno_c", "td_auc_mean", "ibs", "antolini_c"):
             if col in r and len(r) and pd.notna(r[col].iloc[0]):
                 out[f"{col}_{row}"] = float(r[col].iloc[0])
     pooled = table[table.row == "pooled"]

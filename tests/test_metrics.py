@@ -16,6 +16,7 @@ import torch
 from ecg_dan.metrics import (
     HarrellCIndex,
     UndefinedMetricError,
+    antolini_cindex,
     bootstrap_ci,
     breslow_baseline,
     brier_score,
@@ -566,3 +567,88 @@ def test_bootstrap_raises_when_every_resample_is_undefined() -> None:
 
     with pytest.raises(UndefinedMetricError, match="all 5"):
         bootstrap_ci(defined_only_once, np.arange(10.0), n_boot=5)
+
+
+# ---------------------------------------------------------------- Antolini's time-dependent C
+
+
+def _antolini_direct(surv_at, time, event) -> float:
+    """Antolini et al. (2005) pair by pair: (i, j) comparable when t_i < t_j and i is an
+    event (or t_i == t_j, i an event, j censored); concordant when S_i(t_i) < S_j(t_i)."""
+    conc = comp = 0
+    for i in range(len(time)):
+        if not event[i]:
+            continue
+        for j in range(len(time)):
+            if j != i and (time[i] < time[j] or (time[i] == time[j] and not event[j])):
+                comp += 1
+                conc += surv_at(i, time[i]) < surv_at(j, time[i])
+    return conc / comp
+
+
+def _step_lookup(surv, grid):
+    """S_i(t) of surv (n_times x n): the last grid time at or before t (the first before it)."""
+    def at(i, t):
+        k = 0
+        for m, g in enumerate(grid):
+            if g <= t:
+                k = m
+        return surv[k, i]
+    return at
+
+
+def test_antolini_on_a_hand_example() -> None:
+    grid = np.array([1.0, 2.0, 3.0])
+    surv = np.array([[0.5, 0.9, 0.8], [0.4, 0.6, 0.55], [0.3, 0.5, 0.2]])
+    # (0,1), (0,2) at t=1 concordant; (1,2) at t=2: 0.6 > 0.55 discordant
+    assert antolini_cindex(surv, grid, [1.0, 2.0, 3.0], [1, 1, 0]) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("grid_kind", ["every_time", "coarse"])
+def test_antolini_matches_the_direct_pairwise_computation(grid_kind) -> None:
+    rng = np.random.default_rng(3)
+    n = 60
+    time = rng.integers(1, 15, n).astype(float)  # many tied times
+    event = rng.random(n) < 0.5  # censoring, incl. censored/event ties at the same time
+    grid = (np.unique(time) if grid_kind == "every_time" else np.array([0.5, 4.0, 9.0, 13.0]))
+    hazard = np.exp(rng.normal(size=n))
+    hazard[:10] = hazard[10:20]  # identical curves: tied predictions count as discordant
+    surv = np.exp(-np.outer(grid, hazard) / 10.0)  # n_times x n, non-increasing in time
+    got = antolini_cindex(surv, grid, time, event)
+    want = _antolini_direct(_step_lookup(surv, grid), time, event)
+    assert got == pytest.approx(want, abs=1e-12)
+    assert 0.0 < got < 1.0
+
+
+def test_fold_antolini_with_breslow_and_discrete_curves() -> None:
+    import pandas as pd
+
+    from ecg_dan.results import fold_antolini
+
+    rng = np.random.default_rng(5)
+    mk = lambda n: pd.DataFrame({"risk": rng.normal(size=n),  # noqa: E731
+                                 "time": rng.integers(1, 20, n).astype(float),
+                                 "event": (rng.random(n) < 0.4).astype(int)})
+    train, test = mk(80), mk(40)
+    base = breslow_baseline(train.risk, train.time, train.event)
+    cox = fold_antolini(test, train)
+    grid = np.unique(train.time)
+    surv = survival_curves(base, test.risk, grid).T
+    want = _antolini_direct(_step_lookup(surv, grid), test.time.to_numpy(),
+                            test.event.to_numpy())
+    assert cox == pytest.approx(want, abs=1e-12)
+    cuts = np.array([0.0, 5.0, 10.0, 15.0, 20.0])
+    curves = np.exp(-np.outer(np.exp(test.risk), cuts) / 20.0)  # (n, K)
+    disc = fold_antolini(test, None, (curves, cuts))
+    want = _antolini_direct(_step_lookup(curves.T, cuts), test.time.to_numpy(),
+                            test.event.to_numpy())
+    assert disc == pytest.approx(want, abs=1e-12)
+
+
+def test_antolini_refusals() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        antolini_cindex(np.ones((2, 3)), [1.0, 2.0], [1.0, 2.0], [1, 0])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        antolini_cindex(np.ones((2, 2)), [2.0, 1.0], [1.0, 2.0], [1, 0])
+    with pytest.raises(UndefinedMetricError):
+        antolini_cindex(np.ones((2, 2)), [1.0, 2.0], [1.0, 2.0], [0, 0])

@@ -210,6 +210,29 @@ def test_finetune_honours_the_optim_schedule(tmp_path, data_root):
     assert ckpt["lr_schedulers"] and ckpt["lr_schedulers"][0]["last_epoch"] == 2
 
 
+def test_logistic_hazard_finetuning_end_to_end(tmp_path, data_root):
+    cfg = load_config("demo_finetune", _args(
+        tmp_path, data_root, "finetune.scratch=true", "finetune.objective=logistic_hazard",
+        "finetune.n_time_bins=6", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1"))
+    run_dir = run_finetune(cfg)
+    pred = run_dir / "predictions"
+    test = pd.read_csv(pred / "seed42_fold0.csv")
+    assert len(test) and np.isfinite(test.risk).all() and (test.risk <= 0).all()
+    assert not [c for c in test.columns if c.startswith("surv_")]  # curves: in the sidecar
+    with np.load(pred / "seed42_fold0_surv.npz") as z:
+        eid, surv, cuts = z["eid"], z["surv"], z["cuts"]
+    assert (eid == test.eid.to_numpy()).all() and surv.shape == (len(test), 6)
+    assert cuts.shape == (6,) and cuts[0] == 0 and (np.diff(cuts) > 0).all()
+    assert ((surv >= 0) & (surv <= 1)).all() and (np.diff(surv, axis=1) <= 0).all()
+    ckpt = read_checkpoint(json.loads((pred / "seed42_fold0.json").read_text())["checkpoint"])
+    assert ckpt["hyper_parameters"]["cuts"] == pytest.approx(cuts.tolist())  # plain list
+    table = pd.read_csv(run_dir / "results.csv")
+    assert "antolini_c" in table
+    folds = table[table.row == "fold"].antolini_c
+    assert folds.notna().all() and folds.between(0, 1).all()
+
+
 def test_finetune_requires_a_checkpoint_or_scratch(tmp_path, data_root):
     cfg = load_config("demo_finetune", _args(tmp_path, data_root))
     with pytest.raises(ConfigError, match="finetune.scratch=true"):

@@ -119,8 +119,10 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
     from ecg_dan.metrics.cindex import harrell_cindex
     from ecg_dan.results import (
         add_fold_column,
+        fold_antolini,
         fold_ibs,
         kaplan_meier_plot,
+        load_survival_sidecar,
         results_table,
         summary_row,
         to_markdown,
@@ -139,13 +141,22 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
     atomic_write_text(run_dir / "oof_predictions.csv", oof.to_csv(index=False))
     horizons = [h for h in cfg.finetune.horizons if h < oof.time.max()] or None
     table = results_table(oof, train_lookup="oof", horizons=horizons, n_boot=cfg.finetune.n_boot)
-    ibs = {}
+    ibs, antolini = {}, {}
     for p, test in folds.items():
+        key = (int(test.seed[0]), int(test.fold[0]))
         train_csv = p.with_name(p.stem + "_train.csv")
-        if train_csv.is_file():
-            ibs[(int(test.seed[0]), int(test.fold[0]))] = fold_ibs(test, pd.read_csv(train_csv))
+        train = pd.read_csv(train_csv) if train_csv.is_file() else None
+        # logistic hazard: the model's own curves; Cox: Breslow curves of the training fold
+        sidecar = p.with_name(p.stem + "_surv.npz")
+        curves = load_survival_sidecar(sidecar, test.eid) if sidecar.is_file() else None
+        if train is not None:
+            ibs[key] = fold_ibs(test, train, curves=curves)
+        if train is not None or curves is not None:
+            antolini[key] = fold_antolini(test, train, curves)
     if ibs:
         table = add_fold_column(table, "ibs", ibs)
+    if antolini:
+        table = add_fold_column(table, "antolini_c", antolini)
     md = to_markdown(table)
     extra: dict[str, Any] = {}
     cache = Path(json.loads((run_dir / "splits.json").read_text())["meta"]["cache"])

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from data_modules.atomic import atomic_write_text
+from data_modules.atomic import atomic_path, atomic_write_text
 from ecg_dan.config import ConfigError, config_hash
 from ecg_dan.jobs.common import finish_wandb, prepare_run_dir, seed
 from ecg_dan.jobs.data import ukb_cache
@@ -43,8 +44,10 @@ def pretrained_checkpoint(cfg: DictConfig) -> str | None:
                       f"finetune.scratch=true (make finetune SCRATCH=1){hint}")
 
 
-def build_finetune_module(cfg: DictConfig, pretrained: str | None):
-    """Backbone from the registry, pretrained weights loaded, wrapped for survival."""
+def build_finetune_module(cfg: DictConfig, pretrained: str | None,
+                          cuts: list[float] | None = None):
+    """Backbone from the registry, pretrained weights loaded, wrapped for survival
+    (``cuts``: the training fold's time cut points of the logistic-hazard objective)."""
     from ecg_dan.checkpoints import load_pretrained_backbone
     from ecg_dan.lit.finetune import SurvivalFinetuneModule
     from ecg_dan.models.registry import build_model
@@ -54,7 +57,26 @@ def build_finetune_module(cfg: DictConfig, pretrained: str | None):
     if pretrained:
         load_pretrained_backbone(net, pretrained)
     return SurvivalFinetuneModule(net, finetune=container["finetune"], optim=container["optim"],
-                                  config=container)
+                                  config=container, cuts=cuts)
+
+
+def fold_cuts(cfg: DictConfig, dm) -> list[float] | None:
+    """Logistic hazard: cut points from the fold's training rows only (never its validation
+    or held-out rows); None for Cox."""
+    from ecg_dan.losses.objectives import fit_cuts
+
+    if cfg.finetune.objective != "logistic_hazard":
+        return None
+    train = dm.labels("train")
+    return fit_cuts(train["time"], train["event"], int(cfg.finetune.n_time_bins))
+
+
+def write_survival_sidecar(path: Path, df: pd.DataFrame, cuts: list[float]) -> None:
+    """``eid`` (n,), ``surv`` (n, K) and ``cuts`` (K,) of one held-out fold, in CSV row order."""
+    cols = [f"surv_{k}" for k in range(len(cuts))]
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, eid=df.eid.to_numpy(), surv=df[cols].to_numpy(np.float64),
+                 cuts=np.asarray(cuts, dtype=np.float64))
 
 
 def _fold_is_done(out_csv: Path, want: str) -> bool:
@@ -101,7 +123,7 @@ def run_finetune(cfg: DictConfig) -> Path:
         fold_dir = run_dir / f"seed{split.seed}_fold{split.fold}"
         dm = UKBDataModule(cache, f.cohort, split, batch_size=f.batch_size,
                            num_workers=cfg.data.num_workers, seed=split.seed)
-        module = build_finetune_module(cfg, pretrained)
+        module = build_finetune_module(cfg, pretrained, cuts=fold_cuts(cfg, dm))
         fold_cfg = cfg.copy()
         fold_cfg.logging.group = cfg.logging.group or cfg.name
         fold_cfg.name = f"{cfg.name}-{split.name}"
@@ -118,7 +140,14 @@ def run_finetune(cfg: DictConfig) -> Path:
         test = _predict(trainer, scored, dm.predict_dataloader(), split, best)
         # Training-fold risks (train + validation rows) for the Breslow baseline of the IBS.
         train = _predict(trainer, scored, dm.fit_rows_dataloader(), split, best)
+        surv_cols = [c for c in test.columns if c.startswith("surv_")]
+        if surv_cols:  # logistic hazard: the curves go to a sidecar, the CSV keeps the scalar
+            train = train.drop(columns=surv_cols)
         if trainer.is_global_zero:
+            if surv_cols:
+                write_survival_sidecar(out_csv.with_name(out_csv.stem + "_surv.npz"), test,
+                                       scored.objective.cuts)
+                test = test.drop(columns=surv_cols)
             atomic_write_text(out_csv.with_name(out_csv.stem + "_train.csv"),
                               train.to_csv(index=False))
             write_json(out_csv.with_suffix(".json"),
@@ -161,6 +190,10 @@ def _predict(trainer: L.Trainer, module, loader, split, ckpt: str) -> pd.DataFra
     preds = trainer.predict(module, dataloaders=loader, return_predictions=True)
     df = pd.DataFrame({k: torch.cat([p[k] for p in preds]).cpu().numpy()
                        for k in ("eid", "risk", "time", "event")})
+    if "surv" in preds[0]:  # (n, K) survival at the cuts -> surv_0..surv_{K-1}
+        surv = torch.cat([p["surv"] for p in preds]).float().cpu().numpy()
+        df = pd.concat([df, pd.DataFrame(surv, columns=[f"surv_{k}" for k in
+                                                        range(surv.shape[1])])], axis=1)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         shards: list[Any] = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(shards, df)

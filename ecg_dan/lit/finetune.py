@@ -1,4 +1,6 @@
-"""Survival finetuning (docs/method.md section 6): alpha * Cox + (1 - alpha) * reconstruction."""
+"""Survival finetuning (docs/method.md section 6): alpha * survival + (1 - alpha) *
+reconstruction, the survival term being Cox (the paper) or the discrete-time logistic hazard
+(``finetune.objective``, ecg_dan/losses/objectives.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,9 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from ecg_dan.losses.cox import cox_ph_loss
+from ecg_dan.losses.objectives import make_objective
 from ecg_dan.losses.reconstruction import reconstruction_mse
 from ecg_dan.metrics.cindex import HarrellCIndex
-from ecg_dan.models import RiskHead
 from ecg_dan.schedules import configure_optimization
 
 
@@ -22,14 +23,21 @@ class DivergenceError(FloatingPointError):
 
 class SurvivalFinetuneModule(L.LightningModule):
     """Backbone (pretrained weights already loaded by the caller, projectors dropped, nothing
-    frozen) + risk head."""
+    frozen) + the objective's head (``risk_head``: one log-risk for Cox, K hazard logits for
+    the logistic hazard). ``cuts`` (logistic hazard only) are the training fold's time cut
+    points, a plain list kept in the checkpoint's hyper-parameters."""
 
     def __init__(self, net: nn.Module, finetune: dict[str, Any], optim: dict[str, Any],
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None,
+                 cuts: list[float] | None = None) -> None:
         super().__init__()
+        if cuts is not None:
+            cuts = [float(c) for c in cuts]
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.backbone = net
-        self.risk_head = RiskHead(net.cfg.latent_dim)
+        self.objective = make_objective(finetune.get("objective", "cox"),
+                                        ties=finetune["ties"], cuts=cuts)
+        self.risk_head = self.objective.head(net.cfg.latent_dim)
         self.alpha = float(finetune["alpha"])
         self.ties = finetune["ties"]
         self.lr = float(finetune["lr"])  # attribute name the LR finder updates
@@ -37,7 +45,8 @@ class SurvivalFinetuneModule(L.LightningModule):
 
     def forward(self, x: Tensor, return_attention: bool = False) -> dict[str, Tensor]:
         out = self.backbone(x, return_attention=return_attention)
-        out["log_risk"] = self.risk_head(out["z"]).squeeze(-1)
+        out["head"] = self.risk_head(out["z"])
+        out["log_risk"] = self.objective.risk(out["head"])  # the scalar risk (Cox: log-risk)
         return out
 
     def _step(self, batch: dict[str, Tensor], stage: str) -> tuple[Tensor, Tensor]:
@@ -48,14 +57,15 @@ class SurvivalFinetuneModule(L.LightningModule):
                 f"non-finite risk at epoch {self.current_epoch}, step {self.global_step} "
                 f"({stage}); training stopped. The last good checkpoint is kept in the run's "
                 "checkpoints/ folder; lower finetune.lr or enable gradient clipping.")
-        cox = cox_ph_loss(log_risk, batch["time"], batch["event"], ties=self.ties)
+        surv = self.objective.loss(out["head"], batch)
         recon = reconstruction_mse(out["recon"], batch["target"])
-        loss = self.alpha * cox + (1.0 - self.alpha) * recon
+        loss = self.alpha * surv + (1.0 - self.alpha) * recon
+        name = self.objective.name
         if not torch.isfinite(loss):
             raise DivergenceError(f"non-finite loss at step {self.global_step} ({stage}): "
-                                  f"cox={cox.item():.4g}, recon={recon.item():.4g}")
+                                  f"{name}={surv.item():.4g}, recon={recon.item():.4g}")
         n = batch["x"].shape[0]
-        self.log_dict({f"{stage}/cox": cox.detach(), f"{stage}/recon_mse": recon.detach(),
+        self.log_dict({f"{stage}/{name}": surv.detach(), f"{stage}/recon_mse": recon.detach(),
                        f"{stage}/loss": loss.detach()}, on_step=stage == "train",
                       on_epoch=True, batch_size=n, sync_dist=stage != "train")
         return loss, log_risk
@@ -74,8 +84,12 @@ class SurvivalFinetuneModule(L.LightningModule):
         self.val_cindex.reset()
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return {"eid": batch["eid"], "risk": self(batch["x"])["log_risk"].float(),
+        out = self(batch["x"])
+        pred = {"eid": batch["eid"], "risk": out["log_risk"].float(),
                 "time": batch["time"], "event": batch["event"]}
+        if self.objective.cuts is not None:
+            pred["surv"] = self.objective.survival(out["head"])
+        return pred
 
     def configure_optimizers(self):
         o = self.hparams.optim

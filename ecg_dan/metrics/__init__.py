@@ -9,6 +9,7 @@ from ecg_dan.metrics.cindex import (
 )
 from ecg_dan.metrics.survival import (
     BreslowBaseline,
+    antolini_cindex,
     breslow_baseline,
     brier_score,
     censoring_km,
@@ -24,6 +25,7 @@ __all__ = [
     "BreslowBaseline",
     "HarrellCIndex",
     "UndefinedMetricError",
+    "antolini_cindex",
     "bootstrap_ci",
     "brier_score",
     "breslow_baseline",

@@ -36,6 +36,7 @@ from ecg_dan.metrics.cindex import (
 
 __all__ = [
     "BreslowBaseline",
+    "antolini_cindex",
     "StepFunction",
     "brier_score",
     "breslow_baseline",
@@ -314,3 +315,37 @@ def integrated_brier_score(
         raise ValueError("at least two time points are needed for the integrated Brier score")
     bs = brier_score(train_time, train_event, test_time, test_event, surv, times_arr)
     return float(np.trapezoid(bs, times_arr) / (times_arr[-1] - times_arr[0]))
+
+
+def antolini_cindex(surv: ArrayLike, times: ArrayLike, durations: ArrayLike,
+                    events: ArrayLike) -> float:
+    """Antolini's time-dependent concordance (Antolini et al. 2005), by pycox's
+    ``EvalSurv(...).concordance_td("antolini")``.
+
+    ``surv[k, i]`` is sample i's predicted survival at ``times[k]`` (pycox's layout:
+    n_times x n, ``times`` strictly increasing); ``S_i(t)`` is read as a step function (the
+    last grid time at or before t; before the first grid time, the first row). A pair is
+    comparable when ``t_i < t_j`` and i had the event (or ``t_i == t_j``, i an event and j
+    censored), and concordant when ``S_i(t_i) < S_j(t_i)``; ties in the predictions count as
+    discordant. Unlike Harrell's C it scores whole survival curves, so it compares a Cox
+    model (Breslow curves) with a discrete-time model on the same footing.
+    """
+    import pandas as pd
+    from pycox.evaluation import EvalSurv
+
+    t, e, _ = check_survival(durations, events, where="test")
+    grid = np.atleast_1d(np.asarray(times, dtype=float))
+    s = np.asarray(surv, dtype=float)
+    if s.shape != (grid.shape[0], t.shape[0]):
+        raise ValueError(f"surv must have shape (n_times, n) = {(grid.shape[0], t.shape[0])}, "
+                         f"got {s.shape}")
+    if grid.ndim != 1 or not (np.diff(grid) > 0).all() or not np.isfinite(grid).all():
+        raise ValueError("times must be finite and strictly increasing")
+    if not np.isfinite(s).all():
+        raise ValueError("surv has non-finite values")
+    if not e.any():
+        raise UndefinedMetricError("Antolini's C is undefined without events (no comparable "
+                                   "pair)")
+    ev = EvalSurv(pd.DataFrame(s, index=grid), t.astype(np.float64), e.astype(np.int64),
+                  censor_surv=None)
+    return float(ev.concordance_td("antolini"))

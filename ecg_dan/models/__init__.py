@@ -2,10 +2,10 @@
 
 from ecg_dan.models.dropout import BatchwiseDropout
 from ecg_dan.models.ecgdan import ECGDAN, ECGDANDecoder, ECGDANEncoder, ModelConfig
-from ecg_dan.models.heads import ClassificationHead, Projector, RiskHead
+from ecg_dan.models.heads import ClassificationHead, DiscreteTimeHead, Projector, RiskHead
 
 __all__ = ["ECGDAN", "ECGDANDecoder", "ECGDANEncoder", "ModelConfig", "BatchwiseDropout",
-           "ClassificationHead", "Projector", "RiskHead"]
+           "ClassificationHead", "DiscreteTimeHead", "Projector", "RiskHead"]
 
 
 def count_parameters(module) -> int:

@@ -16,6 +16,22 @@ class RiskHead(nn.Sequential):
                          nn.Linear(hidden, 1))
 
 
+class DiscreteTimeHead(nn.Sequential):
+    """The risk head's structure with ``n_bins`` outputs: BN -> batch-wise dropout 0.25 ->
+    512->32 -> ReLU -> BN(32) -> 32->n_bins, the logits of the discrete hazards
+    (logistic-hazard objective). The hidden width is 32, not 3: a 3-wide bottleneck would
+    force the K hazard curves into a rank-3 family; 32 keeps the head small (~17k
+    parameters at K=20) without that constraint."""
+
+    def __init__(self, latent_dim: int = 512, n_bins: int = 20, hidden: int = 32,
+                 dropout: float = 0.25) -> None:
+        if n_bins < 2:
+            raise ValueError(f"a discrete-time head needs at least 2 time bins, got {n_bins}")
+        super().__init__(nn.BatchNorm1d(latent_dim), BatchwiseDropout(dropout),
+                         nn.Linear(latent_dim, hidden), nn.ReLU(), nn.BatchNorm1d(hidden),
+                         nn.Linear(hidden, n_bins))
+
+
 class ClassificationHead(nn.Sequential):
     """PTB-XL superclass head (optional pretraining term)."""
 
