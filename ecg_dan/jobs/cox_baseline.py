@@ -18,8 +18,10 @@ penalty acts on standardised coefficients) and keeps the Breslow baseline hazard
 Penalty (``biomarkers``, ``clinical``): the authors searched log10 penalty in [-2, 5] with 50
 particle-swarm evaluations; here a log-spaced grid of ``baseline.n_penalties`` (15) values
 over [``log10_penalty_min``, ``log10_penalty_max``] = [-2, 5] is fitted on the training rows
-and scored by Harrell's C-index on the inner-validation rows; the best wins (ties: the larger
-penalty, the simpler model); the model is then refitted on the training rows with that
+and scored by Harrell's C-index on the inner-validation rows; the best wins (ties: the
+smaller penalty: a very large penalty shrinks every coefficient towards 0 without changing
+the ranking, so the C-index plateaus, and the least-shrunk model of the plateau keeps risks
+away from 0 and from float round-off ties); the model is then refitted on the training rows with that
 penalty (as ECG-DAN's checkpoint is trained on the training rows only). Columns that are
 constant on the training rows (e.g. a missing indicator that is never 1) are dropped.
 
@@ -124,7 +126,7 @@ def _pred_frame(table: pd.DataFrame, rows: np.ndarray, risk: np.ndarray, split,
                 checkpoint: str) -> pd.DataFrame:
     t = table.loc[rows]
     df = pd.DataFrame({"eid": t["eid"].to_numpy(np.int64), "seed": split.seed,
-                       "fold": split.fold, "risk": np.asarray(risk, np.float32),
+                       "fold": split.fold, "risk": np.asarray(risk, np.float64),
                        "time": t["time"].to_numpy(np.float32),
                        "event": t["event"].to_numpy(np.float32), "checkpoint": checkpoint})
     return df.sort_values("eid", kind="stable").reset_index(drop=True)
@@ -255,7 +257,7 @@ def _fit_tuned(table: pd.DataFrame, cols: list[str], split, grid: np.ndarray):
         cph = fit_cox(x.loc[tr], time.loc[tr], event.loc[tr], p)
         scores.append(_cindex(time.loc[va], log_partial_hazard(cph, x.loc[va]), event.loc[va]))
     if scores:
-        best = max(range(len(grid)), key=lambda i: (round(scores[i], 12), i))
+        best = max(range(len(grid)), key=lambda i: (round(scores[i], 12), -i))
     else:  # no validation split (finetune.val_fraction is > 0 by schema): largest penalty
         best = len(grid) - 1
     penalizer = float(grid[best])
