@@ -106,3 +106,23 @@ def test_ecgdan_clinical_uses_the_ecgdan_run_splits_and_validation_rows(
     assert meta["fit_rows"] == "val" and meta["n_val"] == split.val_idx.size
     assert meta["columns"][0] == "ecgdan_risk"
     assert (run / "results.md").is_file()
+
+
+def test_synthetic_twin_xml_carries_the_device_measurements(tiny_data_root):
+    """The twin's CardioSoft files hold the measurements the biomarkers need, tied to the
+    simulated beat: QRS duration near the generating one, bundle branch blocks found."""
+    from ecg_dan.jobs.data import synthetic_dir
+
+    cfg = load_config("demo_finetune", ["+tiny", f"data.root={tiny_data_root}"])
+    cache = next(tiny_data_root.glob("*-ukb-*.h5"))
+    table = cohort_table(cache, np.arange(240), with_biomarkers=True)
+    truth = pd.read_csv(synthetic_dir(cfg) / "ground_truth" / "ukb.csv").set_index("eid")
+    truth = truth.loc[table.eid]
+    assert table.filter(like="_missing").drop(
+        columns=["p_duration_gt120_missing", "pr_gt200_missing",
+                 "abnormal_p_axis_missing"]).to_numpy().sum() == 0  # P: empty in AF only
+    assert (table.pr_gt200_missing.to_numpy() == truth.af.to_numpy()).all()
+    assert (table.rbbb.to_numpy() == truth.rbbb.to_numpy()).mean() > 0.95
+    assert (table.lbbb.to_numpy() == truth.lbbb.to_numpy()).mean() > 0.95
+    qrs_gt100 = truth.qrs_ms.to_numpy() > 110  # well above the threshold: device noise 4 ms
+    assert table.qrs_gt100.to_numpy()[qrs_gt100].all()
