@@ -21,8 +21,8 @@ over [``log10_penalty_min``, ``log10_penalty_max``] = [-2, 5] is fitted on the t
 and scored by Harrell's C-index on the inner-validation rows; the best wins (ties: the
 smaller penalty: a very large penalty shrinks every coefficient towards 0 without changing
 the ranking, so the C-index plateaus, and the least-shrunk model of the plateau keeps risks
-away from 0 and from float round-off ties); the model is then refitted on the training rows with that
-penalty (as ECG-DAN's checkpoint is trained on the training rows only). Columns that are
+away from 0 and from float round-off ties); the model is then refitted on the training rows
+with that penalty (as ECG-DAN's checkpoint is trained on the training rows only). Columns that are
 constant on the training rows (e.g. a missing indicator that is never 1) are dropped.
 
 ``ecgdan_clinical`` never uses the held-out fold: the ECG-DAN run's
