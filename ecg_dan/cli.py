@@ -172,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment_args(p, "pretrain_short")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="survival finetuning under cross-validation")
+    p = sub.add_parser("finetune", help="survival finetuning under cross-validation (also the "
+                       "Cox baselines: experiments with task=cox_baseline, e.g. "
+                       "baselines/biomarker_cox)")
     _add_experiment_args(p, "finetune_hyp")
     p.set_defaults(func=cmd_finetune)
 

@@ -167,9 +167,27 @@ class FinetuneConfig:
 
 
 @dataclass
+class BaselineConfig:
+    """Non-network Cox baselines in the finetuning protocol (task=cox_baseline; docs/method.md
+    section 7, ecg_dan/jobs/cox_baseline.py)."""
+
+    # biomarkers: the 15 ECG biomarkers; clinical: age + sex; ecgdan_clinical: an ECG-DAN
+    # run's risk + age + sex (fitted on that run's inner-validation rows)
+    features: Literal["biomarkers", "clinical", "ecgdan_clinical"] = "biomarkers"
+    ecgdan_run: str | None = None  # finished ECG-DAN finetuning run dir (ecgdan_clinical)
+    # L2 penalty grid, log-spaced: 10**linspace(log10_penalty_min, log10_penalty_max, n)
+    log10_penalty_min: float = rng(-2.0, -6, 6)
+    log10_penalty_max: float = rng(5.0, -6, 6)
+    n_penalties: int = rng(15, 1, 200)
+    # fixed L2 penalty of the (risk, age, sex) Cox of ecgdan_clinical (no inner split to tune
+    # it on: the validation rows are its training rows)
+    combine_penalizer: float = rng(0.01, 0)
+
+
+@dataclass
 class ExperimentConfig:
     name: str = MISSING
-    task: Literal["pretrain", "finetune"] = "pretrain"
+    task: Literal["pretrain", "finetune", "cox_baseline"] = "pretrain"
     seed: int = 72
     run_dir: str = "runs/${name}"
     resume: str = "auto"  # auto (continue from last.ckpt when present) | never | <path>
@@ -181,6 +199,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
 
 # ----------------------------------------------------------------------------- schema queries
@@ -428,6 +447,8 @@ RESULT_FREE_KEYS = ("name", "run_dir", "resume", "logging", "trainer.enable_prog
 def result_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config minus :data:`RESULT_FREE_KEYS`: what a run's results depend on."""
     c = OmegaConf.to_container(cfg, resolve=True)
+    if c.get("task") != "cox_baseline":  # only baselines depend on it (older hashes stay)
+        c.pop("baseline", None)
     for key in RESULT_FREE_KEYS:
         node, *rest = key.split(".")
         if not rest:

@@ -59,6 +59,12 @@ def test_every_experiment_runs_one_step(experiment, tmp_path, data_root, pretrai
         out = run_pretrain(cfg)
         assert read_checkpoint(out["checkpoint"], kind="pretrain")
         return
+    if cfg.task == "cox_baseline":  # no network; end to end in tests/test_cox_baseline.py
+        if cfg.baseline.features == "ecgdan_clinical":
+            pytest.skip("needs a finished ECG-DAN run (tests/test_cox_baseline.py fakes one)")
+        cfg.baseline.n_penalties = 3
+        assert (run_finetune(cfg) / "results.md").is_file()
+        return
     same_arch = OmegaConf.to_container(cfg.model) == {
         **OmegaConf.to_container(cfg.model),
         **read_checkpoint(pretrained)["ecg_dan"]["model_config"], "batchwise_dropout":

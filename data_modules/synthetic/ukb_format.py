@@ -6,6 +6,11 @@ RestingECGMeasurements (+ MedianSamples 12 x 600 @ 500 Hz) and StripData (12 x 5
 as comma-separated integer counts at 5 uV per LSB. Some files list the leads in another order and
 wrap the waveform text in whitespace, and AF files leave the P-wave measurements empty, so that
 parsers are exercised on the variations real files have.
+
+`RestingECGMeasurements` carries what the biomarker baseline reads (data_modules/biomarkers.py),
+tied to the simulated heart: rate and RR from the strip's R peaks, PR / P / QRS / QT from the
+generating wave timings, QTc (Bazett) from QT and RR, P / QRS / T axes from the simulated
+dipoles (frontal projection of the wave's vector area), each with device-like noise.
 """
 
 from __future__ import annotations

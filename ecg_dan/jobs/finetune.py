@@ -92,16 +92,23 @@ def _fold_is_done(out_csv: Path, want: str) -> bool:
 
 
 def run_finetune(cfg: DictConfig) -> Path:
-    """The paper's protocol; writes out-of-fold predictions, then the results."""
+    """The paper's protocol; writes out-of-fold predictions, then the results.
+
+    ``task=cox_baseline`` runs :func:`ecg_dan.jobs.cox_baseline.run_cox_baseline` instead
+    (same protocol and outputs, no network)."""
     from data_modules.splits import load_splits, save_splits
     from data_modules.ukb_datamodule import UKBDataModule, make_ukb_splits
     from ecg_dan.checkpoints import finetune_module_from_checkpoint
     from ecg_dan.jobs.evaluate import evaluate_finetune
     from ecg_dan.trainer import build_trainer, resume_path
 
+    if cfg.task == "cox_baseline":  # the non-network baselines share the protocol
+        from ecg_dan.jobs.cox_baseline import run_cox_baseline
+
+        return run_cox_baseline(cfg)
     if cfg.task != "finetune":
         raise ConfigError(f"experiment has task={cfg.task}; `ecg-dan finetune` needs "
-                          "task=finetune")
+                          "task=finetune or task=cox_baseline")
     f = cfg.finetune
     pretrained = pretrained_checkpoint(cfg)
     run_dir = prepare_run_dir(cfg)

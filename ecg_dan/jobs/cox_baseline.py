@@ -1,0 +1,315 @@
+"""Job: the paper's non-network Cox baselines in the finetuning protocol (docs/method.md
+section 7), selected by ``baseline.features``:
+
+* ``biomarkers``: the 15 ECG biomarkers (:mod:`data_modules.biomarkers`), no age or sex;
+* ``clinical``: age and sex;
+* ``ecgdan_clinical``: a finished ECG-DAN finetuning run's risk combined with age and sex.
+
+Same splits file, seeds, folds and inner validation split as ECG-DAN, the same
+``predictions/seed*_fold*.csv`` (+ ``_train.csv`` with the training-fold rows and the
+``.json`` sidecar with the config hash) and the same results code
+(:func:`ecg_dan.jobs.evaluate.evaluate_finetune`); ``risk`` is the log partial hazard.
+
+Model: lifelines ``CoxPHFitter(penalizer=p, l1_ratio=0)``, i.e. an L2-penalised Cox model.
+lifelines is well kept, already a dependency (the C-index reference), fits the penalised
+partial likelihood with Newton-Raphson, standardises the covariates internally (so the
+penalty acts on standardised coefficients) and keeps the Breslow baseline hazard.
+
+Penalty (``biomarkers``, ``clinical``): the authors searched log10 penalty in [-2, 5] with 50
+particle-swarm evaluations; here a log-spaced grid of ``baseline.n_penalties`` (15) values
+over [``log10_penalty_min``, ``log10_penalty_max``] = [-2, 5] is fitted on the training rows
+and scored by Harrell's C-index on the inner-validation rows; the best wins (ties: the
+smaller penalty: a very large penalty shrinks every coefficient towards 0 without changing
+the ranking, so the C-index plateaus, and the least-shrunk model of the plateau keeps risks
+away from 0 and from float round-off ties); the model is then refitted on the training rows
+with that penalty (as ECG-DAN's checkpoint is trained on the training rows only). Columns that are
+constant on the training rows (e.g. a missing indicator that is never 1) are dropped.
+
+``ecgdan_clinical`` never uses the held-out fold: the ECG-DAN run's
+``predictions/seed*_fold*_train.csv`` holds its risks of the training-fold rows; the Cox on
+(risk, age, sex) is fitted on the split's inner-validation rows only (the ECG-DAN model was
+not trained on them; its risks on its own training rows would be over-fitted), with the fixed
+penalty ``baseline.combine_penalizer``, and applied to the held-out fold's ECG-DAN risk + age
++ sex. The splits are copied from the ECG-DAN run, so they are identical.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from data_modules.atomic import atomic_write_text
+from data_modules.h5cache import open_cache
+from ecg_dan.config import ConfigError, config_hash
+from ecg_dan.jobs.common import prepare_run_dir
+from ecg_dan.jobs.data import ukb_cache
+from ecg_dan.log import get_logger, is_rank_zero
+from ecg_dan.results import write_json
+
+log = get_logger(__name__)
+
+CLINICAL = ("age", "sex")
+
+
+def penalty_grid(cfg: DictConfig) -> np.ndarray:
+    b = cfg.baseline
+    if b.log10_penalty_min > b.log10_penalty_max:
+        raise ConfigError(f"baseline.log10_penalty_min={b.log10_penalty_min} is above "
+                          f"baseline.log10_penalty_max={b.log10_penalty_max}")
+    return 10.0 ** np.linspace(b.log10_penalty_min, b.log10_penalty_max, int(b.n_penalties))
+
+
+def cohort_table(cache: Path, rows: np.ndarray, with_biomarkers: bool) -> pd.DataFrame:
+    """eid, time, event, age, sex (+ the biomarkers) of the given cache rows (index = row)."""
+    from data_modules.biomarkers import biomarker_table
+
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    with open_cache(cache, "ukb") as f:
+        t = pd.DataFrame({k: f[k][...][rows] for k in ("eid", "time", "event", "age", "sex")},
+                         index=rows)
+        if with_biomarkers:
+            names = [n.decode() if isinstance(n, bytes) else str(n)
+                     for n in f["measurements"].attrs["measurement_names"]]
+            meas = pd.DataFrame(f["measurements"][...][rows], columns=names, index=rows)
+            parts = []
+            for lo in range(0, rows.size, 2048):  # medians in chunks: bounded memory
+                r = rows[lo:lo + 2048]
+                parts.append(biomarker_table(meas.loc[r], t.loc[r, "sex"].to_numpy(),
+                                             f["median"][r]))
+            t = pd.concat([t, pd.concat(parts)], axis=1)
+    t["time"] = t["time"].astype(float)
+    t["event"] = t["event"].astype(int)
+    return t
+
+
+def _design(table: pd.DataFrame, cols: list[str], train_rows: np.ndarray
+            ) -> tuple[pd.DataFrame, list[str], dict]:
+    """Preprocessed covariates of every row (fitted on ``train_rows``) and the kept columns."""
+    from data_modules.biomarkers import apply_preprocessing, fit_preprocessing
+
+    prep = fit_preprocessing(table.loc[train_rows, cols])
+    x = apply_preprocessing(table[cols], prep)
+    kept = [c for c in cols if x.loc[train_rows, c].std() > 0]
+    return x[kept], kept, prep
+
+
+def fit_cox(x: pd.DataFrame, time: np.ndarray, event: np.ndarray, penalizer: float):
+    """lifelines' L2-penalised Cox (l1_ratio=0) on the covariates ``x``."""
+    from lifelines import CoxPHFitter
+
+    df = x.copy()
+    df["_time"], df["_event"] = np.asarray(time, float), np.asarray(event, int)
+    cph = CoxPHFitter(penalizer=float(penalizer), l1_ratio=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter on tiny folds
+        cph.fit(df, duration_col="_time", event_col="_event")
+    return cph
+
+
+def log_partial_hazard(cph, x: pd.DataFrame) -> np.ndarray:
+    return np.asarray(cph.predict_log_partial_hazard(x), dtype=float).ravel()
+
+
+def _cindex(time, risk, event) -> float:
+    from lifelines.utils import concordance_index
+
+    return float(concordance_index(np.asarray(time), -np.asarray(risk), np.asarray(event)))
+
+
+def _pred_frame(table: pd.DataFrame, rows: np.ndarray, risk: np.ndarray, split,
+                checkpoint: str) -> pd.DataFrame:
+    t = table.loc[rows]
+    df = pd.DataFrame({"eid": t["eid"].to_numpy(np.int64), "seed": split.seed,
+                       "fold": split.fold, "risk": np.asarray(risk, np.float64),
+                       "time": t["time"].to_numpy(np.float32),
+                       "event": t["event"].to_numpy(np.float32), "checkpoint": checkpoint})
+    return df.sort_values("eid", kind="stable").reset_index(drop=True)
+
+
+def _splits(cfg: DictConfig, run_dir: Path, cache: Path):
+    from data_modules.splits import load_splits, save_splits
+    from data_modules.ukb_datamodule import make_ukb_splits
+
+    f = cfg.finetune
+    split_file = run_dir / "splits.json"
+    if cfg.baseline.features == "ecgdan_clinical":
+        src = _ecgdan_run(cfg) / "splits.json"
+        if split_file.is_file() and split_file.read_bytes() != src.read_bytes():
+            raise ConfigError(f"{split_file} differs from {src}: the baseline must use the "
+                              "ECG-DAN run's splits; use a new run directory")
+        if not split_file.is_file():
+            shutil.copyfile(src, split_file)
+        return load_splits(split_file)
+    if split_file.is_file():
+        return load_splits(split_file)
+    splits = make_ukb_splits(cache, f.cohort, f.n_folds, list(f.seeds), f.val_fraction)
+    save_splits(splits, split_file, meta={"cache": str(cache), "cohort": f.cohort})
+    return splits
+
+
+def _ecgdan_run(cfg: DictConfig) -> Path:
+    run = cfg.baseline.ecgdan_run
+    if not run:
+        raise ConfigError("baseline.features=ecgdan_clinical needs baseline.ecgdan_run=DIR, a "
+                          "finished ECG-DAN finetuning run (with splits.json and "
+                          "predictions/seed*_fold*_train.csv)")
+    run = Path(run)
+    if not (run / "splits.json").is_file() or not (run / "predictions").is_dir():
+        raise ConfigError(f"baseline.ecgdan_run={run} has no splits.json or predictions/: "
+                          "finish the ECG-DAN finetuning run first")
+    return run
+
+
+def _ecgdan_risks(cfg: DictConfig, split) -> tuple[pd.Series, pd.Series]:
+    """The ECG-DAN run's risks by eid: (training-fold rows, held-out fold) of one split."""
+    pred = _ecgdan_run(cfg) / "predictions"
+    test_csv = pred / f"{split.name}.csv"
+    train_csv = pred / f"{split.name}_train.csv"
+    for p in (test_csv, train_csv):
+        if not p.is_file():
+            raise ConfigError(f"{p} is missing: the ECG-DAN run has not finished {split.name}")
+    test, train = pd.read_csv(test_csv), pd.read_csv(train_csv)
+    return train.set_index("eid")["risk"], test.set_index("eid")["risk"]
+
+
+def _fold_is_done(out_csv: Path, want: str) -> bool:
+    from ecg_dan.jobs.finetune import _fold_is_done as done
+
+    return done(out_csv, want)
+
+
+def run_cox_baseline(cfg: DictConfig) -> Path:
+    """Fit the configured Cox baseline per split; write predictions, then the results."""
+    from ecg_dan.jobs.evaluate import evaluate_finetune
+
+    if cfg.task != "cox_baseline":
+        raise ConfigError(f"experiment has task={cfg.task}; the Cox baseline needs "
+                          "task=cox_baseline")
+    b = cfg.baseline
+    grid = penalty_grid(cfg)
+    if b.features == "ecgdan_clinical":
+        _ecgdan_run(cfg)
+    run_dir = prepare_run_dir(cfg)
+    want = config_hash(cfg)
+    cache = ukb_cache(cfg)
+    splits = _splits(cfg, run_dir, cache)
+    rows = np.unique(np.concatenate([np.concatenate([s.train_idx, s.val_idx, s.test_idx])
+                                     for s in splits]))
+    table = cohort_table(cache, rows, with_biomarkers=b.features == "biomarkers")
+    if b.features == "biomarkers":
+        from data_modules.biomarkers import FEATURES
+
+        cols = [c for c in table.columns if c in FEATURES or c.endswith("_missing")]
+        atomic_write_text(run_dir / "biomarkers.csv",
+                          table[["eid", *cols]].to_csv(index=False))
+    else:
+        cols = list(CLINICAL)
+    pred_dir = run_dir / "predictions"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        out_csv = pred_dir / f"{split.name}.csv"
+        if _fold_is_done(out_csv, want):
+            log.info(f"[{split.name}] predictions of this config exist, skipping")
+            continue
+        for part in ("train", "val", "test"):
+            eids = getattr(split, f"{part}_eid")
+            idx = getattr(split, f"{part}_idx")
+            if eids is not None and not np.array_equal(table.loc[idx, "eid"].to_numpy(), eids):
+                raise ConfigError(f"{run_dir / 'splits.json'} ({split.name}, {part}) does not "
+                                  f"match the participants of {cache}: rebuild with the same "
+                                  "data or use a new run directory")
+        if b.features == "ecgdan_clinical":
+            preds, meta = _fit_ecgdan_clinical(cfg, table, split)
+        else:
+            preds, meta = _fit_tuned(table, cols, split, grid)
+        test, train = preds
+        checkpoint = str(out_csv.with_suffix(".json"))
+        test["checkpoint"] = train["checkpoint"] = checkpoint
+        atomic_write_text(out_csv.with_name(out_csv.stem + "_train.csv"),
+                          train.to_csv(index=False))
+        write_json(out_csv.with_suffix(".json"),
+                   {"config_hash": want, "checkpoint": checkpoint, "n": len(test),
+                    "events": int(test.event.sum()), "features": b.features, **meta})
+        atomic_write_text(out_csv, test.to_csv(index=False))
+        log.info(f"[{split.name}] Cox ({b.features}, penalizer {meta['penalizer']:.3g}): "
+                 f"held-out fold scored once: {len(test)} participants, "
+                 f"{int(test.event.sum())} events -> {out_csv}")
+    if is_rank_zero():
+        evaluate_finetune(run_dir, cfg=cfg)
+    return run_dir
+
+
+def _fit_tuned(table: pd.DataFrame, cols: list[str], split, grid: np.ndarray):
+    """Penalty by validation C-index over ``grid``, refit on the training rows."""
+    tr, va, te = split.train_idx, split.val_idx, split.test_idx
+    x, kept, prep = _design(table, cols, tr)
+    time, event = table["time"], table["event"]
+    scores = []
+    for p in grid:
+        if va.size == 0:
+            break
+        cph = fit_cox(x.loc[tr], time.loc[tr], event.loc[tr], p)
+        scores.append(_cindex(time.loc[va], log_partial_hazard(cph, x.loc[va]), event.loc[va]))
+    if scores:
+        best = max(range(len(grid)), key=lambda i: (round(scores[i], 12), -i))
+    else:  # no validation split (finetune.val_fraction is > 0 by schema): largest penalty
+        best = len(grid) - 1
+    penalizer = float(grid[best])
+    cph = fit_cox(x.loc[tr], time.loc[tr], event.loc[tr], penalizer)
+    fit_rows = np.sort(np.concatenate([tr, va]))
+    test = _pred_frame(table, te, log_partial_hazard(cph, x.loc[te]), split, "")
+    train = _pred_frame(table, fit_rows, log_partial_hazard(cph, x.loc[fit_rows]), split, "")
+    meta = {"penalizer": penalizer, "log10_penalizer": float(np.log10(penalizer)),
+            "penalty_grid": [float(v) for v in grid],
+            "val_cindex": [float(v) for v in scores],
+            "best_val_cindex": float(scores[best]) if scores else None,
+            "columns": kept, "dropped_constant": [c for c in cols if c not in kept],
+            "coefficients": {k: float(v) for k, v in cph.params_.items()},
+            "preprocessing": prep,
+            "fit_rows": "train", "n_train": int(tr.size), "n_val": int(va.size)}
+    return (test, train), meta
+
+
+def _fit_ecgdan_clinical(cfg: DictConfig, table: pd.DataFrame, split):
+    """Cox on (ECG-DAN risk, age, sex) fitted on the inner-validation rows only."""
+    train_risk, test_risk = _ecgdan_risks(cfg, split)
+    tab = table.copy()
+    by_eid = pd.concat([train_risk, test_risk])
+    by_eid = by_eid[~by_eid.index.duplicated(keep="first")]
+    tr, va, te = split.train_idx, split.val_idx, split.test_idx
+    need = {"inner-validation": va, "held-out": te}
+    for what, idx in need.items():
+        src = train_risk if what == "inner-validation" else test_risk
+        missing = sorted(set(tab.loc[idx, "eid"]) - set(src.index))
+        if missing:
+            raise ConfigError(f"{cfg.baseline.ecgdan_run}: {split.name}: no ECG-DAN risk for "
+                              f"{len(missing)} {what} participants (e.g. {missing[:5]})")
+    fit_rows = np.sort(np.concatenate([tr, va]))
+    tab["ecgdan_risk"] = np.nan
+    tab.loc[fit_rows, "ecgdan_risk"] = train_risk.reindex(tab.loc[fit_rows, "eid"]).to_numpy()
+    tab.loc[te, "ecgdan_risk"] = test_risk.reindex(tab.loc[te, "eid"]).to_numpy()
+    cols = ["ecgdan_risk", *CLINICAL]
+    x = tab[cols].astype(float)
+    kept = [c for c in cols if x.loc[va, c].std() > 0]
+    pen = float(cfg.baseline.combine_penalizer)
+    cph = fit_cox(x.loc[va, kept], tab.loc[va, "time"], tab.loc[va, "event"], pen)
+    have = tab.loc[fit_rows, "ecgdan_risk"].notna().to_numpy()
+    fit_rows = fit_rows[have]
+    test = _pred_frame(tab, te, log_partial_hazard(cph, x.loc[te, kept]), split, "")
+    train = _pred_frame(tab, fit_rows, log_partial_hazard(cph, x.loc[fit_rows, kept]), split,
+                        "")
+    meta = {"penalizer": pen, "log10_penalizer": float(np.log10(pen)) if pen > 0 else None,
+            "columns": kept, "coefficients": {k: float(v) for k, v in cph.params_.items()},
+            "fit_rows": "val", "n_val": int(va.size),
+            "ecgdan_run": str(cfg.baseline.ecgdan_run)}
+    return (test, train), meta
+
+
+def load_fold_meta(run_dir: str | Path, name: str) -> dict:
+    return json.loads((Path(run_dir) / "predictions" / f"{name}.json").read_text())
