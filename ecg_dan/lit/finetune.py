@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from ecg_dan.lit.pretrain import kl_weight
 from ecg_dan.losses.cox import cox_ph_loss
 from ecg_dan.losses.reconstruction import reconstruction_mse
 from ecg_dan.metrics.cindex import HarrellCIndex
@@ -51,12 +52,15 @@ class SurvivalFinetuneModule(L.LightningModule):
         cox = cox_ph_loss(log_risk, batch["time"], batch["event"], ties=self.ties)
         recon = reconstruction_mse(out["recon"], batch["target"])
         loss = self.alpha * cox + (1.0 - self.alpha) * recon
+        logged = {f"{stage}/cox": cox.detach(), f"{stage}/recon_mse": recon.detach()}
+        if "kl" in out:  # a VAE backbone (docs/method.md section 7)
+            loss = loss + kl_weight(self.backbone) * out["kl"]
+            logged[f"{stage}/kl"] = out["kl"].detach()
         if not torch.isfinite(loss):
             raise DivergenceError(f"non-finite loss at step {self.global_step} ({stage}): "
                                   f"cox={cox.item():.4g}, recon={recon.item():.4g}")
         n = batch["x"].shape[0]
-        self.log_dict({f"{stage}/cox": cox.detach(), f"{stage}/recon_mse": recon.detach(),
-                       f"{stage}/loss": loss.detach()}, on_step=stage == "train",
+        self.log_dict({**logged, f"{stage}/loss": loss.detach()}, on_step=stage == "train",
                       on_epoch=True, batch_size=n, sync_dist=stage != "train")
         return loss, log_risk
 
