@@ -26,7 +26,7 @@ from data_modules.atomic import atomic_path
 from ecg_dan.models.registry import as_model_config, build_model
 
 # Fields that change no tensor shape: a checkpoint trained with other values still fits.
-_SHAPE_FREE = {"attn_dropout", "batchwise_dropout"}
+_SHAPE_FREE = {"attn_dropout", "batchwise_dropout", "kl_weight"}
 
 
 class CheckpointError(ValueError):

@@ -32,7 +32,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     from ecg_dan import __version__
     from ecg_dan.config import load_config, model_config
-    from ecg_dan.models import parameter_table
+    from ecg_dan.models import baseline_table, parameter_table
     from ecg_dan.models.registry import model_names
 
     print(f"ecg-dan {__version__} | python {platform.python_version()} | torch {torch.__version__}"
@@ -50,6 +50,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"registered models: {', '.join(model_names())}")
     print(f"model config: {mc}")
     print(parameter_table(mc))
+    print("\nbaselines (docs/method.md section 7), with this model config's latent_dim:")
+    print(baseline_table(mc))
     return 0
 
 

@@ -51,7 +51,13 @@ def pretrained(tiny_pretrained) -> Path:
     return tiny_pretrained
 
 
-@pytest.mark.parametrize("experiment", experiments())
+# The ResNet1d101 baseline takes tens of seconds per batch-64 step on a CPU.
+_SLOW_EXPERIMENTS = {"baselines/resnet1d101_ae"}
+
+
+@pytest.mark.parametrize("experiment", [
+    pytest.param(e, marks=pytest.mark.slow) if e in _SLOW_EXPERIMENTS else e
+    for e in experiments()])
 def test_every_experiment_runs_one_step(experiment, tmp_path, data_root, pretrained):
     cfg = load_config(experiment, _args(tmp_path, data_root, "trainer.limit_train_batches=1",
                                         "trainer.limit_val_batches=1", "trainer.max_epochs=1"))

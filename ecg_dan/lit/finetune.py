@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from ecg_dan.lit.pretrain import kl_weight
 from ecg_dan.losses.objectives import make_objective
 from ecg_dan.losses.reconstruction import reconstruction_mse
 from ecg_dan.metrics.cindex import HarrellCIndex
@@ -61,12 +62,15 @@ class SurvivalFinetuneModule(L.LightningModule):
         recon = reconstruction_mse(out["recon"], batch["target"])
         loss = self.alpha * surv + (1.0 - self.alpha) * recon
         name = self.objective.name
+        logged = {f"{stage}/{name}": surv.detach(), f"{stage}/recon_mse": recon.detach()}
+        if "kl" in out:  # a VAE backbone (docs/method.md section 7)
+            loss = loss + kl_weight(self.backbone) * out["kl"]
+            logged[f"{stage}/kl"] = out["kl"].detach()
         if not torch.isfinite(loss):
             raise DivergenceError(f"non-finite loss at step {self.global_step} ({stage}): "
                                   f"{name}={surv.item():.4g}, recon={recon.item():.4g}")
         n = batch["x"].shape[0]
-        self.log_dict({f"{stage}/{name}": surv.detach(), f"{stage}/recon_mse": recon.detach(),
-                       f"{stage}/loss": loss.detach()}, on_step=stage == "train",
+        self.log_dict({**logged, f"{stage}/loss": loss.detach()}, on_step=stage == "train",
                       on_epoch=True, batch_size=n, sync_dist=stage != "train")
         return loss, log_risk
 

@@ -16,6 +16,11 @@ from ecg_dan.models import ClassificationHead, Projector
 from ecg_dan.schedules import configure_optimization
 
 
+def kl_weight(backbone: nn.Module) -> float:
+    """``model.kl_weight`` of a backbone that returns a KL term (0 when it has none)."""
+    return float(getattr(backbone.cfg, "kl_weight", 0.0))
+
+
 class AlignmentPretrainModule(L.LightningModule):
     """Reconstruction (masked input -> cleaned beat) + ECG-text alignment (+ optional BCE).
 
@@ -52,6 +57,9 @@ class AlignmentPretrainModule(L.LightningModule):
         out = self.backbone(batch["x"])
         losses = {"recon_mse": reconstruction_mse(out["recon"], batch["target"])}
         total = self.p["w_recon"] * losses["recon_mse"]
+        if "kl" in out:  # a VAE backbone (docs/method.md section 7)
+            losses["kl"] = out["kl"]
+            total = total + kl_weight(self.backbone) * out["kl"]
         if self.align != "none":
             e, t = self.project(out["z"], batch["text"])
             if self.align == "cosine":

@@ -5,7 +5,8 @@ from ecg_dan.models.ecgdan import ECGDAN, ECGDANDecoder, ECGDANEncoder, ModelCon
 from ecg_dan.models.heads import ClassificationHead, DiscreteTimeHead, Projector, RiskHead
 
 __all__ = ["ECGDAN", "ECGDANDecoder", "ECGDANEncoder", "ModelConfig", "BatchwiseDropout",
-           "ClassificationHead", "DiscreteTimeHead", "Projector", "RiskHead"]
+           "ClassificationHead", "DiscreteTimeHead", "Projector", "RiskHead", "baseline_table",
+           "count_parameters", "parameter_table"]
 
 
 def count_parameters(module) -> int:
@@ -31,4 +32,21 @@ def parameter_table(cfg: ModelConfig) -> str:
     ]
     lines = ["| module | parameters |", "|---|---:|"]
     lines += [f"| {name} | {count_parameters(m):,} |" for name, m in rows]
+    return "\n".join(lines)
+
+
+def baseline_table(cfg: ModelConfig) -> str:
+    """Markdown table of the registered baselines' parameter counts (docs/method.md section
+    7), each built from ``cfg`` with its own ``model.name``."""
+    from dataclasses import replace
+
+    from ecg_dan.models.registry import build_model, model_names
+
+    lines = ["| baseline | encoder | decoder | total |", "|---|---:|---:|---:|"]
+    for name in model_names():
+        if name == "ecg_dan":
+            continue
+        net = build_model(replace(cfg, name=name))
+        lines.append(f"| {name} | {count_parameters(net.encoder):,} | "
+                     f"{count_parameters(net.decoder):,} | {count_parameters(net):,} |")
     return "\n".join(lines)

@@ -35,6 +35,9 @@ class ModelConfig:
     mlp_ratio: int = 4
     attn_dropout: float = 0.2
     batchwise_dropout: bool = False  # one dropout mask per batch (finetuning)
+    # Weight of the KL term for backbones that return "kl" (the VAE baseline, docs/method.md
+    # section 7; 0 = the VAE without the KL term). ECG-DAN returns no KL and ignores it.
+    kl_weight: float = 1e-4
 
     def widths(self) -> list[int]:
         mult = [1, 2, 4, 4, 4, 4]

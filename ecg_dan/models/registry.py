@@ -54,3 +54,7 @@ def model_dict(cfg: ModelConfig) -> dict[str, Any]:
 
 
 register_model("ecg_dan")(ECGDAN)
+
+# The baselines (docs/method.md section 7) register themselves on import; importing them here
+# makes every name available wherever build_model is.
+from ecg_dan.models import resnet1d, vae  # noqa: E402, F401
