@@ -7,7 +7,10 @@ required value left as ``???`` or a value out of range is an error naming the ke
 
 Experiment YAMLs inherit with ``extends: <name or list of names>``; overlays
 (``experiments/overlays/*.yaml``, e.g. ``synthetic``, ``debug``, ``ddp``) are small YAMLs
-applied on top of an experiment, selected on the command line as ``+name``.
+applied on top of an experiment, selected on the command line as ``+name``. ``+name`` may
+also name another experiment (``+ablations/no_temporal``) or a YAML path: then only that
+file's own keys are applied, not those it ``extends`` (``finetune_mi +ablations/latent64``
+is UKB-MI with the latent-64 delta, not with ``finetune_hyp`` again).
 """
 
 from __future__ import annotations
@@ -321,8 +324,23 @@ def overlay_path(name: str) -> Path:
     cand = EXPERIMENTS_DIR / OVERLAYS / f"{name}.yaml"
     if not cand.is_file():
         raise ConfigError(f"no overlay '+{name}'; available: "
-                          f"{', '.join('+' + o for o in overlays())}")
+                          f"{', '.join('+' + o for o in overlays())}, or any experiment "
+                          "(e.g. +ablations/latent64) or YAML path")
     return cand
+
+
+def _overlay_chain(name: str) -> list[tuple[Path, DictConfig]]:
+    """An overlay with its ``extends`` chain; an experiment or YAML path: its own keys only."""
+    if (EXPERIMENTS_DIR / OVERLAYS / f"{name}.yaml").is_file():
+        return _load_yaml_chain(overlay_path(name))
+    try:
+        path = experiment_path(name)
+    except ConfigError:
+        overlay_path(name)  # raises, listing the overlays
+        raise
+    conf = OmegaConf.load(path)
+    conf.pop("extends", None)
+    return [(path, conf)]
 
 
 def _load_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
@@ -363,7 +381,7 @@ def split_overrides(items: list[str] | None) -> tuple[list[str], list[str]]:
 def _apply(schema: DictConfig, merged: DictConfig, items: list[str] | None) -> DictConfig:
     names, dotlist = split_overrides(items)
     for name in names:
-        for path, conf in _load_yaml_chain(overlay_path(name)):
+        for path, conf in _overlay_chain(name):
             merged = _merge_checked(schema, merged, conf, f"overlay +{name} ({path})")
     for item in dotlist:
         if "=" not in item:

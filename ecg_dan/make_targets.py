@@ -33,8 +33,8 @@ def _synthetic(v: dict[str, str]) -> bool:
     return v.get("DATA") == "synthetic"
 
 
-def pretrain(v: dict[str, str], extra: list[str], model_overrides: list[str] | None = None,
-             name: str | None = None):
+def pretrain_config(v: dict[str, str], extra: list[str],
+                    model_overrides: list[str] | None = None, name: str | None = None):
     if _synthetic(v):
         exp, ov = "pretrain_short", ["+synthetic", "name=pretrain_synthetic"]
     else:
@@ -43,7 +43,12 @@ def pretrain(v: dict[str, str], extra: list[str], model_overrides: list[str] | N
         exp, ov = "pretrain", [f"data.ptbxl_dir={v['PTBXL_DIR']}"]
     if name:
         ov.append(f"name={name}")
-    return run_pretrain(load_config(exp, [*ov, *(model_overrides or []), *extra]))
+    return load_config(exp, [*ov, *(model_overrides or []), *extra])
+
+
+def pretrain(v: dict[str, str], extra: list[str], model_overrides: list[str] | None = None,
+             name: str | None = None):
+    return run_pretrain(pretrain_config(v, extra, model_overrides, name))
 
 
 def _cohort(v: dict[str, str]) -> str:
@@ -55,24 +60,43 @@ def _cohort(v: dict[str, str]) -> str:
     return cohort
 
 
-def finetune(v: dict[str, str], extra: list[str], experiment: str | None = None):
+def finetune_config(v: dict[str, str], extra: list[str], ablation: str | None = None):
+    """The cohort's paper config (``finetune_<cohort>``); an ablation's YAML is applied on
+    top of it as an overlay (its own keys only), before the synthetic overlays."""
     cohort = _cohort(v)
-    ov = []
+    ov = [f"+ablations/{ablation}"] if ablation else []
     if _synthetic(v):
-        ov += ["+synthetic", "+cpu_finetune", f"name=finetune_{cohort}_synthetic"]
+        ov += ["+synthetic", "+cpu_finetune"]
+        if not ablation:
+            ov.append(f"name=finetune_{cohort}_synthetic")
     if v.get("SCRATCH"):
         ov.append("finetune.scratch=true")
     elif v.get("CKPT"):
         ov.append(f"finetune.ckpt={v['CKPT']}")
-    if experiment:
-        ov = [o for o in ov if not o.startswith("name=")]
-        ov.append(f"finetune.cohort={cohort}")
-    return run_finetune(load_config(experiment or f"finetune_{cohort}", [*ov, *extra]))
+    return load_config(f"finetune_{cohort}", [*ov, *extra])
+
+
+def finetune(v: dict[str, str], extra: list[str], ablation: str | None = None):
+    return run_finetune(finetune_config(v, extra, ablation))
+
+
+def ablation_pretrain_overrides(raw) -> list[str]:
+    """The variant's own pretraining: its YAML's ``model:`` and ``pretrain:`` keys. A variant
+    that does not train the decoder (``pretrain.w_recon=0``) keeps the checkpoint with the
+    lowest ``val/loss``: its ``val/recon_mse`` is still logged but says nothing."""
+    ov = [f"{section}.{k}={val}" for section in ("model", "pretrain")
+          for k, val in (raw.get(section) or {}).items()]
+    if float(OmegaConf.select(raw, "pretrain.w_recon", default=1.0)) == 0:
+        ov.append("checkpoint.monitor=val/loss")
+    return ov
 
 
 def ablations(v: dict[str, str], extra: list[str]) -> None:
-    """Every experiments/ablations/*.yaml; architecture variants are pretrained first with
-    the same pretraining config, so each is compared pretrained-vs-pretrained."""
+    """Every experiments/ablations/*.yaml, finetuned with the cohort's paper config.
+
+    A variant with ``model:`` or ``pretrain:`` keys is pretrained first with the paper's
+    pretraining config plus those keys, so each is compared pretrained-vs-pretrained; the
+    others share one pretraining (``CKPT=``, or one default run made once)."""
     cohort = _cohort(v)
     paths = sorted((EXPERIMENTS_DIR / "ablations").glob("*.yaml"))
     if v.get("ABLATIONS"):
@@ -82,22 +106,25 @@ def ablations(v: dict[str, str], extra: list[str]) -> None:
             raise ConfigError(f"ABLATIONS: unknown {unknown}; available: "
                               f"{', '.join(p.stem for p in paths)}")
         paths = [p for p in paths if p.stem in wanted]
+    suffix = "_synthetic" if _synthetic(v) else ""
+    shared_ckpt = v.get("CKPT") or None
     for path in paths:
-        name = f"ablations/{path.stem}"
         raw = OmegaConf.load(path)
-        model_ov = [f"model.{k}={val}" for k, val in (raw.get("model") or {}).items()]
-        suffix = "_synthetic" if _synthetic(v) else ""
         run_name = [f"name=ablation_{path.stem}_{cohort}{suffix}"]
         if OmegaConf.select(raw, "finetune.scratch"):
-            finetune({**v, "CKPT": "", "SCRATCH": "1"}, [*run_name, *extra], experiment=name)
+            finetune({**v, "CKPT": "", "SCRATCH": "1"}, [*run_name, *extra], ablation=path.stem)
             continue
-        if not model_ov and v.get("CKPT"):
-            ckpt = v["CKPT"]
-        else:
-            out = pretrain(v, extra, model_overrides=model_ov,
+        pre_ov = ablation_pretrain_overrides(raw)
+        if pre_ov:
+            out = pretrain(v, extra, model_overrides=pre_ov,
                            name=f"pretrain_ablation_{path.stem}{suffix}")
             ckpt = str(out["checkpoint"])
-        finetune({**v, "CKPT": ckpt, "SCRATCH": ""}, [*run_name, *extra], experiment=name)
+        else:
+            if shared_ckpt is None:
+                out = pretrain(v, extra, name=f"pretrain_ablation_default{suffix}")
+                shared_ckpt = str(out["checkpoint"])
+            ckpt = shared_ckpt
+        finetune({**v, "CKPT": ckpt, "SCRATCH": ""}, [*run_name, *extra], ablation=path.stem)
 
 
 def main(argv: list[str] | None = None) -> int:

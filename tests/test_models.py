@@ -32,8 +32,12 @@ PAPER = ModelConfig()
     (lambda: Projector(512), 164_224),
     (lambda: RiskHead(512), 2_573),
     (lambda: Projector(768), 229_760),
+    (lambda: Projector(512, 512), 164_224),
+    (lambda: Projector(64, 64), 64 * 32 + 32 + 32 * 32 + 32),  # authors: 64 -> 32 -> 32
+    (lambda: Projector(768, 64), 768 * 32 + 32 + 32 * 32 + 32),  # 768 -> 32 -> 32
 ], ids=["encoder", "decoder", "no_cross_lead", "no_temporal", "no_attention", "ecg_projector",
-        "risk_head", "text_projector_768"])
+        "risk_head", "text_projector_768", "ecg_projector_512", "ecg_projector_latent64",
+        "text_projector_latent64"])
 def test_parameter_counts_match_method(module, expected):
     assert count_parameters(module()) == expected
 

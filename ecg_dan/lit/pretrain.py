@@ -40,8 +40,8 @@ class AlignmentPretrainModule(L.LightningModule):
         if self.align != "none":
             if not text_dim:
                 raise ValueError("alignment pretraining needs text embeddings (text_dim is None)")
-            self.ecg_proj = Projector(latent)
-            self.text_proj = Projector(int(text_dim))
+            self.ecg_proj = Projector(latent, latent)  # sizes follow the latent (section 7)
+            self.text_proj = Projector(int(text_dim), latent)
         if self.align == "infonce":
             log_t = torch.tensor(float(pretrain["temperature"])).log()
             self.log_temperature = nn.Parameter(log_t, requires_grad=pretrain["learn_temperature"])

@@ -2,11 +2,17 @@
 
 from ecg_dan.models.dropout import BatchwiseDropout
 from ecg_dan.models.ecgdan import ECGDAN, ECGDANDecoder, ECGDANEncoder, ModelConfig
-from ecg_dan.models.heads import ClassificationHead, DiscreteTimeHead, Projector, RiskHead
+from ecg_dan.models.heads import (
+    ClassificationHead,
+    DiscreteTimeHead,
+    Projector,
+    RiskHead,
+    projector_sizes,
+)
 
 __all__ = ["ECGDAN", "ECGDANDecoder", "ECGDANEncoder", "ModelConfig", "BatchwiseDropout",
            "ClassificationHead", "DiscreteTimeHead", "Projector", "RiskHead", "baseline_table",
-           "count_parameters", "parameter_table"]
+           "count_parameters", "parameter_table", "projector_sizes"]
 
 
 def count_parameters(module) -> int:
@@ -27,7 +33,8 @@ def parameter_table(cfg: ModelConfig) -> str:
          ECGDANEncoder(replace(cfg, temporal_attention=False))),
         ("encoder without either", ECGDANEncoder(replace(cfg, cross_lead_attention=False,
                                                          temporal_attention=False))),
-        (f"ECG projector {cfg.latent_dim}->256->ReLU->128", Projector(cfg.latent_dim)),
+        ("ECG projector {}->{}->ReLU->{}".format(cfg.latent_dim, *projector_sizes(cfg.latent_dim)),
+         Projector(cfg.latent_dim, cfg.latent_dim)),
         ("risk head", RiskHead(cfg.latent_dim)),
     ]
     lines = ["| module | parameters |", "|---|---:|"]

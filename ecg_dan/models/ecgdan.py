@@ -135,26 +135,36 @@ class ECGDANEncoder(nn.Module):
 
     def attend(self, h: torch.Tensor, need_weights: bool = False
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Both attention branches, summed: (B, feat*leads, T) with channel index c*L + l."""
+        """The pooling stage's input, (B, feat*leads, T) with channel index c*L + l.
+
+        Wired as the authors' code wires it (docs/method.md section 2): each branch's output
+        is t = temporal(h) or h without temporal attention, and c = crosslead(h) or t
+        without cross-lead attention; the sum t + c is pooled. So the full model pools
+        temporal(h) + crosslead(h); without cross-lead, temporal(h) + temporal(h); without
+        temporal, crosslead(h) + h; without either, h + h.
+        """
         B, C, L, T = h.shape
-        out = torch.zeros(B, C * L, T, device=h.device, dtype=h.dtype)
         maps: dict[str, torch.Tensor] = {}
         if self.temporal is not None:
             t_out, t_w = self.temporal(h.permute(2, 0, 3, 1), need_weights)  # (L, B, T, C)
-            out = out + t_out.permute(1, 3, 0, 2).reshape(B, C * L, T)
+            t = t_out.permute(1, 3, 0, 2).reshape(B, C * L, T)
             if t_w is not None:
                 maps["temporal"] = t_w
+        else:
+            t = h.reshape(B, C * L, T)
         if self.cross_lead is not None:
             tokens = h.permute(0, 2, 1, 3).reshape(B, L, C * T)  # lead tokens, channel-major
             c_out, c_w = self.cross_lead(tokens, need_weights)
-            out = out + c_out.view(B, L, C, T).permute(0, 2, 1, 3).reshape(B, C * L, T)
+            c = c_out.view(B, L, C, T).permute(0, 2, 1, 3).reshape(B, C * L, T)
             if c_w is not None:
                 maps["cross_lead"] = c_w
-        if self.temporal is None and self.cross_lead is None:
-            out = h.reshape(B, C * L, T)
-        return out, maps
+        else:
+            c = t
+        return t + c, maps
 
     def pool(self, a: torch.Tensor) -> torch.Tensor:
+        # Without either attention branch each pooling path has its own Dropout(0.2), as in
+        # the authors' code (one in each of their two pooling nn.Sequential); identity else.
         avg = self.pool_avg(self.pool_drop_avg(a)).mean(-1)
         mx = self.pool_max(self.pool_drop_max(a)).amax(-1)
         return torch.cat([avg, mx], dim=1)

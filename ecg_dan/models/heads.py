@@ -41,7 +41,24 @@ class ClassificationHead(nn.Sequential):
 
 
 class Projector(nn.Sequential):
-    """in -> 256 -> ReLU -> 128: the alignment projectors p_ecg and p_text."""
+    """in -> hidden -> ReLU -> out: the alignment projectors p_ecg and p_text.
 
-    def __init__(self, in_dim: int, hidden: int = 256, out_dim: int = 128) -> None:
-        super().__init__(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+    Sizes follow the latent size as in the authors' code (docs/method.md section 7): with
+    latent 512 both projectors are in -> 256 -> 128; with any other latent size d they are
+    in -> d/2 -> d/2 (latent 64: 64 -> 32 -> 32 and d_text -> 32 -> 32).
+    """
+
+    def __init__(self, in_dim: int, latent_dim: int = 512, hidden: int | None = None,
+                 out_dim: int | None = None) -> None:
+        h, o = projector_sizes(latent_dim)
+        super().__init__(nn.Linear(in_dim, hidden or h), nn.ReLU(),
+                         nn.Linear(hidden or h, out_dim or o))
+
+
+def projector_sizes(latent_dim: int) -> tuple[int, int]:
+    """(hidden, out) of both alignment projectors for an encoder of this latent size."""
+    if latent_dim == 512:
+        return 256, 128
+    if latent_dim < 2:
+        raise ValueError(f"latent_dim must be >= 2 for the projectors, got {latent_dim}")
+    return latent_dim // 2, latent_dim // 2
