@@ -465,8 +465,11 @@ RESULT_FREE_KEYS = ("name", "run_dir", "resume", "logging", "trainer.enable_prog
 def result_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config minus :data:`RESULT_FREE_KEYS`: what a run's results depend on."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    if c.get("task") != "cox_baseline":  # only baselines depend on it (older hashes stay)
-        c.pop("baseline", None)
+    # sections another task does not read cannot change its results
+    unused = {"pretrain": ("finetune", "baseline"), "finetune": ("pretrain", "baseline"),
+              "cox_baseline": ("pretrain", "model", "optim")}
+    for section in unused.get(c.get("task"), ()):
+        c.pop(section, None)
     for key in RESULT_FREE_KEYS:
         node, *rest = key.split(".")
         if not rest:

@@ -1,5 +1,7 @@
 """Make variables -> experiment configs: ``make pretrain|finetune|ablations``.
 
+``make ablations`` runs the whole comparison matrix of a cohort (ecg_dan/jobs/matrix.py).
+
     python -m ecg_dan.make_targets finetune DATA=synthetic COHORT=mi CKPT= SCRATCH= -- ARGS...
 
 ``DATA=synthetic`` adds the ``+synthetic`` overlay (and ``+cpu_finetune`` for finetuning:
@@ -11,9 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from omegaconf import OmegaConf
-
-from ecg_dan.config import EXPERIMENTS_DIR, ConfigError, choices, experiments, load_config
+from ecg_dan.config import ConfigError, choices, experiments, load_config
 from ecg_dan.jobs.data import PTBXL_HELP
 from ecg_dan.jobs.finetune import run_finetune
 from ecg_dan.jobs.pretrain import run_pretrain
@@ -33,22 +33,18 @@ def _synthetic(v: dict[str, str]) -> bool:
     return v.get("DATA") == "synthetic"
 
 
-def pretrain_config(v: dict[str, str], extra: list[str],
-                    model_overrides: list[str] | None = None, name: str | None = None):
+def pretrain_config(v: dict[str, str], extra: list[str]):
     if _synthetic(v):
         exp, ov = "pretrain_short", ["+synthetic", "name=pretrain_synthetic"]
     else:
         if not v.get("PTBXL_DIR"):
             raise ConfigError(PTBXL_HELP)
         exp, ov = "pretrain", [f"data.ptbxl_dir={v['PTBXL_DIR']}"]
-    if name:
-        ov.append(f"name={name}")
-    return load_config(exp, [*ov, *(model_overrides or []), *extra])
+    return load_config(exp, [*ov, *extra])
 
 
-def pretrain(v: dict[str, str], extra: list[str], model_overrides: list[str] | None = None,
-             name: str | None = None):
-    return run_pretrain(pretrain_config(v, extra, model_overrides, name))
+def pretrain(v: dict[str, str], extra: list[str]):
+    return run_pretrain(pretrain_config(v, extra))
 
 
 def _cohort(v: dict[str, str]) -> str:
@@ -60,15 +56,12 @@ def _cohort(v: dict[str, str]) -> str:
     return cohort
 
 
-def finetune_config(v: dict[str, str], extra: list[str], ablation: str | None = None):
-    """The cohort's paper config (``finetune_<cohort>``); an ablation's YAML is applied on
-    top of it as an overlay (its own keys only), before the synthetic overlays."""
+def finetune_config(v: dict[str, str], extra: list[str]):
+    """The cohort's paper config (``finetune_<cohort>``), with the synthetic overlays."""
     cohort = _cohort(v)
-    ov = [f"+ablations/{ablation}"] if ablation else []
+    ov = []
     if _synthetic(v):
-        ov += ["+synthetic", "+cpu_finetune"]
-        if not ablation:
-            ov.append(f"name=finetune_{cohort}_synthetic")
+        ov += ["+synthetic", "+cpu_finetune", f"name=finetune_{cohort}_synthetic"]
     if v.get("SCRATCH"):
         ov.append("finetune.scratch=true")
     elif v.get("CKPT"):
@@ -76,55 +69,18 @@ def finetune_config(v: dict[str, str], extra: list[str], ablation: str | None = 
     return load_config(f"finetune_{cohort}", [*ov, *extra])
 
 
-def finetune(v: dict[str, str], extra: list[str], ablation: str | None = None):
-    return run_finetune(finetune_config(v, extra, ablation))
-
-
-def ablation_pretrain_overrides(raw) -> list[str]:
-    """The variant's own pretraining: its YAML's ``model:`` and ``pretrain:`` keys. A variant
-    that does not train the decoder (``pretrain.w_recon=0``) keeps the checkpoint with the
-    lowest ``val/loss``: its ``val/recon_mse`` is still logged but says nothing."""
-    ov = [f"{section}.{k}={val}" for section in ("model", "pretrain")
-          for k, val in (raw.get(section) or {}).items()]
-    if float(OmegaConf.select(raw, "pretrain.w_recon", default=1.0)) == 0:
-        ov.append("checkpoint.monitor=val/loss")
-    return ov
+def finetune(v: dict[str, str], extra: list[str]):
+    return run_finetune(finetune_config(v, extra))
 
 
 def ablations(v: dict[str, str], extra: list[str]) -> None:
-    """Every experiments/ablations/*.yaml, finetuned with the cohort's paper config.
+    """The whole comparison matrix of a cohort (ablations + baselines), then one table:
+    see ecg_dan/jobs/matrix.py. ``ABLATIONS=a,b`` selects cells."""
+    from ecg_dan.jobs.matrix import run_matrix
 
-    A variant with ``model:`` or ``pretrain:`` keys is pretrained first with the paper's
-    pretraining config plus those keys, so each is compared pretrained-vs-pretrained; the
-    others share one pretraining (``CKPT=``, or one default run made once)."""
-    cohort = _cohort(v)
-    paths = sorted((EXPERIMENTS_DIR / "ablations").glob("*.yaml"))
-    if v.get("ABLATIONS"):
-        wanted = [a.strip() for a in v["ABLATIONS"].split(",") if a.strip()]
-        unknown = sorted(set(wanted) - {p.stem for p in paths})
-        if unknown:
-            raise ConfigError(f"ABLATIONS: unknown {unknown}; available: "
-                              f"{', '.join(p.stem for p in paths)}")
-        paths = [p for p in paths if p.stem in wanted]
-    suffix = "_synthetic" if _synthetic(v) else ""
-    shared_ckpt = v.get("CKPT") or None
-    for path in paths:
-        raw = OmegaConf.load(path)
-        run_name = [f"name=ablation_{path.stem}_{cohort}{suffix}"]
-        if OmegaConf.select(raw, "finetune.scratch"):
-            finetune({**v, "CKPT": "", "SCRATCH": "1"}, [*run_name, *extra], ablation=path.stem)
-            continue
-        pre_ov = ablation_pretrain_overrides(raw)
-        if pre_ov:
-            out = pretrain(v, extra, model_overrides=pre_ov,
-                           name=f"pretrain_ablation_{path.stem}{suffix}")
-            ckpt = str(out["checkpoint"])
-        else:
-            if shared_ckpt is None:
-                out = pretrain(v, extra, name=f"pretrain_ablation_default{suffix}")
-                shared_ckpt = str(out["checkpoint"])
-            ckpt = shared_ckpt
-        finetune({**v, "CKPT": ckpt, "SCRATCH": ""}, [*run_name, *extra], ablation=path.stem)
+    cells = [a.strip() for a in (v.get("ABLATIONS") or "").split(",") if a.strip()]
+    run_matrix(_cohort(v), _synthetic(v), cells or None, ptbxl_dir=v.get("PTBXL_DIR") or None,
+               ckpt=v.get("CKPT") or None, extra=extra)
 
 
 def main(argv: list[str] | None = None) -> int:

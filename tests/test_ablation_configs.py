@@ -1,5 +1,5 @@
-"""`make ablations`: each variant's pretraining and finetuning configs, resolved without
-training (docs/method.md section 7)."""
+"""`make ablations`: each matrix cell's pretraining and finetuning configs, resolved without
+training (docs/method.md section 7, ecg_dan/jobs/matrix.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ecg_dan.config import EXPERIMENTS_DIR, load_config
-from ecg_dan.make_targets import ablation_pretrain_overrides, finetune_config, pretrain_config
+from ecg_dan.jobs.matrix import PROPOSED, Matrix, _pretrain_overrides, matrix_cells
 
 ABLATIONS = sorted(p.stem for p in (EXPERIMENTS_DIR / "ablations").glob("*.yaml"))
 
@@ -26,13 +26,13 @@ def test_pretraining_and_latent_ablations_are_shipped():
 @pytest.mark.parametrize("cohort, batch, top, name", [
     *[("mi", 128, 0.04, n) for n in ABLATIONS], ("hyp", 1024, 0.02, "latent64")])
 def test_ablation_finetuning_uses_the_cohorts_paper_config(cohort, batch, top, name):
-    v = {"COHORT": cohort, **({"SCRATCH": "1"} if name == "scratch" else {"CKPT": "pre.ckpt"})}
-    cfg = finetune_config(v, [f"name=ablation_{name}_{cohort}"], ablation=name)
+    ckpt = None if name == "scratch" else "pre.ckpt"
+    cfg = Matrix(cohort, synthetic=False).finetune_config(name, f"ablations/{name}", ckpt)
     assert (cfg.finetune.cohort, cfg.finetune.batch_size, cfg.finetune.top_fraction) == (
         cohort, batch, top)
     for key, val in (_raw(name).get("model") or {}).items():
         assert cfg.model[key] == val, key
-    assert cfg.name == f"ablation_{name}_{cohort}"
+    assert cfg.name == f"matrix_{cohort}-{name}" and cfg.run_dir == f"runs/matrix_{cohort}/{name}"
     if name == "scratch":
         assert cfg.finetune.scratch and cfg.trainer.max_epochs == 400
     else:
@@ -48,8 +48,8 @@ def test_standalone_ablation_experiment_is_hyp_and_equals_the_overlay():
 
 @pytest.mark.parametrize("name", ABLATIONS)
 def test_ablation_pretraining_config_resolves(name):
-    ov = ablation_pretrain_overrides(_raw(name))
-    cfg = pretrain_config({"DATA": "synthetic"}, [], ov, name=f"pretrain_ablation_{name}")
+    ov = _pretrain_overrides(_raw(name))
+    cfg = Matrix("hyp", synthetic=True).pretrain_config(name, ov)
     for section in ("model", "pretrain"):
         for key, val in (_raw(name).get(section) or {}).items():
             assert cfg[section][key] == val, (name, section, key)
@@ -81,3 +81,19 @@ def test_pretraining_runs_without_reconstruction(w_recon, w_align, w_cls):
     losses["loss"].backward()
     grad = module.backbone.encoder.pool_avg.weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_matrix_cells_cover_ablations_and_baselines_with_the_cohorts_settings():
+    cells = matrix_cells()
+    assert next(iter(cells)) == PROPOSED
+    assert {"biomarker_cox", "clinical_cox", "ecgdan_clinical_cox", "resnet1d101_ae", "vae",
+            "vae_no_kl", "ecgdan_logistic_hazard", "no_temporal", "scratch"} <= set(cells)
+    m = Matrix("mi", synthetic=False, ptbxl_dir="/data/ptb-xl")
+    for cell, experiment in cells.items():
+        cfg = m.finetune_config(cell, experiment, None)
+        assert cfg.finetune.cohort == "mi" and cfg.finetune.top_fraction == 0.04, cell
+    combined = m.finetune_config("ecgdan_clinical_cox", cells["ecgdan_clinical_cox"], None)
+    assert combined.baseline.ecgdan_run == "runs/matrix_mi/proposed"
+    vae = m.pretrain_config("vae", _pretrain_overrides(
+        OmegaConf.load(EXPERIMENTS_DIR / "baselines" / "vae.yaml")))
+    assert vae.model.name == "vae" and vae.pretrain.w_align == 0

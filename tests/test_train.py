@@ -337,21 +337,33 @@ def test_make_pretrain_without_data_explains(capsys):
     assert "PTB-XL" in err and "DATA=synthetic" in err and "physionet" in err.lower()
 
 
-def test_make_ablations_pretrains_the_variant_then_finetunes_it(tmp_path, data_root,
-                                                             monkeypatch):
+def test_make_ablations_runs_the_matrix_resumably_and_compares(tmp_path, data_root,
+                                                               monkeypatch, capsys):
     from ecg_dan.make_targets import main as make_main
 
     monkeypatch.chdir(tmp_path)
     tiny = [*TINY, f"data.root={data_root}", "trainer.limit_train_batches=2",
-            "trainer.limit_val_batches=1"]
-    assert make_main(["ablations", "DATA=synthetic", "ABLATIONS=no_temporal", "--",
-                      *tiny]) == 0
-    pre = read_checkpoint(next(Path("runs/pretrain_ablation_no_temporal_synthetic/checkpoints")
+            "trainer.limit_val_batches=1", "finetune.n_boot=20"]
+    cmd = ["ablations", "DATA=synthetic", "COHORT=mi",
+           "ABLATIONS=proposed,no_temporal,clinical_cox"]
+    assert make_main([*cmd, "--", *tiny]) == 0
+    root = Path("runs/matrix_mi_synthetic")
+    pre = read_checkpoint(next((root / "pretrain" / "no_temporal" / "checkpoints")
                                .glob("best-*.ckpt")))
     assert pre["ecg_dan"]["model_config"]["temporal_attention"] is False
-    fin = Path("runs/ablation_no_temporal_hyp_synthetic")
-    assert (fin / "results.md").is_file()
-    assert OmegaConf.load(fin / "config.yaml").model.temporal_attention is False
+    cell = OmegaConf.load(root / "no_temporal" / "config.yaml")
+    assert cell.model.temporal_attention is False and cell.finetune.top_fraction == 0.04
+    table = pd.read_csv(root / "comparison" / "comparison.csv")
+    assert list(table.model) == ["proposed", "no_temporal", "clinical_cox"]
+    assert (root / "comparison" / "forest_plot.png").stat().st_size > 1000
+    # resumable: the same command skips finished cells
+    stamp = (root / "no_temporal" / "predictions" / "seed42_fold0.csv").stat().st_mtime_ns
+    assert make_main([*cmd, "--", *tiny]) == 0
+    assert (root / "no_temporal" / "predictions" / "seed42_fold0.csv").stat().st_mtime_ns == stamp
+    # a changed config is refused with the keys named
+    capsys.readouterr()
+    assert make_main([*cmd, "--", *tiny, "finetune.alpha=0.25"]) == 2
+    assert "finetune.alpha" in capsys.readouterr().err
     assert make_main(["ablations", "DATA=synthetic", "ABLATIONS=nope"]) == 2
 
 

@@ -52,7 +52,7 @@ def prepare_run_dir(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> Path:
         log.info(f"resume=restart: previous run moved to {aside}")
     elif record.is_file():
         old = _strip(json.loads(record.read_text())["result_config"], ignore)
-        diff = config_diff(old, new)
+        diff = _real_diff(old, new)
         if diff:
             raise ConfigError(
                 f"{run_dir} holds results of another configuration (differing keys: "
@@ -66,7 +66,7 @@ def prepare_run_dir(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> Path:
                 old = _strip(result_config(load_saved_config(saved)), ignore)
             except ConfigError:
                 old = {}
-            diff = config_diff(old, new)
+            diff = _real_diff(old, new)
             if diff:
                 raise ConfigError(f"{run_dir} holds results of another configuration "
                                   f"(differing keys: {', '.join(diff)}). Use a new run name "
@@ -77,6 +77,28 @@ def prepare_run_dir(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> Path:
                                           "result_config": result_config(cfg)}, indent=2,
                                          default=str))
     return run_dir
+
+
+_ABSENT = object()
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return _ABSENT
+        d = d[part]
+    return d
+
+
+def _real_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Differing keys, except keys the old record lacks that now hold their schema default
+    (a field added by a newer version changes nothing for runs made before it)."""
+    from ecg_dan.config import ExperimentConfig
+
+    schema = OmegaConf.structured(ExperimentConfig)
+    return [k for k in config_diff(old, new)
+            if not (_get(old, k) is _ABSENT
+                    and _get(new, k) == OmegaConf.select(schema, k, throw_on_missing=False))]
 
 
 def _strip(c: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

@@ -1,0 +1,148 @@
+"""Job: the paper's comparison matrix for one cohort, then one comparison table.
+
+Cells (each a normal run directory under ``runs/matrix_<cohort>[_synthetic]/``):
+
+- ``proposed``: ECG-DAN pretrained by reconstruction + text alignment, finetuned with the
+  cohort's paper config (``finetune_<cohort>``); the reference of the comparison;
+- every ``experiments/ablations/*.yaml`` and ``experiments/baselines/*.yaml``, applied as an
+  overlay (its own keys only) on the cohort's paper config, so ``COHORT=mi`` uses the MI
+  settings.
+
+Pretraining: a cell whose YAML has ``model:`` or ``pretrain:`` keys is pretrained with the
+paper's pretraining config plus those keys (architecture variants, pretraining strategies,
+the reconstruction baselines); the others share one default pretraining (or ``ckpt``).
+``finetune.scratch`` cells are not pretrained, Cox baselines (``task: cox_baseline``) have
+no network, and ``ecgdan_clinical_cox`` combines the ``proposed`` cell's risks with age and
+sex, so it runs after it.
+
+Resumable: a cell whose predictions exist for the same config is skipped, a partial cell
+resumes from ``last.ckpt``, a cell whose config changed is refused with the keys named
+(the run-directory rule of every job). ``cells`` selects cells by name. At the end
+:func:`ecg_dan.jobs.compare.run_compare` writes the table and the forest plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ecg_dan.config import EXPERIMENTS_DIR, ConfigError, load_config
+from ecg_dan.jobs.data import PTBXL_HELP
+from ecg_dan.log import get_logger
+
+log = get_logger(__name__)
+
+PROPOSED = "proposed"
+GROUPS = ("ablations", "baselines")
+
+
+def matrix_cells() -> dict[str, str]:
+    """``{cell name: experiment name}`` of every cell, the proposed model first."""
+    cells = {PROPOSED: ""}
+    for group in GROUPS:
+        for p in sorted((EXPERIMENTS_DIR / group).glob("*.yaml")):
+            if p.stem in cells:
+                raise ConfigError(f"two matrix cells are named {p.stem!r}")
+            cells[p.stem] = f"{group}/{p.stem}"
+    return cells
+
+
+def select_cells(wanted: Sequence[str] | None) -> dict[str, str]:
+    cells = matrix_cells()
+    if not wanted:
+        return cells
+    unknown = sorted(set(wanted) - set(cells))
+    if unknown:
+        raise ConfigError(f"unknown matrix cell(s) {unknown}; available: {', '.join(cells)}")
+    # ecgdan_clinical_cox reads the proposed cell's predictions: keep the order of the matrix
+    return {k: v for k, v in cells.items() if k in wanted}
+
+
+def _pretrain_overrides(raw: DictConfig) -> list[str]:
+    """A cell's own pretraining: its YAML's ``model:`` and ``pretrain:`` keys. A variant
+    that does not train the decoder (``pretrain.w_recon=0``) keeps the checkpoint with the
+    lowest ``val/loss``: its ``val/recon_mse`` is still logged but says nothing."""
+    ov = [f"{section}.{k}={val}" for section in ("model", "pretrain")
+          for k, val in (raw.get(section) or {}).items()]
+    if float(OmegaConf.select(raw, "pretrain.w_recon", default=1.0)) == 0:
+        ov.append("checkpoint.monitor=val/loss")
+    return ov
+
+
+class Matrix:
+    """The cells of one cohort and where they are written."""
+
+    def __init__(self, cohort: str, synthetic: bool, ptbxl_dir: str | None = None,
+                 ckpt: str | None = None, extra: Sequence[str] = (),
+                 root: str | Path = "runs", pretrain_extra: Sequence[str] = ()) -> None:
+        self.cohort, self.synthetic = cohort, synthetic
+        self.ptbxl_dir, self.ckpt, self.extra = ptbxl_dir, ckpt, list(extra)
+        self.pretrain_extra = list(pretrain_extra)
+        self.tag = f"matrix_{cohort}{'_synthetic' if synthetic else ''}"
+        self.root = Path(root) / self.tag
+
+    def pretrain_config(self, name: str, overrides: Sequence[str] = ()) -> DictConfig:
+        if self.synthetic:
+            exp, ov = "pretrain_short", ["+synthetic"]
+        else:
+            if not self.ptbxl_dir:
+                raise ConfigError(PTBXL_HELP)
+            exp, ov = "pretrain", [f"data.ptbxl_dir={self.ptbxl_dir}"]
+        return load_config(exp, [*ov, f"name={self.tag}-pretrain-{name}",
+                                 f"run_dir={self.root / 'pretrain' / name}",
+                                 f"logging.group={self.tag}", *overrides, *self.extra,
+                                 *self.pretrain_extra])
+
+    def finetune_config(self, cell: str, experiment: str, ckpt: str | None) -> DictConfig:
+        ov = [f"+{experiment}"] if experiment else []
+        if self.synthetic:
+            ov += ["+synthetic", "+cpu_finetune"]
+        ov += [f"name={self.tag}-{cell}", f"run_dir={self.root / cell}",
+               f"logging.group={self.tag}", f"finetune.cohort={self.cohort}"]
+        if cell == PROPOSED:
+            ov.append("logging.compare_label=ecg_dan")
+        if ckpt:
+            ov.append(f"finetune.ckpt={ckpt}")
+        cfg = load_config(f"finetune_{self.cohort}", [*ov, *self.extra])
+        if cfg.task == "cox_baseline" and cfg.baseline.features == "ecgdan_clinical":
+            cfg.baseline.ecgdan_run = str(self.root / PROPOSED)
+        return cfg
+
+
+def run_matrix(cohort: str, synthetic: bool, cells: Sequence[str] | None = None,
+               ptbxl_dir: str | None = None, ckpt: str | None = None,
+               extra: Sequence[str] = (), n_boot: int | None = None,
+               pretrain_extra: Sequence[str] = (), root: str | Path = "runs") -> Path:
+    """Run (or resume) the selected cells, then compare them. Returns comparison.md.
+    ``extra`` applies to every run, ``pretrain_extra`` to the pretraining runs only."""
+    from ecg_dan.jobs.compare import run_compare
+    from ecg_dan.jobs.finetune import run_finetune
+    from ecg_dan.jobs.pretrain import run_pretrain
+
+    m = Matrix(cohort, synthetic, ptbxl_dir, ckpt, extra, root=root,
+               pretrain_extra=pretrain_extra)
+    chosen = select_cells(cells)
+    shared = ckpt
+    done: list[Path] = []
+    for cell, experiment in chosen.items():
+        raw = OmegaConf.load(EXPERIMENTS_DIR / f"{experiment}.yaml") if experiment \
+            else OmegaConf.create()
+        cfg = m.finetune_config(cell, experiment, None)
+        needs_net = cfg.task == "finetune" and not cfg.finetune.scratch
+        cell_ckpt = None
+        if needs_net:
+            own = _pretrain_overrides(raw)
+            if own:
+                out = run_pretrain(m.pretrain_config(cell, own))
+                cell_ckpt = str(out["checkpoint"])
+            else:
+                if shared is None:
+                    shared = str(run_pretrain(m.pretrain_config("default"))["checkpoint"])
+                cell_ckpt = shared
+        log.info(f"[matrix {m.tag}] cell {cell}")
+        done.append(run_finetune(m.finetune_config(cell, experiment, cell_ckpt)))
+    reference = PROPOSED if PROPOSED in chosen else None
+    kw = {"n_boot": n_boot} if n_boot is not None else {}
+    return run_compare(done, m.root / "comparison", reference=reference, **kw)
