@@ -84,8 +84,8 @@ class Matrix:
         self.root = Path(root) / self.tag
 
     def pretrain_config(self, name: str, overrides: Sequence[str] = ()) -> DictConfig:
-        if self.synthetic:
-            exp, ov = "pretrain_short", ["+synthetic"]
+        if self.synthetic:  # the demo's pretraining (8 epochs on the synthetic twin)
+            exp, ov = "demo_pretrain", []
         else:
             if not self.ptbxl_dir:
                 raise ConfigError(PTBXL_HELP)
