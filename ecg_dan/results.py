@@ -735,7 +735,7 @@ def paired_bootstrap_diff(
 COMPARISON_COLUMNS = (
     "model", "reference", "n", "events", "c_mean", "c_std_paper", "c_pooled", "c_pooled_low",
     "c_pooled_high", "diff_vs_ref", "diff_low", "diff_high", "diff_excludes_0", "uno_c_mean",
-    "ibs_mean", "n_params", "paper",
+    "ibs_mean", "antolini_c_mean", "n_params", "paper",
 )
 
 
@@ -747,6 +747,7 @@ def comparison_table(
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
+    curves: Mapping[str, Mapping[tuple[int, int], tuple[NDArray, NDArray]]] | None = None,
 ) -> pd.DataFrame:
     """One row per run (in the given order): the models, ablations and baselines side by side.
 
@@ -758,6 +759,9 @@ def comparison_table(
             (the ``*_train.csv`` files) for the integrated Brier score (:func:`fold_ibs`).
         configs: optional ``{name: run config}`` for the parameter count and the paper value.
         n_boot, alpha, seed: bootstraps of the pooled C (per run) and of the paired difference.
+        curves: optional ``{name: {(seed, fold): (surv, cuts)}}`` of discrete-time runs (their
+            ``*_surv.npz`` sidecars); other runs' curves come from the Breslow baseline of
+            ``train``. Either gives Antolini's C (``antolini_c_mean``, :func:`fold_antolini`).
 
     Columns: ``model``, ``reference`` (bool), ``n``, ``events``, ``c_mean`` / ``c_std_paper``
     (Harrell C of the folds, summarised as the paper does, :func:`summarize_folds`),
@@ -779,13 +783,22 @@ def comparison_table(
         table = results_table(df, train_lookup="oof", n_boot=n_boot, alpha=alpha,
                               boot_seed=seed)
         folds_train = (train or {}).get(name) or {}
-        if folds_train:
-            ibs = {}
-            for (s, f), g in df.groupby(["seed", "fold"], sort=True):
-                key = (int(s), int(f))
-                if key in folds_train:
-                    ibs[key] = fold_ibs(g, folds_train[key])
+        folds_curves = (curves or {}).get(name) or {}
+        ibs, anto = {}, {}
+        for (s, f), g in df.groupby(["seed", "fold"], sort=True):
+            key = (int(s), int(f))
+            tr, cv = folds_train.get(key), folds_curves.get(key)
+            if tr is not None:
+                ibs[key] = fold_ibs(g, tr, curves=cv)
+            if tr is not None or cv is not None:
+                try:
+                    anto[key] = fold_antolini(g, tr, cv)
+                except UndefinedMetricError:
+                    anto[key] = math.nan
+        if ibs:
             table = add_fold_column(table, "ibs", ibs)
+        if anto:
+            table = add_fold_column(table, "antolini_c", anto)
         summ = summary_row(table)
         pooled = table[table.row == "pooled"].iloc[0]
         row: dict[str, Any] = {
@@ -800,6 +813,7 @@ def comparison_table(
             "diff_excludes_0": None,
             "uno_c_mean": summ.get("uno_c_mean", math.nan),
             "ibs_mean": summ.get("ibs_mean", math.nan),
+            "antolini_c_mean": summ.get("antolini_c_mean", math.nan),
             "n_params": math.nan, "paper": "",
         }
         if name == reference:
@@ -842,8 +856,8 @@ def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.0
 
     level = f"{100 * (1 - alpha):g}%"
     header = ["model", "n", "events", "C-index mean ± std (paper's)", f"pooled C [{level} CI]",
-              f"ΔC vs reference [{level} CI]", "CI excludes 0", "Uno's C", "IBS",
-              "parameters", "paper"]
+              f"ΔC vs reference [{level} CI]", "CI excludes 0", "Uno's C", "Antolini's C",
+              "IBS", "parameters", "paper"]
     rows = []
     for r in table.itertuples(index=False):
         name = f"**{r.model}** (reference)" if r.reference else str(r.model)
@@ -854,7 +868,8 @@ def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.0
         params = "" if pd.isna(r.n_params) else f"{int(r.n_params):,}"
         rows.append([name, f(r.n), f(r.events), mean_std,
                      ci(r.c_pooled, r.c_pooled_low, r.c_pooled_high), diff, excl,
-                     f(r.uno_c_mean), f(r.ibs_mean), params, r.paper or ""])
+                     f(r.uno_c_mean), f(r.antolini_c_mean), f(r.ibs_mean), params,
+                     r.paper or ""])
     boot = f"{n_boot} " if n_boot else ""
     foot = [
         "C-index: Harrell's, higher risk = earlier event. mean ± std: mean over seeds of the "
@@ -863,8 +878,9 @@ def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.0
         f"({boot}resamples of participants, stratified by event).",
         "ΔC: pooled C minus the reference's, paired bootstrap (both models scored on the same "
         "resampled participants).",
-        "Uno's C: truncated at the training fold's largest time; IBS: integrated Brier score "
-        "(from the *_train.csv files, empty without them); parameters: encoder + decoder + "
+        "Uno's C: truncated at the training fold's largest time; Antolini's C (pycox) and IBS "
+        "(integrated Brier score): from Breslow curves of the *_train.csv risks, or a "
+        "discrete-time model's own curves (empty without them); parameters: encoder + decoder + "
         "risk head.",
         "paper: the paper's reported C-index (docs/method.md section 6), shown only for runs "
         "on real data (data.source=real); numbers on synthetic data are not comparable with "

@@ -140,6 +140,15 @@ def test_comparison_table_mean_and_std_as_the_paper(runs):
     assert abl.diff_low <= abl.diff_vs_ref <= abl.diff_high
     assert np.isfinite(ref.ibs_mean) and np.isnan(abl.ibs_mean)  # *_train.csv for one run
     assert np.isfinite(ref.uno_c_mean) and np.isfinite(abl.uno_c_mean)
+    # Antolini's C from the Breslow curves of the *_train.csv risks, against the direct rule
+    from ecg_dan.results import fold_antolini
+
+    oof = runs["finetune_hyp"][1]
+    _, train, _ = loaded["finetune_hyp"]
+    per = {s: [fold_antolini(g, train[(s, f)]) for f, g in oof[oof.seed == s].groupby("fold")]
+           for s in SEEDS}
+    assert ref.antolini_c_mean == pytest.approx(np.mean([np.mean(v) for v in per.values()]))
+    assert 0.0 < ref.antolini_c_mean < 1.0 and np.isnan(abl.antolini_c_mean)
     assert ref.n_params == 1_274_536 + 110_570 + 2_573  # encoder + decoder + risk head
     assert abl.n_params == 122_840 + 110_570 + 2_573
     assert (ref.paper, abl.paper) == ("0.6349", "")  # finetune_hyp has data.source=real

@@ -345,7 +345,7 @@ def test_make_ablations_runs_the_matrix_resumably_and_compares(tmp_path, data_ro
     tiny = [*TINY, f"data.root={data_root}", "trainer.limit_train_batches=2",
             "trainer.limit_val_batches=1", "finetune.n_boot=20"]
     cmd = ["ablations", "DATA=synthetic", "COHORT=mi",
-           "ABLATIONS=proposed,no_temporal,clinical_cox"]
+           "ABLATIONS=ecgdan_clinical_cox,proposed,no_temporal,clinical_cox"]
     assert make_main([*cmd, "--", *tiny]) == 0
     root = Path("runs/matrix_mi_synthetic")
     pre = read_checkpoint(next((root / "pretrain" / "no_temporal" / "checkpoints")
@@ -354,8 +354,15 @@ def test_make_ablations_runs_the_matrix_resumably_and_compares(tmp_path, data_ro
     cell = OmegaConf.load(root / "no_temporal" / "config.yaml")
     assert cell.model.temporal_attention is False and cell.finetune.top_fraction == 0.04
     table = pd.read_csv(root / "comparison" / "comparison.csv")
-    assert list(table.model) == ["proposed", "no_temporal", "clinical_cox"]
+    assert list(table.model) == ["proposed", "no_temporal", "clinical_cox",
+                                 "ecgdan_clinical_cox"]  # the matrix's order
+    assert table.reference.tolist() == [True, False, False, False]
     assert (root / "comparison" / "forest_plot.png").stat().st_size > 1000
+    # the incremental value over age and sex, on the real ECG-DAN cell's risks
+    incr = pd.read_csv(root / "comparison_vs_clinical" / "comparison.csv")
+    assert list(incr.model) == ["clinical_cox", "ecgdan_clinical_cox", "proposed"]
+    assert incr.reference.tolist() == [True, False, False]
+    assert np.isfinite(incr.diff_vs_ref).all()
     # resumable: the same command skips finished cells
     stamp = (root / "no_temporal" / "predictions" / "seed42_fold0.csv").stat().st_mtime_ns
     assert make_main([*cmd, "--", *tiny]) == 0

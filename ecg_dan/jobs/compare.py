@@ -69,6 +69,19 @@ def load_run(run_dir: str | os.PathLike
     return pd.concat(folds, ignore_index=True), train, cfg
 
 
+def load_curves(run_dir: str | os.PathLike, oof: pd.DataFrame
+                ) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+    """{(seed, fold): (surv, cuts)} from a discrete-time run's ``*_surv.npz`` sidecars."""
+    from ecg_dan.results import load_survival_sidecar
+
+    out = {}
+    for (s, f), g in oof.groupby(["seed", "fold"], sort=True):
+        p = Path(run_dir) / "predictions" / f"seed{int(s)}_fold{int(f)}_surv.npz"
+        if p.is_file():
+            out[(int(s), int(f))] = load_survival_sidecar(p, g.eid)
+    return out
+
+
 def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
     """A unique display name per run: its directory name, with parent folders added while two
     runs would share a name."""
@@ -127,7 +140,9 @@ def run_compare(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     table = comparison_table({n: oof for n, (oof, _, _) in zip(names, loaded)}, ref,
                              train={n: tr for n, (_, tr, _) in zip(names, loaded)},
                              configs=dict(zip(names, configs)), n_boot=n_boot, alpha=alpha,
-                             seed=seed)
+                             seed=seed,
+                             curves={n: load_curves(d, oof)
+                                     for n, d, (oof, _, _) in zip(names, run_dirs, loaded)})
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = {str(c.data.source) for c in configs}
     cohorts = {str(c.finetune.cohort) for c in configs}

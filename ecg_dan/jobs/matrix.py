@@ -18,7 +18,10 @@ sex, so it runs after it.
 Resumable: a cell whose predictions exist for the same config is skipped, a partial cell
 resumes from ``last.ckpt``, a cell whose config changed is refused with the keys named
 (the run-directory rule of every job). ``cells`` selects cells by name. At the end
-:func:`ecg_dan.jobs.compare.run_compare` writes the table and the forest plot.
+:func:`ecg_dan.jobs.compare.run_compare` writes the table and the forest plot
+(``comparison/``, reference: the proposed model) and, when both Cox models on age and sex
+ran, the incremental value of the ECG over them (``comparison_vs_clinical/``, reference:
+``clinical_cox``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ecg_dan.log import get_logger
 log = get_logger(__name__)
 
 PROPOSED = "proposed"
+CLINICAL, CLINICAL_PLUS = "clinical_cox", "ecgdan_clinical_cox"
 GROUPS = ("ablations", "baselines")
 
 
@@ -145,4 +149,10 @@ def run_matrix(cohort: str, synthetic: bool, cells: Sequence[str] | None = None,
         done.append(run_finetune(m.finetune_config(cell, experiment, cell_ckpt)))
     reference = PROPOSED if PROPOSED in chosen else None
     kw = {"n_boot": n_boot} if n_boot is not None else {}
+    by_cell = dict(zip(chosen, done))
+    if {CLINICAL, CLINICAL_PLUS} <= set(by_cell):
+        # incremental value of the ECG over age and sex: paired difference to the clinical
+        # model on the same participants (what clinical readers ask first)
+        incr = [by_cell[c] for c in (CLINICAL, CLINICAL_PLUS, PROPOSED) if c in by_cell]
+        run_compare(incr, m.root / "comparison_vs_clinical", reference=CLINICAL, **kw)
     return run_compare(done, m.root / "comparison", reference=reference, **kw)
