@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
+from omegaconf import OmegaConf
 
 from data_modules.atomic import atomic_path, atomic_write_text
 from data_modules.errors import DataError
@@ -664,19 +665,25 @@ def paper_value(cfg: Any, run_name: str | None = None) -> str:
 
 
 def parameter_count(cfg: Any) -> float:
-    """Parameters of the finetuned network (encoder + decoder + risk head) built from the
-    run's ``model`` config; NaN for a run that is not a registered network."""
+    """Parameters of the finetuned network (encoder + decoder + survival head) built from
+    the run's ``model`` config; NaN for a run without a network (the Cox baselines)."""
     from ecg_dan.config import model_config
-    from ecg_dan.models import RiskHead, count_parameters
+    from ecg_dan.models import DiscreteTimeHead, RiskHead, count_parameters
     from ecg_dan.models.registry import build_model
 
+    if OmegaConf.select(cfg, "task", default="finetune") != "finetune":
+        return math.nan
     try:
         mc = model_config(cfg)
         net = build_model(mc)
     except (ValueError, TypeError, KeyError):
         return math.nan
+    if OmegaConf.select(cfg, "finetune.objective", default="cox") == "logistic_hazard":
+        head = DiscreteTimeHead(mc.latent_dim, int(cfg.finetune.n_time_bins))
+    else:
+        head = RiskHead(mc.latent_dim)
     return float(count_parameters(net.encoder) + count_parameters(net.decoder)
-                 + count_parameters(RiskHead(mc.latent_dim)))
+                 + count_parameters(head))
 
 
 def _mismatch(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> str | None:
