@@ -27,6 +27,7 @@ from data_modules.atomic import atomic_write_text
 from data_modules.errors import DataError
 from ecg_dan.config import ConfigError, load_saved_config
 from ecg_dan.jobs.common import log_wandb_summary
+from ecg_dan.jobs.evaluate import prediction_files
 from ecg_dan.log import get_logger
 from ecg_dan.results import (
     PROPOSED_KIND,
@@ -50,13 +51,8 @@ def load_run(run_dir: str | os.PathLike
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run directory {run_dir}")
     cfg = load_saved_config(run_dir / "config.yaml")
-    files = sorted(p for p in (run_dir / "predictions").glob("seed*_fold*.csv")
-                   if not p.stem.endswith("_train"))
-    if not files:
-        raise FileNotFoundError(f"{run_dir}/predictions has no seed*_fold*.csv: run finetuning "
-                                "first")
     folds, train = [], {}
-    for p in files:
+    for p in prediction_files(run_dir):
         df = pd.read_csv(p)
         missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
         if missing or df.empty:

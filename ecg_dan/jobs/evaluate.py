@@ -113,6 +113,18 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
     return out_json
 
 
+def prediction_files(run_dir: str | os.PathLike) -> list[Path]:
+    """The held-out folds' prediction files of a finetuning run (``predictions/seed*_fold*.csv``
+    without the ``_train`` ones), sorted; an error when there are none."""
+    run_dir = Path(run_dir)
+    files = sorted(p for p in (run_dir / "predictions").glob("seed*_fold*.csv")
+                   if not p.stem.endswith("_train"))
+    if not files:
+        raise FileNotFoundError(f"{run_dir}/predictions has no seed*_fold*.csv: run finetuning "
+                                "first")
+    return files
+
+
 def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None) -> Path:
     """Results table, Kaplan-Meier figure and W&B summary from the saved predictions."""
     from data_modules.atomic import atomic_write_text
@@ -131,12 +143,7 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
     run_dir = Path(run_dir)
     if cfg is None:
         cfg = load_saved_config(run_dir / "config.yaml")
-    files = sorted(p for p in (run_dir / "predictions").glob("seed*_fold*.csv")
-                   if not p.stem.endswith("_train"))
-    if not files:
-        raise FileNotFoundError(f"{run_dir}/predictions has no seed*_fold*.csv: run finetuning "
-                                "first")
-    folds = {p: pd.read_csv(p) for p in files}
+    folds = {p: pd.read_csv(p) for p in prediction_files(run_dir)}
     oof = pd.concat(folds.values(), ignore_index=True)
     atomic_write_text(run_dir / "oof_predictions.csv", oof.to_csv(index=False))
     horizons = [h for h in cfg.finetune.horizons if h < oof.time.max()] or None
