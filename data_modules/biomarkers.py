@@ -151,6 +151,9 @@ def median_features(medians: np.ndarray, m: pd.DataFrame) -> pd.DataFrame:
     """The morphology biomarkers (6 of 15) from the median beats (N, 12, 600, mV) and the
     device QRS duration / QT interval."""
     medians = np.asarray(medians)
+    if medians.ndim != 3 or medians.shape[1:] != (len(LEADS), BEAT_LEN):
+        raise ValueError(f"median beats must be (N, {len(LEADS)}, {BEAT_LEN}) unpadded, got "
+                         f"{medians.shape}")
     n = medians.shape[0]
     if n != len(m):
         raise ValueError(f"{n} median beats for {len(m)} measurement rows")

@@ -270,7 +270,7 @@ def _read_wfdb(stem: Path) -> tuple[np.ndarray, float, list[str]]:
                              f"{n} x {len(sigs)}") from first
         d = raw.reshape(n, len(sigs)).T.astype(np.float64)
         base = np.array([s["baseline"] for s in sigs], dtype=np.float64)[:, None]
-        gain = np.array([s["gain"] or 200.0 for s in sigs], dtype=np.float64)[:, None]
+        gain = np.array([s["gain"] for s in sigs], dtype=np.float64)[:, None]  # 0 refused above
         return (d - base) / gain, fs, [s["name"] for s in sigs]
 
 

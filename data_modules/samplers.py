@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import BatchSampler, Sampler
 
 from data_modules.errors import DataError
-from data_modules.survival_arrays import as_1d, check_survival
+from data_modules.survival_arrays import check_events
 
 
 def _dist_world() -> tuple[int, int] | None:
@@ -93,10 +93,7 @@ class EventStratifiedBatchSampler(BatchSampler):
         sampler: Sampler | None = None,
     ) -> None:
         # BatchSampler.__init__ is not called: this class has no underlying index sampler.
-        # the shared survival validator; batches depend on events only (placeholder time)
-        e = as_1d(event, "EventStratifiedBatchSampler: event")
-        _, e, _ = check_survival(np.ones(e.shape[0]), e, where="EventStratifiedBatchSampler",
-                                 allow_empty=True)
+        e = check_events(event, "EventStratifiedBatchSampler")  # the shared validator
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.event = e

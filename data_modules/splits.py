@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from data_modules.errors import DataError
-from data_modules.survival_arrays import as_1d, check_survival
+from data_modules.survival_arrays import check_events
 
 PAPER_SEEDS: tuple[int, ...] = (42, 2021, 2022, 2023, 2024)
 SPLITS_FORMAT = "ecg-dan-splits"
@@ -120,14 +120,8 @@ class Split:
 
 
 def _binary_events(event: Sequence[int] | np.ndarray) -> np.ndarray:
-    """0/1 events as int64, refused with the words of the shared survival validator.
-
-    Splits depend on events only, so the validator gets a placeholder time of the same length.
-    """
-    e = as_1d(event, "survival_cv_splits: event")
-    _, ev, _ = check_survival(np.ones(e.shape[0]), e, where="survival_cv_splits",
-                              allow_empty=True)
-    return ev.astype(np.int64)
+    """0/1 events as int64, refused with the words of the shared survival validator."""
+    return check_events(event, "survival_cv_splits").astype(np.int64)
 
 
 def survival_cv_splits(

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["as_1d", "check_survival"]
+__all__ = ["as_1d", "check_events", "check_survival"]
 
 
 def as_1d(x: Any, name: str, dtype: type = float) -> NDArray:
@@ -25,6 +25,16 @@ def as_1d(x: Any, name: str, dtype: type = float) -> NDArray:
     if a.ndim != 1:
         raise ValueError(f"{name} must be 1-dimensional, got shape {a.shape}")
     return a
+
+
+def check_events(event: Any, where: str = "") -> NDArray:
+    """Validate 0/1 events (for code that depends on events only); returns bool."""
+    pre = f"{where}: " if where else ""
+    e = as_1d(event, f"{pre}event")
+    if np.isnan(e).any() or not np.isin(e, (0.0, 1.0)).all():
+        bad = np.unique(e[~np.isin(e, (0.0, 1.0))])[:5].tolist()
+        raise ValueError(f"{pre}event must hold only 0/1, found {bad}")
+    return e.astype(bool)
 
 
 def check_survival(time: Any, event: Any, risk: Any | None = None, *, where: str = "",
@@ -45,9 +55,7 @@ def check_survival(time: Any, event: Any, risk: Any | None = None, *, where: str
         raise ValueError(f"{pre}{names} lengths differ: {', '.join(str(s[0]) for s in shapes)}")
     if t.shape[0] == 0 and not allow_empty:
         raise ValueError(f"{pre}survival data is empty")
-    if np.isnan(e).any() or not np.isin(e, (0.0, 1.0)).all():
-        bad = np.unique(e[~np.isin(e, (0.0, 1.0))])[:5].tolist()
-        raise ValueError(f"{pre}event must hold only 0/1, found {bad}")
+    check_events(e, where)
     if not np.isfinite(t).all():
         raise ValueError(f"{pre}time has {int((~np.isfinite(t)).sum())} non-finite value(s) "
                          f"(at positions {np.flatnonzero(~np.isfinite(t))[:5].tolist()})")

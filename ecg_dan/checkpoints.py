@@ -23,7 +23,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from data_modules.atomic import atomic_path
-from ecg_dan.models.registry import as_model_config, build_model
+from ecg_dan.models.registry import build_model
 
 # Fields that change no tensor shape: a checkpoint trained with other values still fits.
 _SHAPE_FREE = {"attn_dropout", "batchwise_dropout", "kl_weight"}
@@ -111,7 +111,7 @@ def _module_from(ckpt: dict[str, Any], path: Path, cls: type, kind: str):
     hp.pop("pretrained", None)
     if not model_cfg:
         raise CheckpointError(f"{path}: {kind} checkpoint without a model config")
-    module = cls(build_model(as_model_config(model_cfg)), **hp)
+    module = cls(build_model(model_cfg), **hp)
     try:
         module.load_state_dict(ckpt["state_dict"], strict=True)
     except (RuntimeError, KeyError) as e:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ecg_dan.losses.alignment import cosine_alignment_loss, infonce_loss
 from ecg_dan.schedules import warmup_cosine
+from tests.helpers import run_check_script
 
 
 def test_cosine_loss_is_mean_one_minus_cos():
@@ -35,11 +33,7 @@ def test_infonce_matches_an_explicit_clip_loss():
 
 
 def test_infonce_under_ddp_equals_single_process_global_batch():
-    script = Path(__file__).parent / "scripts" / "ddp_infonce.py"
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
-    assert "all checks passed" in proc.stdout
+    assert "all checks passed" in run_check_script("ddp_infonce.py")
 
 
 def test_warmup_cosine_schedule():

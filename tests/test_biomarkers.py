@@ -163,3 +163,9 @@ def test_delayed_intrinsicoid_deflection():
     late[0, LEADS.index("V6")] = _gauss(50, 12, 1.2) + _gauss(250, 40, 0.25)  # late R peak
     assert _morph(late)["delayed_intrinsicoid"] == 1
     assert _morph(_beat())["delayed_intrinsicoid"] == 0
+
+
+def test_padded_or_wrong_shape_medians_are_refused_not_marked_missing():
+    padded = np.zeros((1, len(LEADS), BEAT_LEN + 8))
+    with pytest.raises(ValueError, match=r"median beats must be \(N, 12, 600\)"):
+        bm.median_features(padded, _meas())

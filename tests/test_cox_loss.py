@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 import torch
 
 from ecg_dan.losses import cox_ph_loss
+from tests.helpers import run_check_script
 
 REFERENCE = sorted((Path(__file__).parent / "reference").glob("survival_*.json"))
 
@@ -235,9 +234,4 @@ def test_gather_is_identity_without_distributed() -> None:
 
 
 def test_two_process_ddp_matches_single_process() -> None:
-    script = Path(__file__).parent / "scripts" / "ddp_cox.py"
-    proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    assert "all checks passed" in proc.stdout
+    assert "all checks passed" in run_check_script("ddp_cox.py")

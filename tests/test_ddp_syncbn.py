@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,6 +16,7 @@ from ecg_dan.models.batchnorm import (
     revert_sync_batchnorm,
 )
 from ecg_dan.trainer import EcgDanSyncBatchNorm, build_trainer
+from tests.helpers import run_check_script
 
 SMALL = ModelConfig(seq_len=64, n_down=2, latent_dim=16, temporal_heads=2, lead_heads=2)
 
@@ -77,10 +75,6 @@ def test_trainer_synchronises_batchnorm_exactly_when_ddp(tmp_path):
 
 
 def test_two_process_ddp_network_matches_single_process() -> None:
-    script = Path(__file__).parent / "scripts" / "ddp_network.py"
-    proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    assert "ddp_network: all checks passed" in proc.stdout
-    assert "unsynchronised: worst relative gradient difference" in proc.stdout
+    out = run_check_script("ddp_network.py")
+    assert "ddp_network: all checks passed" in out
+    assert "unsynchronised: worst relative gradient difference" in out

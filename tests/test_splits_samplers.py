@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -20,8 +18,7 @@ from data_modules.splits import (
     save_splits,
     survival_cv_splits,
 )
-
-SCRIPTS = Path(__file__).resolve().parent / "scripts"
+from tests.helpers import run_check_script
 
 
 def _events(n: int, n_events: int, seed: int = 0) -> np.ndarray:
@@ -224,7 +221,4 @@ def test_sampler_errors_and_warnings() -> None:
 
 def test_sampler_under_real_ddp_processes() -> None:
     """Two gloo ranks on CPU in a subprocess (DDP inside pytest would re-run pytest)."""
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "ddp_sampler.py")], timeout=120,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "OK: 2 ranks" in proc.stdout
+    assert "OK: 2 ranks" in run_check_script("ddp_sampler.py")

@@ -131,7 +131,7 @@ def test_infonce_learned_temperature_and_classification_term(tmp_path, data_root
     temps = log["train/temperature"].dropna().to_numpy()
     assert temps.size == 4 and not np.allclose(temps, 0.1)  # the temperature was trained
     state = read_checkpoint(out["checkpoint"])["state_dict"]
-    assert "cls_head.net.0.weight" in state or any(k.startswith("cls_head.") for k in state)
+    assert state["cls_head.0.weight"].shape == (512,)  # the head was trained and saved
     assert float(state["log_temperature"].exp()) == pytest.approx(temps[-1], rel=0.2)
 
 

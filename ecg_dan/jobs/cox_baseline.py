@@ -49,6 +49,7 @@ from data_modules.h5cache import open_cache
 from ecg_dan.config import ConfigError, config_hash
 from ecg_dan.jobs.common import prepare_run_dir
 from ecg_dan.jobs.data import ukb_cache
+from ecg_dan.jobs.finetune import _fold_is_done
 from ecg_dan.log import get_logger, is_rank_zero
 from ecg_dan.results import write_json
 
@@ -117,9 +118,9 @@ def log_partial_hazard(cph, x: pd.DataFrame) -> np.ndarray:
 
 
 def _cindex(time, risk, event) -> float:
-    from lifelines.utils import concordance_index
+    from ecg_dan.metrics.cindex import harrell_cindex
 
-    return float(concordance_index(np.asarray(time), -np.asarray(risk), np.asarray(event)))
+    return float(harrell_cindex(time, risk, event))
 
 
 def _pred_frame(table: pd.DataFrame, rows: np.ndarray, risk: np.ndarray, split,
@@ -176,12 +177,6 @@ def _ecgdan_risks(cfg: DictConfig, split) -> tuple[pd.Series, pd.Series]:
             raise ConfigError(f"{p} is missing: the ECG-DAN run has not finished {split.name}")
     test, train = pd.read_csv(test_csv), pd.read_csv(train_csv)
     return train.set_index("eid")["risk"], test.set_index("eid")["risk"]
-
-
-def _fold_is_done(out_csv: Path, want: str) -> bool:
-    from ecg_dan.jobs.finetune import _fold_is_done as done
-
-    return done(out_csv, want)
 
 
 def run_cox_baseline(cfg: DictConfig) -> Path:
@@ -280,12 +275,9 @@ def _fit_ecgdan_clinical(cfg: DictConfig, table: pd.DataFrame, split):
     """Cox on (ECG-DAN risk, age, sex) fitted on the inner-validation rows only."""
     train_risk, test_risk = _ecgdan_risks(cfg, split)
     tab = table.copy()
-    by_eid = pd.concat([train_risk, test_risk])
-    by_eid = by_eid[~by_eid.index.duplicated(keep="first")]
     tr, va, te = split.train_idx, split.val_idx, split.test_idx
-    need = {"inner-validation": va, "held-out": te}
-    for what, idx in need.items():
-        src = train_risk if what == "inner-validation" else test_risk
+    for what, idx, src in (("training", tr, train_risk), ("inner-validation", va, train_risk),
+                           ("held-out", te, test_risk)):
         missing = sorted(set(tab.loc[idx, "eid"]) - set(src.index))
         if missing:
             raise ConfigError(f"{cfg.baseline.ecgdan_run}: {split.name}: no ECG-DAN risk for "
@@ -299,8 +291,6 @@ def _fit_ecgdan_clinical(cfg: DictConfig, table: pd.DataFrame, split):
     kept = [c for c in cols if x.loc[va, c].std() > 0]
     pen = float(cfg.baseline.combine_penalizer)
     cph = fit_cox(x.loc[va, kept], tab.loc[va, "time"], tab.loc[va, "event"], pen)
-    have = tab.loc[fit_rows, "ecgdan_risk"].notna().to_numpy()
-    fit_rows = fit_rows[have]
     test = _pred_frame(tab, te, log_partial_hazard(cph, x.loc[te, kept]), split, "")
     train = _pred_frame(tab, fit_rows, log_partial_hazard(cph, x.loc[fit_rows, kept]), split,
                         "")

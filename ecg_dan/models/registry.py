@@ -9,7 +9,6 @@ file that registers itself plus one YAML.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
 from typing import Any
 
 from torch import nn
@@ -47,10 +46,6 @@ def build_model(cfg: ModelConfig | Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"model.name={cfg.name!r} is not a registered model; available: "
                          f"{', '.join(model_names())}")
     return _REGISTRY[cfg.name](cfg)
-
-
-def model_dict(cfg: ModelConfig) -> dict[str, Any]:
-    return asdict(cfg)
 
 
 register_model("ecg_dan")(ECGDAN)
