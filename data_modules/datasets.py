@@ -1,10 +1,17 @@
-"""Map-style datasets over one HDF5 cache (docs/data_formats.md).
+"""Map-style datasets over one HDF5 cache (docs/data_formats.md), read by batch.
 
-The HDF5 file is opened lazily in the process that reads it (never in ``__init__``) and
-re-opened after a fork, because h5py handles can be neither pickled to DataLoader workers
-nor shared safely across processes. Each ``__getitem__`` reads ONE record: h5py reads with
-a list of indices were 4-10x slower here than per-row reads. Small per-record arrays
-(labels, times, ids) are read once at construction and kept in memory.
+The beat arrays live in a :class:`BeatStore`: loaded once into memory when they fit
+``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`; ``data.in_memory_max_mb``), else read per
+record from the file (the streaming fallback). A DataLoader batch is gathered by index in
+one ``__getitems__`` call and is RAW: ``median`` (B, 12, 600) as stored, the kept-lead
+masks drawn for it, labels; :func:`data_modules.transforms.finish_batch` turns it into the
+model's input on the device the model runs on. ``ds[i]`` returns one finished sample (for
+inspection). Small per-record arrays (labels, times, ids) are read at construction.
+
+h5py handles are opened lazily in the process that reads (never in ``__init__``) and
+re-opened after a fork: they can be neither pickled to DataLoader workers nor shared
+across processes. Per-row reads are used in streaming mode because h5py reads with a list
+of indices were 4-10x slower here.
 """
 
 from __future__ import annotations
@@ -17,14 +24,17 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from data_modules.h5cache import open_cache
-from data_modules.leads import N_LEADS, PAD
-from data_modules.transforms import LeadMasker, ProcessLocalRNG, pad_beat, zscore_leads
+from data_modules.leads import N_LEADS
+from data_modules.transforms import BatchLeadMask, LeadMasker, ProcessLocalRNG, finish_batch
 
 # 16 MiB raw-chunk cache per dataset: enough for chunked/compressed caches, small per worker.
 _RDCC_NBYTES = 16 * 1024 * 1024
+# Beat arrays up to this size are held in memory (full PTB-XL, median + median_clean in
+# float32: 1.26 GB; a 50,000-ECG UK Biobank cohort: 1.44 GB).
+DEFAULT_MAX_BYTES = 4096 * 2**20
 
 
 def _attr_str(value: Any) -> str:
@@ -35,25 +45,119 @@ def _attr_str(value: Any) -> str:
     return str(value)
 
 
-class H5ECGDataset(Dataset):
-    """One HDF5 cache, a subset of its rows; yields the z-scored, padded median beat.
+def collate_raw(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``collate_fn`` of the batch-gathering datasets: ``__getitems__`` already collated."""
+    return batch
 
-    Base class of :class:`PTBXLDataset` and :class:`UKBDataset`; usable on its own for
-    any cache kind. ``indices`` selects cache rows (default: all); item ``i`` is cache row
-    ``indices[i]`` and carries it as ``index``.
+
+def raw_loader(dataset: H5ECGDataset, **kwargs: Any) -> DataLoader:
+    """A DataLoader over ``dataset`` yielding raw batches (one ``__getitems__`` per batch)."""
+    return DataLoader(dataset, collate_fn=collate_raw, **kwargs)
+
+
+class BeatStore:
+    """The (n, 12, 600) beat arrays ``names`` of one cache: in memory or streamed.
+
+    ``in_memory`` is decided at construction from the arrays' size and ``max_bytes``
+    (``None``: no limit, 0: always stream). The arrays are loaded on first use in the
+    process that uses them (a forked DataLoader worker shares the parent's copy; a pickled
+    copy reloads), so each process reads the file once per store. ``file_reads`` counts
+    h5py reads made by this process (tests check that an in-memory epoch makes none).
     """
 
-    kind: str | None = None
-
-    def __init__(self, path: str | Path, indices: Sequence[int] | np.ndarray | None = None) -> None:
+    def __init__(self, path: str | Path, names: Sequence[str], max_bytes: int | None
+                 = DEFAULT_MAX_BYTES) -> None:
         self.path = Path(path)
+        self.names = tuple(names)
+        with h5py.File(self.path, "r") as f:
+            self.nbytes = sum(int(f[n].size) * f[n].dtype.itemsize for n in self.names)
+        self.max_bytes = max_bytes
+        self.in_memory = max_bytes is None or self.nbytes <= max_bytes
+        self.file_reads = 0
+        self._arrays: dict[str, torch.Tensor] = {}
         self._file: h5py.File | None = None
         self._owner_pid: int | None = None
         self._dsets: dict[str, h5py.Dataset] = {}
+
+    @property
+    def mode(self) -> str:
+        return "memory" if self.in_memory else "stream"
+
+    # -- lazy file handle (streaming, and the one-time load)
+    def _dset(self, name: str) -> h5py.Dataset:
+        pid = os.getpid()
+        if self._file is None or self._owner_pid != pid:
+            # A handle inherited through fork belongs to the parent: drop it, open our own.
+            self._dsets = {}
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=_RDCC_NBYTES)
+            self._owner_pid = pid
+        d = self._dsets.get(name)
+        if d is None:
+            d = self._dsets[name] = self._file[name]
+        return d
+
+    def close(self) -> None:
+        """Close this process's handle (it is re-opened on the next access)."""
+        if self._file is not None and self._owner_pid == os.getpid():
+            self._file.close()
+        self._file = None
+        self._owner_pid = None
+        self._dsets = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_file=None, _owner_pid=None, _dsets={}, _arrays={})
+        return state
+
+    def load(self) -> None:
+        """Read the arrays into memory now (in-memory mode; no-op when already loaded)."""
+        if not self.in_memory or len(self._arrays) == len(self.names):
+            return
+        for name in self.names:
+            if name not in self._arrays:
+                d = self._dset(name)
+                a = np.empty(d.shape, dtype=d.dtype)
+                d.read_direct(a)
+                self.file_reads += 1
+                self._arrays[name] = torch.from_numpy(a)
+        self.close()
+
+    def rows(self, name: str, rows: np.ndarray) -> torch.Tensor:
+        """Beats of cache ``rows`` (1-d int64), as stored (float32), stacked in that order."""
+        if self.in_memory:
+            self.load()
+            return self._arrays[name].index_select(0, torch.from_numpy(rows))
+        d = self._dset(name)
+        self.file_reads += len(rows)
+        return torch.from_numpy(np.stack([d[int(r)] for r in rows]))
+
+
+class H5ECGDataset(Dataset):
+    """One HDF5 cache, a subset of its rows; batches carry the raw median beat.
+
+    Base class of :class:`PTBXLDataset` and :class:`UKBDataset`; usable on its own for
+    any cache kind. ``indices`` selects cache rows (default: all); item ``i`` is cache row
+    ``indices[i]`` and carries it as ``index``. ``store`` shares one :class:`BeatStore`
+    between the datasets of a DataModule (default: a new one with ``max_bytes``).
+    """
+
+    kind: str | None = None
+    beat_names: tuple[str, ...] = ("median",)
+
+    def __init__(self, path: str | Path, indices: Sequence[int] | np.ndarray | None = None,
+                 store: BeatStore | None = None, max_bytes: int | None = DEFAULT_MAX_BYTES
+                 ) -> None:
+        self.path = Path(path)
         with open_cache(self.path, self.kind) as f:
             self.n_records = int(f["median"].shape[0])
             self.indices = self._check_indices(indices)
             self._load_metadata(f)
+        if store is not None and (store.path != self.path
+                                  or not set(self.beat_names) <= set(store.names)):
+            raise ValueError(f"beat store {store.path} {store.names} cannot serve "
+                             f"{self.beat_names} of {self.path}")
+        self.store = store if store is not None else BeatStore(self.path, self.beat_names,
+                                                               max_bytes)
 
     # -- construction helpers
     def _check_indices(self, indices: Sequence[int] | np.ndarray | None) -> np.ndarray:
@@ -71,72 +175,54 @@ class H5ECGDataset(Dataset):
         return idx
 
     def _load_metadata(self, f: h5py.File) -> None:
-        """Read small per-row arrays once (subclasses); the big arrays stay on disk."""
-
-    # -- lazy file handle
-    def _h5(self) -> h5py.File:
-        pid = os.getpid()
-        if self._file is None or self._owner_pid != pid:
-            # A handle inherited through fork belongs to the parent: drop it, open our own.
-            self._dsets = {}
-            self._file = h5py.File(self.path, "r", rdcc_nbytes=_RDCC_NBYTES)
-            self._owner_pid = pid
-        return self._file
-
-    def _dset(self, name: str) -> h5py.Dataset:
-        f = self._h5()
-        d = self._dsets.get(name)
-        if d is None:
-            d = self._dsets[name] = f[name]
-        return d
-
-    def _read_row(self, name: str, row: int) -> np.ndarray:
-        return self._dset(name)[row]
-
-    def close(self) -> None:
-        """Close this process's handle (it is re-opened on the next access)."""
-        if self._file is not None and self._owner_pid == os.getpid():
-            self._file.close()
-        self._file = None
-        self._owner_pid = None
-        self._dsets = {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_file"] = None
-        state["_owner_pid"] = None
-        state["_dsets"] = {}
-        return state
+        """Read small per-row arrays once (subclasses); the beats go to the store."""
 
     # -- Dataset API
     def __len__(self) -> int:
         return int(self.indices.shape[0])
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"item {i} out of range for a dataset of {len(self)} rows")
-        return self.get_row(int(self.indices[i]))
+    def _rows(self, positions: Sequence[int]) -> np.ndarray:
+        pos = np.asarray(positions, dtype=np.int64)
+        n = len(self)
+        if pos.size and (pos.min() < -n or pos.max() >= n):
+            raise IndexError(f"items {pos.min()}..{pos.max()} out of range for a dataset of "
+                             f"{n} rows")
+        return self.indices[pos]
 
-    def get_row(self, row: int) -> dict[str, torch.Tensor]:
-        """The sample of cache row ``row``."""
-        x = pad_beat(zscore_leads(self._read_row("median", row)), PAD)
-        return {"x": torch.from_numpy(x), "index": torch.tensor(row, dtype=torch.int64)}
+    def __getitems__(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The raw batch of items ``positions`` (the DataLoader's batched fetch)."""
+        rows = self._rows(positions)
+        return self.raw_batch(rows)
+
+    def raw_batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """Raw batch of cache ``rows``: ``median`` and ``index`` (subclasses add more)."""
+        return {"median": self.store.rows("median", rows), "index": torch.from_numpy(rows)}
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        """One finished sample (what the model sees for item ``i``)."""
+        return {k: v[0] for k, v in finish_batch(self.__getitems__([i])).items()}
+
+    def close(self) -> None:
+        self.store.close()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r}, n={len(self)} of {self.n_records})"
+        return (f"{type(self).__name__}({str(self.path)!r}, n={len(self)} of {self.n_records}, "
+                f"{self.store.mode})")
 
 
 class PTBXLDataset(H5ECGDataset):
     """PTB-XL pretraining samples.
 
-    Keys: ``x`` float32 (12, 608) z-scored median beat, lead-masked when ``masker`` is
-    given (train: per sample with p=``masker.p_apply``), padded; ``target`` float32
-    (12, 600) z-scored ``median_clean``, unmasked, unpadded; ``lead_mask`` bool (12,);
-    ``superclass`` float32 (5,); ``index`` int64 (cache row); ``text`` float32 (d,) only
-    when ``text`` (an (n_records, d) array aligned with cache rows) is given.
+    Raw batch keys: ``median`` and ``median_clean`` (B, 12, 600); ``lead_mask`` (B, 12)
+    bool, drawn per sample with p=``masker.p_apply`` when ``masker`` is given (train),
+    else all True; ``superclass`` (B, 5) float32; ``index`` (B,) int64 (cache rows);
+    ``text`` (B, d) float32 only when ``text`` (an (n_records, d) array aligned with cache
+    rows) is given. Finished (``finish_batch``): ``x`` (12, 608) z-scored, masked, padded;
+    ``target`` (12, 600) z-scored ``median_clean``, unmasked, unpadded.
     """
 
     kind = "ptbxl"
+    beat_names = ("median", "median_clean")
 
     def __init__(
         self,
@@ -145,8 +231,10 @@ class PTBXLDataset(H5ECGDataset):
         masker: LeadMasker | None = None,
         text: np.ndarray | None = None,
         seed: int = 0,
+        store: BeatStore | None = None,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
-        super().__init__(path, indices)
+        super().__init__(path, indices, store, max_bytes)
         self.masker = masker
         self._rng = ProcessLocalRNG(seed)
         self.text: np.ndarray | None = None
@@ -162,33 +250,41 @@ class PTBXLDataset(H5ECGDataset):
     def _load_metadata(self, f: h5py.File) -> None:
         self.superclass = np.asarray(f["superclass"][...], dtype=np.float32)
 
-    def get_row(self, row: int) -> dict[str, torch.Tensor]:
-        x = zscore_leads(self._read_row("median", row))
+    def raw_batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         if self.masker is not None:
-            x, mask = self.masker.apply_sample(x, self._rng.get())
+            # one draw per sample, in batch order: the stream of the per-record path
+            rng = self._rng.get()
+            mask = np.stack([self.masker.sample_mask_per_sample(rng) for _ in rows])
         else:
-            mask = np.ones(N_LEADS, dtype=bool)
-        target = zscore_leads(self._read_row("median_clean", row))
-        sample = {
-            "x": torch.from_numpy(pad_beat(x, PAD)),
-            "target": torch.from_numpy(target),
+            mask = np.ones((len(rows), N_LEADS), dtype=bool)
+        batch = {
+            "median": self.store.rows("median", rows),
+            "median_clean": self.store.rows("median_clean", rows),
             "lead_mask": torch.from_numpy(mask),
-            "superclass": torch.from_numpy(self.superclass[row].copy()),
-            "index": torch.tensor(row, dtype=torch.int64),
+            "superclass": torch.from_numpy(self.superclass[rows]),
+            "index": torch.from_numpy(rows),
         }
         if self.text is not None:
-            sample["text"] = torch.from_numpy(self.text[row].copy())
-        return sample
+            batch["text"] = torch.from_numpy(self.text[rows])
+        return batch
 
 
 class UKBDataset(H5ECGDataset):
-    """UK Biobank survival samples (lead masking is per batch, see ``BatchLeadMask``).
+    """UK Biobank survival samples.
 
-    Keys: ``x`` float32 (12, 608) z-scored padded median; ``time`` float32 (in the cache's
-    ``time_unit``); ``event`` float32 (0/1); ``eid`` int64; ``index`` int64 (cache row).
+    Raw batch keys: ``median`` (B, 12, 600); ``lead_mask`` (B, 12) bool, one subset per
+    batch drawn by ``batch_mask`` (train), else all True; ``time`` float32 (in the
+    cache's ``time_unit``); ``event`` float32 (0/1); ``eid`` int64; ``index`` int64
+    (cache rows). Finished: ``x`` (12, 608), ``target`` = ``x`` unpadded (masked).
     """
 
     kind = "ukb"
+
+    def __init__(self, path: str | Path, indices: Sequence[int] | np.ndarray | None = None,
+                 batch_mask: BatchLeadMask | None = None, store: BeatStore | None = None,
+                 max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
+        super().__init__(path, indices, store, max_bytes)
+        self.batch_mask = batch_mask
 
     def _load_metadata(self, f: h5py.File) -> None:
         self.time = np.asarray(f["time"][...], dtype=np.float32)
@@ -196,12 +292,15 @@ class UKBDataset(H5ECGDataset):
         self.eid = np.asarray(f["eid"][...], dtype=np.int64)
         self.time_unit = _attr_str(f["time"].attrs.get("time_unit", f.attrs.get("time_unit", "")))
 
-    def get_row(self, row: int) -> dict[str, torch.Tensor]:
-        x = pad_beat(zscore_leads(self._read_row("median", row)), PAD)
+    def raw_batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        n = len(rows)
+        mask = (self.batch_mask.draw(n) if self.batch_mask is not None
+                else torch.ones(n, N_LEADS, dtype=torch.bool))
         return {
-            "x": torch.from_numpy(x),
-            "time": torch.tensor(self.time[row], dtype=torch.float32),
-            "event": torch.tensor(self.event[row], dtype=torch.float32),
-            "eid": torch.tensor(self.eid[row], dtype=torch.int64),
-            "index": torch.tensor(row, dtype=torch.int64),
+            "median": self.store.rows("median", rows),
+            "lead_mask": mask,
+            "time": torch.from_numpy(self.time[rows]),
+            "event": torch.from_numpy(self.event[rows]),
+            "eid": torch.from_numpy(self.eid[rows]),
+            "index": torch.from_numpy(rows),
         }

@@ -3,6 +3,9 @@
 Train: shuffled, per-sample lead masking (p=0.5), batch 128 with drop_last as in the
 paper; val/test: unmasked, nothing dropped. The shuffle order and the worker seeds come
 from a generator seeded with ``seed``, so the data stream is reproducible on its own.
+Loaders yield raw batches gathered by index from the beats held in memory (streamed per
+record above ``max_bytes``); ``on_after_batch_transfer`` finishes them on the device
+(:func:`data_modules.transforms.finish_batch`).
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from data_modules.datasets import PTBXLDataset
+from data_modules.datasets import DEFAULT_MAX_BYTES, BeatStore, PTBXLDataset, raw_loader
 from data_modules.h5cache import open_cache
 from data_modules.splits import ptbxl_split
-from data_modules.transforms import LeadMasker, seed_worker
+from data_modules.transforms import LeadMasker, finish_batch, seed_worker
 
 STAGES: tuple[str, ...] = ("train", "val", "test")
 
@@ -26,10 +29,13 @@ STAGES: tuple[str, ...] = ("train", "val", "test")
 class PTBXLDataModule(L.LightningDataModule):
     """Train/val/test loaders over a PTB-XL cache, split by ``strat_fold`` (1-8 / 9 / 10).
 
-    Batches are dicts: ``x`` (B, 12, 608) float32, ``target`` (B, 12, 600) float32,
-    ``lead_mask`` (B, 12) bool, ``superclass`` (B, 5) float32, ``index`` (B,) int64 (cache
-    row), and ``text`` (B, d) float32 when ``text_embeddings`` ((n_records, d), aligned
-    with cache rows) is given. ``predict_dataloader`` covers the test rows, unmasked.
+    Finished batches (after ``on_after_batch_transfer``) are dicts: ``x`` (B, 12, 608)
+    float32, ``target`` (B, 12, 600) float32, ``lead_mask`` (B, 12) bool, ``superclass``
+    (B, 5) float32, ``index`` (B,) int64 (cache row), and ``text`` (B, d) float32 when
+    ``text_embeddings`` ((n_records, d), aligned with cache rows) is given.
+    ``predict_dataloader`` covers the test rows, unmasked.
+    ``max_bytes``: largest beat arrays held in memory (None: any; 0: always stream);
+    ``pin_memory`` None: pinned when CUDA is available.
     """
 
     def __init__(
@@ -41,9 +47,10 @@ class PTBXLDataModule(L.LightningDataModule):
         text_embeddings: np.ndarray | None = None,
         seed: int = 72,
         drop_last: bool = True,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         mask_prob: float = 0.5,
         eval_batch_size: int | None = None,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
         super().__init__()
         self.cache_path = Path(cache_path)
@@ -53,7 +60,7 @@ class PTBXLDataModule(L.LightningDataModule):
         self.validated_only = bool(validated_only)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
-        self.pin_memory = bool(pin_memory)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.mask_prob = float(mask_prob)
         self.text_embeddings = (
             None if text_embeddings is None else np.asarray(text_embeddings, dtype=np.float32)
@@ -72,6 +79,7 @@ class PTBXLDataModule(L.LightningDataModule):
                 f"the rows of {self.cache_path}, got {self.text_embeddings.shape}"
             )
         self.split = ptbxl_split(strat_fold, validated, self.validated_only)
+        self.store = BeatStore(self.cache_path, PTBXLDataset.beat_names, max_bytes)
         self._datasets: dict[str, PTBXLDataset] = {}
 
     # -- sizes and indices for training / evaluation code
@@ -124,7 +132,7 @@ class PTBXLDataModule(L.LightningDataModule):
         masker = LeadMasker(p_apply=self.mask_prob) if stage == "train" else None
         return PTBXLDataset(
             self.cache_path, self.split[stage], masker=masker, text=self.text_embeddings,
-            seed=self.seed,
+            seed=self.seed, store=self.store,
         )
 
     def dataset(self, stage: str) -> PTBXLDataset:
@@ -147,7 +155,7 @@ class PTBXLDataModule(L.LightningDataModule):
                 f"{self.n_train} training records < batch_size={self.batch_size} with "
                 "drop_last=True: no training batches"
             )
-        return DataLoader(
+        return raw_loader(
             self.dataset("train"),
             batch_size=self.batch_size,
             shuffle=True,
@@ -157,7 +165,7 @@ class PTBXLDataModule(L.LightningDataModule):
         )
 
     def _eval_loader(self, stage: str) -> DataLoader:
-        return DataLoader(
+        return raw_loader(
             self.dataset(stage), batch_size=self.eval_batch_size, shuffle=False,
             drop_last=False, **self._loader_kwargs(),
         )
@@ -170,3 +178,7 @@ class PTBXLDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Finish raw batches on the device they were moved to (z-score, mask, pad)."""
+        return finish_batch(batch)

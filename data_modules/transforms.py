@@ -1,10 +1,13 @@
 """Input transforms of docs/method.md section 1: z-score, padding, whole-lead masking.
 
-Two code paths on purpose: the per-sample path (PTB-XL pretraining) runs in numpy inside
-DataLoader workers; the per-batch path (UKB finetuning) runs in torch on a collated batch.
-Randomness never touches the global numpy state: every process (main or worker) derives
-its own generator from ``(seed, torch worker seed)`` so that runs are reproducible given
-the global torch seed, the DataModule seed and the worker id.
+Split in two on purpose. The loader only gathers raw beats by index and draws the
+kept-lead masks (cheap, random, on the host: per sample for PTB-XL pretraining, per batch
+for UKB finetuning); :func:`finish_batch` then z-scores, masks and pads the whole batch in
+torch on the device the model runs on (the LightningModules and DataModules call it in
+``on_after_batch_transfer``). Randomness never touches the global numpy state: every
+process (main or worker) derives its own generator from ``(seed, torch worker seed)`` so
+that runs are reproducible given the global torch seed, the DataModule seed and the worker
+id. ``zscore_leads``/``pad_beat`` also accept numpy arrays (biomarkers, tests).
 """
 
 from __future__ import annotations
@@ -57,16 +60,31 @@ def zscore_leads(x: ArrayT) -> ArrayT:
     return out.astype(np.float32)
 
 
-def _zscore_torch(x: torch.Tensor) -> torch.Tensor:
+def _zscore_torch(x: torch.Tensor, keep: torch.Tensor | None = None, pad: int = 0
+                  ) -> torch.Tensor:
+    """Torch z-score (float64 arithmetic, float32 out) with optional lead masking and padding
+    fused in: leads where ``keep`` (..., 12) is False become 0, and the result is written
+    into a zero-padded (..., T + 2 * pad) tensor, so a batch costs a few passes."""
     a = x.to(torch.float64)
-    finite = torch.isfinite(a)
-    n = finite.sum(dim=-1, keepdim=True).clamp_min(1)
-    mean = torch.where(finite, a, torch.zeros_like(a)).sum(dim=-1, keepdim=True) / n
-    dev = torch.where(finite, a - mean, torch.zeros_like(a))
-    std = torch.sqrt((dev * dev).sum(dim=-1, keepdim=True) / n)
+    if a.device.type == "cpu" and bool(torch.isfinite(a).all()):  # the usual case on the host
+        var, mean = torch.var_mean(a, dim=-1, correction=0, keepdim=True)
+    else:  # non-finite samples: ignored by the statistics, 0 afterwards (no host sync on GPU)
+        finite = torch.isfinite(a)
+        n = finite.sum(dim=-1, keepdim=True).clamp_min(1)
+        mean = torch.where(finite, a, 0.0).sum(dim=-1, keepdim=True) / n
+        a = torch.where(finite, a, mean)  # deviation 0
+        var = (a - mean).square().sum(dim=-1, keepdim=True) / n
+    std = var.sqrt()
     ok = std > _REL_CONST_TOL * mean.abs() + _ABS_CONST_TOL
-    out = torch.where(ok, dev / torch.where(ok, std, torch.ones_like(std)), torch.zeros_like(dev))
-    return out.to(torch.float32)
+    scale = torch.where(ok, 1.0 / torch.where(ok, std, 1.0), 0.0)
+    if keep is not None:
+        scale = scale * keep.unsqueeze(-1).to(scale.dtype)
+    z = torch.addcmul(-mean * scale, a, scale)  # (a - mean) / std, 0 where dropped/constant
+    if not pad:
+        return z.to(torch.float32)
+    out = torch.zeros(*z.shape[:-1], z.shape[-1] + 2 * pad, dtype=torch.float32, device=z.device)
+    out[..., pad:pad + z.shape[-1]] = z
+    return out
 
 
 # --------------------------------------------------------------------------- padding
@@ -165,7 +183,7 @@ class LeadMasker:
     """Whole-lead masking: keep one of the paper's lead subsets, zero the other leads.
 
     ``sample_mask`` always draws one of the subsets with ``probs`` (all 12 leads: p=0.5).
-    Per-sample mode (pretraining, numpy, :meth:`apply_sample`): the draw is applied only
+    Per-sample mode (pretraining, :meth:`sample_mask_per_sample`): the draw is applied only
     with probability ``p_apply`` (0.5), so a sample keeps all leads with p=0.75 overall.
     Per-batch masking (finetuning) is :class:`BatchLeadMask`, which draws one subset for the
     whole batch with :meth:`sample_mask` (``p_apply`` is not used there).
@@ -212,13 +230,6 @@ class LeadMasker:
             return self.sample_mask(rng)
         return np.ones(N_LEADS, dtype=bool)
 
-    def apply_sample(
-        self, x: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Mask one sample ``x`` (12, T) in numpy; returns (masked copy, kept-lead mask)."""
-        mask = self.sample_mask_per_sample(rng)
-        return x * mask[:, None].astype(x.dtype), mask
-
 
 def describe_mask(mask: np.ndarray | torch.Tensor) -> tuple[str, ...]:
     """Lead names kept by a mask (for logs and error messages)."""
@@ -227,13 +238,13 @@ def describe_mask(mask: np.ndarray | torch.Tensor) -> tuple[str, ...]:
 
 
 class BatchLeadMask:
-    """Per-batch lead masking for survival finetuning, applied to a collated batch dict.
+    """Per-batch lead-mask draws for survival finetuning: one subset for the whole batch.
 
-    Called with a batch holding ``x`` (B, 12, 608): draws one subset for the whole batch,
-    zeroes the other leads of ``x``, and adds ``target`` = the masked ``x`` unpadded
-    (B, 12, 600; docs/method.md: the finetuning reconstruction target is the masked input) and
-    ``lead_mask`` (B, 12) bool. It runs as part of the train loader's ``collate_fn`` so a
-    loader yields exactly what the model sees, with or without a Trainer.
+    :meth:`draw` returns the (B, 12) kept-lead mask (identical rows) that
+    :func:`finish_batch` applies; the finetuning reconstruction target is then the masked
+    input (docs/method.md section 1). The draw happens where the batch is gathered (the
+    train dataset's ``__getitems__``), so a loader's batches are reproducible with or
+    without a Trainer.
 
     The torch generator is created lazily per process from ``(seed, worker torch seed)``.
     With the DataModule's seeded loader generator every DDP rank's worker k gets the same
@@ -241,10 +252,9 @@ class BatchLeadMask:
     same subset for the same global batch.
     """
 
-    def __init__(self, masker: LeadMasker | None = None, seed: int = 0, pad: int = PAD) -> None:
+    def __init__(self, masker: LeadMasker | None = None, seed: int = 0) -> None:
         self.masker = masker if masker is not None else LeadMasker()
         self.seed = int(seed)
-        self.pad = pad
         self._gen: torch.Generator | None = None
         self._key: tuple[int, int | None] | None = None
 
@@ -263,25 +273,37 @@ class BatchLeadMask:
         state["_key"] = None
         return state
 
-    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def draw(self, batch_size: int) -> torch.Tensor:
+        """(batch_size, 12) bool: one subset drawn with the masker's probabilities."""
         mask = torch.from_numpy(self.masker.sample_mask(self.generator()))
-        return self.apply(batch, mask)
-
-    def apply(self, batch: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Apply a given (12,) kept-lead mask to every sample of ``batch`` (testable core)."""
-        x = batch["x"]
-        mask = mask.to(device=x.device, dtype=torch.bool)
-        out = dict(batch)
-        out["x"] = x * mask[None, :, None].to(x.dtype)
-        out["target"] = unpad_beat(out["x"], self.pad).contiguous()
-        out["lead_mask"] = mask[None, :].expand(x.shape[0], -1).clone()
-        return out
+        return mask[None, :].expand(batch_size, -1).clone()
 
 
-def add_unmasked_target(batch: dict[str, torch.Tensor], pad: int = PAD) -> dict[str, torch.Tensor]:
-    """Validation/test counterpart of :class:`BatchLeadMask`: target = unmasked x unpadded."""
-    x = batch["x"]
+# --------------------------------------------------------------------------- batch finishing
+def is_raw_batch(batch: Any) -> bool:
+    """True for a loader batch that :func:`finish_batch` has not processed yet."""
+    return isinstance(batch, dict) and "median" in batch
+
+
+def finish_batch(batch: dict[str, torch.Tensor], pad: int = PAD) -> dict[str, torch.Tensor]:
+    """Raw loader batch -> what the model sees, vectorised on the batch's device.
+
+    In: ``median`` (B, 12, 600) raw beats, optional ``median_clean`` (B, 12, 600) and
+    ``lead_mask`` (B, 12) bool (default: all leads), any other keys (passed through).
+    Out: ``x`` (B, 12, 608) = z-scored median with the dropped leads zeroed, padded;
+    ``target`` (B, 12, 600) = the z-scored ``median_clean`` (unmasked; pretraining) when
+    given, else the masked, unpadded ``x`` (finetuning); ``lead_mask``. A batch without
+    ``median`` is returned unchanged, so calling it twice is harmless.
+    """
+    if not is_raw_batch(batch):
+        return batch
     out = dict(batch)
-    out["target"] = unpad_beat(x, pad).contiguous()
-    out["lead_mask"] = torch.ones(x.shape[0], N_LEADS, dtype=torch.bool, device=x.device)
+    raw = out.pop("median")
+    mask = out.get("lead_mask")
+    if mask is None:
+        mask = torch.ones(raw.shape[0], N_LEADS, dtype=torch.bool, device=raw.device)
+    out["x"] = _zscore_torch(raw, keep=mask, pad=pad)
+    clean = out.pop("median_clean", None)
+    out["target"] = unpad_beat(out["x"], pad) if clean is None else _zscore_torch(clean)
+    out["lead_mask"] = mask.to(torch.bool)
     return out

@@ -2,27 +2,29 @@
 
 Train batches come from :class:`EventStratifiedBatchSampler` (every batch holds the
 cohort's event ratio; ``batch_size`` is the global batch under DDP) and get one lead
-subset per batch in the ``collate_fn`` (:class:`BatchLeadMask`); val/test/predict batches
-are plain and unmasked. Every batch dict carries ``target`` (= ``x`` unpadded, masked on
-train batches) and ``lead_mask``, so the model code does not care which loader it is fed.
+subset per batch (:class:`BatchLeadMask`, drawn where the batch is gathered);
+val/test/predict batches are unmasked. Loaders yield raw batches gathered by index from
+the beats held in memory (streamed per record above ``max_bytes``);
+``on_after_batch_transfer`` finishes them on the device, so every batch the model sees
+carries ``x``, ``target`` (= ``x`` unpadded, masked on train batches) and ``lead_mask``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader
 
-from data_modules.datasets import UKBDataset
+from data_modules.datasets import DEFAULT_MAX_BYTES, BeatStore, UKBDataset, raw_loader
 from data_modules.h5cache import open_cache
 from data_modules.samplers import EventStratifiedBatchSampler
 from data_modules.splits import PAPER_SEEDS, Split, survival_cv_splits
-from data_modules.transforms import BatchLeadMask, LeadMasker, add_unmasked_target, seed_worker
+from data_modules.transforms import BatchLeadMask, LeadMasker, finish_batch, seed_worker
 from data_modules.ukb import COHORTS, select_cohort
 
 STAGES: tuple[str, ...] = ("train", "val", "test")
@@ -45,22 +47,6 @@ def make_ukb_splits(
     return survival_cv_splits(event, n_folds, seeds, val_fraction, rows=rows, eids=eid)
 
 
-class UKBCollate:
-    """``collate_fn``: default collation, then per-batch lead masking or unmasked target.
-
-    A class (not a closure) so it pickles into DataLoader workers.
-    """
-
-    def __init__(self, batch_mask: BatchLeadMask | None = None) -> None:
-        self.batch_mask = batch_mask
-
-    def __call__(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        batch = default_collate(samples)
-        if self.batch_mask is None:
-            return add_unmasked_target(batch)
-        return self.batch_mask(batch)
-
-
 class UKBDataModule(L.LightningDataModule):
     """Loaders for one (seed, fold) :class:`Split` of one cohort of a UKB cache.
 
@@ -73,6 +59,8 @@ class UKBDataModule(L.LightningDataModule):
     batch_size / world_size); eval loaders use ``eval_batch_size`` per device.
     The split's rows must belong to the cohort, and its eids (when saved) must match the
     cache, so a split file cannot silently be applied to a rebuilt, reordered cache.
+    ``max_bytes``: largest beat array held in memory (None: any; 0: always stream);
+    ``pin_memory`` None: pinned when CUDA is available.
     """
 
     def __init__(
@@ -84,9 +72,10 @@ class UKBDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 42,
         mask_leads: bool = True,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         eval_batch_size: int | None = None,
         drop_last: bool = False,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
         super().__init__()
         if cohort not in COHORTS:
@@ -99,7 +88,7 @@ class UKBDataModule(L.LightningDataModule):
         self.num_workers = int(num_workers)
         self.seed = int(seed)
         self.mask_leads = bool(mask_leads)
-        self.pin_memory = bool(pin_memory)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.drop_last = bool(drop_last)
         with open_cache(self.cache_path, "ukb") as f:
             self.n_records = int(f["median"].shape[0])
@@ -110,6 +99,7 @@ class UKBDataModule(L.LightningDataModule):
             self.time_unit = unit.decode() if isinstance(unit, bytes) else str(unit)
         self.cohort_rows = select_cohort(self.cache_path, cohort)
         self._check_split()
+        self.store = BeatStore(self.cache_path, UKBDataset.beat_names, max_bytes)
         self._datasets: dict[str, UKBDataset] = {}
 
     def _check_split(self) -> None:
@@ -180,7 +170,10 @@ class UKBDataModule(L.LightningDataModule):
 
     def dataset(self, stage: str) -> UKBDataset:
         if stage not in self._datasets:
-            self._datasets[stage] = UKBDataset(self.cache_path, self.indices(stage))
+            mask = (BatchLeadMask(LeadMasker(), seed=self.seed)
+                    if stage == "train" and self.mask_leads else None)
+            self._datasets[stage] = UKBDataset(self.cache_path, self.indices(stage), mask,
+                                               store=self.store)
         return self._datasets[stage]
 
     def world(self) -> tuple[int, int]:
@@ -200,10 +193,6 @@ class UKBDataModule(L.LightningDataModule):
             num_replicas=world_size, rank=rank,
         )
 
-    def train_collate(self) -> Callable[[list[dict[str, torch.Tensor]]], dict[str, torch.Tensor]]:
-        """The train ``collate_fn`` (per-batch lead masking when ``mask_leads``)."""
-        return UKBCollate(BatchLeadMask(LeadMasker(), seed=self.seed) if self.mask_leads else None)
-
     def _loader_kwargs(self) -> dict[str, Any]:
         return {
             "num_workers": self.num_workers,
@@ -213,19 +202,18 @@ class UKBDataModule(L.LightningDataModule):
         }
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+        return raw_loader(
             self.dataset("train"),
             batch_sampler=self.make_batch_sampler(),
-            collate_fn=self.train_collate(),
             # Same worker seeds on every rank -> the same lead subset for the same global batch.
             generator=torch.Generator().manual_seed(self.seed),
             **self._loader_kwargs(),
         )
 
     def _eval_loader(self, stage: str) -> DataLoader:
-        return DataLoader(
+        return raw_loader(
             self.dataset(stage), batch_size=self.eval_batch_size, shuffle=False,
-            drop_last=False, collate_fn=UKBCollate(None), **self._loader_kwargs(),
+            drop_last=False, **self._loader_kwargs(),
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -248,7 +236,12 @@ class UKBDataModule(L.LightningDataModule):
     def fit_rows_dataloader(self) -> DataLoader:
         """Training-fold rows (train + val), unmasked, in ``fit_indices`` order: risks for
         the Breslow baseline of survival curves / the integrated Brier score."""
-        return DataLoader(
-            UKBDataset(self.cache_path, self.fit_indices), batch_size=self.eval_batch_size,
-            shuffle=False, drop_last=False, collate_fn=UKBCollate(None), **self._loader_kwargs(),
+        return raw_loader(
+            UKBDataset(self.cache_path, self.fit_indices, store=self.store),
+            batch_size=self.eval_batch_size, shuffle=False, drop_last=False,
+            **self._loader_kwargs(),
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Finish raw batches on the device they were moved to (z-score, mask, pad)."""
+        return finish_batch(batch)

@@ -78,6 +78,10 @@ class DataConfig:
     strips: Literal["none", 100, 500] = "none"  # also cache the 10 s strips at this rate
     validated_only: bool = False  # PTB-XL: keep human-validated reports only
     num_workers: int = rng(0, 0)
+    # Beat arrays of a cache up to this size (MiB) are loaded into memory once and batches
+    # are gathered by index; larger caches are read per record (streaming). 0: always stream.
+    in_memory_max_mb: int = rng(4096, 0)
+    pin_memory: bool | None = None  # pinned host batches; None: when CUDA is available
 
 
 @dataclass
@@ -458,6 +462,7 @@ def model_config(cfg: DictConfig) -> ModelConfig:
 # how many loader workers, resume policy, evaluation-only settings.
 RESULT_FREE_KEYS = ("name", "run_dir", "resume", "logging", "trainer.enable_progress_bar",
                     "trainer.log_every_n_steps", "trainer.threads", "data.num_workers",
+                    "data.in_memory_max_mb", "data.pin_memory",
                     "data.root", "pretrain.embedding_cache", "pretrain.evaluate",
                     "finetune.n_boot", "finetune.horizons", "finetune.top_fraction")
 

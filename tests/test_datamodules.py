@@ -13,19 +13,24 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from data_modules.datasets import H5ECGDataset, PTBXLDataset, UKBDataset
+from data_modules.datasets import H5ECGDataset, PTBXLDataset, UKBDataset, raw_loader
 from data_modules.errors import DataError
 from data_modules.h5cache import CacheError
 from data_modules.leads import PAD
 from data_modules.ptbxl_datamodule import PTBXLDataModule
 from data_modules.samplers import EventStratifiedBatchSampler
 from data_modules.splits import load_splits, save_splits
-from data_modules.transforms import LeadMasker, pad_beat, zscore_leads
+from data_modules.transforms import LeadMasker, finish_batch, pad_beat, zscore_leads
 from data_modules.ukb import select_cohort
 from data_modules.ukb_datamodule import UKBDataModule, make_ukb_splits
 
 N_PTBXL = 80
 N_UKB = 240
+
+
+def _finished(loader) -> list[dict[str, torch.Tensor]]:
+    """A loader's batches as the model sees them (what on_after_batch_transfer does)."""
+    return [finish_batch(b) for b in loader]
 
 
 def _write_root(f: h5py.File, kind: str, n: int, complete: bool = True) -> None:
@@ -146,24 +151,29 @@ def test_ptbxl_train_masking_masks_x_not_target(ptbxl_cache: Path) -> None:
 
 
 def test_dataset_does_not_open_file_in_init_and_pickles(ptbxl_cache: Path) -> None:
-    ds = PTBXLDataset(ptbxl_cache, masker=LeadMasker())
-    assert ds._file is None
-    clone = pickle.loads(pickle.dumps(ds))
-    assert clone._file is None and len(clone) == N_PTBXL
-    _ = ds[0]
-    assert ds._file is not None and ds._file.id.valid
-    clone = pickle.loads(pickle.dumps(ds))  # an open handle must not travel
-    assert clone._file is None
-    np.testing.assert_array_equal(clone[1]["target"].numpy(), ds[1]["target"].numpy())
-    ds.close()
-    assert ds._file is None
-    assert ds[2]["x"].shape == (12, 608)  # re-opens on demand
+    for max_bytes in (None, 0):  # in memory / streaming
+        ds = PTBXLDataset(ptbxl_cache, masker=LeadMasker(), max_bytes=max_bytes)
+        assert ds.store.in_memory == (max_bytes is None)
+        assert ds.store._file is None and not ds.store._arrays
+        clone = pickle.loads(pickle.dumps(ds))
+        assert clone.store._file is None and len(clone) == N_PTBXL
+        _ = ds[0]
+        if max_bytes is None:  # loaded once, the handle closed again
+            assert ds.store._file is None and set(ds.store._arrays) == {"median", "median_clean"}
+        else:
+            assert ds.store._file is not None and ds.store._file.id.valid
+        clone = pickle.loads(pickle.dumps(ds))  # neither an open handle nor the arrays travel
+        assert clone.store._file is None and not clone.store._arrays
+        np.testing.assert_array_equal(clone[1]["target"].numpy(), ds[1]["target"].numpy())
+        ds.close()
+        assert ds.store._file is None
+        assert ds[2]["x"].shape == (12, 608)  # re-opens on demand
 
 
 def test_ukb_dataset_keys(ukb_cache: Path) -> None:
     ds = UKBDataset(ukb_cache, indices=np.array([0, 5]))
     s = ds[0]
-    assert set(s) == {"x", "time", "event", "eid", "index"}
+    assert set(s) == {"x", "target", "lead_mask", "time", "event", "eid", "index"}
     assert s["x"].shape == (12, 608) and s["x"].dtype == torch.float32
     assert s["time"].dtype == torch.float32 and s["time"].shape == ()
     assert s["event"].dtype == torch.float32 and float(s["event"]) == 1.0
@@ -177,7 +187,8 @@ def test_ukb_dataset_keys(ukb_cache: Path) -> None:
 def test_generic_dataset_reads_either_kind(ptbxl_cache: Path, ukb_cache: Path) -> None:
     for path in (ptbxl_cache, ukb_cache):
         ds = H5ECGDataset(path, indices=[1])
-        assert set(ds[0]) == {"x", "index"} and ds[0]["x"].shape == (12, 608)
+        assert set(ds[0]) == {"x", "target", "lead_mask", "index"}
+        assert ds[0]["x"].shape == (12, 608)
 
 
 @pytest.mark.parametrize(
@@ -211,7 +222,7 @@ def test_refuses_cache_written_without_complete(tmp_path: Path) -> None:
 def test_workers_do_not_share_the_parents_mask_stream(ptbxl_cache: Path) -> None:
     ds = PTBXLDataset(ptbxl_cache, masker=LeadMasker(p_apply=1.0))
     _ = ds[0]  # the parent creates its generator (and opens the file) before forking
-    loader = DataLoader(ds, batch_size=1, num_workers=2)
+    loader = raw_loader(ds, batch_size=1, num_workers=2)
     masks = torch.cat([b["lead_mask"] for b in loader]).numpy()
     # worker 0 produced items 0, 2, 4, ...; worker 1 items 1, 3, 5, ...
     assert not np.array_equal(masks[0::2], masks[1::2])
@@ -225,7 +236,7 @@ def test_ptbxl_datamodule_split_and_batches(ptbxl_cache: Path) -> None:
     assert (dm.n_train, dm.n_val, dm.n_test) == (64, 8, 8)
     assert dm.text_dim == 8 and dm.steps_per_epoch == 4
     np.testing.assert_array_equal(dm.test_indices, np.arange(9, N_PTBXL, 10))
-    batches = list(dm.train_dataloader())
+    batches = _finished(dm.train_dataloader())
     assert len(batches) == 4
     b = batches[0]
     assert b["x"].shape == (16, 12, 608) and b["target"].shape == (16, 12, 600)
@@ -299,7 +310,7 @@ def test_ukb_datamodule_train_batches_stratified_and_masked(ukb_cache: Path, hyp
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert isinstance(loader.batch_sampler, EventStratifiedBatchSampler)
-    batches = list(loader)
+    batches = _finished(loader)
     assert len(batches) == len(loader.batch_sampler)
     n_train, n_ev = dm.n_train, int(dm.labels("train")["event"].sum())
     seen = []
@@ -333,7 +344,7 @@ def test_ukb_eval_loaders_unmasked(ukb_cache: Path, hyp_splits) -> None:
     dm = UKBDataModule(ukb_cache, "hyp", sp, batch_size=32, eval_batch_size=50)
     for loader, rows in ((dm.val_dataloader(), sp.val_idx), (dm.predict_dataloader(), sp.test_idx)):
         got = []
-        for b in loader:
+        for b in _finished(loader):
             assert b["lead_mask"].all()
             torch.testing.assert_close(b["target"], b["x"][..., PAD:-PAD])
             got += b["index"].tolist()

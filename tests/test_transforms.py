@@ -14,8 +14,8 @@ from data_modules.transforms import (
     BatchLeadMask,
     LeadMasker,
     ProcessLocalRNG,
-    add_unmasked_target,
     describe_mask,
+    finish_batch,
     pad_beat,
     unpad_beat,
     zscore_leads,
@@ -149,14 +149,36 @@ def test_per_sample_mode_applies_with_probability_half() -> None:
     assert all(never.sample_mask_per_sample(rng).all() for _ in range(200))
 
 
-def test_apply_sample_zeroes_exactly_the_dropped_leads() -> None:
-    x = zscore_leads(_beats(1)[0])
-    masker = LeadMasker(p_apply=1.0, probs=(1, 0, 0, 0, 0, 0))  # always {I, II}
-    xm, mask = masker.apply_sample(x, np.random.default_rng(0))
-    assert mask.tolist() == [True, True] + [False] * 10
-    assert (xm[2:] == 0).all()
-    np.testing.assert_array_equal(xm[:2], x[:2])
-    assert np.abs(x[2:]).sum() > 0  # the input itself is untouched
+def test_finish_batch_matches_numpy_per_sample_transforms() -> None:
+    """The batched torch path against the numpy per-record transforms, mask by mask."""
+    raw = _beats(4)
+    raw[1, 3, 10] = np.nan  # statistics ignore it, it becomes 0
+    clean = raw * 0.5 + 1.0
+    mask = np.ones((4, 12), dtype=bool)
+    mask[0, 2:] = False  # {I, II}
+    mask[2, 6:] = False  # limb leads
+    out = finish_batch({"median": torch.from_numpy(raw), "lead_mask": torch.from_numpy(mask),
+                        "median_clean": torch.from_numpy(clean), "time": torch.arange(4.0)})
+    assert set(out) == {"x", "target", "lead_mask", "time"}
+    want_x = pad_beat(zscore_leads(raw) * mask[:, :, None])
+    np.testing.assert_allclose(out["x"].numpy(), want_x, rtol=0, atol=1e-6)
+    assert (out["x"][0, 2:] == 0).all() and (out["x"][2, 6:] == 0).all()
+    np.testing.assert_allclose(out["target"].numpy(), zscore_leads(clean), rtol=0, atol=1e-6)
+    assert out["x"].dtype == out["target"].dtype == torch.float32
+    assert out["lead_mask"].dtype == torch.bool
+    assert finish_batch(out) is out  # already finished: unchanged
+
+
+def test_finish_batch_finetuning_target_is_masked_input() -> None:
+    raw = torch.from_numpy(_beats(3))
+    out = finish_batch({"median": raw})  # no mask: all leads kept
+    assert out["lead_mask"].all() and out["lead_mask"].shape == (3, 12)
+    torch.testing.assert_close(out["target"], out["x"][..., PAD:-PAD], rtol=0, atol=0)
+    mask = torch.zeros(3, 12, dtype=torch.bool)
+    mask[:, :6] = True
+    out = finish_batch({"median": raw, "lead_mask": mask})
+    assert (out["target"][:, 6:] == 0).all()
+    torch.testing.assert_close(out["target"], out["x"][..., PAD:-PAD], rtol=0, atol=0)
 
 
 def test_masker_rejects_bad_probabilities() -> None:
@@ -166,29 +188,17 @@ def test_masker_rejects_bad_probabilities() -> None:
         LeadMasker(probs=(1.0,))
 
 
-def _batch(b: int = 6) -> dict[str, torch.Tensor]:
-    x = torch.from_numpy(pad_beat(zscore_leads(_beats(b))))
-    return {"x": x, "time": torch.arange(b, dtype=torch.float32)}
-
-
 def test_batch_mask_shared_across_batch() -> None:
     bm = BatchLeadMask(LeadMasker(probs=(0, 0, 0, 1, 0, 0)), seed=1)  # six limb leads
-    batch = _batch()
-    out = bm(batch)
-    assert out["lead_mask"].shape == (6, 12) and out["lead_mask"].dtype == torch.bool
-    assert (out["lead_mask"] == out["lead_mask"][0]).all()
-    assert out["lead_mask"][0].tolist() == [True] * 6 + [False] * 6
-    assert (out["x"][:, 6:] == 0).all()
-    torch.testing.assert_close(out["x"][:, :6], batch["x"][:, :6])
-    assert out["target"].shape == (6, 12, 600)
-    torch.testing.assert_close(out["target"], out["x"][..., 4:-4])  # target = masked input
-    torch.testing.assert_close(out["time"], batch["time"])
+    mask = bm.draw(6)
+    assert mask.shape == (6, 12) and mask.dtype == torch.bool
+    assert (mask == mask[0]).all()
+    assert mask[0].tolist() == [True] * 6 + [False] * 6
 
 
 def test_batch_mask_draws_vary_and_follow_probabilities() -> None:
     bm = BatchLeadMask(seed=3)
-    batch = _batch(2)
-    kept = [int(bm(batch)["lead_mask"][0].sum()) for _ in range(2000)]
+    kept = [int(bm.draw(2)[0].sum()) for _ in range(2000)]
     counts = {k: kept.count(k) for k in (2, 3, 4, 6, 8, 12)}
     assert abs(counts[12] / 2000 - 0.5) < 0.04  # per-batch mode: all 12 with p = 0.5
     assert all(counts[k] > 100 for k in (2, 3, 4, 6, 8))
@@ -196,24 +206,15 @@ def test_batch_mask_draws_vary_and_follow_probabilities() -> None:
 
 def test_batch_mask_reproducible_and_fresh_after_pickle() -> None:
     a, b = BatchLeadMask(seed=11), BatchLeadMask(seed=11)
-    batch = _batch(2)
-    seq_a = [a(batch)["lead_mask"][0].tolist() for _ in range(30)]
-    seq_b = [b(batch)["lead_mask"][0].tolist() for _ in range(30)]
+    seq_a = [a.draw(2)[0].tolist() for _ in range(30)]
+    seq_b = [b.draw(2)[0].tolist() for _ in range(30)]
     assert seq_a == seq_b
     c = BatchLeadMask(seed=12)
-    assert [c(batch)["lead_mask"][0].tolist() for _ in range(30)] != seq_a
+    assert [c.draw(2)[0].tolist() for _ in range(30)] != seq_a
     # a pickled copy (what a DataLoader worker gets) does not inherit the drawn state
     a2 = pickle.loads(pickle.dumps(a))
     assert a2._gen is None
-    assert [a2(batch)["lead_mask"][0].tolist() for _ in range(30)] == seq_a
-
-
-def test_add_unmasked_target() -> None:
-    batch = _batch(3)
-    out = add_unmasked_target(batch)
-    assert out["lead_mask"].all() and out["lead_mask"].shape == (3, 12)
-    torch.testing.assert_close(out["target"], batch["x"][..., 4:-4])
-    assert out["x"] is batch["x"]
+    assert [a2.draw(2)[0].tolist() for _ in range(30)] == seq_a
 
 
 def test_process_local_rng_is_dropped_on_pickle() -> None:

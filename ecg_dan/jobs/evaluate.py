@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from data_modules.h5cache import open_cache
+from data_modules.transforms import finish_batch
 from ecg_dan.config import load_saved_config
 from ecg_dan.jobs.common import log_wandb_summary, seed
 from ecg_dan.jobs.data import embedding_cache_dir, ptbxl_cache, text_embeddings, text_encoder
@@ -25,21 +26,21 @@ log = get_logger(__name__)
 @torch.no_grad()
 def _embed(encoder: torch.nn.Module, loader) -> np.ndarray:
     encoder.eval()
-    return torch.cat([encoder(b["x"]) for b in loader]).numpy()
+    return torch.cat([encoder(finish_batch(b)["x"]) for b in loader]).numpy()
 
 
 def _unmasked_train(dm):
     from data_modules.datasets import PTBXLDataset
 
-    return PTBXLDataset(dm.cache_path, dm.train_indices, masker=None, seed=dm.seed)
+    return PTBXLDataset(dm.cache_path, dm.train_indices, masker=None, seed=dm.seed,
+                        store=dm.store)
 
 
 def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
                       datamodule=None, text_emb: np.ndarray | None = None,
                       overrides: list[str] | None = None) -> Path:
     """Linear probe (pretrained vs random init), retrieval and zero-shot on the test fold."""
-    from torch.utils.data import DataLoader
-
+    from data_modules.datasets import raw_loader
     from data_modules.leads import SUPERCLASSES
     from ecg_dan.checkpoints import pretrain_module_from_checkpoint
     from ecg_dan.evaluation.pretrain_eval import (
@@ -64,7 +65,7 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
         text_emb = text_embeddings(cfg, cache)[0] if use_text else None
         datamodule = ptbxl_datamodule(cfg, cache, text_emb, for_training=False)
     dm = datamodule
-    loaders = {s: DataLoader(dm.make_dataset("val" if s == "val" else "test")
+    loaders = {s: raw_loader(dm.make_dataset("val" if s == "val" else "test")
                              if s != "train" else _unmasked_train(dm), batch_size=256)
                for s in ("train", "val", "test")}
     idx = {"train": dm.train_indices, "val": dm.val_indices, "test": dm.test_indices}

@@ -129,7 +129,9 @@ def run_finetune(cfg: DictConfig) -> Path:
         seed(cfg, split.seed)
         fold_dir = run_dir / f"seed{split.seed}_fold{split.fold}"
         dm = UKBDataModule(cache, f.cohort, split, batch_size=f.batch_size,
-                           num_workers=cfg.data.num_workers, seed=split.seed)
+                           num_workers=cfg.data.num_workers, seed=split.seed,
+                           pin_memory=cfg.data.pin_memory,
+                           max_bytes=cfg.data.in_memory_max_mb * 2**20)
         module = build_finetune_module(cfg, pretrained, cuts=fold_cuts(cfg, dm))
         fold_cfg = cfg.copy()
         fold_cfg.logging.group = cfg.logging.group or cfg.name

@@ -24,7 +24,8 @@ def ptbxl_datamodule(cfg: DictConfig, cache: Path, text_emb=None, for_training: 
         if for_training else {}
     return PTBXLDataModule(cache, batch_size=cfg.pretrain.batch_size,
                            validated_only=cfg.data.validated_only, text_embeddings=text_emb,
-                           seed=cfg.seed, **kw)
+                           seed=cfg.seed, pin_memory=cfg.data.pin_memory,
+                           max_bytes=cfg.data.in_memory_max_mb * 2**20, **kw)
 
 
 def run_pretrain(cfg: DictConfig) -> dict[str, Path]:

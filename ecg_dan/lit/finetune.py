@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from ecg_dan.lit.pretrain import kl_weight
+from ecg_dan.lit.pretrain import FinishBatchOnDevice, kl_weight
 from ecg_dan.losses.objectives import make_objective
 from ecg_dan.losses.reconstruction import reconstruction_mse
 from ecg_dan.metrics.cindex import HarrellCIndex
@@ -22,7 +22,7 @@ class DivergenceError(FloatingPointError):
     """Training produced a non-finite risk or loss."""
 
 
-class SurvivalFinetuneModule(L.LightningModule):
+class SurvivalFinetuneModule(FinishBatchOnDevice, L.LightningModule):
     """Backbone (pretrained weights already loaded by the caller, projectors dropped, nothing
     frozen) + the objective's head (``risk_head``: one log-risk for Cox, K hazard logits for
     the logistic hazard). ``cuts`` (logistic hazard only) are the training fold's time cut

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from data_modules.transforms import finish_batch
 from ecg_dan.losses.alignment import cosine_alignment_loss, infonce_loss
 from ecg_dan.losses.reconstruction import reconstruction_mse
 from ecg_dan.models import ClassificationHead, Projector
@@ -21,7 +22,16 @@ def kl_weight(backbone: nn.Module) -> float:
     return float(getattr(backbone.cfg, "kl_weight", 0.0))
 
 
-class AlignmentPretrainModule(L.LightningModule):
+class FinishBatchOnDevice:
+    """LightningModule mixin: raw loader batches are finished (z-score, lead mask, padding)
+    after they reach the model's device, whatever loader fed them (``trainer.predict`` with
+    explicit dataloaders does not call the DataModule's hook)."""
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return finish_batch(batch)
+
+
+class AlignmentPretrainModule(FinishBatchOnDevice, L.LightningModule):
     """Reconstruction (masked input -> cleaned beat) + ECG-text alignment (+ optional BCE).
 
     ``net`` is the backbone (``ecg_dan.models.build_model``); the module adds the projectors,
