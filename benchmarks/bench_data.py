@@ -1,17 +1,25 @@
-"""Data-pipeline throughput: DataModule read rate (and, when available, cache build rate).
+"""Data-pipeline throughput: the loaders the pipelines build, against the backbone's rate.
 
 Usage:
     python benchmarks/bench_data.py                      # synthetic-shaped caches, 5,000 records
-    python benchmarks/bench_data.py --n 2000 --workers 0 2 4
+    python benchmarks/bench_data.py --n 2000 --epoch-batches 10
     python benchmarks/bench_data.py --cache path/to/ptbxl.h5 --cache path/to/ukb.h5
     python benchmarks/bench_data.py --build              # also time the PTB-XL cache builder
     python benchmarks/bench_data.py --ukb-memory 2000 20000   # peak RSS of UKB cache builds
 
-For each cache it times one full pass of the TRAIN loader with the training transforms
-(PTB-XL: per-sample lead masking; UKB: event-stratified batches + per-batch masking),
-for each worker count, and prints samples/s. Epoch 1 includes worker start-up; epoch 2
-reuses the persistent workers. A raw h5py baseline (one record per read, random order,
-vs one list-indexed read per batch) shows why the datasets read one record at a time.
+For each cache (PTB-XL: pretraining batches; UKB: finetuning batches), in a fresh process:
+
+* loader: ``DataModule.train_dataloader()`` + ``on_after_batch_transfer`` (the on-device
+  finishing, here on the CPU the model runs on), one full pass, with the beats in memory
+  (the default) and streamed per record (``max_bytes=0``, the fallback);
+* backbone: ECG-DAN training steps (encoder + decoder + MSE + AdamW) on fixed tensors;
+* epoch: the stage's LightningModule fitted by ``ecg_dan.trainer.build_trainer`` (the
+  pipeline's callbacks and loggers) for ``--epoch-batches`` batches, its rate timed from the
+  first to the last training batch, next to the same module stepped in a plain loop;
+* the process's peak RSS (VmHWM).
+
+Every block prints CPU time per wall second (2.0 = both cores busy for us; less = the
+machine is shared). The loader target is >= 20x the backbone's training rate.
 
 ``--ukb-memory N ...`` (a benchmark, not a test) builds a UK Biobank cache of N synthetic
 participants in a fresh process and prints its peak RSS (the build process's ``VmHWM``, and
@@ -30,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import h5py
@@ -39,6 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from data_modules.datasets import DEFAULT_MAX_BYTES  # noqa: E402
 from data_modules.h5cache import open_cache  # noqa: E402
 from data_modules.ptbxl_datamodule import PTBXLDataModule  # noqa: E402
 from data_modules.splits import Split  # noqa: E402
@@ -116,22 +124,226 @@ def _kind(path: Path) -> str:
     return k.decode() if isinstance(k, bytes) else str(k)
 
 
-def _time_passes(loader: Iterable, epochs: int = 2) -> list[tuple[int, float]]:
-    out = []
-    for epoch in range(epochs):
-        bs = getattr(loader, "batch_sampler", None)
-        if hasattr(bs, "set_epoch"):
-            bs.set_epoch(epoch)
-        t0 = time.perf_counter()
-        n = sum(int(b["x"].shape[0]) for b in loader)
-        out.append((n, time.perf_counter() - t0))
+class Block:
+    """Wall and process CPU time of a block of work (CPU/wall shows a shared machine)."""
+
+    def __enter__(self) -> Block:
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.t0
+        self.cpu = (time.process_time() - self.c0) / self.wall
+
+
+def vm_hwm_mb() -> float:
+    """Peak RSS of this process (VmHWM), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _ukb_split(path: Path) -> Split:
+    with open_cache(path, "ukb") as f:
+        n = int(f["median"].shape[0])
+        eid = f["eid"][...].astype(np.int64)
+    rows = np.arange(n, dtype=np.int64)
+    parts = {"train": rows[rows % 10 < 8], "val": rows[rows % 10 == 8],
+             "test": rows[rows % 10 == 9]}
+    return Split(0, 0, parts["train"], parts["val"], parts["test"],
+                 eid[parts["train"]], eid[parts["val"]], eid[parts["test"]])
+
+
+def make_datamodule(kind: str, path: Path, batch_size: int, workers: int,
+                    max_bytes: int | None = DEFAULT_MAX_BYTES, text_dim: int = 384):
+    """The DataModule a pretraining / finetuning run builds (random text embeddings)."""
+    if kind == "ptbxl":
+        with open_cache(path, "ptbxl") as f:
+            n = int(f["median"].shape[0])
+        text = np.random.default_rng(0).normal(size=(n, text_dim)).astype(np.float32)
+        return PTBXLDataModule(path, batch_size=batch_size, num_workers=workers, seed=72,
+                               text_embeddings=text, max_bytes=max_bytes)
+    return UKBDataModule(path, "all", _ukb_split(path), batch_size=batch_size,
+                         num_workers=workers, seed=42, max_bytes=max_bytes)
+
+
+def loader_rate(dm) -> tuple[float, Block, int]:
+    """One pass of the train loader, each batch finished as on the model's device."""
+    loader = dm.train_dataloader()
+    n = 0
+    with Block() as b:
+        for batch in loader:
+            batch = dm.on_after_batch_transfer(batch, 0)
+            n += int(batch["x"].shape[0])
+    return n / b.wall, b, n
+
+
+def backbone_rate(batch: int, steps: int) -> tuple[float, Block]:
+    """ECG-DAN training steps (encoder + decoder + MSE + AdamW) on fixed tensors."""
+    import torch.nn.functional as F
+
+    from ecg_dan.models import ECGDAN, ModelConfig
+
+    model = ECGDAN(ModelConfig()).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, target = torch.randn(batch, 12, 608), torch.randn(batch, 12, 608)
+
+    def step() -> None:
+        loss = F.mse_loss(model(x)["recon"], target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    with Block() as b:
+        for _ in range(steps):
+            step()
+    return batch * steps / b.wall, b
+
+
+def _stage_config(kind: str, run_dir: Path, batch_size: int, n_batches: int):
+    from ecg_dan.config import load_config
+
+    name = "pretrain" if kind == "ptbxl" else "finetune_hyp"
+    over = [f"run_dir={run_dir}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+            "logging.wandb=false", f"trainer.limit_train_batches={n_batches}",
+            "trainer.limit_val_batches=1", f"trainer.threads={torch.get_num_threads()}"]
+    over.append(f"pretrain.batch_size={batch_size}" if kind == "ptbxl"
+                else f"finetune.batch_size={batch_size}")
+    if kind == "ukb":
+        over += ["finetune.scratch=true", "checkpoint.monitor=val/cindex",
+                 "checkpoint.mode=max"]
+    return load_config(name, over)
+
+
+def _module(kind: str, cfg, dm):
+    from omegaconf import OmegaConf
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    from ecg_dan.models.registry import build_model
+
+    if kind == "ptbxl":
+        from ecg_dan.lit.pretrain import AlignmentPretrainModule
+
+        return AlignmentPretrainModule(build_model(c["model"]), pretrain=c["pretrain"],
+                                       optim=c["optim"], text_dim=dm.text_dim, config=c)
+    from ecg_dan.jobs.finetune import build_finetune_module
+
+    return build_finetune_module(cfg, None)
+
+
+class _TrainTimer:
+    """Lightning callback: wall/CPU time from the first to the last training batch."""
+
+    def __init__(self) -> None:
+        import lightning as L
+
+        outer = self
+
+        class CB(L.Callback):
+            def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+                if batch_idx == 0:
+                    outer.t0, outer.c0 = time.perf_counter(), time.process_time()
+                    outer.n = 0
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                outer.n += int(batch["x"].shape[0])
+                outer.wall = time.perf_counter() - outer.t0
+                outer.cpu = (time.process_time() - outer.c0) / outer.wall
+
+        self.callback = CB()
+
+
+def epoch_rates(kind: str, dm, batch_size: int, n_batches: int, tmp: Path) -> dict:
+    """The pipeline's Trainer vs the same module's training step in a plain loop."""
+    from ecg_dan.trainer import build_trainer
+
+    cfg = _stage_config(kind, tmp / f"run_{kind}", batch_size, n_batches)
+    torch.manual_seed(0)
+    module = _module(kind, cfg, dm)
+    timer = _TrainTimer()
+    trainer = build_trainer(cfg, tmp / f"run_{kind}", callbacks=[timer.callback])
+    trainer.fit(module, datamodule=dm)
+    # the first batch's time is not counted by the timer (its start is the origin)
+    lightning = (timer.n - batch_size) / timer.wall
+    torch.manual_seed(0)
+    plain = _module(kind, cfg, dm).train()
+    opt = torch.optim.AdamW(plain.parameters(), lr=1e-4)
+    loader = dm.train_dataloader()
+    n = 0
+    with Block() as b:
+        for i, batch in enumerate(loader):
+            if i == n_batches:
+                break
+            batch = dm.on_after_batch_transfer(batch, 0)
+            if kind == "ptbxl":
+                loss = plain._losses(batch)["loss"]
+            else:
+                out = plain(batch["x"])
+                loss = (plain.alpha * plain.objective.loss(out["head"], batch)
+                        + (1 - plain.alpha) * ((out["recon"][..., 4:-4] - batch["target"]) ** 2
+                                               ).mean())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n += int(batch["x"].shape[0])
+    return {"lightning": lightning, "lightning_cpu": timer.cpu, "plain": n / b.wall,
+            "plain_cpu": b.cpu}
+
+
+def _per_core(rate: float, cpu: float) -> float:
+    """Samples per CPU-second of this process: comparable across blocks of a shared machine."""
+    return rate / max(cpu, 1e-9)
+
+
+def run_stage(kind: str, path: Path, args: argparse.Namespace) -> dict:
+    """All figures of one stage (run in a fresh process: its peak RSS is the stage's)."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    out: dict = {"kind": kind}
+    for mode, max_bytes in (("memory", DEFAULT_MAX_BYTES), ("stream", 0)):
+        for w in args.workers:
+            dm = make_datamodule(kind, path, args.batch_size, w, max_bytes)
+            rate, b, n = loader_rate(dm)  # epoch 1 (loads the beats / starts workers)
+            rate2, b2, _ = loader_rate(dm)
+            out[f"loader_{mode}_w{w}"] = dict(rate1=rate, rate=rate2, cpu=b2.cpu, n=n,
+                                              in_memory=dm.store.in_memory)
+    # backbone blocks before and after the epoch blocks (a shared machine drifts)
+    r1, b1 = backbone_rate(args.batch_size, args.backbone_steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        dm = make_datamodule(kind, path, args.batch_size, 0)
+        out["epoch"] = epoch_rates(kind, dm, args.batch_size, args.epoch_batches, Path(tmp))
+    r2, b2 = backbone_rate(args.batch_size, args.backbone_steps)
+    out["backbone"], out["backbone_cpu"] = (r1 + r2) / 2, (b1.cpu + b2.cpu) / 2
+    out["peak_rss_mb"] = vm_hwm_mb()
     return out
 
 
-def _report(label: str, passes: list[tuple[int, float]]) -> None:
-    parts = [f"epoch {i + 1}: {n / dt:8.0f} samples/s ({n} in {dt:.2f} s)"
-             for i, (n, dt) in enumerate(passes)]
-    print(f"  {label:<22} " + " | ".join(parts))
+def print_stage(r: dict, batch_size: int) -> None:
+    stage = "pretraining (PTB-XL)" if r["kind"] == "ptbxl" else "finetuning (UKB)"
+    bb = r["backbone"]
+    print(f"\n{stage}, batch {batch_size}")
+    print(f"  backbone training (enc + dec + AdamW): {bb:8.1f} samples/s  "
+          f"[CPU/wall {r['backbone_cpu']:.2f}]")
+    for key, v in r.items():
+        if not key.startswith("loader_"):
+            continue
+        _, mode, w = key.split("_")
+        print(f"  loader, beats {mode:<6} num_workers={w[1:]}: {v['rate']:8.0f} samples/s "
+              f"(epoch 1 {v['rate1']:.0f}; {v['n']} samples)  x{v['rate'] / bb:.0f} the "
+              f"backbone  [CPU/wall {v['cpu']:.2f}]")
+    e = r["epoch"]
+    per_core = _per_core(e["lightning"], e["lightning_cpu"])
+    print(f"  epoch through the pipeline's Trainer: {e['lightning']:8.1f} samples/s "
+          f"[CPU/wall {e['lightning_cpu']:.2f}] = x{e['lightning'] / bb:.2f} the bare backbone "
+          f"(per CPU-second x{per_core / _per_core(bb, r['backbone_cpu']):.2f}), "
+          f"x{e['lightning'] / e['plain']:.2f} the same module in a plain loop "
+          f"({e['plain']:.1f} samples/s [CPU/wall {e['plain_cpu']:.2f}]; per CPU-second "
+          f"x{per_core / _per_core(e['plain'], e['plain_cpu']):.2f})")
+    print(f"  peak RSS of this stage's process: {r['peak_rss_mb']:.0f} MiB")
 
 
 def bench_raw_reads(path: Path, batch: int = 128, n_max: int = 2048) -> None:
@@ -140,44 +352,15 @@ def bench_raw_reads(path: Path, batch: int = 128, n_max: int = 2048) -> None:
         d = f["median"]
         n = min(d.shape[0], n_max)
         idx = np.random.default_rng(0).permutation(d.shape[0])[:n]
-        t0 = time.perf_counter()
-        for i in idx:
-            d[int(i)]
-        per_row = n / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for a in range(0, n, batch):
-            d[np.sort(idx[a : a + batch]).tolist()]
-        listed = n / (time.perf_counter() - t0)
-    print(f"  raw h5py 'median': one record per read {per_row:8.0f} rec/s | "
-          f"list-indexed batch of {batch} {listed:8.0f} rec/s")
-
-
-def bench_ptbxl(path: Path, workers: list[int], batch_size: int, epochs: int) -> None:
-    print(f"PTB-XL-style cache {path}")
-    bench_raw_reads(path, batch_size)
-    for w in workers:
-        dm = PTBXLDataModule(path, batch_size=batch_size, num_workers=w, seed=72)
-        loader = dm.train_dataloader()
-        _report(f"train, num_workers={w}", _time_passes(loader, epochs))
-        del loader, dm
-
-
-def bench_ukb(path: Path, workers: list[int], batch_size: int, epochs: int) -> None:
-    print(f"UKB-style cache {path}")
-    bench_raw_reads(path, batch_size)
-    with open_cache(path, "ukb") as f:
-        n = int(f["median"].shape[0])
-        eid = f["eid"][...].astype(np.int64)
-    rows = np.arange(n, dtype=np.int64)
-    parts = {"train": rows[rows % 10 < 8], "val": rows[rows % 10 == 8],
-             "test": rows[rows % 10 == 9]}
-    split = Split(0, 0, parts["train"], parts["val"], parts["test"],
-                  eid[parts["train"]], eid[parts["val"]], eid[parts["test"]])
-    for w in workers:
-        dm = UKBDataModule(path, "all", split, batch_size=batch_size, num_workers=w, seed=42)
-        loader = dm.train_dataloader()
-        _report(f"train, num_workers={w}", _time_passes(loader, epochs))
-        del loader, dm
+        with Block() as b1:
+            for i in idx:
+                d[int(i)]
+        with Block() as b2:
+            for a in range(0, n, batch):
+                d[np.sort(idx[a : a + batch]).tolist()]
+    print(f"{path.name}: raw h5py 'median' reads: one record per read {n / b1.wall:8.0f} rec/s "
+          f"[CPU/wall {b1.cpu:.2f}] | list-indexed batch of {batch} {n / b2.wall:8.0f} rec/s "
+          f"[CPU/wall {b2.cpu:.2f}]")
 
 
 def bench_cache_build(n: int = 500, workers: int = 2) -> None:
@@ -277,20 +460,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, action="append", default=[],
                     help="a real cache to read (repeatable); default: synthetic-shaped caches")
     ap.add_argument("--n", type=int, default=5000, help="records per synthetic-shaped cache")
-    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--workers", type=int, nargs="+", default=[0])
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--backbone-steps", type=int, default=6)
+    ap.add_argument("--epoch-batches", type=int, default=12,
+                    help="training batches of the Trainer / plain-loop epoch comparison")
     ap.add_argument("--build", action="store_true", help="also time the cache builder")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads in the main process")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--ukb-memory", type=int, nargs="+", metavar="N",
                     help="only measure the peak RSS of UKB cache builds of N participants")
+    ap.add_argument("--stage", nargs=2, metavar=("KIND", "CACHE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.ukb_memory:
-        bench_ukb_memory(args.ukb_memory, workers=max(args.workers))
+        bench_ukb_memory(args.ukb_memory, workers=2)
         return 0
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    print(f"torch {torch.__version__}, h5py {h5py.__version__}, batch {args.batch_size}")
+    if args.stage:  # child process: one stage, figures as JSON on the last line
+        print(json.dumps(run_stage(args.stage[0], Path(args.stage[1]), args)))
+        return 0
+    print(f"torch {torch.__version__}, h5py {h5py.__version__}, {args.threads} threads, "
+          f"{os.cpu_count()} CPUs, batch {args.batch_size}")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "WANDB_MODE": "disabled"}
+    passthrough = ["--batch-size", str(args.batch_size), "--threads", str(args.threads),
+                   "--backbone-steps", str(args.backbone_steps), "--epoch-batches",
+                   str(args.epoch_batches), "--workers", *map(str, args.workers)]
     with tempfile.TemporaryDirectory() as tmp:
         caches = list(args.cache)
         if not caches:
@@ -301,12 +495,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{time.perf_counter() - t0:.1f} s")
         for path in caches:
             kind = _kind(path)
-            if kind == "ptbxl":
-                bench_ptbxl(path, args.workers, args.batch_size, args.epochs)
-            elif kind == "ukb":
-                bench_ukb(path, args.workers, args.batch_size, args.epochs)
-            else:
+            if kind not in ("ptbxl", "ukb"):
                 print(f"{path}: unknown cache kind {kind!r}, skipped")
+                continue
+            bench_raw_reads(path, args.batch_size)
+            r = subprocess.run([sys.executable, __file__, "--stage", kind, str(path),
+                                *passthrough], env=env, capture_output=True, text=True)
+            if r.returncode:
+                print(r.stderr[-3000:])
+                return r.returncode
+            print_stage(json.loads(r.stdout.strip().splitlines()[-1]), args.batch_size)
     if args.build:
         bench_cache_build()
     return 0
