@@ -102,6 +102,9 @@ class TrainerConfig:
     num_sanity_val_steps: int = 0
     enable_progress_bar: bool = True
     threads: int | None = rng(None, 1)  # torch CPU threads (None: torch default)
+    # torch.compile the backbone in place (state-dict keys unchanged); for GPUs, where it
+    # fuses the small kernels; off by default (on this CPU compiling costs minutes)
+    compile: bool = False
 
 
 @dataclass
@@ -461,7 +464,7 @@ def model_config(cfg: DictConfig) -> ModelConfig:
 # Keys that cannot change a model's predictions: logging, progress, where data is written,
 # how many loader workers, resume policy, evaluation-only settings.
 RESULT_FREE_KEYS = ("name", "run_dir", "resume", "logging", "trainer.enable_progress_bar",
-                    "trainer.log_every_n_steps", "trainer.threads", "data.num_workers",
+                    "trainer.log_every_n_steps", "trainer.threads", "trainer.compile", "data.num_workers",
                     "data.in_memory_max_mb", "data.pin_memory",
                     "data.root", "pretrain.embedding_cache", "pretrain.evaluate",
                     "finetune.n_boot", "finetune.horizons", "finetune.top_fraction")

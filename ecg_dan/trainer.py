@@ -148,6 +148,14 @@ def build_trainer(cfg: DictConfig, run_dir: str | os.PathLike,
     return L.Trainer(**kwargs)
 
 
+def maybe_compile(module: nn.Module, cfg: DictConfig) -> nn.Module:
+    """``trainer.compile``: compile the module's backbone in place (``nn.Module.compile``
+    keeps parameter names, so checkpoints stay interchangeable). Returns ``module``."""
+    if cfg.trainer.compile:
+        module.backbone.compile()
+    return module
+
+
 def resume_path(cfg: DictConfig, run_dir: str | os.PathLike) -> str | None:
     """Checkpoint to resume from: ``resume=auto`` continues from ``last.ckpt`` if present
     (``never``/``restart``: start fresh; a path: that checkpoint). The file is checked here,

@@ -100,7 +100,7 @@ def run_finetune(cfg: DictConfig) -> Path:
     from data_modules.ukb_datamodule import UKBDataModule, make_ukb_splits
     from ecg_dan.checkpoints import finetune_module_from_checkpoint
     from ecg_dan.jobs.evaluate import evaluate_finetune
-    from ecg_dan.trainer import build_trainer, resume_path
+    from ecg_dan.trainer import build_trainer, maybe_compile, resume_path
 
     if cfg.task == "cox_baseline":  # the non-network baselines share the protocol
         from ecg_dan.jobs.cox_baseline import run_cox_baseline
@@ -136,6 +136,7 @@ def run_finetune(cfg: DictConfig) -> Path:
         fold_cfg = cfg.copy()
         fold_cfg.logging.group = cfg.logging.group or cfg.name
         fold_cfg.name = f"{cfg.name}-{split.name}"
+        maybe_compile(module, cfg)
         trainer = build_trainer(fold_cfg, fold_dir)
         if f.lr_find and resume_path(cfg, fold_dir) is None:
             _find_lr(trainer, module, dm, f, split, fold_dir)

@@ -33,7 +33,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
     from ecg_dan.jobs.evaluate import evaluate_pretrain
     from ecg_dan.lit.pretrain import AlignmentPretrainModule
     from ecg_dan.models.registry import build_model
-    from ecg_dan.trainer import build_trainer, resume_path
+    from ecg_dan.trainer import build_trainer, maybe_compile, resume_path
 
     if cfg.task != "pretrain":
         raise ConfigError(f"experiment has task={cfg.task}; `ecg-dan pretrain` needs "
@@ -50,6 +50,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
         build_model(container["model"]), pretrain=container["pretrain"],
         optim=container["optim"], text_dim=None if emb is None else emb.shape[1],
         text_model_id=text_id, config=container)
+    maybe_compile(module, cfg)
     trainer = build_trainer(cfg, run_dir)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, run_dir))
     best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints/last.ckpt")
