@@ -464,8 +464,8 @@ def model_config(cfg: DictConfig) -> ModelConfig:
 # Keys that cannot change a model's predictions: logging, progress, where data is written,
 # how many loader workers, resume policy, evaluation-only settings.
 RESULT_FREE_KEYS = ("name", "run_dir", "resume", "logging", "trainer.enable_progress_bar",
-                    "trainer.log_every_n_steps", "trainer.threads", "trainer.compile", "data.num_workers",
-                    "data.in_memory_max_mb", "data.pin_memory",
+                    "trainer.log_every_n_steps", "trainer.threads", "trainer.compile",
+                    "data.num_workers", "data.in_memory_max_mb", "data.pin_memory",
                     "data.root", "pretrain.embedding_cache", "pretrain.evaluate",
                     "finetune.n_boot", "finetune.horizons", "finetune.top_fraction")
 
