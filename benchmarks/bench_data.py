@@ -332,9 +332,10 @@ def print_stage(r: dict, batch_size: int) -> None:
         if not key.startswith("loader_"):
             continue
         _, mode, w = key.split("_")
+        per_cpu = _per_core(v["rate"], v["cpu"]) / _per_core(bb, r["backbone_cpu"])
         print(f"  loader, beats {mode:<6} num_workers={w[1:]}: {v['rate']:8.0f} samples/s "
-              f"(epoch 1 {v['rate1']:.0f}; {v['n']} samples)  x{v['rate'] / bb:.0f} the "
-              f"backbone  [CPU/wall {v['cpu']:.2f}]")
+              f"(epoch 1 {v['rate1']:.0f}; {v['n']} samples) [CPU/wall {v['cpu']:.2f}] = "
+              f"x{v['rate'] / bb:.0f} the backbone's training rate (per CPU-second x{per_cpu:.0f})")
     e = r["epoch"]
     per_core = _per_core(e["lightning"], e["lightning_cpu"])
     print(f"  epoch through the pipeline's Trainer: {e['lightning']:8.1f} samples/s "
