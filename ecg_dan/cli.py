@@ -59,7 +59,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from data_modules.synthetic import make_synthetic
 
     paths = make_synthetic(args.out, n=args.n, seed=args.seed, events=args.events,
-                           n_ukb=args.n_ukb)
+                           n_ukb=args.n_ukb, setting=args.setting)
     for k, v in paths.items():
         print(f"{k}: {v}")
     return 0
@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DataConfig.synthetic_seed)
     p.add_argument("--events", choices=choices("data.synthetic_events"),
                    default=DataConfig.synthetic_events)
+    p.add_argument("--setting", choices=choices("data.synthetic_setting"),
+                   default=DataConfig.synthetic_setting,
+                   help="hard: subtler morphology, label noise, device noise, a hazard the "
+                        "device measurements miss (data_modules/synthetic/settings.py)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("cache", help="build an HDF5 cache from PTB-XL or UK Biobank files")
