@@ -45,31 +45,41 @@ def token_weights(temporal: NDArray | torch.Tensor) -> NDArray:
 
 
 def token_input_gradients(features: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                          progress: Callable[[int], None] | None = None) -> NDArray:
+                          chunk: int = 256) -> NDArray:
     """Positive input gradient of every token's pre-attention feature, on its own lead.
 
     ``features`` maps the (B, leads, S) input to h (B, C, leads, T) (ECGDANEncoder.features);
     the token (l, t) of a subject is h[b, :, l, t] and its feature is the sum over the C
-    channels. Returns relu(d feature / d x[b, l, :]) as (B, leads, T, S). Subjects are
-    independent in eval mode (no batch statistics), so one backward pass per token serves
-    the whole batch: leads x T passes in all.
+    channels. Returns relu(d feature / d x[b, l, :]) as (B, leads, T, S).
+
+    Each subject is replicated once per lead (replica l carries lead l's tokens), so one
+    backward pass per token position t gives all leads' gradients at once: T passes over
+    batches of about ``chunk`` replicas. Exact, because subjects do not interact in eval
+    mode (no batch statistics).
     """
-    x = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        h = features(x)
-        if h.dim() != 4 or h.shape[0] != x.shape[0] or h.shape[2] != x.shape[1]:
-            raise ValueError(f"features must be (B, C, leads, T) for input {tuple(x.shape)}, "
-                             f"got {tuple(h.shape)}")
-        B, _, L, T = h.shape
-        tok = h.sum(dim=1)  # (B, L, T)
-        out = np.empty((B, L, T, x.shape[-1]), dtype=np.float32)
-        n = L * T
-        for k in range(n):
-            lead, t = divmod(k, T)
-            (g,) = torch.autograd.grad(tok[:, lead, t].sum(), x, retain_graph=k < n - 1)
-            out[:, lead, t] = g[:, lead].clamp_min(0).cpu().numpy()
-            if progress is not None:
-                progress(1)
+    B, L, S = x.shape
+    out: NDArray | None = None
+    step = max(1, chunk // L)
+    for b0 in range(0, B, step):
+        xb = x[b0:b0 + step].detach()
+        n = xb.shape[0]
+        rep = xb.repeat_interleave(L, dim=0).requires_grad_(True)  # (n*L, L, S)
+        with torch.enable_grad():
+            h = features(rep)
+            if h.dim() != 4 or h.shape[0] != n * L or h.shape[2] != L:
+                raise ValueError(f"features must be (B, C, leads, T) for input "
+                                 f"{tuple(rep.shape)}, got {tuple(h.shape)}")
+            T = h.shape[-1]
+            # replica l of subject b keeps only lead l's tokens: (n, L, T)
+            tok = torch.diagonal(h.sum(dim=1).view(n, L, L, T), dim1=1, dim2=2).transpose(1, 2)
+            if out is None:
+                out = np.empty((B, L, T, S), dtype=np.float32)
+            for t in range(T):
+                (g,) = torch.autograd.grad(tok[:, :, t].sum(), rep, retain_graph=t < T - 1)
+                own = torch.diagonal(g.view(n, L, L, S), dim1=1, dim2=2)  # (n, S, L)
+                out[b0:b0 + n, :, t] = own.permute(0, 2, 1).clamp_min(0).cpu().numpy()
+    if out is None:
+        raise ValueError("no input to differentiate")
     return out
 
 
