@@ -99,9 +99,11 @@ def temporal_beat_figure(beat: NDArray, colour: NDArray, out_png: str | os.PathL
     """The 12-lead beat coloured by the per-lead temporal attention; with ``cross_lead``
     also that subject's cross-lead map beside it (the single-ECG figure)."""
     n = beat.shape[0]
-    fig = _figure(15 if cross_lead is not None else 11, 7.5)
-    grid = fig.add_gridspec(6, 3 if cross_lead is not None else 2,
-                            width_ratios=[1, 1, 1.1] if cross_lead is not None else [1, 1])
+    single = cross_lead is not None
+    fig = _figure(16 if single else 11, 8)
+    ratios = [1, 1, 0.04] + ([0.15, 1.0] if single else [])
+    grid = fig.add_gridspec(6, len(ratios), width_ratios=ratios, hspace=0.75, wspace=0.25,
+                            left=0.05, right=0.95, top=0.9, bottom=0.07)
     lc = None
     for i in range(n):
         ax = fig.add_subplot(grid[i % 6, i // 6])
@@ -109,10 +111,9 @@ def temporal_beat_figure(beat: NDArray, colour: NDArray, out_png: str | os.PathL
         if i % 6 == 5:
             ax.set_xlabel("ms", fontsize=7)
     if lc is not None:
-        fig.colorbar(lc, ax=fig.axes, fraction=0.02, pad=0.01,
-                     label="temporal attention (0-1)")
-    if cross_lead is not None:
-        lead_heatmap(fig.add_subplot(grid[1:5, 2]), cross_lead, "cross-lead attention")
+        fig.colorbar(lc, cax=fig.add_subplot(grid[1:5, 2]), label="temporal attention (0-1)")
+    if single:
+        lead_heatmap(fig.add_subplot(grid[1:5, 4]), cross_lead, "cross-lead attention")
     if title:
         fig.suptitle(title, fontsize=10)
     return save_png(fig, out_png)

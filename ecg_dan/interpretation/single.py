@@ -42,9 +42,10 @@ def model_input(beat: NDArray) -> NDArray:
 
 def attention_of(net: nn.Module, x: torch.Tensor, gradients: bool = True,
                  sigma: float = SIGMA) -> dict[str, NDArray]:
-    """Maps of a batch of padded inputs (B, 12, 608): ``z``, ``risk`` (with a survival head),
-    ``cross_lead`` (B, 12, 12), ``token_weights`` (B, 12, T) and, with ``gradients``,
-    ``temporal_map`` (B, 12, 600) -- each where the model has that attention branch."""
+    """Maps of a batch of padded inputs (B, 12, 608), ``net`` put in eval mode: ``z``,
+    ``risk`` (with a survival head), ``cross_lead`` (B, 12, 12), ``token_weights``
+    (B, 12, T) and, with ``gradients``, ``temporal_map`` (B, 12, 600) -- each where the
+    model has that attention branch."""
     net.eval()
     out = forward_maps(net, x)
     if "temporal" in out:

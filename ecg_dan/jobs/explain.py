@@ -134,22 +134,22 @@ def _cache(run_dir: Path, cfg: DictConfig) -> Path:
     return ukb_cache(cfg)
 
 
-def _score_fold(module: torch.nn.Module, ds: UKBDataset, saved: pd.DataFrame,
-                gradients: bool) -> dict[str, np.ndarray]:
-    """Maps of one model's held-out participants (``saved`` in dataset order), checked
-    against their saved log-risks."""
+def _score_fold(module: torch.nn.Module, ds: UKBDataset, saved: pd.DataFrame
+                ) -> dict[str, np.ndarray]:
+    """Attention maps (no gradient maps), z and log-risk of one model's held-out
+    participants (``saved`` in dataset order), checked against their saved log-risks."""
+    if not np.array_equal(ds.eid[ds.indices], saved.eid.to_numpy()):
+        raise DataError(f"{ds.path}: the cache rows do not hold the run's participants; "
+                        "was the cache rebuilt?")
     out: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(ds), BATCH):
         items = [ds[i] for i in range(start, min(start + BATCH, len(ds)))]
         x = torch.stack([it["x"] for it in items])
-        maps = attention_of(module, x, gradients=gradients)
+        maps = attention_of(module, x, gradients=False)
         maps["beat"] = unpad_beat(x.numpy(), PAD)
         for k, v in maps.items():
             out.setdefault(k, []).append(v)
     res = {k: np.concatenate(v) for k, v in out.items()}
-    if not np.array_equal(ds.eid[ds.indices], saved.eid.to_numpy()):
-        raise DataError(f"{ds.path}: the cache rows do not hold the run's participants; "
-                        "was the cache rebuilt?")
     if "risk" in res:
         bad = ~np.isclose(res["risk"], saved.risk.to_numpy(), rtol=RISK_TOL, atol=RISK_TOL)
         if bad.any():
@@ -222,7 +222,7 @@ def run_explain(run_dir: str | os.PathLike, eids: Sequence[int] = (),
         part = part.sort_values("row", kind="stable")
         module = finetune_module_from_checkpoint(part.checkpoint.iloc[0])
         ds = UKBDataset(cache, part.row.to_numpy())
-        maps = _score_fold(module, ds, part, gradients=False)
+        maps = _score_fold(module, ds, part)
         ids = part.eid.to_numpy(np.int64)
         if "cross_lead" in maps:
             cross.append((ids, maps["cross_lead"]))
@@ -339,7 +339,10 @@ def _markdown(run_dir: Path, cfg: DictConfig, s: dict[str, Any],
         f"- high risk: mean log-risk over seeds >= {s['threshold']:.4f}, the "
         f"{100 * (1 - s['top_fraction']):g}th percentile (top {100 * s['top_fraction']:g}%, "
         f"`finetune.top_fraction`): n = {s['n_high']} ({s['events_high']} events); low risk: "
-        f"n = {s['n_low']} ({s['events_low']} events); log-rank p = {s['logrank_p']:.3g}",
+        f"n = {s['n_low']} ({s['events_low']} events); log-rank p = {s['logrank_p']:.3g}"
+        + (f"; tied risks at the threshold all join the high group "
+           f"({100 * s['n_high'] / s['n']:.1f}% of participants)"
+           if s["n_high"] > s["top_fraction"] * s["n"] * 1.05 + 1 else ""),
         f"- temporal (gradient) maps: {s['gradient_subjects']['high']} high-risk and "
         f"{s['gradient_subjects']['low']} low-risk participants (all, or a seeded random "
         "sample of `--max-gradient-subjects` per group); Gaussian sigma 4 samples, central "
