@@ -204,6 +204,9 @@ def run_explain(run_dir: str | os.PathLike, eids: Sequence[int] = (),
     cache = _cache(run_dir, cfg)
     top = float(cfg.finetune.top_fraction)
     groups, threshold = mean_risk_groups(assign, top)
+    if groups.high.all() or not groups.high.any():
+        raise DataError(f"{run_dir}/predictions: the top {100 * top:g}% risk threshold "
+                        f"({threshold:.6g}) leaves an empty group (all risks tied?)")
     all_eids = groups.index.to_numpy(np.int64)
     high_eids = all_eids[groups.high.to_numpy()]
     low_eids = all_eids[~groups.high.to_numpy()]
