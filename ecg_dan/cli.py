@@ -1,4 +1,5 @@
-"""``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, compare, demo.
+"""``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, compare, explain,
+demo.
 
 Heavy imports happen inside each command so ``ecg-dan --help`` stays fast. Expected user
 errors (bad config, bad data, missing file, refused checkpoint) print one line and exit 2;
@@ -123,6 +124,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ecg_dan.jobs.explain import run_explain
+
+    out = run_explain(args.run_dir, eids=args.eid or (),
+                      max_gradient_subjects=args.max_gradient_subjects, seed=args.seed)
+    print(f"figures and explain.md in {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ecg_dan.jobs.demo import run_demo
 
@@ -202,6 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("explain", help="attention maps of a finetuning run (cross-lead and "
+                       "temporal, high- vs low-risk groups, latent PCA, Kaplan-Meier), each "
+                       "participant scored by the fold model that held it out")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--eid", type=int, action="append", default=None,
+                   help="also draw this participant's ECG (repeatable; default: the "
+                        "highest-risk participant)")
+    p.add_argument("--max-gradient-subjects", type=int, default=32,
+                   help="temporal gradient maps for at most this many participants per risk "
+                        "group (a seeded random sample; one backward pass per token each)")
+    p.add_argument("--seed", type=int, default=0, help="seed of that sample")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("demo", help="synthetic data -> pretrain -> finetune -> evaluation")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)

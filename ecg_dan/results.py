@@ -316,17 +316,26 @@ def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
                   [[_fmt(v, digits) for v in rec] for rec in table.itertuples(index=False)])
 
 
+def mean_risk_groups(df: pd.DataFrame, top_fraction: float) -> tuple[pd.DataFrame, float]:
+    """The paper's risk groups: per participant (index ``eid``, sorted) the OOF log-risk
+    averaged over seeds, ``time``, ``event`` and ``high`` (risk >= the (1 - top_fraction)
+    quantile of those means); and that threshold."""
+    g = df.groupby("eid").agg(
+        risk=("risk", "mean"), time=("time", "first"), event=("event", "first")
+    )
+    thr = float(np.percentile(g["risk"].to_numpy(), 100.0 * (1.0 - top_fraction)))
+    g["high"] = g["risk"].to_numpy() >= thr
+    return g, thr
+
+
 def _high_risk_groups(
     df: pd.DataFrame, top_fraction: float, grouping: str
 ) -> tuple[NDArray, NDArray, NDArray]:
     """(time, event, is_high) per analysed unit; high = risk >= the (1 - top_fraction) quantile."""
     q = 100.0 * (1.0 - top_fraction)
     if grouping == "mean_risk":
-        g = df.groupby("eid").agg(
-            risk=("risk", "mean"), time=("time", "first"), event=("event", "first")
-        )
-        high = g["risk"].to_numpy() >= np.percentile(g["risk"].to_numpy(), q)
-        return g["time"].to_numpy(float), g["event"].to_numpy(float), high
+        g, _ = mean_risk_groups(df, top_fraction)
+        return g["time"].to_numpy(float), g["event"].to_numpy(float), g["high"].to_numpy()
     if grouping == "per_seed":
         thr = df.groupby("seed")["risk"].transform(lambda x: np.percentile(x.to_numpy(), q))
         high = (df["risk"] >= thr).to_numpy()
