@@ -1,4 +1,5 @@
-"""``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, compare, demo.
+"""``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, compare, explain,
+demo.
 
 Heavy imports happen inside each command so ``ecg-dan --help`` stays fast. Expected user
 errors (bad config, bad data, missing file, refused checkpoint) print one line and exit 2;
@@ -59,7 +60,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from data_modules.synthetic import make_synthetic
 
     paths = make_synthetic(args.out, n=args.n, seed=args.seed, events=args.events,
-                           n_ukb=args.n_ukb)
+                           n_ukb=args.n_ukb, setting=args.setting)
     for k, v in paths.items():
         print(f"{k}: {v}")
     return 0
@@ -123,6 +124,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ecg_dan.jobs.explain import run_explain
+
+    out = run_explain(args.run_dir, eids=args.eid or (),
+                      max_gradient_subjects=args.max_gradient_subjects, seed=args.seed)
+    print(f"figures and explain.md in {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ecg_dan.jobs.demo import run_demo
 
@@ -148,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DataConfig.synthetic_seed)
     p.add_argument("--events", choices=choices("data.synthetic_events"),
                    default=DataConfig.synthetic_events)
+    p.add_argument("--setting", choices=choices("data.synthetic_setting"),
+                   default=DataConfig.synthetic_setting,
+                   help="hard: subtler morphology, label noise, device noise, a hazard the "
+                        "device measurements miss (data_modules/synthetic/settings.py)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("cache", help="build an HDF5 cache from PTB-XL or UK Biobank files")
@@ -198,6 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("explain", help="attention maps of a finetuning run (cross-lead and "
+                       "temporal, high- vs low-risk groups, latent PCA, Kaplan-Meier), each "
+                       "participant scored by the fold model that held it out")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--eid", type=int, action="append", default=None,
+                   help="also draw this participant's ECG (repeatable; default: the "
+                        "highest-risk participant)")
+    p.add_argument("--max-gradient-subjects", type=int, default=32,
+                   help="temporal gradient maps for at most this many participants per risk "
+                        "group (a seeded random sample; one backward pass per token each)")
+    p.add_argument("--seed", type=int, default=0, help="seed of that sample")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("demo", help="synthetic data -> pretrain -> finetune -> evaluation")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)

@@ -68,6 +68,9 @@ class DataConfig:
     synthetic_n: int = rng(2000, 50)
     synthetic_seed: int = 0
     synthetic_events: Literal["dense", "paper"] = "dense"
+    # data_modules/synthetic/settings.py
+    synthetic_setting: Literal["standard", "hard"] = "standard"
+    synthetic_n_ukb: int | None = rng(None, 50)  # UK Biobank twin size (default synthetic_n)
     ptbxl_dir: str | None = None  # PTB-XL root (ptbxl_database.csv, records500/)
     ptbxl_plus_dir: str | None = None  # optional PTB-XL+ median beats
     ptbxl_cache: str | None = None  # default <root>/ptbxl.h5

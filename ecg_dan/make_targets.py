@@ -75,12 +75,18 @@ def finetune(v: dict[str, str], extra: list[str]):
 
 def ablations(v: dict[str, str], extra: list[str]) -> None:
     """The whole comparison matrix of a cohort (ablations + baselines), then one table:
-    see ecg_dan/jobs/matrix.py. ``ABLATIONS=a,b`` selects cells."""
-    from ecg_dan.jobs.matrix import run_matrix
+    see ecg_dan/jobs/matrix.py. ``ABLATIONS=a,b`` selects cells; ``COHORT=all`` runs every
+    cohort's matrix and joins them in one table, columns per cohort."""
+    from ecg_dan.jobs.matrix import run_cohorts, run_matrix
 
     cells = [a.strip() for a in (v.get("ABLATIONS") or "").split(",") if a.strip()]
-    run_matrix(_cohort(v), _synthetic(v), cells or None, ptbxl_dir=v.get("PTBXL_DIR") or None,
-               ckpt=v.get("CKPT") or None, extra=extra)
+    kw = {"ptbxl_dir": v.get("PTBXL_DIR") or None, "ckpt": v.get("CKPT") or None,
+          "extra": extra}
+    if v.get("COHORT") == "all":
+        cohorts = [c for c in choices("finetune.cohort") if f"finetune_{c}" in experiments()]
+        run_cohorts(cohorts, _synthetic(v), cells or None, **kw)
+    else:
+        run_matrix(_cohort(v), _synthetic(v), cells or None, **kw)
 
 
 def main(argv: list[str] | None = None) -> int:

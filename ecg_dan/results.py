@@ -316,17 +316,26 @@ def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
                   [[_fmt(v, digits) for v in rec] for rec in table.itertuples(index=False)])
 
 
+def mean_risk_groups(df: pd.DataFrame, top_fraction: float) -> tuple[pd.DataFrame, float]:
+    """The paper's risk groups: per participant (index ``eid``, sorted) the OOF log-risk
+    averaged over seeds, ``time``, ``event`` and ``high`` (risk >= the (1 - top_fraction)
+    quantile of those means); and that threshold."""
+    g = df.groupby("eid").agg(
+        risk=("risk", "mean"), time=("time", "first"), event=("event", "first")
+    )
+    thr = float(np.percentile(g["risk"].to_numpy(), 100.0 * (1.0 - top_fraction)))
+    g["high"] = g["risk"].to_numpy() >= thr
+    return g, thr
+
+
 def _high_risk_groups(
     df: pd.DataFrame, top_fraction: float, grouping: str
 ) -> tuple[NDArray, NDArray, NDArray]:
     """(time, event, is_high) per analysed unit; high = risk >= the (1 - top_fraction) quantile."""
     q = 100.0 * (1.0 - top_fraction)
     if grouping == "mean_risk":
-        g = df.groupby("eid").agg(
-            risk=("risk", "mean"), time=("time", "first"), event=("event", "first")
-        )
-        high = g["risk"].to_numpy() >= np.percentile(g["risk"].to_numpy(), q)
-        return g["time"].to_numpy(float), g["event"].to_numpy(float), high
+        g, _ = mean_risk_groups(df, top_fraction)
+        return g["time"].to_numpy(float), g["event"].to_numpy(float), g["high"].to_numpy()
     if grouping == "per_seed":
         thr = df.groupby("seed")["risk"].transform(lambda x: np.percentile(x.to_numpy(), q))
         high = (df["risk"] >= thr).to_numpy()
@@ -894,6 +903,64 @@ def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.0
         "the paper's.",
         *notes,
     ]
+    return _table(header, rows) + "\n" + "\n".join(f"- {x}" for x in foot) + "\n"
+
+
+COHORT_FIELDS = ("n", "events", "c_mean", "c_std_paper", "c_pooled", "c_pooled_low",
+                 "c_pooled_high", "diff_vs_ref", "diff_low", "diff_high", "paper")
+
+
+def cohort_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The paper's table shape from one :func:`comparison_table` per cohort: one row per
+    model (matched by name across cohorts, in first-seen order), and for each cohort
+    ``<cohort>_<field>`` of :data:`COHORT_FIELDS` (empty where a cohort lacks the model),
+    plus the reference of each cohort (``<cohort>_reference``) and ``n_params``."""
+    models: list[str] = []
+    for t in tables.values():
+        models += [m for m in t.model if m not in models]
+    out = pd.DataFrame({"model": models})
+    params = pd.Series(math.nan, index=models)
+    for cohort, t in tables.items():
+        by = t.set_index("model")
+        for field in COHORT_FIELDS:
+            out[f"{cohort}_{field}"] = [by[field].get(m, math.nan if field != "paper" else "")
+                                        for m in models]
+        out[f"{cohort}_reference"] = [bool(by["reference"].get(m, False)) for m in models]
+        params = params.fillna(by["n_params"].reindex(models))
+    out["n_params"] = params.to_numpy()
+    return out
+
+
+def cohort_markdown(table: pd.DataFrame, cohorts: Sequence[str], digits: int = 4,
+                    alpha: float = 0.05, notes: Sequence[str] = ()) -> str:
+    """A :func:`cohort_table` as Markdown: C-index mean ± std (as the paper reports) and the
+    paired difference to each cohort's reference, per cohort."""
+    def f(v: Any) -> str:
+        return _fmt(v, digits)
+
+    level = f"{100 * (1 - alpha):g}%"
+    header = ["model"]
+    for c in cohorts:
+        header += [f"{c}: C mean ± std", f"{c}: pooled C [{level} CI]",
+                   f"{c}: ΔC vs reference [{level} CI]", f"{c}: paper"]
+    header.append("parameters")
+    rows = []
+    for r in table.to_dict(orient="records"):
+        row = [str(r["model"])]
+        for c in cohorts:
+            g = {k: r[f"{c}_{k}"] for k in (*COHORT_FIELDS, "reference")}
+            mean = f"{f(g['c_mean'])} ± {f(g['c_std_paper'])}" if f(g["c_mean"]) else ""
+            pooled = (f"{f(g['c_pooled'])} [{f(g['c_pooled_low'])}, {f(g['c_pooled_high'])}]"
+                      if f(g["c_pooled"]) and f(g["c_pooled_low"]) else f(g["c_pooled"]))
+            diff = "— (reference)" if g["reference"] else (
+                f"{f(g['diff_vs_ref'])} [{f(g['diff_low'])}, {f(g['diff_high'])}]"
+                if f(g["diff_low"]) else f(g["diff_vs_ref"]))
+            row += [mean, pooled, diff, g["paper"] or ""]
+        row.append("" if pd.isna(r["n_params"]) else f"{int(r['n_params']):,}")
+        rows.append(row)
+    foot = ["Each cohort's columns come from its own comparison (comparison_<cohort>/): "
+            "Harrell's C, mean ± std as the paper reports, pooled C with a percentile "
+            "bootstrap CI, ΔC paired against that cohort's reference.", *notes]
     return _table(header, rows) + "\n" + "\n".join(f"- {x}" for x in foot) + "\n"
 
 

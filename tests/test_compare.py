@@ -201,3 +201,35 @@ def test_model_kind_and_default_reference():
     assert default_reference(["a", "b", "c"], [abl, hyp, cox]) == "b"
     assert default_reference(["a", "b"], [abl, cox]) == "a"  # no proposed run: the first
     assert default_reference(["a", "b"], [hyp, hyp]) == "a"  # two: unclear, the first
+
+
+def test_compare_across_cohorts_gives_the_papers_table_shape(runs, tmp_path):
+    """Runs of two cohorts: each cohort compared on its own (own reference and bootstrap),
+    then one row per model with each cohort's columns, equal to the per-cohort tables."""
+    latent, time, event = _cohort(30, seed=21)
+    mi = {"proposed": _oof(_model(latent, 0.5, 22), time, event),
+          "ablation_no_attention": _oof(_model(latent, 1.5, 23), time, event)}
+    root = tmp_path / "mi"
+    mi_dirs = [_write_run(root, "finetune_hyp" if k == "proposed" else k, v,
+                          ["finetune.cohort=mi"]) for k, v in mi.items()]
+    hyp_dirs = [d for d, _ in runs.values()]
+    out = tmp_path / "both"
+    md = cli(["compare", *map(str, hyp_dirs + mi_dirs), "--n-boot", "30", "--out", str(out)])
+    assert md == 0
+    wide = pd.read_csv(out / "comparison.csv")
+    assert list(wide.model) == ["finetune_hyp", "ablation_no_attention"]
+    for cohort in ("hyp", "mi"):
+        per = pd.read_csv(out / f"comparison_{cohort}" / "comparison.csv").set_index("model")
+        assert (out / f"comparison_{cohort}" / "forest_plot.png").is_file()
+        for field in ("c_mean", "c_std_paper", "c_pooled", "diff_vs_ref", "diff_low"):
+            got = wide.set_index("model")[f"{cohort}_{field}"]
+            assert np.allclose(got.to_numpy(), per.loc[got.index, field].to_numpy(),
+                               equal_nan=True), (cohort, field)
+        assert wide.set_index("model")[f"{cohort}_reference"].to_dict() == {
+            "finetune_hyp": True, "ablation_no_attention": False}
+    # the MI columns are the MI runs' own C-index, not the HYP ones
+    mi_c = np.mean([concordance_index(g.time, -g.risk, g.event)
+                    for _, g in mi["proposed"].groupby("seed")])
+    assert wide.mi_c_pooled[0] == pytest.approx(mi_c)
+    text = (out / "comparison.md").read_text()
+    assert "hyp: C mean ± std" in text and "mi: ΔC vs reference" in text

@@ -98,3 +98,35 @@ def test_fit_cuts_and_refusals():
     with pytest.raises(ValueError, match="unknown survival objective"):
         make_objective("deephit", cuts=CUTS)
     assert isinstance(make_objective("cox"), CoxObjective)
+
+
+def test_baseline_hazards_reproduce_kaplan_meier_of_the_discretised_times():
+    """prod_{j<=k} (1 - h_j) of the starting hazards is lifelines' Kaplan-Meier survival of
+    the same rows after pycox's discretisation; a head whose last layer has zero weights
+    predicts exactly that curve for every ECG."""
+    from lifelines import KaplanMeierFitter
+
+    from ecg_dan.losses.objectives import baseline_hazards
+
+    rng = np.random.default_rng(0)
+    time = rng.uniform(0.1, 9.0, 300)
+    event = rng.random(300) < 0.4
+    cuts = fit_cuts(time, event, 6)
+    h = np.array(baseline_hazards(cuts, time, event, floor=0.0))
+    obj = LogisticHazardObjective(cuts)
+    idx, ev = obj.discretize(torch.tensor(time), torch.tensor(event.astype(float)))
+    km = KaplanMeierFitter().fit(np.asarray(cuts)[idx.numpy()], ev.numpy())
+    want = km.survival_function_at_times(cuts).to_numpy()
+    assert np.allclose(np.cumprod(1 - h), want, atol=1e-12)
+
+    floored = baseline_hazards(cuts, time, event)  # default floor keeps logits finite
+    head_obj = LogisticHazardObjective(cuts, init_hazards=floored)
+    head = head_obj.head(16)
+    with torch.no_grad():
+        head[-1].weight.zero_()
+    head.eval()
+    surv = head_obj.survival(head(torch.randn(4, 16)))
+    assert torch.allclose(surv, torch.tensor(np.cumprod(1 - np.array(floored)),
+                                             dtype=torch.float32).expand(4, -1), atol=1e-6)
+    with pytest.raises(ValueError, match="init_hazards"):
+        LogisticHazardObjective(cuts, init_hazards=[0.5] * (len(cuts) - 1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import filecmp
 import hashlib
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -457,3 +458,77 @@ def test_rerun_replaces_twin_and_refuses_foreign_data(tmp_path):
     assert (foreign / "ptbxl_database.csv").read_text() == "real data\n"
     with pytest.raises(ValueError):
         make_synthetic(tmp_path / "z", n=2, events="sometimes", progress=False)
+
+
+# --- the hard setting (data_modules/synthetic/settings.py) ---------------------------------
+
+
+def test_severity_scales_the_label_edits_towards_the_subjects_normal_beat():
+    from data_modules.synthetic.beat_model import render_template, sample_beat_params
+
+    def params(label, severity=1.0):
+        return sample_beat_params(np.random.default_rng(5), label, age=60, female=False,
+                                  severity=severity)
+
+    full, half = params("IMI"), params("IMI", 0.5)
+    assert full.q_path > 0.4 and half.q_path == pytest.approx(0.5 * full.q_path)
+    normal = render_template(params("NORM"))
+    # a vanishing severity gives back the same subject's normal beat; 1 changes nothing
+    assert np.abs(render_template(params("IMI", 1e-9)) - normal).max() < 1e-6
+    assert np.array_equal(render_template(params("IMI", 1.0)), render_template(full))
+    d_full = np.abs(render_template(full) - normal).max()
+    d_half = np.abs(render_template(half) - normal).max()
+    assert 0.3 * d_full < d_half < 0.7 * d_full
+    af = params("AFIB", 0.3)
+    assert af.af and np.all(af.vectors[0] == 0)  # AF keeps no P wave at any severity
+    with pytest.raises(ValueError, match="severity"):
+        params("IMI", 0.0)
+
+
+@pytest.fixture(scope="module")
+def hard_synth(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth_hard")
+    return make_synthetic(out, n=60, seed=7, events="dense", n_ukb=60, progress=False,
+                          setting="hard")
+
+
+def test_swap_reports_is_a_cycle_among_the_chosen_records():
+    from data_modules.synthetic.ptbxl_format import swap_reports
+
+    db = pd.DataFrame({"scp_codes": [f"c{i}" for i in range(200)],
+                       "report": [f"r{i}" for i in range(200)], "age": range(200)})
+    chosen = swap_reports(db, np.random.default_rng(0), 0.15)
+    assert 15 <= chosen.sum() <= 45
+    idx = np.flatnonzero(chosen)
+    assert (db.scp_codes[~chosen] == [f"c{i}" for i in np.flatnonzero(~chosen)]).all()
+    got = [int(c[1:]) for c in db.scp_codes[idx]]
+    assert sorted(got) == list(idx) and all(g != i for g, i in zip(got, idx))
+    assert (db.report.str[1:] == db.scp_codes.str[1:]).all()  # the pair moves together
+    assert (db.age == range(200)).all()
+
+
+def test_hard_twin_records_its_setting_and_the_swapped_reports(synth, hard_synth):
+    from data_modules.synthetic.settings import SETTINGS
+
+    truth = pd.read_csv(Path(hard_synth["manifest"]).parent / "ground_truth" / "ptbxl.csv")
+    assert 0 < truth["report_swapped"].sum() < 0.4 * len(truth)  # ~15% of 60 records
+    manifest = json.loads(Path(hard_synth["manifest"]).read_text())
+    assert manifest["setting"]["name"] == "hard"
+    assert manifest["outcomes"]["coefficients"] == SETTINGS["hard"].coefs
+    easy = json.loads(Path(synth["manifest"]).read_text())
+    assert "setting" not in easy  # the standard twin's files are unchanged
+    assert "report_swapped" not in pd.read_csv(
+        Path(synth["manifest"]).parent / "ground_truth" / "ptbxl.csv").columns
+
+
+def test_hard_twin_hazard_uses_the_hard_coefficients(hard_synth):
+    out = pd.read_csv(hard_synth["ukb_outcomes"])
+    table = ukb_feature_table(60, seed=7, setting="hard")
+    assert (table["eid"].to_numpy() == out["eid"].to_numpy()).all()
+    offset = out["true_log_hazard"] - table["linear_predictor"]
+    for flag in (0, 1):
+        assert np.ptp(offset[out["mi"] == flag]) < 1e-5
+    standard = ukb_feature_table(60, seed=7)
+    assert not np.allclose(standard["linear_predictor"], table["linear_predictor"])
+    with pytest.raises(ValueError, match="synthetic setting"):
+        ukb_feature_table(5, setting="harder")

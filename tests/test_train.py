@@ -372,6 +372,14 @@ def test_make_ablations_runs_the_matrix_resumably_and_compares(tmp_path, data_ro
     assert make_main([*cmd, "--", *tiny, "finetune.alpha=0.25"]) == 2
     assert "finetune.alpha" in capsys.readouterr().err
     assert make_main(["ablations", "DATA=synthetic", "ABLATIONS=nope"]) == 2
+    # COHORT=all: each cohort's matrix (the MI cell is reused), one row per cell, both cohorts
+    assert make_main(["ablations", "DATA=synthetic", "COHORT=all", "ABLATIONS=clinical_cox",
+                      "--", *tiny]) == 0
+    both = pd.read_csv("runs/matrix_all_synthetic/comparison/comparison.csv")
+    assert list(both.model) == ["clinical_cox"]
+    mi_alone = table.set_index("model").loc["clinical_cox"]
+    assert both.mi_c_pooled[0] == pytest.approx(mi_alone.c_pooled)
+    assert np.isfinite(both.hyp_c_pooled[0]) and both.hyp_n[0] != both.mi_n[0]
 
 
 DDP_SCRIPT = r"""

@@ -153,8 +153,13 @@ def _clip_normal(rng: np.random.Generator, mean: float, sd: float, lo: float, hi
 
 def sample_beat_params(rng: np.random.Generator, label: str | Sequence[str] = "NORM",
                        age: float | None = None, female: bool | None = None,
-                       hr: float | None = None) -> BeatParams:
-    """Draw a subject: normal physiology with random variation, then the label's morphology."""
+                       hr: float | None = None, severity: float = 1.0) -> BeatParams:
+    """Draw a subject: normal physiology with random variation, then the label's morphology.
+
+    ``severity`` in (0, 1] scales how far the label's edits move the waves away from this
+    subject's normal beat (1: the full textbook pattern; the hard twin draws it per subject,
+    so classes overlap and risk features vary continuously). It uses no random draws, so the
+    subject is otherwise the same."""
     conds = parse_conditions(label)
     age = float(age) if age is not None else float(rng.uniform(30, 80))
     female = bool(rng.random() < 0.5) if female is None else bool(female)
@@ -211,11 +216,32 @@ def sample_beat_params(rng: np.random.Generator, label: str | Sequence[str] = "N
     p.extras.update(age=age, female=female, qrs_nominal=qrs, qt_nominal=qt)
     off0 = p.qrs_off
     p.extras["pr"] = p.qrs_on - p.p_on
+    normal = (c.copy(), s.copy(), vec.copy(), p.lead_matrix.copy(), p.extras["pr"], p.rr_cv)
     for cond in conds:
         apply_condition(p, cond, rng)
+    if severity != 1.0:
+        _soften(p, normal, severity)
     _shift_repolarisation(p, max(0.0, p.qrs_off - off0))  # a wider QRS delays repolarisation
     c[W["P"]] += (p.qrs_on - p.extras["pr"]) - p.p_on  # keep the PR interval (set by 1AVB)
     return p
+
+
+def _soften(p: BeatParams, normal: tuple, severity: float) -> None:
+    """Move the label's wave edits back towards the subject's normal beat (``severity``)."""
+    if not 0.0 < severity <= 1.0:
+        raise ValueError(f"severity must be in (0, 1], got {severity}")
+    c0, s0, v0, lead0, pr0, rr_cv0 = normal
+    k = severity
+    p.centers[:] = c0 + k * (p.centers - c0)
+    p.widths[:] = s0 + k * (p.widths - s0)
+    p.vectors[:] = v0 + k * (p.vectors - v0)
+    p.lead_matrix = lead0 + k * (p.lead_matrix - lead0)
+    p.extras["pr"] = pr0 + k * (p.extras["pr"] - pr0)
+    p.q_path *= k
+    if p.af:  # AF is a rhythm, not a graded morphology: no P wave, still irregular
+        p.vectors[W["P"]] = 0.0
+        p.rr_cv = max(rr_cv0 + k * (p.rr_cv - rr_cv0), 0.10)
+        p.extras["f_amp"] *= k
 
 
 def apply_condition(p: BeatParams, cond: str, rng: np.random.Generator) -> None:

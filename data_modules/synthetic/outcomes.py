@@ -19,6 +19,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from data_modules.synthetic.settings import STANDARD_COEFS
+
 # Targets (event fraction per cohort) of the two settings.
 EVENT_TARGETS: dict[str, dict[str, float]] = {
     "paper": {"hyp": 0.015, "mi": 0.04},  # UKB-HYP 162/11,575; UKB-MI ~33/800 (docs/method.md s. 6)
@@ -29,18 +31,8 @@ FIRST_ECG = date(2015, 1, 1)
 LAST_ECG = date(2020, 6, 30)
 CENSOR_DATE = date(2022, 3, 31)  # 2,646 days (~87 months) after FIRST_ECG
 
-# Log-hazard contributions (per unit of each feature, relative to a reference value).
-HAZARD_COEFS: dict[str, float] = {
-    "age": 0.068,  # per year above 65
-    "qrs_ms": 0.023,  # per ms above 100
-    "sokolow_mv": 0.47,  # per mV above 3.0 (only above)
-    "q_path": 1.9,  # per mV of pathological Q depth (0 if none)
-    "st_dep_mv": 6.3,  # per mV of ST depression beyond 0.03 mV
-    "t_inv_leads": 0.17,  # per lead with an inverted T (of I, II, aVL, V3-V6)
-    "af": 1.05,
-    "hr_bpm": 0.016,  # per bpm above 70
-    "qtc_ms": 0.0063,  # per ms above 420
-}
+# Log-hazard contributions of the standard twin (the hard twin: settings.HARD_COEFS).
+HAZARD_COEFS: dict[str, float] = STANDARD_COEFS
 
 # Label mix of the UK Biobank imaging population (per cohort), as synthetic class names.
 _LABELS_GENERAL: dict[str, float] = {
@@ -85,12 +77,13 @@ def sample_population(rng: np.random.Generator, n: int) -> pd.DataFrame:
                          "label": labels, "ecg_date": ecg_date})
 
 
-def linear_predictor(features: pd.DataFrame | Mapping[str, np.ndarray]) -> np.ndarray:
+def linear_predictor(features: pd.DataFrame | Mapping[str, np.ndarray],
+                     coefs: Mapping[str, float] = HAZARD_COEFS) -> np.ndarray:
     """beta . x (without baseline) from a table with the `template_features` columns + age."""
     f = {k: np.asarray(features[k], dtype=float) for k in
          ("age", "qrs_ms", "sokolow_mv", "q_path", "st_min_mv", "t_inv_leads", "af", "hr_bpm",
           "qtc_ms")}
-    c = HAZARD_COEFS
+    c = coefs
     st_dep = np.clip(-f["st_min_mv"] - 0.03, 0, None)
     return (c["age"] * (f["age"] - 65) + c["qrs_ms"] * (f["qrs_ms"] - 100)
             + c["sokolow_mv"] * np.clip(f["sokolow_mv"] - 3.0, 0, None)
@@ -117,7 +110,8 @@ def _baseline_for_count(thr: np.ndarray, m: int) -> float:
 
 def draw_outcomes(rng: np.random.Generator, lp: np.ndarray, hyp: np.ndarray, mi: np.ndarray,
                   ecg_date: pd.Series | np.ndarray, events: str = "paper",
-                  shape: float = WEIBULL_SHAPE) -> tuple[pd.DataFrame, dict]:
+                  shape: float = WEIBULL_SHAPE, coefs: Mapping[str, float] = HAZARD_COEFS
+                  ) -> tuple[pd.DataFrame, dict]:
     """Event times from the Weibull PH model; returns the outcome columns and calibration info.
 
     With unit-exponential draws e_i, T_i = (e_i / exp(eta_i))^(1/k). The baselines are solved on
@@ -158,7 +152,7 @@ def draw_outcomes(rng: np.random.Generator, lp: np.ndarray, hyp: np.ndarray, mi:
         "expected_rate_mi": float(p_event[mi].mean()) if mi.any() else float("nan"),
         "realised_rate_hyp": float(event[hyp].mean()) if hyp.any() else float("nan"),
         "realised_rate_mi": float(event[mi].mean()) if mi.any() else float("nan"),
-        "target": dict(target), "coefficients": dict(HAZARD_COEFS),
+        "target": dict(target), "coefficients": dict(coefs),
     }
     out = pd.DataFrame({
         "ecg_date": ecg.dt.strftime("%Y-%m-%d"),

@@ -22,6 +22,7 @@ import pandas as pd
 from scipy.signal import resample_poly
 
 from data_modules.synthetic.beat_model import sample_beat_params, simulate_record
+from data_modules.synthetic.settings import SETTINGS, TwinSetting, draw_severity
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 SCP_STATEMENTS = RESOURCES / "scp_statements.csv"
@@ -243,9 +244,27 @@ def _stratified_folds(rng: np.random.Generator, primary: np.ndarray) -> np.ndarr
     return folds
 
 
+def swap_reports(db: pd.DataFrame, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """Label noise, in place: each record is chosen with probability ``fraction`` and the
+    chosen ones pass their (SCP codes, report) on in a cycle, so none keeps its own. Returns
+    the mask of chosen records."""
+    chosen = rng.random(len(db)) < fraction
+    idx = np.flatnonzero(chosen)
+    if idx.size < 2:
+        return np.zeros(len(db), dtype=bool)
+    cols = ["scp_codes", "report"]
+    db.loc[db.index[idx], cols] = db.loc[db.index[np.roll(idx, 1)], cols].to_numpy()
+    return chosen
+
+
 def write_ptbxl(out_dir: str | Path, n: int, seed: int,
-                tick: Callable[[], None] | None = None) -> tuple[Path, pd.DataFrame]:
-    """Write the PTB-XL twin into `out_dir`; return it and a ground-truth table per record."""
+                tick: Callable[[], None] | None = None, setting: TwinSetting = SETTINGS["standard"]
+                ) -> tuple[Path, pd.DataFrame]:
+    """Write the PTB-XL twin into `out_dir`; return it and a ground-truth table per record.
+
+    ``setting``: the hard twin softens each patient's morphology and swaps the SCP codes and
+    report of a fraction of records with another record's (label noise); the ground truth
+    keeps each record's real label and says whether its report was swapped."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 1])
@@ -276,7 +295,8 @@ def write_ptbxl(out_dir: str | Path, n: int, seed: int,
         if k not in pat_params:
             pat_params[k] = sample_beat_params(np.random.default_rng([seed, 10, k]),
                                                str(pat_label[k]), age=pat_age[k],
-                                               female=bool(pat_female[k]))
+                                               female=bool(pat_female[k]),
+                                               severity=draw_severity(setting, seed, 10, k))
         params = pat_params[k]
         rec = simulate_record(rec_rng, params=params, fs=500, seconds=10.0, noise="ptbxl",
                               extra_beat=bool(rec_rng.random() < 0.04))
@@ -332,6 +352,10 @@ def write_ptbxl(out_dir: str | Path, n: int, seed: int,
         if tick is not None:
             tick()
     db = pd.DataFrame(rows, columns=list(PTBXL_COLUMNS))
+    truth = pd.DataFrame(truth)
+    if setting.label_noise > 0:
+        truth["report_swapped"] = swap_reports(db, np.random.default_rng([seed, 11]),
+                                               setting.label_noise)
     db.to_csv(out / "ptbxl_database.csv", index=False)
     shutil.copyfile(SCP_STATEMENTS, out / "scp_statements.csv")
-    return out, pd.DataFrame(truth)
+    return out, truth

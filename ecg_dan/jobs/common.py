@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +114,10 @@ def _strip(c: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def log_wandb_summary(cfg: DictConfig, key: str, results: dict[str, Any],
-                      table: pd.DataFrame | None = None, image: Path | None = None) -> None:
+                      table: pd.DataFrame | None = None, image: Path | None = None,
+                      images: Sequence[Path] = ()) -> None:
     """Results into W&B (offline unless an API key is set): into the training run when one
-    is still open, otherwise into a new run of the experiment's group. The image is logged
+    is still open, otherwise into a new run of the experiment's group. Each image is logged
     under ``key/<file stem>`` (e.g. ``finetune/kaplan_meier``, ``compare/forest_plot``)."""
     from ecg_dan.trainer import wandb_mode
 
@@ -133,8 +135,9 @@ def log_wandb_summary(cfg: DictConfig, key: str, results: dict[str, Any],
         run.summary.update({f"{key}/{k}": v for k, v in flat_numbers(results).items()})
         if table is not None:
             run.log({f"{key}/table": wandb.Table(dataframe=table.astype(str))})
-        if image is not None and image.is_file():
-            run.log({f"{key}/{image.stem}": wandb.Image(str(image))})
+        for img in ([image] if image is not None else []) + list(images):
+            if img.is_file():
+                run.log({f"{key}/{img.stem}": wandb.Image(str(img))})
     finally:
         if own:
             run.finish()

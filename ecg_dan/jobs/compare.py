@@ -121,18 +121,48 @@ def run_compare(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     """Write comparison.{md,csv,json} and forest_plot.png into ``out_dir`` (default: the
     runs' common parent / ``comparison``) and log the table and figure to W&B under the
     reference run's project and group (only when that run's config enables W&B).
+    Runs of several cohorts are compared within each cohort (``out_dir/comparison_<cohort>``,
+    each with its own reference) and joined into one table of the paper's shape, one row per
+    model and columns per cohort (``out_dir/comparison.{md,csv}``).
     Returns the Markdown file."""
     if not run_dirs:
         raise ConfigError("compare needs at least one run directory")
+    if out_dir is None:
+        parents = [os.path.dirname(os.path.abspath(d)) for d in run_dirs]
+        out_dir = Path(os.path.commonpath(parents)) / "comparison"
+    out_dir = Path(out_dir)
+    by_cohort: dict[str, list[str | os.PathLike]] = {}
+    for d in run_dirs:
+        cohort = str(load_saved_config(Path(d) / "config.yaml").finetune.cohort) \
+            if (Path(d) / "config.yaml").is_file() else ""
+        by_cohort.setdefault(cohort, []).append(d)
+    if len(by_cohort) == 1:
+        return _compare_cohort(run_dirs, out_dir, reference, n_boot, seed, alpha)[0]
+    from ecg_dan.results import cohort_markdown, cohort_table
+
+    tables = {c: _compare_cohort(dirs, out_dir / f"comparison_{c}",
+                                 reference and Path(reference).name, n_boot, seed, alpha)[1]
+              for c, dirs in by_cohort.items()}
+    table = cohort_table(tables)
+    notes = [f"{c}: `{out_dir / f'comparison_{c}' / 'comparison.md'}`" for c in tables]
+    md = "# Model comparison across cohorts\n\n" + cohort_markdown(table, list(tables),
+                                                                     alpha=alpha, notes=notes)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "comparison.md", md)
+    atomic_write_text(out_dir / "comparison.csv", table.to_csv(index=False))
+    log.info(md)
+    return out_dir / "comparison.md"
+
+
+def _compare_cohort(run_dirs: Sequence[str | os.PathLike], out_dir: Path,
+                    reference: str | None, n_boot: int, seed: int, alpha: float
+                    ) -> tuple[Path, pd.DataFrame]:
+    """The comparison of runs of one cohort (see :func:`run_compare`)."""
     names = run_names(run_dirs)
     loaded = [load_run(d) for d in run_dirs]
     configs = [c for _, _, c in loaded]
     ref = (_resolve_reference(reference, names, run_dirs) if reference
            else default_reference(names, configs))
-    if out_dir is None:
-        parents = [os.path.dirname(os.path.abspath(d)) for d in run_dirs]
-        out_dir = Path(os.path.commonpath(parents)) / "comparison"
-    out_dir = Path(out_dir)
     table = comparison_table({n: oof for n, (oof, _, _) in zip(names, loaded)}, ref,
                              train={n: tr for n, (_, tr, _) in zip(names, loaded)},
                              configs=dict(zip(names, configs)), n_boot=n_boot, alpha=alpha,
@@ -165,4 +195,4 @@ def run_compare(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     log_wandb_summary(ref_cfg, "compare", summary, table=table, image=png)
     log.info(md)
     log.info(f"comparison: {out_dir / 'comparison.md'}; figure: {png}")
-    return out_dir / "comparison.md"
+    return out_dir / "comparison.md", table

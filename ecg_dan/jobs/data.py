@@ -26,11 +26,17 @@ def synthetic_dir(cfg: DictConfig) -> Path:
     from data_modules.synthetic import make_synthetic
 
     d = cfg.data
-    final = Path(d.root) / f"synthetic-n{d.synthetic_n}-s{d.synthetic_seed}-{d.synthetic_events}"
+    name = f"synthetic-n{d.synthetic_n}-s{d.synthetic_seed}-{d.synthetic_events}"
+    if d.synthetic_n_ukb is not None:
+        name += f"-ukb{d.synthetic_n_ukb}"
+    if d.synthetic_setting != "standard":
+        name += f"-{d.synthetic_setting}"
+    final = Path(d.root) / name
 
     def build(tmp: Path) -> None:
         log.info(f"generating synthetic PTB-XL and UK Biobank data in {final} ...")
-        make_synthetic(tmp, n=d.synthetic_n, seed=d.synthetic_seed, events=d.synthetic_events)
+        make_synthetic(tmp, n=d.synthetic_n, seed=d.synthetic_seed, events=d.synthetic_events,
+                       n_ukb=d.synthetic_n_ukb, setting=d.synthetic_setting)
 
     return atomic_dir(final, build)
 

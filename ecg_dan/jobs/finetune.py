@@ -45,9 +45,10 @@ def pretrained_checkpoint(cfg: DictConfig) -> str | None:
 
 
 def build_finetune_module(cfg: DictConfig, pretrained: str | None,
-                          cuts: list[float] | None = None):
+                          time_grid: dict[str, list[float]] | None = None):
     """Backbone from the registry, pretrained weights loaded, wrapped for survival
-    (``cuts``: the training fold's time cut points of the logistic-hazard objective)."""
+    (``time_grid``: the logistic-hazard objective's cuts and starting hazards, from the
+    training fold by :func:`fold_time_grid`)."""
     from ecg_dan.checkpoints import load_pretrained_backbone
     from ecg_dan.lit.finetune import SurvivalFinetuneModule
     from ecg_dan.models.registry import build_model
@@ -57,18 +58,20 @@ def build_finetune_module(cfg: DictConfig, pretrained: str | None,
     if pretrained:
         load_pretrained_backbone(net, pretrained)
     return SurvivalFinetuneModule(net, finetune=container["finetune"], optim=container["optim"],
-                                  config=container, cuts=cuts)
+                                  config=container, **(time_grid or {}))
 
 
-def fold_cuts(cfg: DictConfig, dm) -> list[float] | None:
-    """Logistic hazard: cut points from the fold's training rows only (never its validation
-    or held-out rows); None for Cox."""
-    from ecg_dan.losses.objectives import fit_cuts
+def fold_time_grid(cfg: DictConfig, dm) -> dict[str, list[float]] | None:
+    """Logistic hazard: cut points and per-interval hazards (the head's starting bias) from
+    the fold's training rows only (never its validation or held-out rows); None for Cox."""
+    from ecg_dan.losses.objectives import baseline_hazards, fit_cuts
 
     if cfg.finetune.objective != "logistic_hazard":
         return None
     train = dm.labels("train")
-    return fit_cuts(train["time"], train["event"], int(cfg.finetune.n_time_bins))
+    cuts = fit_cuts(train["time"], train["event"], int(cfg.finetune.n_time_bins))
+    return {"cuts": cuts,
+            "init_hazards": baseline_hazards(cuts, train["time"], train["event"])}
 
 
 def write_survival_sidecar(path: Path, df: pd.DataFrame, cuts: list[float]) -> None:
@@ -132,7 +135,7 @@ def run_finetune(cfg: DictConfig) -> Path:
                            num_workers=cfg.data.num_workers, seed=split.seed,
                            pin_memory=cfg.data.pin_memory,
                            max_bytes=cfg.data.in_memory_max_mb * 2**20)
-        module = build_finetune_module(cfg, pretrained, cuts=fold_cuts(cfg, dm))
+        module = build_finetune_module(cfg, pretrained, time_grid=fold_time_grid(cfg, dm))
         fold_cfg = cfg.copy()
         fold_cfg.logging.group = cfg.logging.group or cfg.name
         fold_cfg.name = f"{cfg.name}-{split.name}"

@@ -156,3 +156,18 @@ def run_matrix(cohort: str, synthetic: bool, cells: Sequence[str] | None = None,
         incr = [by_cell[c] for c in (CLINICAL, CLINICAL_PLUS, PROPOSED) if c in by_cell]
         run_compare(incr, m.root / "comparison_vs_clinical", reference=CLINICAL, **kw)
     return run_compare(done, m.root / "comparison", reference=reference, **kw)
+
+
+def run_cohorts(cohorts: Sequence[str], synthetic: bool, cells: Sequence[str] | None = None,
+                root: str | Path = "runs", n_boot: int | None = None, **kw) -> Path:
+    """:func:`run_matrix` for each cohort, then one table of the paper's shape (one row per
+    cell, columns per cohort) in ``<root>/matrix_all[_synthetic]/comparison``."""
+    from ecg_dan.jobs.compare import run_compare
+
+    dirs: list[Path] = []
+    for cohort in cohorts:
+        run_matrix(cohort, synthetic, cells, root=root, n_boot=n_boot, **kw)
+        m = Matrix(cohort, synthetic, root=root)
+        dirs += [m.root / cell for cell in select_cells(cells)]
+    out = Path(root) / f"matrix_all{'_synthetic' if synthetic else ''}" / "comparison"
+    return run_compare(dirs, out, **({"n_boot": n_boot} if n_boot is not None else {}))

@@ -25,19 +25,24 @@ class DivergenceError(FloatingPointError):
 class SurvivalFinetuneModule(FinishBatchOnDevice, L.LightningModule):
     """Backbone (pretrained weights already loaded by the caller, projectors dropped, nothing
     frozen) + the objective's head (``risk_head``: one log-risk for Cox, K hazard logits for
-    the logistic hazard). ``cuts`` (logistic hazard only) are the training fold's time cut
-    points, a plain list kept in the checkpoint's hyper-parameters."""
+    the logistic hazard). ``cuts`` and ``init_hazards`` (logistic hazard only) are the
+    training fold's time cut points and per-interval hazards (the head's starting point),
+    plain lists kept in the checkpoint's hyper-parameters."""
 
     def __init__(self, net: nn.Module, finetune: dict[str, Any], optim: dict[str, Any],
                  config: dict[str, Any] | None = None,
-                 cuts: list[float] | None = None) -> None:
+                 cuts: list[float] | None = None,
+                 init_hazards: list[float] | None = None) -> None:
         super().__init__()
         if cuts is not None:
             cuts = [float(c) for c in cuts]
+        if init_hazards is not None:
+            init_hazards = [float(h) for h in init_hazards]
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.backbone = net
         self.objective = make_objective(finetune.get("objective", "cox"),
-                                        ties=finetune["ties"], cuts=cuts)
+                                        ties=finetune["ties"], cuts=cuts,
+                                        init_hazards=init_hazards)
         self.risk_head = self.objective.head(net.cfg.latent_dim)
         self.alpha = float(finetune["alpha"])
         self.ties = finetune["ties"]
