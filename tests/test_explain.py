@@ -206,7 +206,7 @@ def test_explain_command_writes_the_figures(tiny_run, capsys):
                  if (s.seed, s.fold) == (r.seed, r.fold))
     cache = load_splits_meta(tiny_run / "splits.json")["cache"]
     dm = UKBDataModule(cache, "hyp", split, batch_size=512)
-    batch = next(iter(dm.predict_dataloader()))
+    batch = dm.on_after_batch_transfer(next(iter(dm.predict_dataloader())), 0)
     module = finetune_module_from_checkpoint(r.checkpoint)
     with torch.no_grad():
         want = module(batch["x"], return_attention=True)["cross_lead"][batch["eid"] == e][0]
