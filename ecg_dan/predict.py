@@ -149,7 +149,7 @@ class EnsembleModel:
         return torch.from_numpy(pad_beat(zscore_leads(x)))
 
     @torch.no_grad()
-    def _outputs(self, beats: ArrayLike) -> tuple[NDArray, list[NDArray] | None]:
+    def member_outputs(self, beats: ArrayLike) -> tuple[NDArray, list[NDArray] | None]:
         """Each fold model's log-risk (M, B) and, for discrete-time heads, survival at the
         cuts (M arrays (B, K))."""
         x = self.prepare(beats)
@@ -163,7 +163,7 @@ class EnsembleModel:
 
     def member_risks(self, beats: ArrayLike) -> NDArray:
         """Raw log-risk of every fold model (as its run's predictions), shape (M, B)."""
-        return self._outputs(beats)[0]
+        return self.member_outputs(beats)[0]
 
     def centred(self, member_risks: NDArray) -> NDArray:
         """Fold models' log-risks minus their offsets, (M, B): comparable across them."""
@@ -201,7 +201,7 @@ class EnsembleModel:
         """Everything ``ecg-dan predict`` reports for a batch of beats (see the module
         docstring): ``log_risk``, ``log_risk_std``, ``percentile``, ``risk`` (B, H),
         ``high_risk``."""
-        member, survs = self._outputs(beats)
+        member, survs = self.member_outputs(beats)
         centred = self.centred(member)
         mean = centred.mean(axis=0)
         return {"log_risk": mean, "log_risk_std": centred.std(axis=0),
