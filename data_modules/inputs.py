@@ -30,7 +30,7 @@ from data_modules.errors import RecordSkip
 from data_modules.h5cache import ID_DATASET, CacheError, open_cache
 from data_modules.median_beat import MAX_ABS_MV, signal_problem
 
-__all__ = ["ECGItem", "discover", "load_beat"]
+__all__ = ["ECGItem", "close_caches", "discover", "load_beat"]
 
 WFDB_SUFFIXES = (".hea", ".dat")
 XML_SUFFIXES = (".xml",)
@@ -124,6 +124,12 @@ def _cache_row(path: str, row: int) -> np.ndarray:
     if f is None:
         f = _OPEN[path] = h5py.File(path, "r")
     return np.asarray(f["median"][row], dtype=np.float64)
+
+
+def close_caches() -> None:
+    """Close the caches this process opened for :func:`load_beat` (end of a batch)."""
+    while _OPEN:
+        _OPEN.popitem()[1].close()
 
 
 def load_beat(item: ECGItem, max_abs_mv: float = MAX_ABS_MV) -> np.ndarray:

@@ -148,17 +148,20 @@ class EnsembleModel:
             raise ValueError(f"beats must have shape (B, {N_LEADS}, {BEAT_LEN}), got {x.shape}")
         return torch.from_numpy(pad_beat(zscore_leads(x)))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def member_outputs(self, beats: ArrayLike) -> tuple[NDArray, list[NDArray] | None]:
         """Each fold model's log-risk (M, B) and, for discrete-time heads, survival at the
-        cuts (M arrays (B, K))."""
+        cuts (M arrays (B, K)). Runs the encoder and the head only: the module's forward
+        also decodes the beat, which a score does not need (the risk is the same; a VAE
+        backbone's z is its encoder's mean, as in its forward)."""
         x = self.prepare(beats)
         risks, survs = [], []
         for m in self.members:
-            out = m.module(x)
-            risks.append(out["log_risk"].double().numpy())
+            z = m.module.backbone.encoder(x)
+            head = m.module.risk_head(z[0] if isinstance(z, tuple) else z)
+            risks.append(m.module.objective.risk(head).double().numpy())
             if m.cuts is not None:
-                survs.append(m.module.objective.survival(out["head"]).double().numpy())
+                survs.append(m.module.objective.survival(head).double().numpy())
         return np.stack(risks), (survs or None)
 
     def member_risks(self, beats: ArrayLike) -> NDArray:

@@ -409,6 +409,15 @@ def test_real_ptbxl_100hz_record_is_resampled(ptbxl_dir):
     assert np.corrcoef(lr.ravel(), hr.ravel())[0, 1] > 0.9
 
 
+def test_ptbxl_cache_rows_are_inputs_named_by_ecg_id(tiny_data_root):
+    cache = next(tiny_data_root.glob("*ptbxl.h5"))
+    items, skipped = discover([cache])
+    with h5py.File(cache, "r") as f:
+        ids, first = f["ecg_id"][...], f["median"][0]
+    assert not skipped and [i.id for i in items] == [str(i) for i in ids]
+    np.testing.assert_array_equal(load_beat(items[0]), first)
+
+
 def test_a_bad_record_raises_a_skip_with_its_reason(tiny_data_root, tmp_path):
     x, _ = _synthetic_record(tiny_data_root)
     flat = x.copy()
@@ -447,9 +456,10 @@ def test_evaluate_writes_calibration_that_matches_a_direct_computation(cox_run):
         assert got["observed"] == pytest.approx(1 - kmf.predict(float(h)), rel=1e-9)
         # deciles: ten groups by predicted risk, KM per group
         tab = cal[cal.horizon == float(h)]
-        groups = np.array_split(per.sort_values("p", kind="stable"), 10)
+        order = per.sort_values("p", kind="stable").index.to_numpy()
         assert len(tab) == 10
-        for (_, r), g in zip(tab.iterrows(), groups):
+        for (_, r), idx in zip(tab.iterrows(), np.array_split(order, 10)):
+            g = per.loc[idx]
             assert r.n == len(g) and r.predicted == pytest.approx(g.p.mean(), rel=1e-9)
             assert r.observed == pytest.approx(
                 1 - KaplanMeierFitter().fit(g.time, g.event).predict(float(h)), abs=1e-12)

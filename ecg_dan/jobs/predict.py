@@ -30,7 +30,7 @@ import pandas as pd
 from data_modules.atomic import atomic_write_text
 from data_modules.errors import RecordSkip
 from data_modules.h5cache import parallel_map, reason_key
-from data_modules.inputs import ECGItem, discover, load_beat
+from data_modules.inputs import ECGItem, close_caches, discover, load_beat
 from ecg_dan.log import get_logger
 from ecg_dan.results import json_default
 
@@ -109,16 +109,23 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
     items, skipped = discover(list(inputs))
     rows: list[dict[str, Any]] = []
     batch: list[tuple[ECGItem, np.ndarray]] = []
-    with contextlib.closing(parallel_map(_load, items, workers, progress, "ECGs",
-                                         preload=("neurokit2",))) as results:
-        for item, res in results:
-            if isinstance(res, str):
-                skipped.append((item.id, item.source, res))
-                continue
-            batch.append((item, res))
-            if len(batch) >= batch_size:
-                rows += _rows(model, batch, years)
-                batch = []
+    kinds = {it.kind for it in items}
+    if kinds <= {"cache"}:
+        workers = 1  # rows of a cache are read, not derived: no process pool needed
+    preload = ("neurokit2",) if "wfdb" in kinds else ()  # seconds to import: only for WFDB
+    try:
+        with contextlib.closing(parallel_map(_load, items, workers, progress, "ECGs",
+                                             preload=preload)) as results:
+            for item, res in results:
+                if isinstance(res, str):
+                    skipped.append((item.id, item.source, res))
+                    continue
+                batch.append((item, res))
+                if len(batch) >= batch_size:
+                    rows += _rows(model, batch, years)
+                    batch = []
+    finally:
+        close_caches()
     if batch:
         rows += _rows(model, batch, years)
     seconds = time.perf_counter() - t0
@@ -140,7 +147,7 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
                      "high_risk_threshold": model.threshold,
                      "reference_n": int(model.reference.size)},
            "horizons_years": years, "summary": summary,
-           "predictions": json.loads(table.to_json(orient="records")),  # NaN -> null
+           "predictions": json.loads(table.to_json(orient="records", double_precision=15)),
            "skipped": skips.to_dict(orient="records")}
     atomic_write_text(out.with_suffix(".json"), json.dumps(doc, indent=2, default=json_default))
     counts = collections.Counter(reason_key(r) for r in skips.reason)
