@@ -176,10 +176,11 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
         ckpt = read_checkpoint(ckpt_path, kind="finetune")
         for k, v in ckpt["state_dict"].items():
             tensors[f"m{i}.state.{k}"] = v.detach().cpu().clone().contiguous()
+        where = ckpt_path.resolve()
         member: dict[str, Any] = {"seed": seed, "fold": fold, "n_test": len(test),
-                                  "checkpoint": str(ckpt_path.relative_to(run_dir)
-                                                    if ckpt_path.is_relative_to(run_dir)
-                                                    else ckpt_path)}
+                                  "checkpoint": str(where.relative_to(run_dir.resolve())
+                                                    if where.is_relative_to(run_dir.resolve())
+                                                    else ckpt_path.name)}
         train_csv = csv.with_name(csv.stem + "_train.csv")
         if objective == "cox":
             if not train_csv.is_file():
