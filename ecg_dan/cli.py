@@ -136,7 +136,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     summary = run_predict(args.model, args.inputs, args.out, horizons=args.horizons,
                           workers=args.workers, batch_size=args.batch_size,
-                          threads=args.threads, progress=not args.no_progress)
+                          threads=args.threads, progress=not args.no_progress,
+                          recalibrate=args.recalibrate)
     print(summary["report"], file=sys.stderr)
     return 0
 
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="Cox models: scale the Breslow baselines by the run's out-of-fold "
+                        "observed / expected events (calibration in the large)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="synthetic data -> pretrain -> finetune -> evaluation")

@@ -18,8 +18,9 @@ One safetensors file: no pickled object anywhere, so reading it cannot run code.
   them, sorted), for percentiles and the high-risk threshold,
 - a JSON manifest in the header's metadata: format and version, the resolved config, the
   model config, the preprocessing (sample rate, beat geometry, median-beat version,
-  normalisation, lead order), the members, the threshold, and a SHA-256 of the manifest and
-  every tensor (name, dtype, shape, bytes).
+  normalisation, lead order), the members, the threshold, the out-of-fold observed /
+  expected events (Cox; ``ecg-dan predict --recalibrate``), and a SHA-256 of the manifest
+  and every tensor (name, dtype, shape, bytes).
 
 Reading checks, in order, and refuses with :class:`ModelFileError` naming the file: a
 safetensors header (a pickle or a torch zip is named as such and never unpickled), a file
@@ -168,6 +169,7 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
     tensors: dict[str, torch.Tensor] = {}
     members: list[dict[str, Any]] = []
     folds: list[pd.DataFrame] = []
+    expected = 0.0  # Cox: expected events of the held-out rows, sum of H0_fold(t) exp(eta)
     for i, csv in enumerate(prediction_files(run_dir)):
         test = pd.read_csv(csv)
         folds.append(test)
@@ -196,6 +198,8 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
             member.update(n_train=len(train), events_train=int(train.event.sum()),
                           max_train_time=float(train.time.max()),
                           offset=float(train.risk.mean()))
+            expected += float((base.cumhaz(test.time.to_numpy())
+                               * np.exp(test.risk.to_numpy())).sum())
         else:
             cuts = (ckpt.get("hyper_parameters") or {}).get("cuts")
             if not cuts:
@@ -219,6 +223,13 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
         "model_config": {f.name: getattr(mc, f.name) for f in fields(mc)},
         "preprocessing": preprocessing(),
         "members": members,
+        # calibration in the large over the whole follow-up: observed / expected events of
+        # the held-out rows (Breslow makes it exactly 1 on the training rows themselves);
+        # `ecg-dan predict --recalibrate` scales every baseline hazard by it
+        "calibration": ({"observed_events": int(sum(f.event.sum() for f in folds)),
+                         "expected_events": expected,
+                         "oe_ratio": float(sum(f.event.sum() for f in folds) / expected)}
+                        if objective == "cox" and expected > 0 else None),
         "reference": {"what": "per participant, the mean over seeds of the out-of-fold "
                               "centred log-risk (the fold model that did not train on them)",
                       "n": int(reference.size),

@@ -26,7 +26,9 @@ baseline of fold model m's own training rows; logistic-hazard fold models, ``1 -
 from their discrete head (step function over the cuts). ``t`` is the horizon in the run's
 time unit (``data.time_unit``: months = days / 30 + 1, the paper's conversion, with a year
 of 365.25 days). Past a fold model's follow-up (its last training time or cut) the risk is
-not estimable and is NaN.
+not estimable and is NaN. ``recalibrate=True`` (Cox) multiplies every ``H0_m`` by the run's
+out-of-fold observed / expected number of events (calibration in the large over the whole
+follow-up, stored by the export).
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def _build_members(contents: ModelContents) -> list[FoldModel]:
 class EnsembleModel:
     """The fold models of one finetuning run, their baselines and reference risks."""
 
-    def __init__(self, contents: ModelContents) -> None:
+    def __init__(self, contents: ModelContents, recalibrate: bool = False) -> None:
         m = contents.manifest
         self.manifest = m
         self.model_id = contents.model_id
@@ -130,6 +132,14 @@ class EnsembleModel:
         self.threshold = float(m["reference"]["high_risk_threshold"])
         self.reference = contents.tensors["reference_risk"].numpy().astype(np.float64)
         self.members = _build_members(contents)
+        self.recalibration = 1.0
+        if recalibrate:
+            cal = m.get("calibration")
+            if not cal:
+                raise ModelFileError(f"{contents.source}: recalibration scales a Cox model's "
+                                     "Breslow baselines; this model has none "
+                                     f"(objective {self.objective})")
+            self.recalibration = float(cal["oe_ratio"])
 
     def __repr__(self) -> str:
         return (f"EnsembleModel({self.source!r}, id={self.model_id}, "
@@ -191,6 +201,7 @@ class EnsembleModel:
             if m.cuts is None:
                 idx = np.searchsorted(m.breslow_times, t, side="right") - 1
                 h0 = np.where(idx >= 0, m.breslow_cumhaz[np.clip(idx, 0, None)], 0.0)
+                h0 = h0 * self.recalibration
                 risk = 1.0 - np.exp(-np.outer(np.exp(member_risks[i]), h0))
             else:
                 assert survs is not None  # every fold model of a run has the same head
@@ -219,11 +230,13 @@ class EnsembleModel:
         return [float(y) for y, ti in zip(years, t) if ti > limit]
 
 
-def load_model(path: str | os.PathLike) -> EnsembleModel:
-    """A model file, or a finetuning run directory (exported in memory), ready to score."""
+def load_model(path: str | os.PathLike, recalibrate: bool = False) -> EnsembleModel:
+    """A model file, or a finetuning run directory (exported in memory), ready to score.
+    ``recalibrate`` (Cox only): every Breslow baseline hazard times the run's out-of-fold
+    observed / expected events, so the absolute risks match the cohort's event count."""
     p = Path(path)
     if p.is_dir():
         contents = read_model_bytes(model_bytes(p), str(p))
     else:
         contents = read_model(p)
-    return EnsembleModel(contents)
+    return EnsembleModel(contents, recalibrate)

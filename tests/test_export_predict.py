@@ -66,6 +66,14 @@ def _folds(run: Path) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
             for p in sorted((run / "predictions").glob("seed*_fold?.csv"))]
 
 
+def _breslow_by_hand(train: pd.DataFrame):
+    """H0(t) = sum over event times s <= t of d_s / sum_{T_j >= s} exp(r_j), written out."""
+    ev_t = np.unique(train.time[train.event == 1])
+    d = np.array([((train.time == s) & (train.event == 1)).sum() for s in ev_t])
+    at_risk = np.array([np.exp(train.risk[train.time >= s]).sum() for s in ev_t])
+    return lambda t: float((d / at_risk)[ev_t <= t].sum())
+
+
 # ----------------------------------------------------------------------------- same risks
 def test_model_file_reproduces_each_fold_models_predictions(cox_run, cox_file, tiny_data_root):
     from ecg_dan.checkpoints import finetune_module_from_checkpoint
@@ -129,6 +137,29 @@ def test_absolute_risk_matches_lifelines_breslow_survival(cox_run, cox_file, tin
     assert np.isnan(model.score(beats, [50.0])["risk"]).all()
 
 
+def test_recalibration_scales_baselines_by_out_of_fold_observed_over_expected(
+        cox_run, cox_file, tiny_data_root):
+    observed = expected = 0.0
+    hands = []
+    for test, train in _folds(cox_run):
+        h0 = _breslow_by_hand(train)
+        hands.append(h0)
+        # on its own training rows Breslow expects exactly the events that happened
+        assert sum(h0(t) * np.exp(r) for t, r in zip(train.time, train.risk)) == \
+            pytest.approx(train.event.sum(), rel=1e-9)
+        expected += sum(h0(t) * np.exp(r) for t, r in zip(test.time, test.risk))
+        observed += test.event.sum()
+    model = load_model(cox_file, recalibrate=True)
+    assert model.recalibration == pytest.approx(observed / expected, rel=1e-9)
+    medians, _ = _cache(tiny_data_root)
+    beats = medians[:20]
+    member = model.member_risks(beats)
+    t = 3 * 365.25 / 30 + 1
+    want = np.mean([1 - np.exp(-model.recalibration * h0(t) * np.exp(r))
+                    for h0, r in zip(hands, member)], axis=0)
+    np.testing.assert_allclose(model.score(beats, [3.0])["risk"][:, 0], want, rtol=1e-9)
+
+
 def test_percentiles_and_high_risk_flag_follow_the_out_of_fold_reference(cox_run, cox_file,
                                                                          tiny_data_root):
     from scipy.stats import percentileofscore
@@ -153,6 +184,8 @@ def test_logistic_hazard_run_gives_survival_from_its_discrete_head(lh_run, tmp_p
     out = tmp_path / "lh.safetensors"
     model = load_model(export_run(lh_run, out).source)
     assert model.objective == "logistic_hazard"
+    with pytest.raises(ModelFileError, match="recalibration scales a Cox model"):
+        load_model(out, recalibrate=True)
     medians, pos = _cache(tiny_data_root)
     for i, (test, _) in enumerate(_folds(lh_run)):
         beats = medians[[pos[e] for e in test.eid]]
@@ -437,12 +470,9 @@ def test_evaluate_writes_calibration_that_matches_a_direct_computation(cox_run):
     assert "Calibration at the horizons" in (cox_run / "results.md").read_text()
     rows = []
     for test, train in _folds(cox_run):
-        # Breslow, written out: H0(t) = sum over event times s <= t of d_s / sum_{T_j >= s} e^r_j
-        ev_t = np.unique(train.time[train.event == 1])
-        d = np.array([((train.time == s) & (train.event == 1)).sum() for s in ev_t])
-        at_risk = np.array([np.exp(train.risk[train.time >= s]).sum() for s in ev_t])
+        h0_of = _breslow_by_hand(train)
         for h in map(float, res):
-            h0 = (d / at_risk)[ev_t <= h].sum()
+            h0 = h0_of(h)
             rows.append(pd.DataFrame({"eid": test.eid, "h": h, "time": test.time,
                                       "event": test.event,
                                       "p": 1 - np.exp(-h0 * np.exp(test.risk))}))

@@ -86,7 +86,7 @@ def skipped_path(out: Path) -> Path:
 def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
                 horizons: Sequence[float] = DEFAULT_HORIZONS, workers: int = 2,
                 batch_size: int = 256, threads: int | None = None,
-                progress: bool = True) -> dict[str, Any]:
+                progress: bool = True, recalibrate: bool = False) -> dict[str, Any]:
     """Score every ECG of ``inputs`` (see the module docstring); returns a summary with
     counts, files/s and ``report`` (the lines the CLI prints on stderr)."""
     import torch
@@ -100,7 +100,7 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
     if not years or any(not np.isfinite(y) or y <= 0 for y in years):
         raise ConfigError(f"--horizons must be positive numbers of years, got {list(horizons)}")
     out = Path(out)
-    model = load_model(model_path)
+    model = load_model(model_path, recalibrate=recalibrate)
     late = model.past_follow_up(years)
     if late:
         log.warning(f"horizon(s) {late} y lie beyond the follow-up of some fold model: their "
@@ -145,7 +145,8 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
                      "time_unit": model.time_unit, "n_models": len(model.members),
                      "top_fraction": model.top_fraction,
                      "high_risk_threshold": model.threshold,
-                     "reference_n": int(model.reference.size)},
+                     "reference_n": int(model.reference.size),
+                     "recalibration_factor": model.recalibration},
            "horizons_years": years, "summary": summary,
            "predictions": json.loads(table.to_json(orient="records", double_precision=15)),
            "skipped": skips.to_dict(orient="records")}
