@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data_modules.errors import DataError
+from data_modules.errors import DataError, RecordSkip
 from data_modules.h5cache import (
     Appender,
     BuildSummary,
@@ -292,24 +292,51 @@ def _to_standard_order(x: np.ndarray, names: list[str]) -> np.ndarray:
     return out
 
 
+def read_wfdb_12lead(stem: str | os.PathLike, rel: str) -> tuple[np.ndarray, float]:
+    """A 12-lead WFDB record (``stem`` without extension) in standard lead order, mV, and its
+    sampling rate; :class:`RecordSkip` with the reason (naming ``rel``) when it is unreadable
+    (missing or truncated files, a header gain of 0) or not 12 named standard leads."""
+    try:
+        x, fs, names = _read_wfdb(Path(stem))
+    except FileNotFoundError as e:
+        raise RecordSkip(f"record files not found: {rel} ({e})") from e
+    except Exception as e:  # noqa: BLE001 - any reader failure means an unusable file
+        raise RecordSkip(f"unreadable WFDB record {rel}: {type(e).__name__}: {e}") from e
+    try:
+        return _to_standard_order(x, names), fs
+    except ValueError as e:
+        raise RecordSkip(f"{e} in {rel}") from e
+
+
+def strip_median(x: np.ndarray, fs: float, max_abs_mv: float = MAX_ABS_MV,
+                 what: str = "strip") -> np.ndarray:
+    """The median beat (12, 600) at 500 Hz of a 12-lead mV strip at ``fs`` Hz, with the
+    cache's checks: an implausible strip amplitude (``what`` names it), the median-beat
+    extraction's own checks (NaN, flat lead, too short, no consistent beats) and the
+    beat's amplitude; :class:`RecordSkip` with the reason otherwise. The PTB-XL cache and
+    ``ecg-dan predict`` both derive beats here."""
+    problem = _amplitude(x, max_abs_mv, what)
+    if problem is not None and problem.startswith("implausible"):
+        raise RecordSkip(problem)  # NaN and flat leads: reported by median_beat below
+    try:
+        beat = median_beat(x, fs).beat.astype(np.float64)
+    except BeatExtractionError as e:
+        raise RecordSkip(f"median beat: {e.reason}") from None
+    problem = _amplitude(beat, max_abs_mv, "median beat")
+    if problem is not None:
+        raise RecordSkip(problem)
+    return beat
+
+
 def _load_record(stem: Path, expect_fs: int, rel: str) -> np.ndarray:
     """A 10 s 12-lead record at ``expect_fs`` Hz in standard lead order, mV; ValueError
-    with the reason otherwise."""
-    try:
-        x, fs, names = _read_wfdb(stem)
-    except FileNotFoundError as e:
-        raise ValueError(f"record files not found: {rel} ({e})") from e
-    except Exception as e:  # noqa: BLE001 - any reader failure means an unusable file
-        raise ValueError(f"unreadable WFDB record {rel}: {type(e).__name__}: {e}") from e
+    (:class:`RecordSkip`) with the reason otherwise."""
+    x, fs = read_wfdb_12lead(stem, rel)
     if abs(fs - expect_fs) > 1e-6:
-        raise ValueError(f"wrong sampling rate: {fs:g} Hz in {rel}, expected {expect_fs}")
-    try:
-        x = _to_standard_order(x, names)
-    except ValueError as e:
-        raise ValueError(f"{e} in {rel}") from e
+        raise RecordSkip(f"wrong sampling rate: {fs:g} Hz in {rel}, expected {expect_fs}")
     n = RECORD_SECONDS * expect_fs
     if x.shape[1] != n:
-        raise ValueError(f"wrong length: {x.shape[1]} samples in {rel}, expected {n}")
+        raise RecordSkip(f"wrong length: {x.shape[1]} samples in {rel}, expected {n}")
     return x
 
 
@@ -358,10 +385,7 @@ def _process(task: tuple[int, str, str | None, str | None, int | None, float]
             x = None
         else:
             x = _load_record(Path(hr), 500, root_rel)
-            problem = _amplitude(x, max_abs_mv, f"strip {root_rel}")
-            if problem is not None and problem.startswith("implausible"):
-                return ecg_id, problem  # NaN and flat leads: reported by median_beat below
-            beat = median_beat(x, 500).beat.astype(np.float64)
+            beat = strip_median(x, 500, max_abs_mv, f"strip {root_rel}")
         problem = _amplitude(beat, max_abs_mv, "median beat")
         if problem is not None:
             return ecg_id, problem

@@ -60,10 +60,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from data_modules.atomic import tmp_name
 from data_modules.choices import COHORTS, TIME_UNITS
-from data_modules.errors import DataError
+from data_modules.errors import DataError, RecordSkip
 from data_modules.h5cache import (
     Appender,
     BuildSummary,
@@ -281,6 +282,15 @@ def _binary(df: pd.DataFrame, col: str, csv: Path) -> np.ndarray:
     return v.to_numpy().astype(np.int8)
 
 
+def days_to_time(days: ArrayLike, time_unit: str) -> np.ndarray:
+    """Days since the ECG -> the cache's ``time`` unit: months = days / 30 + 1 (the paper's
+    conversion), or days. The one place this conversion is written."""
+    if time_unit not in TIME_UNITS:
+        raise ValueError(f"time_unit must be one of {TIME_UNITS}, got {time_unit!r}")
+    d = np.asarray(days, dtype=np.float64)
+    return d / 30.0 + 1.0 if time_unit == "months" else d
+
+
 def read_outcomes(csv: str | os.PathLike, time_unit: str = "months") -> pd.DataFrame:
     """Validated outcomes table (docs/data_formats.md): columns ``eid`` (int64), ``event``
     (int8), ``time_days``, ``time`` (in ``time_unit``: months = days / 30 + 1, or days),
@@ -363,7 +373,7 @@ def read_outcomes(csv: str | os.PathLike, time_unit: str = "months") -> pd.DataF
         log.warning("%s: %d doubtful outcome value(s), eids %s; first: %s", csv, len(warned),
                     [w[0] for w in warned[:10]], warned[0][1])
     out["time_days"] = days.to_numpy(dtype=np.float64)
-    out["time"] = out["time_days"] / 30.0 + 1.0 if time_unit == "months" else out["time_days"]
+    out["time"] = days_to_time(out["time_days"].to_numpy(), time_unit)
     out["ecg_date"] = (pd.to_datetime(df["ecg_date"], errors="coerce").dt.strftime("%Y-%m-%d")
                        if "ecg_date" in df.columns else np.nan)
     if "true_log_hazard" in df.columns:
@@ -414,6 +424,33 @@ def _signal_reason(x: np.ndarray, max_abs_mv: float, what: str, rel: str) -> str
     return f"{cat}: {rel}: {what}: {problem}"
 
 
+def checked_median(path: str | os.PathLike, rel: str, strips: bool = False,
+                   recenter: bool = True, max_abs_mv: float = MAX_ABS_MV
+                   ) -> tuple[UKBECG, np.ndarray]:
+    """Parse one CardioSoft XML file and apply the cache's checks (the signal rule on the
+    median and, with ``strips``, the strip); returns the ECG and its median beat (12, 600)
+    float32, re-centred on R when ``recenter``. :class:`RecordSkip` with the reason (its
+    category first, naming ``rel``) and the eid when readable otherwise. The UK Biobank
+    cache and ``ecg-dan predict`` both take their beats from here."""
+    path = str(path)
+    try:
+        e = parse_cardiology_xml(path, strip=strips)
+    except (CardiologyXMLError, ValueError) as err:
+        problem = str(err)
+        problem = problem[len(path) + 2:] if problem.startswith(f"{path}: ") else problem
+        raise RecordSkip(f"unusable XML: {rel}: {problem}", _eid_of_file(Path(path))) from None
+    for what, x in (("MedianSamples", e.median), ("StripData", e.strip)):
+        if x is not None:
+            reason = _signal_reason(x, max_abs_mv, what, rel)
+            if reason is not None:
+                raise RecordSkip(reason, e.eid)
+    try:
+        median = conform_beat(e.median, FS).astype(np.float32) if recenter else e.median
+    except ValueError as err:
+        raise RecordSkip(f"unusable XML: {rel}: MedianSamples: {err}", e.eid) from None
+    return e, median
+
+
 def _parse_task(task: tuple[str, str, bool, bool, float]
                 ) -> tuple[str, int | None, object]:
     """Worker: parse one file and validate it (its strip too when wanted); return
@@ -421,20 +458,9 @@ def _parse_task(task: tuple[str, str, bool, bool, float]
     re-read when written."""
     path, rel, strips, recenter, max_abs_mv = task
     try:
-        e = parse_cardiology_xml(path, strip=strips)
-    except (CardiologyXMLError, ValueError) as err:
-        problem = str(err)
-        problem = problem[len(path) + 2:] if problem.startswith(f"{path}: ") else problem
-        return path, _eid_of_file(Path(path)), f"unusable XML: {rel}: {problem}"
-    for what, x in (("MedianSamples", e.median), ("StripData", e.strip)):
-        if x is not None:
-            reason = _signal_reason(x, max_abs_mv, what, rel)
-            if reason is not None:
-                return path, e.eid, reason
-    try:
-        median = conform_beat(e.median, FS).astype(np.float32) if recenter else e.median
-    except ValueError as err:
-        return path, e.eid, f"unusable XML: {rel}: MedianSamples: {err}"
+        e, median = checked_median(path, rel, strips, recenter, max_abs_mv)
+    except RecordSkip as skip:
+        return path, skip.record_id, skip.reason
     meas = np.array([e.measurements.get(k, np.nan) for k in MEASUREMENT_NAMES], np.float32)
     date = None if e.ecg_datetime is None else e.ecg_datetime.date().isoformat()
     return path, e.eid, (_Parsed(rel, e.eid, date, float(e.age), int(e.sex)), median, meas)

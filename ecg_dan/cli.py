@@ -1,5 +1,5 @@
-"""``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, compare, explain,
-demo.
+"""``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, compare,
+explain, export, predict, demo.
 
 Heavy imports happen inside each command so ``ecg-dan --help`` stays fast. Expected user
 errors (bad config, bad data, missing file, refused checkpoint) print one line and exit 2;
@@ -133,6 +133,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from ecg_dan.jobs.predict import run_export
+
+    print(run_export(args.run_dir, args.out))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ecg_dan.jobs.predict import run_predict
+
+    summary = run_predict(args.model, args.inputs, args.out, horizons=args.horizons,
+                          workers=args.workers, batch_size=args.batch_size,
+                          threads=args.threads, progress=not args.no_progress,
+                          recalibrate=args.recalibrate)
+    print(summary["report"], file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ecg_dan.jobs.demo import run_demo
 
@@ -226,6 +244,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of that sample")
     p.set_defaults(func=cmd_explain)
 
+    p = sub.add_parser("export", help="one portable model file (safetensors + JSON manifest) "
+                       "from a finetuning run: every fold model, Breslow baselines, reference "
+                       "risks")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", required=True, type=Path, metavar="MODEL_FILE",
+                   help="e.g. model.safetensors")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="score new ECGs (WFDB, CardioSoft XML, folders of them, "
+                       "PTB-XL / UK Biobank caches) with an exported model or a run directory")
+    p.add_argument("--model", required=True, type=Path, metavar="MODEL_FILE|RUN_DIR")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"),
+                   help="CSV of the scores (JSON and <stem>_skipped.csv beside it)")
+    p.add_argument("--horizons", type=float, nargs="+", default=[1.0, 3.0, 5.0],
+                   metavar="YEARS", help="absolute-risk horizons in years (default 1 3 5)")
+    p.add_argument("--workers", type=int, default=2, help="processes reading the inputs")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="Cox models: scale the Breslow baselines by the run's out-of-fold "
+                        "observed / expected events (calibration in the large)")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("demo", help="synthetic data -> pretrain -> finetune -> evaluation")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     p.set_defaults(func=cmd_demo)
@@ -279,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         kind = {"ConfigError": "config error", "DataError": "data error",
                 "CheckpointError": "checkpoint error", "CheckpointMismatchError":
                 "checkpoint error", "FileNotFoundError": "file not found", "CacheError":
-                "data error", "CardiologyXMLError": "data error"}.get(
+                "data error", "CardiologyXMLError": "data error",
+                "ModelFileError": "model file error"}.get(
                     type(e).__name__, "error")
         print(f"ecg-dan: {kind}: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """Results: every table, summary and text this project writes about a run's outcome.
 
 One home for (a) the survival results table from saved out-of-fold (OOF) predictions, its
-summary statistics and the fold integrated Brier score, (b) the Kaplan-Meier figure, (c)
+summary statistics, the fold integrated Brier score and calibration (predicted vs Kaplan-Meier
+risk per risk decile, calibration-in-the-large), (b) the Kaplan-Meier and calibration figures, (c)
 the pretrained-encoder result tables, (d) the one Markdown formatter and the one
 flattener of nested results (for tables and W&B summaries), and (e) the comparison of
 several runs on the same participants (paired bootstrap of the pooled C, forest plot).
@@ -45,6 +46,9 @@ from ecg_dan.metrics.survival import time_dependent_auc, uno_cindex
 __all__ = [
     "PAPER_CINDEX",
     "REQUIRED_COLUMNS",
+    "calibration_markdown",
+    "calibration_plot",
+    "calibration_results",
     "comparison_markdown",
     "comparison_table",
     "forest_plot",
@@ -54,6 +58,7 @@ __all__ = [
     "json_default",
     "kaplan_meier_plot",
     "model_kind",
+    "oof_absolute_risk",
     "oof_train_lookup",
     "paired_bootstrap_diff",
     "paper_value",
@@ -486,6 +491,81 @@ def fold_antolini(test: pd.DataFrame, train: pd.DataFrame | None,
         return float("nan")
     surv = fold_survival(test, train, times, curves)
     return antolini_cindex(surv.T, times, test.time.to_numpy(), test.event.to_numpy())
+
+
+def oof_absolute_risk(test: pd.DataFrame, train: pd.DataFrame | None, times: ArrayLike,
+                      curves: tuple[NDArray, NDArray] | None = None) -> pd.DataFrame:
+    """Held-out rows of one fold with their predicted risk of the event by each time
+    (``risk@<t>`` = 1 - S(t), :func:`fold_survival`): the input of calibration."""
+    t = np.atleast_1d(np.asarray(times, dtype=float))
+    risk = 1.0 - fold_survival(test, train, t, curves)
+    out = test[["eid", "seed", "fold", "time", "event"]].reset_index(drop=True)
+    return pd.concat([out, pd.DataFrame(risk, columns=[f"risk@{h:g}" for h in t])], axis=1)
+
+
+def calibration_results(pred: pd.DataFrame, horizons: Sequence[float], n_groups: int = 10,
+                        alpha: float = 0.05) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """Calibration at each horizon from :func:`oof_absolute_risk` rows of every fold: each
+    participant's predicted risk is the mean over seeds (each from the fold model that did
+    not train on them, as the Kaplan-Meier figure groups them); then the decile table
+    (:func:`ecg_dan.metrics.calibration.calibration_table`, with a ``horizon`` column) and
+    calibration-in-the-large per horizon (keyed ``f"{h:g}"``)."""
+    from ecg_dan.metrics.calibration import calibration_in_the_large, calibration_table
+
+    cols = [f"risk@{h:g}" for h in horizons]
+    per = pred.groupby("eid").agg({"time": "first", "event": "first",
+                                   **{c: "mean" for c in cols}})
+    tables, large = [], {}
+    for h, c in zip(horizons, cols):
+        tab = calibration_table(per[c], per.time, per.event, h, min(n_groups, len(per)), alpha)
+        tables.append(tab.assign(horizon=float(h)))
+        large[f"{h:g}"] = calibration_in_the_large(per[c], per.time, per.event, h, alpha)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return table[["horizon", *[x for x in table.columns if x != "horizon"]]], large
+
+
+def calibration_markdown(large: Mapping[str, Mapping[str, float]], time_unit: str,
+                         alpha: float = 0.05) -> str:
+    """Calibration-in-the-large as a Markdown table (one row per horizon)."""
+    level = f"{100 * (1 - alpha):g}%"
+    rows = [[f"{h} {time_unit}", _fmt(v["predicted"], 4), _fmt(v["observed"], 4),
+             f"[{_fmt(v['observed_low'], 4)}, {_fmt(v['observed_high'], 4)}]",
+             _fmt(v["difference"], 4), _fmt(v["ratio"], 3)] for h, v in large.items()]
+    return _table(["horizon", "mean predicted risk", "observed risk (KM)", f"{level} CI",
+                   "observed - predicted", "O/E"], rows)
+
+
+def calibration_plot(table: pd.DataFrame, out_png: str | os.PathLike[str],
+                     time_unit: str = "months", title: str | None = None) -> Path:
+    """One panel per horizon: mean predicted risk (x) vs Kaplan-Meier observed risk (y) of
+    each risk decile, with the KM CI as error bars and the diagonal of perfect calibration;
+    written atomically as a PNG (Agg, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    horizons = sorted(table.horizon.unique())
+    fig = Figure(figsize=(3.2 * len(horizons) + 0.6, 3.6), dpi=150)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(horizons), squeeze=False)[0]
+    for ax, h in zip(axes, horizons):
+        g = table[table.horizon == h]
+        top = float(np.nanmax([g.predicted.max(), g.observed_high.max(), 1e-3])) * 1.05
+        ax.plot([0, top], [0, top], color="grey", linestyle=":", linewidth=1)
+        err = np.vstack([g.observed - g.observed_low, g.observed_high - g.observed])
+        ax.errorbar(g.predicted, g.observed, yerr=np.nan_to_num(err), fmt="o", color="tab:blue",
+                    capsize=2, markersize=4)
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.set_title(f"{h:g} {time_unit}")
+        ax.set_xlabel("mean predicted risk")
+    axes[0].set_ylabel("observed risk (Kaplan-Meier)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out_png)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return out
 
 
 def add_fold_column(table: pd.DataFrame, column: str,

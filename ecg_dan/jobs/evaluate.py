@@ -127,15 +127,21 @@ def prediction_files(run_dir: str | os.PathLike) -> list[Path]:
 
 
 def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None) -> Path:
-    """Results table, Kaplan-Meier figure and W&B summary from the saved predictions."""
+    """Results table, Kaplan-Meier figure, calibration (absolute risk from each fold's
+    Breslow baseline or discrete-time curves vs Kaplan-Meier, per risk decile and in the
+    large, at the config's horizons) and W&B summary from the saved predictions."""
     from data_modules.atomic import atomic_write_text
     from ecg_dan.metrics.cindex import harrell_cindex
     from ecg_dan.results import (
         add_fold_column,
+        calibration_markdown,
+        calibration_plot,
+        calibration_results,
         fold_antolini,
         fold_ibs,
         kaplan_meier_plot,
         load_survival_sidecar,
+        oof_absolute_risk,
         results_table,
         summary_row,
         to_markdown,
@@ -150,6 +156,7 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
     horizons = [h for h in cfg.finetune.horizons if h < oof.time.max()] or None
     table = results_table(oof, train_lookup="oof", horizons=horizons, n_boot=cfg.finetune.n_boot)
     ibs, antolini = {}, {}
+    absolute = []  # held-out rows with predicted risk at the horizons, for calibration
     for p, test in folds.items():
         key = (int(test.seed[0]), int(test.fold[0]))
         train_csv = p.with_name(p.stem + "_train.csv")
@@ -161,6 +168,8 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
             ibs[key] = fold_ibs(test, train, curves=curves)
         if train is not None or curves is not None:
             antolini[key] = fold_antolini(test, train, curves)
+            if horizons:
+                absolute.append(oof_absolute_risk(test, train, horizons, curves))
     if ibs:
         table = add_fold_column(table, "ibs", ibs)
     if antolini:
@@ -179,6 +188,16 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
                                                         sub.event.to_numpy())
                 md += (f"\n\nOracle C-index (true log-hazard of the synthetic cohort, same "
                        f"participants): {extra['oracle_cindex']:.4f}\n")
+    unit = str(cfg.data.time_unit)
+    if absolute and len(absolute) == len(folds):
+        cal, large = calibration_results(pd.concat(absolute, ignore_index=True), horizons)
+        atomic_write_text(run_dir / "calibration.csv", cal.to_csv(index=False))
+        calibration_plot(cal, run_dir / "calibration.png", time_unit=unit,
+                         title="Calibration by risk decile (out-of-fold)")
+        extra["calibration_in_the_large"] = large
+        md += ("\n\n## Calibration at the horizons (out-of-fold absolute risk vs Kaplan-Meier)"
+               f"\n\n{calibration_markdown(large, unit)}\nPer risk decile: calibration.csv, "
+               "calibration.png.\n")
     km = kaplan_meier_plot(oof, top_fraction=cfg.finetune.top_fraction,
                            out_png=run_dir / "kaplan_meier.png",
                            time_label=f"Time since ECG ({cfg.data.time_unit})")

@@ -1,0 +1,153 @@
+"""ECGs to score (``ecg-dan predict``): WFDB records, CardioSoft XML files, folders of them,
+and PTB-XL / UK Biobank HDF5 caches -> 12 x 600 median beats at 500 Hz.
+
+Every beat comes from the cache builders' own code, so a new ECG is prepared exactly as
+the training data were: WFDB strips at any sampling rate through
+:func:`data_modules.ptbxl.strip_median` (read by name into the standard lead order,
+resampled to 500 Hz by the median-beat extraction, the shared signal rule), CardioSoft XML
+through :func:`data_modules.ukb.checked_median` (the device median, re-centred on R), cache
+rows as stored (already checked when the cache was built; the signal rule is applied again
+so a cache built with a looser ``max_abs_mv`` is held to the default). A record that cannot
+be used raises :class:`data_modules.errors.RecordSkip` with the reason; a batch records it
+and goes on.
+
+Discovery (:func:`discover`): a folder is searched recursively for ``*.hea`` (a WFDB record
+each), ``*.xml`` and ``*.h5``/``*.hdf5``; other files in folders are ignored (a WFDB
+``.dat``, a README). A file named on the command line that is none of these, a missing
+path, or a cache that does not open is a recorded skip.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from data_modules.errors import RecordSkip
+from data_modules.h5cache import ID_DATASET, CacheError, open_cache
+from data_modules.median_beat import MAX_ABS_MV, signal_problem
+
+__all__ = ["ECGItem", "close_caches", "discover", "load_beat"]
+
+WFDB_SUFFIXES = (".hea", ".dat")
+XML_SUFFIXES = (".xml",)
+CACHE_SUFFIXES = (".h5", ".hdf5")
+
+
+@dataclass(frozen=True)
+class ECGItem:
+    """One ECG to score: ``kind`` is ``wfdb`` (``path`` = the record's stem), ``xml`` or
+    ``cache`` (``path`` = the HDF5 file, ``row`` = its row); ``id`` names it in the output
+    (the record name, the XML file's stem, or the cache's ecg_id / eid)."""
+
+    id: str
+    source: str
+    kind: str
+    path: str
+    row: int = -1
+
+
+def _cache_items(path: Path) -> list[ECGItem]:
+    with open_cache(path) as f:
+        kind = str(f.attrs["kind"])
+        ids = f[ID_DATASET[kind]][...]
+    return [ECGItem(str(int(i)), str(path), "cache", str(path), r) for r, i in enumerate(ids)]
+
+
+def _file_items(path: Path) -> list[ECGItem]:
+    suffix = path.suffix.lower()
+    if suffix in WFDB_SUFFIXES:
+        stem = path.with_suffix("")
+        return [ECGItem(stem.name, str(stem.with_suffix(".hea")), "wfdb", str(stem))]
+    if suffix in XML_SUFFIXES:
+        return [ECGItem(path.stem, str(path), "xml", str(path))]
+    if suffix in CACHE_SUFFIXES:
+        return _cache_items(path)
+    raise RecordSkip(f"not an ECG file: {path.name} is neither a WFDB record (.hea), a "
+                     "CardioSoft XML file (.xml) nor an HDF5 cache (.h5)")
+
+
+def discover(paths: list[str | os.PathLike]
+             ) -> tuple[list[ECGItem], list[tuple[str, str, str]]]:
+    """The ECGs named by ``paths`` (files, WFDB stems without extension, folders searched
+    recursively, caches expanded to their rows) in the order given, each once, and the
+    ``(id, source, reason)`` of every path that could not be used."""
+    items: list[ECGItem] = []
+    skipped: list[tuple[str, str, str]] = []
+    seen: set[tuple[str, int]] = set()
+
+    def add(new: list[ECGItem]) -> None:
+        for it in new:
+            key = (str(Path(it.path).resolve()), it.row)
+            if key not in seen:
+                seen.add(key)
+                items.append(it)
+
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower()
+                           in (".hea", *XML_SUFFIXES, *CACHE_SUFFIXES))
+            for f in found:
+                try:
+                    add(_file_items(f))
+                except (RecordSkip, CacheError) as e:
+                    skipped.append((f.stem, str(f), getattr(e, "reason", str(e))))
+            continue
+        if not p.exists() and p.with_name(p.name + ".hea").is_file():
+            p = p.with_name(p.name + ".hea")  # a WFDB record named by its stem
+        if not p.is_file():
+            skipped.append((p.stem, str(p), f"not found: {p}"))
+            continue
+        try:
+            add(_file_items(p))
+        except CacheError as e:
+            skipped.append((p.stem, str(p), f"unusable cache: {e}"))
+        except RecordSkip as e:
+            skipped.append((p.stem, str(p), e.reason))
+    return items, skipped
+
+
+_OPEN: dict[str, h5py.File] = {}  # caches opened by this process (workers open their own)
+_OPEN_PID = os.getpid()
+
+
+def _cache_row(path: str, row: int) -> np.ndarray:
+    global _OPEN_PID
+    if _OPEN_PID != os.getpid():  # a forked worker: the parent's handles are not ours
+        _OPEN.clear()
+        _OPEN_PID = os.getpid()
+    f = _OPEN.get(path)
+    if f is None:
+        f = _OPEN[path] = h5py.File(path, "r")
+    return np.asarray(f["median"][row], dtype=np.float64)
+
+
+def close_caches() -> None:
+    """Close the caches this process opened for :func:`load_beat` (end of a batch)."""
+    while _OPEN:
+        _OPEN.popitem()[1].close()
+
+
+def load_beat(item: ECGItem, max_abs_mv: float = MAX_ABS_MV) -> np.ndarray:
+    """The (12, 600) float32 median beat (mV, 500 Hz, R at ``R_INDEX``) of one ECG;
+    :class:`RecordSkip` with the reason when it cannot be used."""
+    from data_modules.ptbxl import read_wfdb_12lead, strip_median
+    from data_modules.ukb import checked_median
+
+    name = Path(item.source).name
+    if item.kind == "wfdb":
+        x, fs = read_wfdb_12lead(item.path, name)
+        return strip_median(x, fs, max_abs_mv, f"strip {name}").astype(np.float32)
+    if item.kind == "xml":
+        return checked_median(item.path, name, max_abs_mv=max_abs_mv)[1].astype(np.float32)
+    if item.kind == "cache":
+        beat = _cache_row(item.path, item.row)
+        problem = signal_problem(beat, max_abs_mv)
+        if problem is not None:
+            raise RecordSkip(f"{problem} (median beat, row {item.row} of {name})")
+        return beat.astype(np.float32)
+    raise ValueError(f"unknown ECG item kind {item.kind!r}")

@@ -1,0 +1,161 @@
+"""Jobs: ``ecg-dan export`` (a run -> one model file) and ``ecg-dan predict`` (a model file or
+run -> scores of new ECGs; the API is :mod:`ecg_dan.predict`).
+
+Predict reads the inputs in ``workers`` processes (median beats are the slow part), scores
+them in batches in the main process, and writes, atomically:
+
+- ``--out`` (CSV) and the same rows as JSON beside it (``.json``, with the model's
+  description and the horizons): ``id``, ``source``, ``log_risk`` (mean over the fold models
+  of the centred log-risk), ``log_risk_std`` (their spread), ``n_models``, ``percentile``
+  (within the run's out-of-fold risks), ``risk_<h>y`` (absolute risk of the event by each
+  horizon), ``high_risk`` (at the run's top-``finetune.top_fraction`` threshold) and
+  ``model_id``;
+- ``<out stem>_skipped.csv``: ``id``, ``source``, ``reason`` of every input that could not be
+  scored (always written, empty when none), summarised per reason on stderr.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data_modules.atomic import atomic_write_text
+from data_modules.errors import RecordSkip
+from data_modules.h5cache import parallel_map, reason_key
+from data_modules.inputs import ECGItem, close_caches, discover, load_beat
+from ecg_dan.log import get_logger
+from ecg_dan.results import json_default
+
+log = get_logger(__name__)
+
+DEFAULT_HORIZONS = (1.0, 3.0, 5.0)
+
+
+def run_export(run_dir: str | Path, out: str | Path) -> Path:
+    """Write the model file of a finetuning run (:mod:`ecg_dan.model_file`)."""
+    from ecg_dan.model_file import export_run
+
+    contents = export_run(run_dir, out)
+    m = contents.manifest
+    size = Path(out).stat().st_size
+    log.info(f"{out}: model {contents.model_id} of run {m['run']['name']} "
+             f"({len(m['members'])} fold models, {m['run']['objective']}, cohort "
+             f"{m['run']['cohort']}, {size / 2**20:.1f} MiB)")
+    return Path(out)
+
+
+def _load(item: ECGItem) -> tuple[ECGItem, np.ndarray | str]:
+    """Worker: the median beat of one ECG, or the reason it cannot be scored. Nothing a
+    single file holds may stop the batch: an unexpected failure is recorded too."""
+    try:
+        return item, load_beat(item)
+    except RecordSkip as e:
+        return item, e.reason
+    except Exception as e:  # noqa: BLE001 - one bad file must not end the batch
+        return item, f"unreadable: {Path(item.source).name}: {type(e).__name__}: {e}"
+
+
+def _rows(model, batch: list[tuple[ECGItem, np.ndarray]], years: Sequence[float]
+          ) -> Iterator[dict[str, Any]]:
+    s = model.score(np.stack([b for _, b in batch]), years)
+    for i, (item, _) in enumerate(batch):
+        row: dict[str, Any] = {"id": item.id, "source": item.source,
+                               "log_risk": float(s["log_risk"][i]),
+                               "log_risk_std": float(s["log_risk_std"][i]),
+                               "n_models": len(model.members),
+                               "percentile": float(s["percentile"][i])}
+        for k, y in enumerate(years):
+            row[f"risk_{y:g}y"] = float(s["risk"][i, k])
+        row["high_risk"] = bool(s["high_risk"][i])
+        row["model_id"] = model.model_id
+        yield row
+
+
+def skipped_path(out: Path) -> Path:
+    return out.with_name(out.stem + "_skipped.csv")
+
+
+def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
+                horizons: Sequence[float] = DEFAULT_HORIZONS, workers: int = 2,
+                batch_size: int = 256, threads: int | None = None,
+                progress: bool = True, recalibrate: bool = False) -> dict[str, Any]:
+    """Score every ECG of ``inputs`` (see the module docstring); returns a summary with
+    counts, files/s and ``report`` (the lines the CLI prints on stderr)."""
+    import torch
+
+    from ecg_dan.config import ConfigError
+    from ecg_dan.predict import load_model
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    years = [float(h) for h in horizons]
+    if not years or any(not np.isfinite(y) or y <= 0 for y in years):
+        raise ConfigError(f"--horizons must be positive numbers of years, got {list(horizons)}")
+    out = Path(out)
+    model = load_model(model_path, recalibrate=recalibrate)
+    late = model.past_follow_up(years)
+    if late:
+        log.warning(f"horizon(s) {late} y lie beyond the follow-up of some fold model: their "
+                    "absolute risk is not estimable and is left empty (NaN)")
+    t0 = time.perf_counter()
+    items, skipped = discover(list(inputs))
+    rows: list[dict[str, Any]] = []
+    batch: list[tuple[ECGItem, np.ndarray]] = []
+    kinds = {it.kind for it in items}
+    if kinds <= {"cache"}:
+        workers = 1  # rows of a cache are read, not derived: no process pool needed
+    preload = ("neurokit2",) if "wfdb" in kinds else ()  # seconds to import: only for WFDB
+    try:
+        with contextlib.closing(parallel_map(_load, items, workers, progress, "ECGs",
+                                             preload=preload)) as results:
+            for item, res in results:
+                if isinstance(res, str):
+                    skipped.append((item.id, item.source, res))
+                    continue
+                batch.append((item, res))
+                if len(batch) >= batch_size:
+                    rows += _rows(model, batch, years)
+                    batch = []
+    finally:
+        close_caches()
+    if batch:
+        rows += _rows(model, batch, years)
+    seconds = time.perf_counter() - t0
+    n_files = len(items) + len(skipped)
+    risk_cols = [f"risk_{y:g}y" for y in years]
+    table = pd.DataFrame(rows, columns=["id", "source", "log_risk", "log_risk_std", "n_models",
+                                        "percentile", *risk_cols, "high_risk", "model_id"])
+    skips = pd.DataFrame(skipped, columns=["id", "source", "reason"])
+    atomic_write_text(out, table.to_csv(index=False))
+    atomic_write_text(skipped_path(out), skips.to_csv(index=False))
+    m = model.manifest
+    summary = {"n_scored": len(table), "n_skipped": len(skips), "seconds": seconds,
+               "ecgs_per_s": n_files / seconds if seconds > 0 else float("nan"),
+               "csv": str(out), "skipped_csv": str(skipped_path(out))}
+    doc = {"model": {"id": model.model_id, "source": model.source, "run": m["run"]["name"],
+                     "cohort": m["run"]["cohort"], "objective": model.objective,
+                     "time_unit": model.time_unit, "n_models": len(model.members),
+                     "top_fraction": model.top_fraction,
+                     "high_risk_threshold": model.threshold,
+                     "reference_n": int(model.reference.size),
+                     "recalibration_factor": model.recalibration},
+           "horizons_years": years, "summary": summary,
+           "predictions": json.loads(table.to_json(orient="records", double_precision=15)),
+           "skipped": skips.to_dict(orient="records")}
+    atomic_write_text(out.with_suffix(".json"), json.dumps(doc, indent=2, default=json_default))
+    counts = collections.Counter(reason_key(r) for r in skips.reason)
+    lines = [f"scored {len(table)} ECG(s), skipped {len(skips)} in {seconds:.1f} s "
+             f"({summary['ecgs_per_s']:.1f} files/s) with model {model.model_id} -> {out}"]
+    lines += [f"  skipped {n:5d} x {k}" for k, n in counts.most_common()]
+    if len(skips):
+        lines.append(f"  reasons per file: {skipped_path(out)}")
+    summary["report"] = "\n".join(lines)  # the CLI prints it on stderr
+    return summary

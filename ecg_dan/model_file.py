@@ -1,0 +1,357 @@
+"""The portable model file of a finetuning run (``ecg-dan export``; read by ``ecg-dan predict``).
+
+One safetensors file: no pickled object anywhere, so reading it cannot run code. It holds
+
+- every fold model's weights (``m<i>.state.<key>``: the ensemble over folds x seeds, each the
+  checkpoint that scored its held-out fold),
+- each Cox fold model's Breslow baseline cumulative hazard from its own training-fold risks
+  (``m<i>.breslow_times`` / ``m<i>.breslow_cumhaz``, from ``predictions/*_train.csv``), or a
+  logistic-hazard model's time cuts (``m<i>.cuts``; its survival comes from its own head),
+- each fold model's offset (manifest ``members[i].offset``): a Cox log-risk is identified
+  only up to an additive constant, which differs from fold model to fold model (by several
+  units on small runs), so Cox log-risks are centred on the mean log-risk of the fold
+  model's own training rows before they are averaged or compared (the Breslow baseline
+  absorbs the constant: absolute risks do not change); a logistic-hazard risk (minus the
+  scaled restricted mean survival time) has an absolute scale and offset 0,
+- the reference distribution of out-of-fold risks (``reference_risk``: per participant, the
+  mean over seeds of the centred log-risk given by the fold model that did not train on
+  them, sorted), for percentiles and the high-risk threshold,
+- a JSON manifest in the header's metadata: format and version, the resolved config, the
+  model config, the preprocessing (sample rate, beat geometry, median-beat version,
+  normalisation, lead order), the members, the threshold, the out-of-fold observed /
+  expected events (Cox; ``ecg-dan predict --recalibrate``), and a SHA-256 of the manifest
+  and every tensor (name, dtype, shape, bytes).
+
+Reading checks, in order, and refuses with :class:`ModelFileError` naming the file: a
+safetensors header (a pickle or a torch zip is named as such and never unpickled), a file
+as long as its header says (truncated), the format name and version, the content hash
+(tampered or corrupt), the preprocessing this code applies, and the architecture (model
+config keys this version knows; every tensor name and shape). The model id is the first 16
+hex digits of the content hash: the same for the same run, whether read from a file or
+exported from the run directory in memory (no time stamp is stored; safetensors itself
+writes its header keys in no fixed order, so the file's own bytes may differ).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data_modules.atomic import atomic_write_bytes
+from data_modules.errors import DataError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelContents", "ModelFileError", "export_run",
+           "model_bytes", "preprocessing", "read_model", "read_model_bytes"]
+
+FORMAT = "ecg-dan-model"
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+_MAX_HEADER = 64 * 1024 * 1024  # a safetensors header of a few hundred models is < 1 MB
+
+
+class ModelFileError(DataError):
+    """A model file that cannot be used: not a model file, truncated, tampered, or from
+    another format version, preprocessing or architecture."""
+
+
+def preprocessing() -> dict[str, Any]:
+    """How this code turns an ECG into the network's input; a model file records the one
+    its run was trained with, and a file whose record differs is refused."""
+    from data_modules.leads import BEAT_LEN, FS, LEADS, PAD, R_INDEX
+    from data_modules.median_beat import MAX_ABS_MV
+    from data_modules.ptbxl import MEDIAN_VERSION
+
+    return {
+        "sample_rate_hz": FS,
+        "beat_samples": BEAT_LEN,
+        "r_index": R_INDEX,
+        "pad_samples": PAD,
+        "leads": list(LEADS),
+        "median_version": MEDIAN_VERSION,
+        "median_rule": "WFDB strips: data_modules.median_beat.median_beat (resampled to 500 Hz);"
+                       " CardioSoft XML: the device median re-centred by conform_beat",
+        "normalisation": "per-record, per-lead z-score over the beat "
+                         "(data_modules.transforms.zscore_leads), zero-padded to 608",
+        "max_abs_mv": MAX_ABS_MV,
+    }
+
+
+@dataclass
+class ModelContents:
+    """A checked model file: its manifest, tensors and id (from its content hash)."""
+
+    manifest: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    model_id: str
+    source: str
+
+    def member_state(self, i: int) -> dict[str, torch.Tensor]:
+        prefix = f"m{i}.state."
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+
+# --------------------------------------------------------------------------- export
+def _content_digest(tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> str:
+    """SHA-256 of the manifest (without this digest) and of every tensor's name, dtype,
+    shape and bytes: any change to the weights, baselines, reference or metadata shows."""
+    h = hashlib.sha256()
+    rest = {k: v for k, v in manifest.items() if k != "content_sha256"}
+    h.update(json.dumps(rest, sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _fold_checkpoint(run_dir: Path, csv: Path, want_hash: str) -> Path:
+    """The checkpoint that scored one held-out fold (recorded in its ``.json``); looked up
+    under the run directory when the run was moved since."""
+    meta_path = csv.with_suffix(".json")
+    if not meta_path.is_file():
+        raise ModelFileError(f"{meta_path}: missing; it names the checkpoint that scored "
+                             f"{csv.name}")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("config_hash") not in (None, want_hash):
+        raise ModelFileError(f"{csv} was made by another configuration (hash "
+                             f"{meta.get('config_hash')}, the run's config.yaml gives "
+                             f"{want_hash}); re-run or re-evaluate the run first")
+    ckpt = Path(meta["checkpoint"])
+    if not ckpt.is_file():
+        moved = run_dir / csv.stem / "checkpoints" / ckpt.name
+        if not moved.is_file():
+            raise ModelFileError(f"{run_dir}: checkpoint {ckpt} of {csv.name} not found (nor "
+                                 f"{moved})")
+        ckpt = moved
+    return ckpt
+
+
+def _reference(folds: list[pd.DataFrame], offsets: list[float]) -> np.ndarray:
+    oof = pd.concat([f.assign(risk=f.risk - c) for f, c in zip(folds, offsets)],
+                    ignore_index=True)
+    return np.sort(oof.groupby("eid")["risk"].mean().to_numpy(np.float64))
+
+
+def model_bytes(run_dir: str | os.PathLike) -> bytes:
+    """The model file of a finished finetuning run, as bytes (see the module docstring)."""
+    from safetensors.torch import save
+
+    from ecg_dan import __version__
+    from ecg_dan.checkpoints import read_checkpoint
+    from ecg_dan.config import config_hash, load_saved_config, model_config
+    from ecg_dan.jobs.evaluate import prediction_files
+    from ecg_dan.metrics.survival import breslow_baseline
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ModelFileError(f"{run_dir}: not a finetuning run directory (no config.yaml)")
+    cfg = load_saved_config(run_dir / "config.yaml")
+    if cfg.task == "cox_baseline":
+        raise ModelFileError(f"{run_dir} is a task=cox_baseline run: a Cox model on tabular "
+                             "features, not an ECG network; there is nothing to export for "
+                             "`ecg-dan predict`")
+    if cfg.task != "finetune":
+        raise ModelFileError(f"{run_dir} is a task={cfg.task} run; export takes a finetuning "
+                             "run (task=finetune)")
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    objective = str(cfg.finetune.objective)
+    want = config_hash(cfg)
+    tensors: dict[str, torch.Tensor] = {}
+    members: list[dict[str, Any]] = []
+    folds: list[pd.DataFrame] = []
+    expected = 0.0  # Cox: expected events of the held-out rows, sum of H0_fold(t) exp(eta)
+    for i, csv in enumerate(prediction_files(run_dir)):
+        test = pd.read_csv(csv)
+        folds.append(test)
+        seed, fold = int(test.seed.iloc[0]), int(test.fold.iloc[0])
+        ckpt_path = _fold_checkpoint(run_dir, csv, want)
+        ckpt = read_checkpoint(ckpt_path, kind="finetune")
+        for k, v in ckpt["state_dict"].items():
+            tensors[f"m{i}.state.{k}"] = v.detach().cpu().clone().contiguous()
+        where = ckpt_path.resolve()
+        member: dict[str, Any] = {"seed": seed, "fold": fold, "n_test": len(test),
+                                  "checkpoint": str(where.relative_to(run_dir.resolve())
+                                                    if where.is_relative_to(run_dir.resolve())
+                                                    else ckpt_path.name)}
+        train_csv = csv.with_name(csv.stem + "_train.csv")
+        if objective == "cox":
+            if not train_csv.is_file():
+                raise ModelFileError(f"{train_csv}: missing; the Breslow baseline of fold "
+                                     f"model seed {seed} fold {fold} needs its training-fold "
+                                     "risks")
+            train = pd.read_csv(train_csv)
+            base = breslow_baseline(train.risk.to_numpy(), train.time.to_numpy(),
+                                    train.event.to_numpy())
+            tensors[f"m{i}.breslow_times"] = torch.from_numpy(base.times.astype(np.float64))
+            tensors[f"m{i}.breslow_cumhaz"] = torch.from_numpy(
+                base.cumhaz_values.astype(np.float64))
+            member.update(n_train=len(train), events_train=int(train.event.sum()),
+                          max_train_time=float(train.time.max()),
+                          offset=float(train.risk.mean()))
+            expected += float((base.cumhaz(test.time.to_numpy())
+                               * np.exp(test.risk.to_numpy())).sum())
+        else:
+            cuts = (ckpt.get("hyper_parameters") or {}).get("cuts")
+            if not cuts:
+                raise ModelFileError(f"{ckpt_path}: a logistic-hazard checkpoint without its "
+                                     "time cuts")
+            tensors[f"m{i}.cuts"] = torch.tensor(cuts, dtype=torch.float64)
+            member.update(max_train_time=float(cuts[-1]), offset=0.0)
+        members.append(member)
+    reference = _reference(folds, [m["offset"] for m in members])
+    top = float(cfg.finetune.top_fraction)
+    tensors["reference_risk"] = torch.from_numpy(reference)
+    mc = model_config(cfg)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ecg_dan_version": __version__,
+        "run": {"name": str(cfg.name), "config_hash": want, "cohort": str(cfg.finetune.cohort),
+                "objective": objective, "time_unit": str(cfg.data.time_unit),
+                "top_fraction": top},
+        "config": container,
+        "model_config": {f.name: getattr(mc, f.name) for f in fields(mc)},
+        "preprocessing": preprocessing(),
+        "members": members,
+        # calibration in the large over the whole follow-up: observed / expected events of
+        # the held-out rows (Breslow makes it exactly 1 on the training rows themselves);
+        # `ecg-dan predict --recalibrate` scales every baseline hazard by it
+        "calibration": ({"observed_events": int(sum(f.event.sum() for f in folds)),
+                         "expected_events": expected,
+                         "oe_ratio": float(sum(f.event.sum() for f in folds) / expected)}
+                        if objective == "cox" and expected > 0 else None),
+        "reference": {"what": "per participant, the mean over seeds of the out-of-fold "
+                              "centred log-risk (the fold model that did not train on them)",
+                      "n": int(reference.size),
+                      # the run's Kaplan-Meier grouping: risk >= the (1 - top) quantile
+                      "high_risk_threshold": float(np.percentile(reference, 100 * (1 - top)))},
+    }
+    manifest["content_sha256"] = _content_digest(tensors, manifest)
+    return save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                                   "manifest": json.dumps(manifest, sort_keys=True)})
+
+
+def export_run(run_dir: str | os.PathLike, out: str | os.PathLike) -> ModelContents:
+    """Write the model file of ``run_dir`` to ``out`` (atomically) and return it as read
+    back (so what was written is known to load)."""
+    data = model_bytes(run_dir)
+    atomic_write_bytes(out, data)
+    return read_model(out)
+
+
+# --------------------------------------------------------------------------- read
+def _header(data: bytes, src: str) -> tuple[dict[str, Any], int]:
+    if len(data) < 9:
+        raise ModelFileError(f"{src}: {len(data)} bytes: empty or truncated, not an ecg-dan "
+                             "model file")
+    n = int.from_bytes(data[:8], "little")
+    if data[8:9] != b"{" or n > _MAX_HEADER:  # not a safetensors header
+        if data[:4] == b"PK\x03\x04":
+            what = "a zip archive (a torch checkpoint?)"
+        elif data[:1] == b"\x80" and 2 <= data[1] <= 5:
+            what = "a Python pickle"
+        else:
+            what = "not a safetensors file"
+        raise ModelFileError(f"{src} is not an ecg-dan model file: {what}; it was refused "
+                             "without being unpickled (pickles can run code)")
+    if n > len(data) - 8:
+        raise ModelFileError(f"{src} is truncated: its header alone needs {n + 8} bytes, the "
+                             f"file has {len(data)}")
+    try:
+        header = json.loads(data[8:8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{src}: corrupt header ({e})") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{src} is not an ecg-dan model file (header is not a table)")
+    return header, n
+
+
+def _check_layout(header: dict[str, Any], n: int, size: int, src: str) -> dict[str, str]:
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{src} is a safetensors file but not an ecg-dan model file "
+                             f"(metadata format {meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError:
+        raise ModelFileError(f"{src}: format_version {meta.get('format_version')!r} is not "
+                             "an integer") from None
+    if version != FORMAT_VERSION:
+        raise ModelFileError(f"{src} is model file format version {version}; this ecg-dan "
+                             f"reads version {FORMAT_VERSION}: export the run again with this "
+                             "version, or score with the ecg-dan that wrote it")
+    end = max((v["data_offsets"][1] for k, v in header.items()
+               if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v),
+              default=0)
+    if 8 + n + end > size:
+        raise ModelFileError(f"{src} is truncated: {size} bytes, its header describes "
+                             f"{8 + n + end}")
+    if 8 + n + end < size:
+        raise ModelFileError(f"{src} has {size - 8 - n - end} bytes beyond its tensors "
+                             "(tampered or not written by ecg-dan)")
+    return meta
+
+
+def _diff(name: str, have: Any, want: Any) -> list[str]:
+    if isinstance(have, dict) and isinstance(want, dict):
+        out = []
+        for k in sorted(set(have) | set(want)):
+            out += _diff(f"{name}.{k}", have.get(k, "<absent>"), want.get(k, "<absent>"))
+        return out
+    return [] if have == want else [f"{name}: file {have!r} vs this code {want!r}"]
+
+
+def _check_architecture(manifest: dict[str, Any], src: str) -> None:
+    from ecg_dan.models.ecgdan import ModelConfig
+
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(manifest["model_config"]) - known)
+    missing = sorted(known - set(manifest["model_config"]))
+    if unknown or missing:
+        detail = [f"model.{k} (unknown to this version)" for k in unknown]
+        detail += [f"model.{k} (absent from the file)" for k in missing]
+        raise ModelFileError(f"{src} describes another architecture: {', '.join(detail)}")
+
+
+def read_model_bytes(data: bytes, source: str = "<bytes>") -> ModelContents:
+    """Check and decode a model file's bytes (see the module docstring for the checks)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    header, n = _header(data, source)
+    meta = _check_layout(header, n, len(data), source)
+    try:
+        manifest = json.loads(meta["manifest"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{source}: corrupt manifest ({e})") from None
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{source}: corrupt tensors ({e})") from None
+    if _content_digest(tensors, manifest) != manifest.get("content_sha256"):
+        raise ModelFileError(f"{source}: the content does not match the hash recorded in the "
+                             "file: it was tampered with or is corrupt")
+    diff = _diff("preprocessing", manifest.get("preprocessing", {}), preprocessing())
+    if diff:
+        raise ModelFileError(f"{source} was trained with another preprocessing than this code "
+                             f"applies: {'; '.join(diff)}")
+    _check_architecture(manifest, source)
+    return ModelContents(manifest, tensors, str(manifest["content_sha256"])[:16], source)
+
+
+def read_model(path: str | os.PathLike) -> ModelContents:
+    """Read and check a model file (:class:`ModelFileError` naming it when refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    return read_model_bytes(path.read_bytes(), str(path))
