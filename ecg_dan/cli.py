@@ -146,7 +146,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = run_predict(args.model, args.inputs, args.out, horizons=args.horizons,
                           workers=args.workers, batch_size=args.batch_size,
                           threads=args.threads, progress=not args.no_progress,
-                          recalibrate=args.recalibrate)
+                          recalibrate=args.recalibrate, explain=args.explain)
     print(summary["report"], file=sys.stderr)
     return 0
 
@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recalibrate", action="store_true",
                    help="Cox models: scale the Breslow baselines by the run's out-of-fold "
                         "observed / expected events (calibration in the large)")
+    p.add_argument("--explain", action="store_true",
+                   help="also draw each ECG's attention figure into <out stem>_explain/ "
+                        "(~1-3 s per ECG on a CPU)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="synthetic data -> pretrain -> finetune -> evaluation")

@@ -421,6 +421,28 @@ def test_predict_batch_scores_good_files_and_records_every_bad_one(cox_file, tin
     assert f"scored {len(pred)} ECG(s), skipped {len(skipped)}" in err and "files/s" in err
 
 
+def test_predict_explain_draws_each_ecg_with_the_model_that_scored_it(cox_file, tiny_data_root,
+                                                                       tmp_path):
+    from ecg_dan.interpretation import explain_ecg
+
+    xmls = sorted(glob.glob(str(tiny_data_root / "*/ukb/xml/*.xml")))[:2]
+    out = tmp_path / "p.csv"
+    assert cli(["predict", "--model", str(cox_file), *xmls, "--out", str(out), "--explain",
+                "--workers", "1", "--no-progress"]) == 0
+    pred = pd.read_csv(out)
+    pngs = sorted((tmp_path / "p_explain").glob("*.png"))
+    assert len(pngs) == 2 and sorted(pred.explain_png) == [str(p) for p in pngs]
+    assert all(p.stat().st_size > 10_000 for p in pngs)
+    # the figure's model is the ensemble's first fold model, on the beat that was scored
+    model = load_model(cox_file)
+    beat = load_beat(discover([xmls[0]])[0][0])
+    res = explain_ecg(model.members[0].module, beat)
+    assert res["risk"] == pytest.approx(float(model.member_outputs(beat[None])[0][0, 0]),
+                                        abs=1e-5)
+    assert np.allclose(res["cross_lead"].sum(-1), 1, atol=1e-5)
+    assert res["temporal_map"].min() >= 0 and res["temporal_map"].max() == pytest.approx(1)
+
+
 def test_wfdb_at_another_rate_is_resampled_to_the_same_beat(tiny_data_root, tmp_path):
     from data_modules.median_beat import resample_to
 

@@ -11,7 +11,11 @@ them in batches in the main process, and writes, atomically:
   horizon), ``high_risk`` (at the run's top-``finetune.top_fraction`` threshold) and
   ``model_id``;
 - ``<out stem>_skipped.csv``: ``id``, ``source``, ``reason`` of every input that could not be
-  scored (always written, empty when none), summarised per reason on stderr.
+  scored (always written, empty when none), summarised per reason on stderr;
+- with ``explain``: ``<out stem>_explain/<id>.png`` per ECG, its cross-lead map and the
+  temporal attention colouring its median beat (:func:`ecg_dan.interpretation.explain_ecg`,
+  docs/method.md section 8), from the ensemble's first fold model (named in the figure), and
+  an ``explain_png`` column.
 """
 
 from __future__ import annotations
@@ -79,6 +83,31 @@ def _rows(model, batch: list[tuple[ECGItem, np.ndarray]], years: Sequence[float]
         yield row
 
 
+def _scored(model, batch: list[tuple[ECGItem, np.ndarray]], years: Sequence[float],
+            explain_dir: Path | None) -> list[dict[str, Any]]:
+    rows = list(_rows(model, batch, years))
+    if explain_dir is not None:
+        for row, png in zip(rows, _explain(model, batch, explain_dir)):
+            row["explain_png"] = png
+    return rows
+
+
+def _explain(model, batch: list[tuple[ECGItem, np.ndarray]], out_dir: Path) -> list[str]:
+    """The per-ECG figures of one batch (one gradient pass per token: ~1-3 s per ECG on CPU)."""
+    import re
+
+    from ecg_dan.interpretation import explain_ecg
+
+    m = model.members[0]
+    paths = []
+    for item, beat in batch:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(item.id)).strip("._") or "ecg"
+        res = explain_ecg(m.module, beat, out_dir / f"{name}.png",
+                          title=f"{item.id} (fold model seed {m.seed} fold {m.fold})")
+        paths.append(str(res["path"]))
+    return paths
+
+
 def skipped_path(out: Path) -> Path:
     return out.with_name(out.stem + "_skipped.csv")
 
@@ -86,7 +115,8 @@ def skipped_path(out: Path) -> Path:
 def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
                 horizons: Sequence[float] = DEFAULT_HORIZONS, workers: int = 2,
                 batch_size: int = 256, threads: int | None = None,
-                progress: bool = True, recalibrate: bool = False) -> dict[str, Any]:
+                progress: bool = True, recalibrate: bool = False,
+                explain: bool = False) -> dict[str, Any]:
     """Score every ECG of ``inputs`` (see the module docstring); returns a summary with
     counts, files/s and ``report`` (the lines the CLI prints on stderr)."""
     import torch
@@ -101,6 +131,13 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
         raise ConfigError(f"--horizons must be positive numbers of years, got {list(horizons)}")
     out = Path(out)
     model = load_model(model_path, recalibrate=recalibrate)
+    explain_dir = out.with_name(out.stem + "_explain") if explain else None
+    if explain:
+        cfg = model.manifest["model_config"]
+        if not (cfg.get("cross_lead_attention", True) and cfg.get("temporal_attention", True)
+                and cfg.get("name", "ecg_dan") == "ecg_dan"):
+            raise ConfigError(f"--explain needs a model with both attention branches; "
+                              f"{model.source} has model config {cfg}")
     late = model.past_follow_up(years)
     if late:
         log.warning(f"horizon(s) {late} y lie beyond the follow-up of some fold model: their "
@@ -122,17 +159,18 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
                     continue
                 batch.append((item, res))
                 if len(batch) >= batch_size:
-                    rows += _rows(model, batch, years)
+                    rows += _scored(model, batch, years, explain_dir)
                     batch = []
     finally:
         close_caches()
     if batch:
-        rows += _rows(model, batch, years)
+        rows += _scored(model, batch, years, explain_dir)
     seconds = time.perf_counter() - t0
     n_files = len(items) + len(skipped)
     risk_cols = [f"risk_{y:g}y" for y in years]
     table = pd.DataFrame(rows, columns=["id", "source", "log_risk", "log_risk_std", "n_models",
-                                        "percentile", *risk_cols, "high_risk", "model_id"])
+                                        "percentile", *risk_cols, "high_risk", "model_id",
+                                        *(["explain_png"] if explain else [])])
     skips = pd.DataFrame(skipped, columns=["id", "source", "reason"])
     atomic_write_text(out, table.to_csv(index=False))
     atomic_write_text(skipped_path(out), skips.to_csv(index=False))
