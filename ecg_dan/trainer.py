@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -108,6 +109,12 @@ def build_trainer(cfg: DictConfig, run_dir: str | os.PathLike,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
+    # The DataModules and the LightningModules both finish raw batches after the transfer
+    # (the DataModule's hook for any LightningModule, the module's for loaders given to
+    # trainer.predict directly); finish_batch is idempotent, so Lightning's choice of the
+    # DataModule's hook is right and its warning about it is noise.
+    warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` "
+                            "in both")
     t = cfg.trainer
     if t.threads:
         torch.set_num_threads(int(t.threads))
