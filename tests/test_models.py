@@ -205,3 +205,37 @@ def test_channels_last_batchnorm_against_float64():
     assert torch.allclose(bn.running_mean, ref.running_mean, atol=1e-5)
     assert torch.allclose(bn.running_var, ref.running_var, rtol=1e-4)
     assert bn.num_batches_tracked == ref.num_batches_tracked == 1
+
+
+@pytest.mark.parametrize("mode, in_ch, out_ch", [("up", 4, 4), ("same", 4, 1), ("down", 4, 8)])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_block_fast_paths_equal_the_plain_computation(mode, in_ch, out_ch, training):
+    """The folded up-sampling convolution, the unfolded 1 -> 1 convolution and the eval-mode
+    conv + batch-norm folding give the plain modules' outputs and gradients (float64)."""
+    from ecg_dan.models.blocks import ResBlock2d
+    from ecg_dan.models.kernels import reference_kernels
+
+    torch.manual_seed(3)
+    block = ResBlock2d(in_ch, out_ch, mode).double().train(training)
+    with torch.no_grad():  # non-trivial running statistics and affine parameters
+        for bn in (block.bn1, block.bn2):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_()
+    x = torch.randn(3, in_ch, 12, 40, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+
+    def run():
+        for p in (x, *block.parameters()):
+            p.grad = None
+        out = block(x)
+        out.pow(3).sum().backward()
+        return out.detach(), [p.grad.clone() for p in (x, *block.parameters())]
+
+    fast_out, fast_grads = run()
+    with reference_kernels():
+        ref_out, ref_grads = run()
+    torch.testing.assert_close(fast_out, ref_out, rtol=1e-12, atol=1e-12)
+    for fast, ref in zip(fast_grads, ref_grads):
+        torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-10)

@@ -32,6 +32,15 @@ def _wide_factor(rows: int, channels: int, width: int = 64) -> int:
     return k
 
 
+def _channel_sums(rows: Tensor, k: int, channels: int) -> Tensor:
+    """Per-channel sums of a (rows, k*C) matrix from :func:`_as_rows`.
+
+    As a matrix-vector product: BLAS gemv reads the matrix ~5x faster than ``sum(0)``,
+    which reduces these narrow (64-column) matrices row by row.
+    """
+    return torch.mv(rows.t(), rows.new_ones(rows.shape[0])).view(k, channels).sum(0)
+
+
 def _as_rows(x: Tensor, k: int) -> Tensor:
     """(B, C, H, W) channels-last -> (B*H*W/k, k*C) view, channel fastest."""
     B, C, H, W = x.shape
@@ -144,9 +153,9 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         k = _wide_factor(B * H * W, C)
         xv = _as_rows(x, k)
         n = B * H * W
-        mean = xv.sum(0).view(k, C).sum(0) / max(n, 1)
+        mean = _channel_sums(xv, k, C) / max(n, 1)
         centred = xv - mean.repeat(k)
-        var = centred.pow_(2).sum(0).view(k, C).sum(0) / max(n, 1)  # two-pass: no cancellation
+        var = _channel_sums(centred.pow_(2), k, C) / max(n, 1)  # two-pass: no cancellation
         if group is not None:  # SyncBatchNorm: moments of the global batch
             n, mean, var = _global_moments(n, mean, var, group)
         invstd = torch.rsqrt(var + eps)
@@ -167,8 +176,8 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         n = ctx.n
         gv = _as_rows(grad.contiguous(memory_format=torch.channels_last), k)
         xv = _as_rows(x, k)
-        sum_g = gv.sum(0).view(k, C).sum(0)
-        sum_gx = (gv * xv).sum(0).view(k, C).sum(0)
+        sum_g = _channel_sums(gv, k, C)
+        sum_gx = _channel_sums(gv * xv, k, C)
         sum_gxhat = invstd * (sum_gx - mean * sum_g)  # dL/dweight
         grad_weight, grad_bias = sum_gxhat, sum_g
         if ctx.group is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from data_modules.leads import N_LEADS, PADDED_LEN
@@ -165,8 +166,14 @@ class ECGDANEncoder(nn.Module):
     def pool(self, a: torch.Tensor) -> torch.Tensor:
         # Without either attention branch each pooling path has its own Dropout(0.2), as in
         # the authors' code (one in each of their two pooling nn.Sequential); identity else.
-        avg = self.pool_avg(self.pool_drop_avg(a)).mean(-1)
-        mx = self.pool_max(self.pool_drop_max(a)).amax(-1)
+        a_avg, a_max = self.pool_drop_avg(a), self.pool_drop_max(a)
+        if not fast_kernels():
+            return torch.cat([self.pool_avg(a_avg).mean(-1), self.pool_max(a_max).amax(-1)], 1)
+        # The 1x1 convolutions as GEMMs (oneDNN ran them ~5x below the GEMM rate); the mean
+        # commutes with the linear map, so the average path maps the mean of a over time.
+        avg = F.linear(a_avg.mean(-1), self.pool_avg.weight.squeeze(-1), self.pool_avg.bias)
+        mx = F.linear(a_max.transpose(1, 2), self.pool_max.weight.squeeze(-1),
+                      self.pool_max.bias).amax(1)
         return torch.cat([avg, mx], dim=1)
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
@@ -193,8 +200,12 @@ class ECGDANDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         B = z.shape[0]
         h = self.linear(z).view(B, self.cfg.base_features, self.cfg.n_leads, self.cfg.latent_len)
-        h = self.blocks(_channels_last(h))
-        return self.final(h.squeeze(1).contiguous())
+        h = self.blocks(_channels_last(h)).squeeze(1).contiguous()
+        conv, norm = self.final
+        if not fast_kernels():
+            return norm(conv(h))
+        # The grouped 1x1 convolution is a per-lead scale and shift: one elementwise pass.
+        return norm(torch.addcmul(conv.bias.view(-1, 1), h, conv.weight.view(-1, 1)))
 
 
 class ECGDAN(nn.Module):
