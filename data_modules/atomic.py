@@ -25,7 +25,16 @@ def tmp_name(final: str | os.PathLike, suffix: str = ".tmp") -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=suffix,
                                dir=final.parent)
     os.close(fd)
+    # mkstemp makes the file owner-only (0600); results are shared files: the mode a plain
+    # open() would give (0666 minus the umask)
+    os.chmod(tmp, 0o666 & ~_umask())
     return Path(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -65,6 +74,7 @@ def atomic_dir(final: str | os.PathLike, build: Callable[[Path], None]) -> Path:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700, as for files above
     try:
         build(tmp)
         try:

@@ -135,3 +135,19 @@ def test_config_errors_are_one_line_and_debug_shows_the_traceback(capsys):
                            "[0, 1]")
     with pytest.raises(ConfigError):
         cli(["--debug", "finetune", "finetune_hyp", "finetune.alpha=1.5"])
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path):
+    """Results are shared files: mkstemp's owner-only 0600 must not leak into them."""
+    import stat
+
+    from data_modules.atomic import atomic_dir, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        f = atomic_write_text(tmp_path / "table.md", "x")
+        d = atomic_dir(tmp_path / "built", lambda p: (p / "a").write_text("y"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o644
+    assert stat.S_IMODE(d.stat().st_mode) == 0o755
