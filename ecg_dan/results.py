@@ -157,6 +157,17 @@ def _wide(df: pd.DataFrame) -> tuple[NDArray, NDArray, NDArray]:
     )
 
 
+def _mean_fold_cindex(risk: NDArray, fold: NDArray, time: NDArray, event: NDArray) -> float:
+    """Mean over seeds (columns) of the mean over folds of the held-out fold's C-index: the
+    paper's summary, which (unlike a C of the pooled OOF risks) does not mix the risk scales
+    of different fold models (a Cox log-risk is defined up to a constant per fold model)."""
+    per_seed = []
+    for k in range(risk.shape[1]):
+        per_seed.append(np.mean([harrell_cindex(time[m], risk[m, k], event[m])
+                                 for f in np.unique(fold[:, k]) for m in [fold[:, k] == f]]))
+    return float(np.mean(per_seed))
+
+
 def _mean_pooled_cindex(risk: NDArray, time: NDArray, event: NDArray) -> float:
     """Mean over seeds (columns) of the C-index of each seed's pooled OOF predictions."""
     return float(np.mean([harrell_cindex(time, risk[:, k], event) for k in range(risk.shape[1])]))
@@ -786,7 +797,9 @@ def _mismatch(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> str
 
 
 def _paired_wide(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]
-                 ) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+                 ) -> tuple[NDArray, NDArray, NDArray, NDArray, NDArray, NDArray]:
+    """(risk_a, risk_b, fold_a, fold_b) as (n_eid, n_seed) and (time, event) (n_eid,), rows
+    in the same eid order for both runs."""
     a, b = _check_oof(a.copy()), _check_oof(b.copy())
     msg = _mismatch(a, b, *names)
     if msg:
@@ -798,7 +811,9 @@ def _paired_wide(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]
     if not (np.array_equal(ta, tb) and np.array_equal(ea, eb)):
         raise DataError(f"runs '{names[0]}' and '{names[1]}' give the same participants "
                         "different follow-up times or events")
-    return ra, rb, ta, ea
+    fa, fb = (df.pivot(index="eid", columns="seed", values="fold").to_numpy(np.int64)
+              for df in (a, b))
+    return ra, rb, fa, fb, ta, ea
 
 
 def paired_bootstrap_diff(
@@ -809,23 +824,28 @@ def paired_bootstrap_diff(
     seed: int = 0,
     names: tuple[str, str] = ("a", "b"),
 ) -> BootstrapCI:
-    """Paired difference ``C(a) - C(b)`` of the pooled Harrell C-index of two models scored on
-    the same participants, with a percentile bootstrap CI.
+    """Paired difference ``C(a) - C(b)`` of two models scored on the same participants, with
+    a percentile bootstrap CI.
 
-    C of a model = mean over seeds of each seed's pooled OOF C-index (the ``pooled`` row of
-    :func:`results_table`). Each resample draws participants with replacement, stratified by
-    event, and scores *both* models on that same resample (all seeds of a participant stay
-    together); the paired CI is therefore narrower than two independent CIs whenever the
-    models' errors are correlated. Resamples on which C is undefined are skipped and counted
-    (``n_skipped``). Raises :class:`DataError` naming ``names`` when the two frames do not
-    hold the same (seed, eid) pairs or disagree on a participant's time/event.
+    C of a model = the paper's summary: mean over seeds of the mean over folds of each
+    held-out fold's Harrell C (``c_mean`` of :func:`comparison_table`), not the C of the
+    pooled OOF risks, which mixes fold models whose Cox log-risks differ by a constant.
+    Each resample draws participants with replacement, stratified by event, and scores
+    *both* models on that same resample, each participant staying in its held-out fold (all
+    seeds of a participant stay together); the paired CI is therefore narrower than two
+    independent CIs whenever the models' errors are correlated. Resamples on which C is
+    undefined are skipped and counted (``n_skipped``). Raises :class:`DataError` naming
+    ``names`` when the two frames do not hold the same (seed, eid) pairs or disagree on a
+    participant's time/event.
     """
-    ra, rb, t, e = _paired_wide(a, b, names)
+    ra, rb, fa, fb, t, e = _paired_wide(a, b, names)
 
-    def diff(ra_: NDArray, rb_: NDArray, t_: NDArray, e_: NDArray) -> float:
-        return _mean_pooled_cindex(ra_, t_, e_) - _mean_pooled_cindex(rb_, t_, e_)
+    def diff(ra_: NDArray, rb_: NDArray, fa_: NDArray, fb_: NDArray, t_: NDArray,
+             e_: NDArray) -> float:
+        return _mean_fold_cindex(ra_, fa_, t_, e_) - _mean_fold_cindex(rb_, fb_, t_, e_)
 
-    return bootstrap_ci(diff, ra, rb, t, e, n_boot=n_boot, alpha=alpha, seed=seed, stratify=e)
+    return bootstrap_ci(diff, ra, rb, fa, fb, t, e, n_boot=n_boot, alpha=alpha, seed=seed,
+                        stratify=e)
 
 
 COMPARISON_COLUMNS = (
@@ -862,9 +882,9 @@ def comparison_table(
     Columns: ``model``, ``reference`` (bool), ``n``, ``events``, ``c_mean`` / ``c_std_paper``
     (Harrell C of the folds, summarised as the paper does, :func:`summarize_folds`),
     ``c_pooled`` with ``c_pooled_low``/``c_pooled_high`` (:func:`results_table`'s pooled row),
-    ``diff_vs_ref`` = pooled C minus the reference's with its paired CI ``diff_low``/
-    ``diff_high`` (:func:`paired_bootstrap_diff`) and ``diff_excludes_0`` (empty for the
-    reference), ``uno_c_mean``, ``ibs_mean``, ``n_params`` (:func:`parameter_count`) and
+    ``diff_vs_ref`` = C-index mean (``c_mean``) minus the reference's with its paired CI
+    ``diff_low``/``diff_high`` (:func:`paired_bootstrap_diff`) and ``diff_excludes_0`` (empty
+    for the reference), ``uno_c_mean``, ``ibs_mean``, ``n_params`` (:func:`parameter_count`) and
     ``paper`` (:func:`paper_value`).
     """
     if reference not in runs:
@@ -922,9 +942,9 @@ def comparison_table(
                     row.update(diff_vs_ref=d.estimate, diff_low=d.low, diff_high=d.high,
                                diff_excludes_0=bool(d.low > 0 or d.high < 0))
                 else:
-                    ra, rb, t, e = _paired_wide(df, ref_df, (name, reference))
-                    row["diff_vs_ref"] = (_mean_pooled_cindex(ra, t, e)
-                                          - _mean_pooled_cindex(rb, t, e))
+                    ra, rb, fa, fb, t, e = _paired_wide(df, ref_df, (name, reference))
+                    row["diff_vs_ref"] = (_mean_fold_cindex(ra, fa, t, e)
+                                          - _mean_fold_cindex(rb, fb, t, e))
             except UndefinedMetricError:
                 pass
         cfg = (configs or {}).get(name)
@@ -972,8 +992,10 @@ def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.0
         "fold means ± mean over seeds of the across-fold np.std (ddof 0), as the paper reports.",
         f"pooled C: mean over seeds of each seed's pooled out-of-fold C, percentile bootstrap "
         f"({boot}resamples of participants, stratified by event).",
-        "ΔC: pooled C minus the reference's, paired bootstrap (both models scored on the same "
-        "resampled participants).",
+        "ΔC: C-index mean minus the reference's (the paper's fold-mean C, which does not "
+        "mix the risk scales of different fold models as the pooled C does), paired "
+        "bootstrap (both models scored on the same resampled participants, each in its "
+        "held-out fold).",
         "Uno's C: truncated at the training fold's largest time; Antolini's C (pycox) and IBS "
         "(integrated Brier score): from Breslow curves of the *_train.csv risks, or a "
         "discrete-time model's own curves (empty without them); parameters: encoder + decoder + "
