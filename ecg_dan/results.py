@@ -314,6 +314,14 @@ def results_table(
     return table
 
 
+def save_png(fig: Any, out_png: str | os.PathLike) -> Path:
+    """A matplotlib figure written atomically as a PNG (every figure of the project)."""
+    out = Path(out_png)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    return out
+
+
 def _fmt(v: Any, digits: int) -> str:
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return ""
@@ -421,9 +429,7 @@ def kaplan_meier_plot(
     ax.legend(loc="lower left", frameon=False)
     fig.tight_layout()
 
-    out = Path(out_png)
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
+    out = save_png(fig, out_png)
     return {
         "path": out,
         "p_value": p_value,
@@ -573,10 +579,7 @@ def calibration_plot(table: pd.DataFrame, out_png: str | os.PathLike[str],
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = Path(out_png)
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return out
+    return save_png(fig, out_png)
 
 
 def add_fold_column(table: pd.DataFrame, column: str,
@@ -1103,7 +1106,4 @@ def forest_plot(table: pd.DataFrame, out_png: str | os.PathLike[str] = "forest_p
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = Path(out_png)
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return out
+    return save_png(fig, out_png)

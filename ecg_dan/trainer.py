@@ -30,6 +30,12 @@ from torch import nn
 from ecg_dan.checkpoints import SafeCheckpointIO, read_checkpoint
 from ecg_dan.config import save_config
 
+# The DataModules and the LightningModules both finish raw batches after the transfer (the
+# DataModule's hook for any LightningModule, the module's for loaders given to
+# trainer.predict directly); finish_batch is idempotent, so Lightning's choice of the
+# DataModule's hook is right and its warning about it is noise. Set once, at import.
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in both")
+
 
 def resolve_precision(precision: str, accelerator: str) -> str:
     if precision != "auto":
@@ -109,12 +115,6 @@ def build_trainer(cfg: DictConfig, run_dir: str | os.PathLike,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    # The DataModules and the LightningModules both finish raw batches after the transfer
-    # (the DataModule's hook for any LightningModule, the module's for loaders given to
-    # trainer.predict directly); finish_batch is idempotent, so Lightning's choice of the
-    # DataModule's hook is right and its warning about it is noise.
-    warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` "
-                            "in both")
     t = cfg.trainer
     if t.threads:
         torch.set_num_threads(int(t.threads))

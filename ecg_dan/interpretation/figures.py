@@ -16,8 +16,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
-from data_modules.atomic import atomic_path
 from data_modules.leads import FS, LEADS
+from ecg_dan.results import save_png
 
 ATTN_CMAP = "viridis"
 DIFF_CMAP = "RdBu_r"
@@ -28,13 +28,6 @@ def _figure(w: float, h: float) -> Figure:
     fig = Figure(figsize=(w, h), dpi=110)
     FigureCanvasAgg(fig)
     return fig
-
-
-def save_png(fig: Figure, out_png: str | os.PathLike) -> Path:
-    out = Path(out_png)
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    return out
 
 
 def lead_heatmap(ax: Axes, m: NDArray, title: str, cmap: str = ATTN_CMAP,
