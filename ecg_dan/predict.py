@@ -147,16 +147,17 @@ class EnsembleModel:
 
     @staticmethod
     def prepare(beats: ArrayLike) -> torch.Tensor:
-        """(B, 12, 600) mV median beats -> the network input (B, 12, 608) float32."""
+        """(B, 12, 600) mV median beats -> the network input (B, 12, 608) float32, by the
+        training batches' own rule (:func:`data_modules.transforms.finish_batch`)."""
         from data_modules.leads import BEAT_LEN, N_LEADS
-        from data_modules.transforms import pad_beat, zscore_leads
+        from data_modules.transforms import finish_batch
 
         x = np.asarray(beats, dtype=np.float32)
         if x.ndim == 2:
             x = x[None]
         if x.shape[1:] != (N_LEADS, BEAT_LEN):
             raise ValueError(f"beats must have shape (B, {N_LEADS}, {BEAT_LEN}), got {x.shape}")
-        return torch.from_numpy(pad_beat(zscore_leads(x)))
+        return finish_batch({"median": torch.from_numpy(x)})["x"]
 
     @torch.inference_mode()
     def member_outputs(self, beats: ArrayLike) -> tuple[NDArray, list[NDArray] | None]:

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from data_modules.leads import BEAT_LEN, N_LEADS, PAD, PADDED_LEN
-from data_modules.transforms import pad_beat, unpad_beat, zscore_leads
+from data_modules.transforms import finish_batch, unpad_beat
 from ecg_dan.interpretation.figures import temporal_beat_figure
 from ecg_dan.interpretation.maps import (
     SIGMA,
@@ -37,7 +37,7 @@ def model_input(beat: NDArray) -> NDArray:
         b = unpad_beat(b, PAD)
     if not np.isfinite(b).all():
         raise ValueError("the median beat has non-finite samples")
-    return pad_beat(zscore_leads(b), PAD)
+    return finish_batch({"median": torch.from_numpy(b)[None]})["x"][0].numpy()
 
 
 def attention_of(net: nn.Module, x: torch.Tensor, gradients: bool = True,

@@ -131,18 +131,17 @@ def run_compare(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
         parents = [os.path.dirname(os.path.abspath(d)) for d in run_dirs]
         out_dir = Path(os.path.commonpath(parents)) / "comparison"
     out_dir = Path(out_dir)
-    by_cohort: dict[str, list[str | os.PathLike]] = {}
-    for d in run_dirs:
-        cohort = str(load_saved_config(Path(d) / "config.yaml").finetune.cohort) \
-            if (Path(d) / "config.yaml").is_file() else ""
-        by_cohort.setdefault(cohort, []).append(d)
+    loaded = {d: load_run(d) for d in run_dirs}  # each run read once
+    by_cohort: dict[str, dict] = {}
+    for d, run in loaded.items():
+        by_cohort.setdefault(str(run[2].finetune.cohort), {})[d] = run
     if len(by_cohort) == 1:
-        return _compare_cohort(run_dirs, out_dir, reference, n_boot, seed, alpha)[0]
+        return _compare_cohort(loaded, out_dir, reference, n_boot, seed, alpha)[0]
     from ecg_dan.results import cohort_markdown, cohort_table
 
-    tables = {c: _compare_cohort(dirs, out_dir / f"comparison_{c}",
+    tables = {c: _compare_cohort(runs, out_dir / f"comparison_{c}",
                                  reference and Path(reference).name, n_boot, seed, alpha)[1]
-              for c, dirs in by_cohort.items()}
+              for c, runs in by_cohort.items()}
     table = cohort_table(tables)
     notes = [f"{c}: `{out_dir / f'comparison_{c}' / 'comparison.md'}`" for c in tables]
     md = "# Model comparison across cohorts\n\n" + cohort_markdown(table, list(tables),
@@ -154,12 +153,13 @@ def run_compare(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     return out_dir / "comparison.md"
 
 
-def _compare_cohort(run_dirs: Sequence[str | os.PathLike], out_dir: Path,
-                    reference: str | None, n_boot: int, seed: int, alpha: float
-                    ) -> tuple[Path, pd.DataFrame]:
-    """The comparison of runs of one cohort (see :func:`run_compare`)."""
+def _compare_cohort(runs: dict, out_dir: Path, reference: str | None, n_boot: int, seed: int,
+                    alpha: float) -> tuple[Path, pd.DataFrame]:
+    """The comparison of runs of one cohort (``{run_dir: load_run(run_dir)}``; see
+    :func:`run_compare`)."""
+    run_dirs = list(runs)
     names = run_names(run_dirs)
-    loaded = [load_run(d) for d in run_dirs]
+    loaded = list(runs.values())
     configs = [c for _, _, c in loaded]
     ref = (_resolve_reference(reference, names, run_dirs) if reference
            else default_reference(names, configs))
