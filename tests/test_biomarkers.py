@@ -9,7 +9,7 @@ import pytest
 
 from data_modules.signal import biomarkers as bm
 from data_modules.signal.leads import BEAT_LEN, FS, LEADS, R_INDEX
-from data_modules.sources.ukb import MEASUREMENT_NAMES
+from data_modules.sources.cardiosoft_xml import MEASUREMENT_NAMES
 
 NORMAL = {"VentricularRate": 70, "PQInterval": 160, "PDuration": 100, "QRSDuration": 90,
           "QTInterval": 400, "QTCInterval": 420, "RRInterval": 857, "PAxis": 50,

@@ -301,7 +301,7 @@ def test_a_pickle_renamed_as_model_file_is_refused_without_running(tmp_path):
 # ----------------------------------------------------------------------------- inputs
 def _synthetic_record(data_root: Path) -> tuple[np.ndarray, Path]:
     """(signal (12, 5000) mV at 500 Hz, the record's stem) of the first synthetic record."""
-    from data_modules.sources.ptbxl import read_wfdb_12lead
+    from data_modules.sources.wfdb_record import read_wfdb_12lead
 
     stem = Path(sorted(glob.glob(str(data_root / "*/ptbxl/records500/*/*_hr.hea")))[0])
     stem = stem.with_suffix("")

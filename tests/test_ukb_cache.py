@@ -16,14 +16,12 @@ from data_modules.cache import open_cache, read_skipped, read_warnings
 from data_modules.errors import DataError
 from data_modules.signal.leads import BEAT_LEN, LEADS, R_INDEX
 from data_modules.sources import ukb
-from data_modules.sources.ukb import (
+from data_modules.sources.cardiosoft_xml import (
     MEASUREMENT_NAMES,
     CardiologyXMLError,
-    build_ukb_cache,
     parse_cardiology_xml,
-    read_outcomes,
-    select_cohort,
 )
+from data_modules.sources.ukb import build_ukb_cache, read_outcomes, select_cohort
 from tests.test_median_beat import make_record, template
 
 RES = 5  # uV per LSB, as in UK Biobank files

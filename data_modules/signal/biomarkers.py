@@ -1,10 +1,11 @@
 """The 15 ECG biomarkers of the paper's Cox baseline (docs/method.md section 7), derived from
 the UK Biobank device measurements and the stored median beats.
 
-Pure functions: a measurements table (columns :data:`data_modules.sources.ukb.MEASUREMENT_NAMES`,
-NaN when absent), the participants' sex (UK Biobank coding, 1 male, 0 female) and, for the
-morphology features, the (N, 12, 600) median beats in mV with R at ``R_INDEX``. Every rule
-and threshold is listed in docs/data_formats.md ("ECG biomarkers").
+Pure functions: a measurements table (columns
+:data:`data_modules.sources.cardiosoft_xml.MEASUREMENT_NAMES`, NaN when absent), the participants'
+sex (UK Biobank coding, 1 male, 0 female) and, for the morphology features, the (N, 12, 600) median
+beats in mV with R at ``R_INDEX``. Every rule and threshold is listed in docs/data_formats.md ("ECG
+biomarkers").
 
 Missing values (documented decision): a flag whose input is missing is 0 and its
 ``<name>_missing`` column is 1; the continuous ``ventricular_rate`` is left NaN here and

@@ -82,14 +82,19 @@ from data_modules.cache import (
     write_strings,
 )
 from data_modules.errors import DataError, RecordSkip
-from data_modules.signal.leads import BEAT_LEN, FS, LEADS, N_LEADS, SUPERCLASSES
+from data_modules.signal.leads import BEAT_LEN, FS, N_LEADS, SUPERCLASSES
 from data_modules.signal.median_beat import (
     MAX_ABS_MV,
     BeatExtractionError,
     clean_ecg,
     conform_beat,
-    median_beat,
     signal_problem,
+)
+from data_modules.sources.wfdb_record import (
+    amplitude_problem,
+    read_wfdb,
+    read_wfdb_12lead,
+    strip_median,
 )
 
 log = logging.getLogger(__name__)
@@ -213,121 +218,6 @@ def superclass_labels(scp_codes: Mapping[str, float], statements: pd.DataFrame) 
     return y
 
 
-# --------------------------------------------------------------------------- signals
-def _read_header_lenient(stem: Path) -> tuple[float, int, list[dict[str, Any]]]:
-    """Minimal WFDB header parser tolerant of a directory prefix in the record name."""
-    lines = [ln.strip() for ln in stem.with_suffix(".hea").read_text(errors="replace")
-             .splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    rec = lines[0].split()
-    n_sig = int(rec[1])
-    fs = float(rec[2].split("/")[0]) if len(rec) > 2 else 250.0
-    n = int(rec[3]) if len(rec) > 3 else -1
-    sigs = []
-    for ln in lines[1:1 + n_sig]:
-        t = ln.split()
-        gain_tok = t[2] if len(t) > 2 else "200"
-        gain_s, _, _units = gain_tok.partition("/")
-        baseline = None
-        if "(" in gain_s:
-            gain_s, b = gain_s.split("(")
-            baseline = int(b.rstrip(")"))
-        adczero = int(t[4]) if len(t) > 4 else 0
-        sigs.append(dict(file=os.path.basename(t[0]), fmt=t[1].split("x")[0].split(":")[0],
-                         gain=float(gain_s),
-                         baseline=adczero if baseline is None else baseline,
-                         name=t[8] if len(t) > 8 else f"ch{len(sigs)}"))
-    return fs, n, sigs
-
-
-def _read_wfdb(stem: Path) -> tuple[np.ndarray, float, list[str]]:
-    """(signal (n_sig, T) in physical units, fs, lead names); wfdb first, lenient fallback."""
-    import wfdb
-
-    if not stem.with_suffix(".hea").is_file():
-        raise FileNotFoundError(f"{stem.with_suffix('.hea')} not found")
-    try:
-        header = _read_header_lenient(stem)[2]
-    except Exception:  # noqa: BLE001 - the readers below report an unreadable header
-        header = []
-    zero = [str(h["name"]) for h in header if h["gain"] == 0]
-    if zero:  # WFDB would take 200 units/mV: a guess of the scale, not a measurement
-        raise ValueError(f"header gain 0 (scale unknown) for lead(s) {','.join(zero)}")
-    try:
-        rec = wfdb.rdrecord(str(stem))
-        return np.asarray(rec.p_signal, dtype=np.float64).T, float(rec.fs), list(rec.sig_name)
-    except Exception as first:  # noqa: BLE001 - retried with the lenient reader below
-        try:
-            fs, n, sigs = _read_header_lenient(stem)
-        except Exception:  # noqa: BLE001
-            raise first from None
-        if not sigs or len({s["file"] for s in sigs}) != 1 or \
-                {s["fmt"] for s in sigs} - {"16", "32"}:
-            raise first from None
-        dtype = "<i2" if sigs[0]["fmt"] == "16" else "<i4"
-        raw = np.fromfile(stem.parent / sigs[0]["file"], dtype=dtype)
-        if n < 0 or raw.size != n * len(sigs):
-            raise ValueError(f"{stem}: data file holds {raw.size} samples, header says "
-                             f"{n} x {len(sigs)}") from first
-        d = raw.reshape(n, len(sigs)).T.astype(np.float64)
-        base = np.array([s["baseline"] for s in sigs], dtype=np.float64)[:, None]
-        gain = np.array([s["gain"] for s in sigs], dtype=np.float64)[:, None]  # 0 refused above
-        return (d - base) / gain, fs, [s["name"] for s in sigs]
-
-
-def _to_standard_order(x: np.ndarray, names: list[str]) -> np.ndarray:
-    """Rows reordered to ``LEADS`` by name; ValueError for a wrong count/unknown/duplicate."""
-    if x.shape[0] != N_LEADS:
-        raise ValueError(f"wrong lead count: {x.shape[0]} leads, expected {N_LEADS}")
-    lookup = {n.lower(): i for i, n in enumerate(LEADS)}
-    idx = []
-    for n in names:
-        key = str(n).strip().lower()
-        if key not in lookup:
-            raise ValueError(f"unknown lead name {n!r}")
-        idx.append(lookup[key])
-    if len(set(idx)) != N_LEADS:
-        raise ValueError(f"duplicate lead names {names}")
-    out = np.empty_like(x)
-    out[idx] = x
-    return out
-
-
-def read_wfdb_12lead(stem: str | os.PathLike, rel: str) -> tuple[np.ndarray, float]:
-    """A 12-lead WFDB record (``stem`` without extension) in standard lead order, mV, and its
-    sampling rate; :class:`RecordSkip` with the reason (naming ``rel``) when it is unreadable
-    (missing or truncated files, a header gain of 0) or not 12 named standard leads."""
-    try:
-        x, fs, names = _read_wfdb(Path(stem))
-    except FileNotFoundError as e:
-        raise RecordSkip(f"record files not found: {rel} ({e})") from e
-    except Exception as e:  # noqa: BLE001 - any reader failure means an unusable file
-        raise RecordSkip(f"unreadable WFDB record {rel}: {type(e).__name__}: {e}") from e
-    try:
-        return _to_standard_order(x, names), fs
-    except ValueError as e:
-        raise RecordSkip(f"{e} in {rel}") from e
-
-
-def strip_median(x: np.ndarray, fs: float, max_abs_mv: float = MAX_ABS_MV,
-                 what: str = "strip") -> np.ndarray:
-    """The median beat (12, 600) at 500 Hz of a 12-lead mV strip at ``fs`` Hz, with the
-    cache's checks: an implausible strip amplitude (``what`` names it), the median-beat
-    extraction's own checks (NaN, flat lead, too short, no consistent beats) and the
-    beat's amplitude; :class:`RecordSkip` with the reason otherwise. The PTB-XL cache and
-    ``ecg-dan predict`` both derive beats here."""
-    problem = _amplitude(x, max_abs_mv, what)
-    if problem is not None and problem.startswith("implausible"):
-        raise RecordSkip(problem)  # NaN and flat leads: reported by median_beat below
-    try:
-        beat = median_beat(x, fs).beat.astype(np.float64)
-    except BeatExtractionError as e:
-        raise RecordSkip(f"median beat: {e.reason}") from None
-    problem = _amplitude(beat, max_abs_mv, "median beat")
-    if problem is not None:
-        raise RecordSkip(problem)
-    return beat
-
-
 def _load_record(stem: Path, expect_fs: int, rel: str) -> np.ndarray:
     """A 10 s 12-lead record at ``expect_fs`` Hz in standard lead order, mV; ValueError
     (:class:`RecordSkip`) with the reason otherwise."""
@@ -349,12 +239,6 @@ def _plus_stem(plus_dir: Path, ecg_id: int) -> Path | None:
     return None
 
 
-def _amplitude(x: np.ndarray, max_abs_mv: float, what: str) -> str | None:
-    """The shared signal rule's reason for ``x`` (``what`` names the array), or None."""
-    problem = signal_problem(x, max_abs_mv)
-    return None if problem is None else f"{problem} ({what})"
-
-
 def _process(task: tuple[int, str, str | None, str | None, int | None, float]
              ) -> tuple[int, Any]:
     """Worker: (ecg_id, hr stem, lr stem, plus dir, strip fs, max |mV|) -> (ecg_id, arrays |
@@ -369,11 +253,11 @@ def _process(task: tuple[int, str, str | None, str | None, int | None, float]
                 return ecg_id, "no PTB-XL+ median: median_beats/12sl/.../" \
                                 f"{ecg_id:05d}_medians.hea not found"
             try:
-                b, fs, names = _read_wfdb(stem)
+                rec = read_wfdb(stem)
             except Exception as e:  # noqa: BLE001
                 return ecg_id, f"unreadable PTB-XL+ median {stem.name}: {type(e).__name__}: {e}"
             try:
-                b = _to_standard_order(b, names)
+                b, fs = rec.in_standard_order(), rec.fs
             except ValueError as e:
                 return ecg_id, f"PTB-XL+ median {stem.name}: {e}"
             if np.all(np.isfinite(b)) and np.ptp(b, axis=1).max() > PLUS_UV_PTP:
@@ -386,7 +270,7 @@ def _process(task: tuple[int, str, str | None, str | None, int | None, float]
         else:
             x = _load_record(Path(hr), 500, root_rel)
             beat = strip_median(x, 500, max_abs_mv, f"strip {root_rel}")
-        problem = _amplitude(beat, max_abs_mv, "median beat")
+        problem = amplitude_problem(beat, max_abs_mv, "median beat")
         if problem is not None:
             return ecg_id, problem
         strip = None
@@ -398,7 +282,7 @@ def _process(task: tuple[int, str, str | None, str | None, int | None, float]
             return ecg_id, "NaN samples in strip"
         if strip is not None and strip is not x:  # x was checked above
             name = Path(lr).name if strip_fs == 100 else root_rel
-            problem = _amplitude(strip, max_abs_mv, f"strip {name}")
+            problem = amplitude_problem(strip, max_abs_mv, f"strip {name}")
             if problem is not None:
                 return ecg_id, problem
         return ecg_id, (beat.astype(np.float32), clean_ecg(beat, FS).astype(np.float32),
