@@ -46,11 +46,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_modules.datasets import DEFAULT_MAX_BYTES  # noqa: E402
-from data_modules.h5cache import open_cache  # noqa: E402
-from data_modules.ptbxl_datamodule import PTBXLDataModule  # noqa: E402
-from data_modules.splits import Split  # noqa: E402
-from data_modules.ukb_datamodule import UKBDataModule  # noqa: E402
+from data_modules.cache import open_cache  # noqa: E402
+from data_modules.loading.datasets import DEFAULT_MAX_BYTES  # noqa: E402
+from data_modules.loading.ptbxl_datamodule import PTBXLDataModule  # noqa: E402
+from data_modules.loading.ukb_datamodule import UKBDataModule  # noqa: E402
+from data_modules.protocol.splits import Split  # noqa: E402
 
 _CHUNK = 500
 
@@ -367,7 +367,7 @@ def bench_raw_reads(path: Path, batch: int = 128, n_max: int = 2048) -> None:
 def bench_cache_build(n: int = 500, workers: int = 2) -> None:
     """Cache build rate from a synthetic PTB-XL directory of ``n`` records (records/s)."""
     try:
-        from data_modules.ptbxl import build_ptbxl_cache
+        from data_modules.sources.ptbxl import build_ptbxl_cache
         from data_modules.synthetic import make_synthetic
     except ImportError as e:
         print(f"cache build: skipped: builder not available ({e})")
@@ -390,7 +390,7 @@ def bench_cache_build(n: int = 500, workers: int = 2) -> None:
 
 _RSS_SCRIPT = """
 import json, resource, sys, time
-from data_modules.ukb import build_ukb_cache
+from data_modules.sources.ukb import build_ukb_cache
 
 
 def hwm_kb():

@@ -68,12 +68,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     if args.kind == "ptbxl":
-        from data_modules.ptbxl import build_ptbxl_cache
+        from data_modules.sources.ptbxl import build_ptbxl_cache
 
         build_ptbxl_cache(args.root, args.out, strips=args.strips,
                           ptbxl_plus_dir=args.ptbxl_plus, workers=args.workers)
     else:
-        from data_modules.ukb import build_ukb_cache
+        from data_modules.sources.ukb import build_ukb_cache
 
         build_ukb_cache(args.xml_dir, args.outcomes, args.out, time_unit=args.time_unit,
                         strips=args.strips != "none", workers=args.workers)

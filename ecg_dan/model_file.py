@@ -65,9 +65,9 @@ class ModelFileError(DataError):
 def preprocessing() -> dict[str, Any]:
     """How this code turns an ECG into the network's input; a model file records the one
     its run was trained with, and a file whose record differs is refused."""
-    from data_modules.leads import BEAT_LEN, FS, LEADS, PAD, R_INDEX
-    from data_modules.median_beat import MAX_ABS_MV
-    from data_modules.ptbxl import MEDIAN_VERSION
+    from data_modules.signal.leads import BEAT_LEN, FS, LEADS, PAD, R_INDEX
+    from data_modules.signal.median_beat import MAX_ABS_MV
+    from data_modules.sources.ptbxl import MEDIAN_VERSION
 
     return {
         "sample_rate_hz": FS,
@@ -76,10 +76,10 @@ def preprocessing() -> dict[str, Any]:
         "pad_samples": PAD,
         "leads": list(LEADS),
         "median_version": MEDIAN_VERSION,
-        "median_rule": "WFDB strips: data_modules.median_beat.median_beat (resampled to 500 Hz);"
-                       " CardioSoft XML: the device median re-centred by conform_beat",
+        "median_rule": "WFDB strips: data_modules.signal.median_beat.median_beat (resampled to "
+                       "500 Hz); CardioSoft XML: the device median re-centred by conform_beat",
         "normalisation": "per-record, per-lead z-score over the beat "
-                         "(data_modules.transforms.zscore_leads), zero-padded to 608",
+                         "(data_modules.loading.transforms.zscore_leads), zero-padded to 608",
         "max_abs_mv": MAX_ABS_MV,
     }
 

@@ -18,7 +18,7 @@ model id) and returns an :class:`EnsembleModel`:
   attention maps and input gradients).
 
 ``beats`` are (B, 12, 600) median beats in mV at 500 Hz with R at sample 240 (what
-:func:`data_modules.inputs.load_beat` returns); :meth:`EnsembleModel.prepare` applies the
+:func:`data_modules.sources.files.load_beat` returns); :meth:`EnsembleModel.prepare` applies the
 training normalisation (per-lead z-score, zero padding to 608).
 
 Absolute risk: Cox fold models, ``1 - exp(-H0_m(t) exp(eta_m))`` with ``H0_m`` the Breslow
@@ -61,7 +61,7 @@ DAYS_PER_YEAR = 365.25
 
 def horizon_time(years: ArrayLike, time_unit: str) -> NDArray:
     """Horizons in years -> the run's time unit (the cache's conversion of days)."""
-    from data_modules.ukb import days_to_time
+    from data_modules.sources.ukb import days_to_time
 
     return days_to_time(np.asarray(years, dtype=np.float64) * DAYS_PER_YEAR, time_unit)
 
@@ -148,9 +148,9 @@ class EnsembleModel:
     @staticmethod
     def prepare(beats: ArrayLike) -> torch.Tensor:
         """(B, 12, 600) mV median beats -> the network input (B, 12, 608) float32, by the
-        training batches' own rule (:func:`data_modules.transforms.finish_batch`)."""
-        from data_modules.leads import BEAT_LEN, N_LEADS
-        from data_modules.transforms import finish_batch
+        training batches' own rule (:func:`data_modules.loading.transforms.finish_batch`)."""
+        from data_modules.loading.transforms import finish_batch
+        from data_modules.signal.leads import BEAT_LEN, N_LEADS
 
         x = np.asarray(beats, dtype=np.float32)
         if x.ndim == 2:

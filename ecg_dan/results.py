@@ -38,7 +38,7 @@ from omegaconf import OmegaConf
 
 from data_modules.atomic import atomic_path, atomic_write_text
 from data_modules.errors import DataError
-from data_modules.survival_arrays import check_survival
+from data_modules.protocol.survival_arrays import check_survival
 from ecg_dan.metrics.bootstrap import BootstrapCI, bootstrap_ci
 from ecg_dan.metrics.cindex import UndefinedMetricError, harrell_cindex
 from ecg_dan.metrics.survival import time_dependent_auc, uno_cindex

@@ -1,4 +1,4 @@
-"""The 15 ECG biomarkers (data_modules/biomarkers.py) on hand-made measurements and beats:
+"""The 15 ECG biomarkers (data_modules/signal/biomarkers.py) on hand-made measurements and beats:
 each threshold just below and just above, and missing values."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_modules import biomarkers as bm
-from data_modules.leads import BEAT_LEN, FS, LEADS, R_INDEX
-from data_modules.ukb import MEASUREMENT_NAMES
+from data_modules.signal import biomarkers as bm
+from data_modules.signal.leads import BEAT_LEN, FS, LEADS, R_INDEX
+from data_modules.sources.ukb import MEASUREMENT_NAMES
 
 NORMAL = {"VentricularRate": 70, "PQInterval": 160, "PDuration": 100, "QRSDuration": 90,
           "QTInterval": 400, "QTCInterval": 420, "RRInterval": 857, "PAxis": 50,

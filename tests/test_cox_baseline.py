@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from lifelines import CoxPHFitter
 
-from data_modules.splits import load_splits
+from data_modules.protocol.splits import load_splits
 from ecg_dan.config import ConfigError, load_config
 from ecg_dan.jobs.cox_baseline import _design, cohort_table
 from ecg_dan.jobs.finetune import run_finetune

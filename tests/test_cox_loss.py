@@ -200,7 +200,8 @@ def test_input_validation() -> None:
         cox_ph_loss(lr[:3], t, e)
     with pytest.raises(ValueError, match="shape"):
         cox_ph_loss(torch.zeros(4, 2), t, e)
-    # value checks: the shared validator's words (data_modules.survival_arrays.check_survival)
+    # value checks: the shared validator's words
+    # (data_modules.protocol.survival_arrays.check_survival)
     with pytest.raises(ValueError, match=r"^cox_ph_loss: risk has 1 non-finite value"):
         cox_ph_loss(torch.tensor([0.0, float("nan"), 0.0, 0.0]), t, e)
     with pytest.raises(ValueError, match=r"risk has 1 non-finite"):

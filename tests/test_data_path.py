@@ -10,9 +10,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from data_modules.leads import LEAD_SUBSET_PROBS, PAD
-from data_modules.ptbxl_datamodule import PTBXLDataModule
-from data_modules.transforms import (
+from data_modules.loading.ptbxl_datamodule import PTBXLDataModule
+from data_modules.loading.transforms import (
     BatchLeadMask,
     LeadMasker,
     finish_batch,
@@ -20,7 +19,8 @@ from data_modules.transforms import (
     process_rng,
     zscore_leads,
 )
-from data_modules.ukb_datamodule import UKBDataModule, make_ukb_splits
+from data_modules.loading.ukb_datamodule import UKBDataModule, make_ukb_splits
+from data_modules.signal.leads import LEAD_SUBSET_PROBS, PAD
 from tests.helpers import run_check_script
 from tests.test_datamodules import write_ptbxl_cache, write_ukb_cache
 

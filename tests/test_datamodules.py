@@ -13,16 +13,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from data_modules.datasets import H5ECGDataset, PTBXLDataset, UKBDataset, raw_loader
+from data_modules.cache import CacheError
 from data_modules.errors import DataError
-from data_modules.h5cache import CacheError
-from data_modules.leads import PAD
-from data_modules.ptbxl_datamodule import PTBXLDataModule
-from data_modules.samplers import EventStratifiedBatchSampler
-from data_modules.splits import load_splits, save_splits
-from data_modules.transforms import LeadMasker, finish_batch, pad_beat, zscore_leads
-from data_modules.ukb import select_cohort
-from data_modules.ukb_datamodule import UKBDataModule, make_ukb_splits
+from data_modules.loading.datasets import H5ECGDataset, PTBXLDataset, UKBDataset, raw_loader
+from data_modules.loading.ptbxl_datamodule import PTBXLDataModule
+from data_modules.loading.samplers import EventStratifiedBatchSampler
+from data_modules.loading.transforms import LeadMasker, finish_batch, pad_beat, zscore_leads
+from data_modules.loading.ukb_datamodule import UKBDataModule, make_ukb_splits
+from data_modules.protocol.splits import load_splits, save_splits
+from data_modules.signal.leads import PAD
+from data_modules.sources.ukb import select_cohort
 
 N_PTBXL = 80
 N_UKB = 240
@@ -451,7 +451,7 @@ def test_ukb_lightning_fit_smoke(ukb_cache: Path, hyp_splits) -> None:
 # --------------------------------------------------------------------------- cache checks
 def test_nan_rows_are_refused_naming_the_ids(tmp_path: Path) -> None:
     """A NaN written into a built cache's beats is refused on open, naming the row's id."""
-    from data_modules.ukb import build_ukb_cache
+    from data_modules.sources.ukb import build_ukb_cache
     from tests.test_ukb_cache import _outcomes, write_xml
 
     xml = tmp_path / "xml"

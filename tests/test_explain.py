@@ -16,8 +16,8 @@ import torch
 from sklearn.decomposition import PCA
 
 from data_modules.errors import DataError
-from data_modules.splits import load_splits, load_splits_meta
-from data_modules.ukb_datamodule import UKBDataModule
+from data_modules.loading.ukb_datamodule import UKBDataModule
+from data_modules.protocol.splits import load_splits, load_splits_meta
 from ecg_dan.checkpoints import finetune_module_from_checkpoint
 from ecg_dan.cli import main as cli
 from ecg_dan.config import ConfigError, load_config, save_config

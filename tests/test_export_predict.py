@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from data_modules.errors import RecordSkip
-from data_modules.inputs import discover, load_beat
+from data_modules.sources.files import discover, load_beat
 from data_modules.synthetic.ptbxl_format import write_wfdb
 from ecg_dan.cli import main as cli
 from ecg_dan.config import load_config, save_config
@@ -301,7 +301,7 @@ def test_a_pickle_renamed_as_model_file_is_refused_without_running(tmp_path):
 # ----------------------------------------------------------------------------- inputs
 def _synthetic_record(data_root: Path) -> tuple[np.ndarray, Path]:
     """(signal (12, 5000) mV at 500 Hz, the record's stem) of the first synthetic record."""
-    from data_modules.ptbxl import read_wfdb_12lead
+    from data_modules.sources.ptbxl import read_wfdb_12lead
 
     stem = Path(sorted(glob.glob(str(data_root / "*/ptbxl/records500/*/*_hr.hea")))[0])
     stem = stem.with_suffix("")
@@ -328,7 +328,7 @@ def _median_lead(root, lead: str):
 
 def _bad_inputs(data_root: Path, d: Path) -> dict[str, str]:
     """Bad input files in ``d``, mapped to the reason each must be skipped with."""
-    from data_modules.leads import LEADS
+    from data_modules.signal.leads import LEADS
     from data_modules.synthetic.ptbxl_format import PTBXL_SIG_NAMES
 
     x, _ = _synthetic_record(data_root)
@@ -444,7 +444,7 @@ def test_predict_explain_draws_each_ecg_with_the_model_that_scored_it(cox_file, 
 
 
 def test_wfdb_at_another_rate_is_resampled_to_the_same_beat(tiny_data_root, tmp_path):
-    from data_modules.median_beat import resample_to
+    from data_modules.signal.median_beat import resample_to
 
     x, stem = _synthetic_record(tiny_data_root)
     write_wfdb(tmp_path / "rec250", resample_to(x, 500, 250), 250)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from data_modules.transforms import finish_batch
+from data_modules.loading.transforms import finish_batch
 from ecg_dan.models import ECGDAN, ModelConfig
 from ecg_dan.trainer import maybe_compile, resolve_precision
 
@@ -56,7 +56,7 @@ def test_finish_batch_stays_on_the_batch_device_and_dtype() -> None:
 
 
 def test_pinned_memory_follows_cuda_by_default(tmp_path) -> None:
-    from data_modules.ptbxl_datamodule import PTBXLDataModule
+    from data_modules.loading.ptbxl_datamodule import PTBXLDataModule
     from tests.test_datamodules import write_ptbxl_cache
 
     path = write_ptbxl_cache(tmp_path / "p.h5", n=20)

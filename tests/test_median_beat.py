@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from data_modules.leads import BEAT_LEN, LEADS, R_INDEX
-from data_modules.median_beat import (
+from data_modules.signal.leads import BEAT_LEN, LEADS, R_INDEX
+from data_modules.signal.median_beat import (
     BeatExtractionError,
     clean_ecg,
     conform_beat,

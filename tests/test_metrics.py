@@ -212,7 +212,7 @@ def test_harrell_errors() -> None:
     with pytest.raises(UndefinedMetricError):
         harrell_cindex([], [], [])  # no pairs
     assert concordance_counts([], [], []) == (0, 0, 0)
-    # the shared validator's words (data_modules.survival_arrays.check_survival)
+    # the shared validator's words (data_modules.protocol.survival_arrays.check_survival)
     with pytest.raises(ValueError, match=r"^risk has 1 non-finite value"):
         harrell_cindex([1.0, 2.0], [np.nan, 0.2], [1, 0])
     with pytest.raises(ValueError, match=r"^risk has 1 non-finite value"):

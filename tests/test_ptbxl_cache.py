@@ -1,5 +1,5 @@
 """PTB-XL cache: contract layout on the real sample, skips with reasons, atomicity, PTB-XL+,
-download helper, and the shared HDF5 plumbing (data_modules.h5cache)."""
+download helper, and the shared HDF5 plumbing (data_modules.cache)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,7 @@ import pandas as pd
 import pytest
 import wfdb
 
-from data_modules import ptbxl
-from data_modules.errors import DataError
-from data_modules.h5cache import (
+from data_modules.cache import (
     CacheError,
     atomic_h5,
     is_complete_cache,
@@ -27,9 +25,11 @@ from data_modules.h5cache import (
     read_skipped,
     write_skipped,
 )
-from data_modules.leads import BEAT_LEN, R_INDEX, SUPERCLASSES
-from data_modules.median_beat import clean_ecg
-from data_modules.ptbxl import (
+from data_modules.errors import DataError
+from data_modules.signal.leads import BEAT_LEN, R_INDEX, SUPERCLASSES
+from data_modules.signal.median_beat import clean_ecg
+from data_modules.sources import ptbxl
+from data_modules.sources.ptbxl import (
     PTBXLDownloadError,
     build_ptbxl_cache,
     fetch_ptbxl,
@@ -40,7 +40,7 @@ from data_modules.ptbxl import (
 from tests.test_median_beat import beat_at, make_record, template
 
 WFDB_NAMES = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]
-RESOURCES = Path(ptbxl.__file__).parent / "resources"
+RESOURCES = Path(ptbxl.__file__).resolve().parents[1] / "resources"
 
 
 def write_record(stem: Path, x: np.ndarray, fs: int, names: list[str] | None = None,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.model_selection import StratifiedKFold
 
-from data_modules.samplers import EventStratifiedBatchSampler
-from data_modules.splits import (
+from data_modules.loading.samplers import EventStratifiedBatchSampler
+from data_modules.protocol.splits import (
     PAPER_SEEDS,
     load_splits,
     load_splits_meta,
@@ -97,7 +97,8 @@ def test_survival_cv_splits_errors() -> None:
         survival_cv_splits(_events(50, 1))
     with pytest.raises(ValueError, match=r"seed 42 fold \d: the training fold has 1 event"):
         survival_cv_splits(_events(50, 2), seeds=(42,))
-    # event checks: the shared validator's words (data_modules.survival_arrays.check_survival)
+    # event checks: the shared validator's words
+    # (data_modules.protocol.survival_arrays.check_survival)
     with pytest.raises(ValueError, match=r"^survival_cv_splits: event must hold only 0/1, "
                                          r"found \[2.0\]"):
         survival_cv_splits(np.array([0, 1, 2, 1]))

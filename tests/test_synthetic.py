@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import wfdb
 
-from data_modules.leads import BEAT_LEN, FS, LEADS, R_INDEX
+from data_modules.signal.leads import BEAT_LEN, FS, LEADS, R_INDEX
 from data_modules.synthetic import (
     EVENT_TARGETS,
     make_synthetic,

@@ -9,8 +9,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from data_modules.leads import LEAD_SUBSET_PROBS, LEADS, PAD, PADDED_LEN
-from data_modules.transforms import (
+from data_modules.loading.transforms import (
     BatchLeadMask,
     LeadMasker,
     ProcessLocalRNG,
@@ -20,6 +19,7 @@ from data_modules.transforms import (
     unpad_beat,
     zscore_leads,
 )
+from data_modules.signal.leads import LEAD_SUBSET_PROBS, LEADS, PAD, PADDED_LEN
 
 
 def _beats(n: int = 3, seed: int = 0) -> np.ndarray:

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_modules import ukb
+from data_modules.cache import open_cache, read_skipped, read_warnings
 from data_modules.errors import DataError
-from data_modules.h5cache import open_cache, read_skipped, read_warnings
-from data_modules.leads import BEAT_LEN, LEADS, R_INDEX
-from data_modules.ukb import (
+from data_modules.signal.leads import BEAT_LEN, LEADS, R_INDEX
+from data_modules.sources import ukb
+from data_modules.sources.ukb import (
     MEASUREMENT_NAMES,
     CardiologyXMLError,
     build_ukb_cache,
@@ -485,7 +485,7 @@ def test_concurrent_builds_of_one_output_wait_for_each_other(ukb_source, tmp_pat
 
 _KILL_SCRIPT = """
 import sys, time
-from data_modules import ukb
+from data_modules.sources import ukb
 
 real = ukb._parse_task
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from data_modules.leads import BEAT_LEN, FS, LEADS, R_INDEX
+from data_modules.signal.leads import BEAT_LEN, FS, LEADS, R_INDEX
 
 # Wave slots; a wave that a morphology does not use has a zero vector.
 WAVES: tuple[str, ...] = ("P", "Q", "R1", "R2", "S", "Rp", "ST", "T0", "T")

@@ -7,8 +7,9 @@ as comma-separated integer counts at 5 uV per LSB. Some files list the leads in 
 wrap the waveform text in whitespace, and AF files leave the P-wave measurements empty, so that
 parsers are exercised on the variations real files have.
 
-`RestingECGMeasurements` carries what the biomarker baseline reads (data_modules/biomarkers.py),
-tied to the simulated heart: rate and RR from the strip's R peaks, PR / P / QRS / QT from the
+`RestingECGMeasurements` carries what the biomarker baseline reads
+(data_modules/signal/biomarkers.py), tied to the simulated heart: rate and RR from the strip's R
+peaks, PR / P / QRS / QT from the
 generating wave timings, QTc (Bazett) from QT and RR, P / QRS / T axes from the simulated
 dipoles (frontal projection of the wave's vector area), each with device-like noise.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data_modules.leads import FS, LEADS, R_INDEX
+from data_modules.signal.leads import FS, LEADS, R_INDEX
 from data_modules.synthetic.beat_model import SyntheticRecord
 
 RESOLUTION_UV = 5  # uV per LSB

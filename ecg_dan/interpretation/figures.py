@@ -16,7 +16,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
-from data_modules.leads import FS, LEADS
+from data_modules.signal.leads import FS, LEADS
 from ecg_dan.results import save_png
 
 ATTN_CMAP = "viridis"

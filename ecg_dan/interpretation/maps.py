@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from scipy.ndimage import gaussian_filter1d
 from torch import nn
 
-from data_modules.leads import BEAT_LEN
+from data_modules.signal.leads import BEAT_LEN
 
 SIGMA = 4.0  # samples; the paper's Gaussian smoothing of the gradient map
 

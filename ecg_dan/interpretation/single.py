@@ -11,8 +11,8 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from data_modules.leads import BEAT_LEN, N_LEADS, PAD, PADDED_LEN
-from data_modules.transforms import finish_batch, unpad_beat
+from data_modules.loading.transforms import finish_batch, unpad_beat
+from data_modules.signal.leads import BEAT_LEN, N_LEADS, PAD, PADDED_LEN
 from ecg_dan.interpretation.figures import temporal_beat_figure
 from ecg_dan.interpretation.maps import (
     SIGMA,

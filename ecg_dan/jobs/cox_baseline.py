@@ -1,7 +1,7 @@
 """Job: the paper's non-network Cox baselines in the finetuning protocol (docs/method.md
 section 7), selected by ``baseline.features``:
 
-* ``biomarkers``: the 15 ECG biomarkers (:mod:`data_modules.biomarkers`), no age or sex;
+* ``biomarkers``: the 15 ECG biomarkers (:mod:`data_modules.signal.biomarkers`), no age or sex;
 * ``clinical``: age and sex;
 * ``ecgdan_clinical``: a finished ECG-DAN finetuning run's risk combined with age and sex.
 
@@ -45,7 +45,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_write_text
-from data_modules.h5cache import open_cache
+from data_modules.cache import open_cache
 from ecg_dan.config import ConfigError, config_hash
 from ecg_dan.jobs.common import prepare_run_dir
 from ecg_dan.jobs.data import ukb_cache
@@ -68,7 +68,7 @@ def penalty_grid(cfg: DictConfig) -> np.ndarray:
 
 def cohort_table(cache: Path, rows: np.ndarray, with_biomarkers: bool) -> pd.DataFrame:
     """eid, time, event, age, sex (+ the biomarkers) of the given cache rows (index = row)."""
-    from data_modules.biomarkers import biomarker_table
+    from data_modules.signal.biomarkers import biomarker_table
 
     rows = np.sort(np.asarray(rows, dtype=np.int64))
     with open_cache(cache, "ukb") as f:
@@ -92,7 +92,7 @@ def cohort_table(cache: Path, rows: np.ndarray, with_biomarkers: bool) -> pd.Dat
 def _design(table: pd.DataFrame, cols: list[str], train_rows: np.ndarray
             ) -> tuple[pd.DataFrame, list[str], dict]:
     """Preprocessed covariates of every row (fitted on ``train_rows``) and the kept columns."""
-    from data_modules.biomarkers import apply_preprocessing, fit_preprocessing
+    from data_modules.signal.biomarkers import apply_preprocessing, fit_preprocessing
 
     prep = fit_preprocessing(table.loc[train_rows, cols])
     x = apply_preprocessing(table[cols], prep)
@@ -134,8 +134,8 @@ def _pred_frame(table: pd.DataFrame, rows: np.ndarray, risk: np.ndarray, split,
 
 
 def _splits(cfg: DictConfig, run_dir: Path, cache: Path):
-    from data_modules.splits import load_splits, save_splits
-    from data_modules.ukb_datamodule import make_ukb_splits
+    from data_modules.loading.ukb_datamodule import make_ukb_splits
+    from data_modules.protocol.splits import load_splits, save_splits
 
     f = cfg.finetune
     split_file = run_dir / "splits.json"
@@ -198,7 +198,7 @@ def run_cox_baseline(cfg: DictConfig) -> Path:
                                      for s in splits]))
     table = cohort_table(cache, rows, with_biomarkers=b.features == "biomarkers")
     if b.features == "biomarkers":
-        from data_modules.biomarkers import FEATURES
+        from data_modules.signal.biomarkers import FEATURES
 
         cols = [c for c in table.columns if c in FEATURES or c.endswith("_missing")]
         atomic_write_text(run_dir / "biomarkers.csv",

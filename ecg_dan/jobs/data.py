@@ -10,7 +10,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_dir
-from data_modules.h5cache import open_cache
+from data_modules.cache import open_cache
 from ecg_dan.config import ConfigError
 from ecg_dan.log import get_logger
 
@@ -43,14 +43,14 @@ def synthetic_dir(cfg: DictConfig) -> Path:
 
 PTBXL_HELP = """no PTB-XL data configured.
   Real data: download PTB-XL (https://physionet.org/content/ptb-xl/, CC BY 4.0), e.g.
-    python -c "from data_modules.ptbxl import fetch_ptbxl; fetch_ptbxl('data/ptb-xl')"
+    python -c "from data_modules.sources.ptbxl import fetch_ptbxl; fetch_ptbxl('data/ptb-xl')"
   then run `make pretrain PTBXL_DIR=data/ptb-xl` (or set data.ptbxl_dir=...).
   Synthetic data (no download): `make pretrain DATA=synthetic`."""
 
 
 def ptbxl_cache(cfg: DictConfig) -> Path:
     """Path of the PTB-XL cache, built from the configured source when missing."""
-    from data_modules.ptbxl import build_ptbxl_cache
+    from data_modules.sources.ptbxl import build_ptbxl_cache
 
     d = cfg.data
     if d.source == "synthetic":
@@ -79,7 +79,7 @@ UKB_HELP = """no UK Biobank data configured: set data.ukb_xml_dir (CardiologyXML
 
 def ukb_cache(cfg: DictConfig) -> Path:
     """Path of the UK Biobank cache, built from the configured source when missing."""
-    from data_modules.ukb import build_ukb_cache
+    from data_modules.sources.ukb import build_ukb_cache
 
     d = cfg.data
     if d.source == "synthetic":

@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from data_modules.h5cache import open_cache
-from data_modules.transforms import finish_batch
+from data_modules.cache import open_cache
+from data_modules.loading.transforms import finish_batch
 from ecg_dan.config import load_saved_config
 from ecg_dan.jobs.common import log_wandb_summary, seed
 from ecg_dan.jobs.data import embedding_cache_dir, ptbxl_cache, text_embeddings, text_encoder
@@ -30,7 +30,7 @@ def _embed(encoder: torch.nn.Module, loader) -> np.ndarray:
 
 
 def _unmasked_train(dm):
-    from data_modules.datasets import PTBXLDataset
+    from data_modules.loading.datasets import PTBXLDataset
 
     return PTBXLDataset(dm.cache_path, dm.train_indices, masker=None, seed=dm.seed,
                         store=dm.store)
@@ -40,8 +40,8 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
                       datamodule=None, text_emb: np.ndarray | None = None,
                       overrides: list[str] | None = None) -> Path:
     """Linear probe (pretrained vs random init), retrieval and zero-shot on the test fold."""
-    from data_modules.datasets import raw_loader
-    from data_modules.leads import SUPERCLASSES
+    from data_modules.loading.datasets import raw_loader
+    from data_modules.signal.leads import SUPERCLASSES
     from ecg_dan.checkpoints import pretrain_module_from_checkpoint
     from ecg_dan.evaluation.pretrain_eval import (
         compare_probes,

@@ -3,8 +3,8 @@
 Every participant is scored by the fold model that held it out (one per seed: the run's
 ``predictions/seed*_fold*.csv`` name the participants, ``splits.json`` proves that model
 never trained on them), with the inputs of prediction time (the cache's median beat,
-z-scored and padded by :func:`data_modules.transforms.finish_batch`). The recomputed log-risk
-must equal the saved one, so a rebuilt cache or a replaced checkpoint is caught.
+z-scored and padded by :func:`data_modules.loading.transforms.finish_batch`). The recomputed
+log-risk must equal the saved one, so a rebuilt cache or a replaced checkpoint is caught.
 
 Per participant the maps are averaged over seeds (each seed's held-out model), as the
 risk groups average the log-risk (``results.mean_risk_groups``, the Kaplan-Meier figure's
@@ -27,11 +27,11 @@ import torch
 from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_path, atomic_write_text
-from data_modules.datasets import UKBDataset
 from data_modules.errors import DataError
-from data_modules.leads import LEADS, PAD
-from data_modules.splits import load_splits, load_splits_meta
-from data_modules.transforms import finish_batch, unpad_beat
+from data_modules.loading.datasets import UKBDataset
+from data_modules.loading.transforms import finish_batch, unpad_beat
+from data_modules.protocol.splits import load_splits, load_splits_meta
+from data_modules.signal.leads import LEADS, PAD
 from ecg_dan.checkpoints import CheckpointError, finetune_module_from_checkpoint
 from ecg_dan.config import ConfigError, load_saved_config
 from ecg_dan.interpretation.figures import (

@@ -99,8 +99,8 @@ def run_finetune(cfg: DictConfig) -> Path:
 
     ``task=cox_baseline`` runs :func:`ecg_dan.jobs.cox_baseline.run_cox_baseline` instead
     (same protocol and outputs, no network)."""
-    from data_modules.splits import load_splits, save_splits
-    from data_modules.ukb_datamodule import UKBDataModule, make_ukb_splits
+    from data_modules.loading.ukb_datamodule import UKBDataModule, make_ukb_splits
+    from data_modules.protocol.splits import load_splits, save_splits
     from ecg_dan.checkpoints import finetune_module_from_checkpoint
     from ecg_dan.jobs.evaluate import evaluate_finetune
     from ecg_dan.trainer import build_trainer, maybe_compile, resume_path

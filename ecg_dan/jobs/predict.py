@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 
 from data_modules.atomic import atomic_write_text
+from data_modules.cache import parallel_map, reason_key
 from data_modules.errors import RecordSkip
-from data_modules.h5cache import parallel_map, reason_key
-from data_modules.inputs import ECGItem, close_caches, discover, load_beat
+from data_modules.sources.files import ECGItem, close_caches, discover, load_beat
 from ecg_dan.log import get_logger
 from ecg_dan.results import json_default
 

@@ -18,7 +18,7 @@ RESUMABLE_KEYS = ("trainer.max_epochs", "trainer.max_steps")
 
 
 def ptbxl_datamodule(cfg: DictConfig, cache: Path, text_emb=None, for_training: bool = True):
-    from data_modules.ptbxl_datamodule import PTBXLDataModule
+    from data_modules.loading.ptbxl_datamodule import PTBXLDataModule
 
     kw = {"num_workers": cfg.data.num_workers, "mask_prob": cfg.pretrain.mask_prob} \
         if for_training else {}

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from data_modules.transforms import finish_batch
+from data_modules.loading.transforms import finish_batch
 from ecg_dan.losses.alignment import cosine_alignment_loss, infonce_loss
 from ecg_dan.losses.reconstruction import reconstruction_mse
 from ecg_dan.models import ClassificationHead, Projector

@@ -12,7 +12,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from data_modules.survival_arrays import check_survival
+from data_modules.protocol.survival_arrays import check_survival
 from ecg_dan.distributed import all_gather_with_grad, is_distributed
 
 __all__ = ["cox_ph_loss"]
@@ -119,7 +119,7 @@ def cox_ph_loss(
     Raises:
         ValueError: shape mismatch, non-finite ``log_risk``, non-finite or non-positive
             ``time``, ``event`` outside {0, 1}, unknown ``ties`` (value checks by
-            :func:`data_modules.survival_arrays.check_survival`, on the gathered batch).
+            :func:`data_modules.protocol.survival_arrays.check_survival`, on the gathered batch).
     """
     if ties not in get_args(Ties):
         raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")

@@ -25,7 +25,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.stats import norm
 
-from data_modules.survival_arrays import check_survival
+from data_modules.protocol.survival_arrays import check_survival
 
 __all__ = ["calibration_in_the_large", "calibration_table", "km_risk"]
 

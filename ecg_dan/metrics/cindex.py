@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from data_modules.survival_arrays import check_survival
+from data_modules.protocol.survival_arrays import check_survival
 
 __all__ = [
     "HarrellCIndex",
@@ -124,8 +124,8 @@ def weighted_concordance(
 def concordance_counts(time: ArrayLike, risk: ArrayLike, event: ArrayLike) -> tuple[int, int, int]:
     """(concordant, tied_risk, comparable) pair counts with lifelines' conventions.
 
-    Inputs are checked by :func:`data_modules.survival_arrays.check_survival` (equal lengths,
-    finite time and risk, 0/1 events); an empty sample has no pairs: ``(0, 0, 0)``.
+    Inputs are checked by :func:`data_modules.protocol.survival_arrays.check_survival` (equal
+    lengths, finite time and risk, 0/1 events); an empty sample has no pairs: ``(0, 0, 0)``.
     """
     t, e, r = check_survival(time, event, risk, allow_empty=True)
     if t.shape[0] == 0 or not e.any():

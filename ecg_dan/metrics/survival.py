@@ -15,8 +15,9 @@ training follow-up (frequent in 2-fold CV) does not make them fail as it does in
 scikit-survival. pycox's ``EvalSurv.integrated_brier_score``
 is not used: it calls ``scipy.integrate.simps``, which SciPy 1.14 removed (we run SciPy 1.17).
 
-Every (time, event[, risk]) input goes through :func:`data_modules.survival_arrays.check_survival`
-(messages name the sample: ``train: ...``, ``test: ...``): unequal lengths, empty samples,
+Every (time, event[, risk]) input goes through
+:func:`data_modules.protocol.survival_arrays.check_survival` (messages name the sample:
+``train: ...``, ``test: ...``): unequal lengths, empty samples,
 non-finite times or risks and events other than 0/1 are refused.
 """
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from data_modules.survival_arrays import as_1d, check_survival
+from data_modules.protocol.survival_arrays import as_1d, check_survival
 from ecg_dan.metrics.cindex import (
     UndefinedMetricError,
     _ordering_keys,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data_modules.leads import N_LEADS, PADDED_LEN
+from data_modules.signal.leads import N_LEADS, PADDED_LEN
 from ecg_dan.models.attention import CrossLeadAttention, LeadwiseTemporalAttention
 from ecg_dan.models.blocks import ChannelsLastConv1d, ResBlock2d
 from ecg_dan.models.dropout import make_dropout

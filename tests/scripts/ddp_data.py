@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _spawn import run_world  # noqa: E402
 
-from data_modules.datasets import raw_loader  # noqa: E402
-from data_modules.ptbxl_datamodule import PTBXLDataModule  # noqa: E402
-from data_modules.transforms import finish_batch  # noqa: E402
-from data_modules.ukb_datamodule import UKBDataModule, make_ukb_splits  # noqa: E402
+from data_modules.loading.datasets import raw_loader  # noqa: E402
+from data_modules.loading.ptbxl_datamodule import PTBXLDataModule  # noqa: E402
+from data_modules.loading.transforms import finish_batch  # noqa: E402
+from data_modules.loading.ukb_datamodule import UKBDataModule, make_ukb_splits  # noqa: E402
 from tests.test_datamodules import write_ptbxl_cache, write_ukb_cache  # noqa: E402
 
 

@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from data_modules.samplers import EventStratifiedBatchSampler  # noqa: E402
+from data_modules.loading.samplers import EventStratifiedBatchSampler  # noqa: E402
 
 WORLD = 2
 N, N_EVENTS, BATCH, SEED, EPOCHS = 203, 11, 40, 7, 2

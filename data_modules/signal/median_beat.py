@@ -49,7 +49,7 @@ from scipy import ndimage
 from scipy import signal as sps
 from scipy.ndimage import uniform_filter1d
 
-from data_modules.leads import BEAT_LEN, FS, LEADS, N_LEADS, R_INDEX
+from data_modules.signal.leads import BEAT_LEN, FS, LEADS, N_LEADS, R_INDEX
 
 FLAT_PTP_MV = 0.01  # a lead whose peak-to-peak amplitude is below 10 uV carries no ECG
 # Largest plausible |amplitude| of a median beat or a 10 s strip (docs/data_formats.md,

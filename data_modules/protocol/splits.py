@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from data_modules.errors import DataError
-from data_modules.survival_arrays import check_events
+from data_modules.protocol.survival_arrays import check_events
 
 PAPER_SEEDS: tuple[int, ...] = (42, 2021, 2022, 2023, 2024)
 SPLITS_FORMAT = "ecg-dan-splits"

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import BatchSampler, Sampler
 
 from data_modules.errors import DataError
-from data_modules.survival_arrays import check_events
+from data_modules.protocol.survival_arrays import check_events
 
 
 def _dist_world() -> tuple[int, int] | None:

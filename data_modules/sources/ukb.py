@@ -10,7 +10,7 @@ Decisions:
 * ``SampleRate`` other than 500 Hz is resampled (polyphase) to 500 Hz rather than refused:
   the duration must still be 1.2 s (median) / 10 s (strip), otherwise the count is wrong.
 * The device median is re-centred so its R peak sits at ``R_INDEX`` with the same R rule as
-  the medians derived for PTB-XL (:func:`data_modules.median_beat.conform_beat`): the
+  the medians derived for PTB-XL (:func:`data_modules.signal.median_beat.conform_beat`): the
   device puts the beat at its own fiducial, and the same R position in both datasets keeps
   pretraining and finetuning inputs aligned. ``parse_cardiology_xml`` returns the device
   median unchanged; the cache stores the re-centred one (``recenter`` in build_config).
@@ -24,7 +24,7 @@ Decisions:
   relative path when no eid can be read), with one reason whose category comes first:
   ``unusable XML`` (unparseable XML, a missing/empty lead, bad or overflowing numbers, wrong
   counts), ``NaN samples`` / ``flat lead`` / ``implausible amplitude`` (the one signal rule
-  shared with PTB-XL, :func:`data_modules.median_beat.signal_problem`, on the device median
+  shared with PTB-XL, :func:`data_modules.signal.median_beat.signal_problem`, on the device median
   and, with ``strips``, the strip; |x| > ``max_abs_mv``, default 20 mV, means a wrong
   ``Resolution``), ``duplicate ECG files`` (several ECG files for one eid: which one the
   outcome's ECG date refers to is ambiguous), ``no outcome row``, ``no ECG date``, ``no ECG
@@ -63,9 +63,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from data_modules.atomic import tmp_name
-from data_modules.choices import COHORTS, TIME_UNITS
-from data_modules.errors import DataError, RecordSkip
-from data_modules.h5cache import (
+from data_modules.cache import (
     Appender,
     BuildSummary,
     atomic_h5,
@@ -78,8 +76,10 @@ from data_modules.h5cache import (
     write_strings,
     write_warnings,
 )
-from data_modules.leads import BEAT_LEN, FS, LEADS, N_LEADS
-from data_modules.median_beat import MAX_ABS_MV, conform_beat, resample_to, signal_problem
+from data_modules.choices import COHORTS, TIME_UNITS
+from data_modules.errors import DataError, RecordSkip
+from data_modules.signal.leads import BEAT_LEN, FS, LEADS, N_LEADS
+from data_modules.signal.median_beat import MAX_ABS_MV, conform_beat, resample_to, signal_problem
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from data_modules.datasets import DEFAULT_MAX_BYTES, BeatStore, UKBDataset, raw_loader
-from data_modules.h5cache import open_cache
-from data_modules.samplers import EventStratifiedBatchSampler
-from data_modules.splits import PAPER_SEEDS, Split, survival_cv_splits
-from data_modules.transforms import BatchLeadMask, LeadMasker, finish_batch, seed_worker
-from data_modules.ukb import COHORTS, select_cohort
+from data_modules.cache import open_cache
+from data_modules.loading.datasets import DEFAULT_MAX_BYTES, BeatStore, UKBDataset, raw_loader
+from data_modules.loading.samplers import EventStratifiedBatchSampler
+from data_modules.loading.transforms import BatchLeadMask, LeadMasker, finish_batch, seed_worker
+from data_modules.protocol.splits import PAPER_SEEDS, Split, survival_cv_splits
+from data_modules.sources.ukb import COHORTS, select_cohort
 
 STAGES: tuple[str, ...] = ("train", "val", "test")
 

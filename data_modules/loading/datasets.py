@@ -4,7 +4,7 @@ The beat arrays live in a :class:`BeatStore`: loaded once into memory when they 
 ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`; ``data.in_memory_max_mb``), else read per
 record from the file (the streaming fallback). A DataLoader batch is gathered by index in
 one ``__getitems__`` call and is RAW: ``median`` (B, 12, 600) as stored, the kept-lead
-masks drawn for it, labels; :func:`data_modules.transforms.finish_batch` turns it into the
+masks drawn for it, labels; :func:`data_modules.loading.transforms.finish_batch` turns it into the
 model's input on the device the model runs on. ``ds[i]`` returns one finished sample (for
 inspection). Small per-record arrays (labels, times, ids) are read at construction.
 
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data_modules.h5cache import open_cache
-from data_modules.leads import N_LEADS
-from data_modules.transforms import BatchLeadMask, LeadMasker, ProcessLocalRNG, finish_batch
+from data_modules.cache import open_cache
+from data_modules.loading.transforms import BatchLeadMask, LeadMasker, ProcessLocalRNG, finish_batch
+from data_modules.signal.leads import N_LEADS
 
 # 16 MiB raw-chunk cache per dataset: enough for chunked/compressed caches, small per worker.
 _RDCC_NBYTES = 16 * 1024 * 1024

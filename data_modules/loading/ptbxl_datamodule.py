@@ -5,7 +5,7 @@ paper; val/test: unmasked, nothing dropped. The shuffle order and the worker see
 from a generator seeded with ``seed``, so the data stream is reproducible on its own.
 Loaders yield raw batches gathered by index from the beats held in memory (streamed per
 record above ``max_bytes``); ``on_after_batch_transfer`` finishes them on the device
-(:func:`data_modules.transforms.finish_batch`).
+(:func:`data_modules.loading.transforms.finish_batch`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from data_modules.datasets import DEFAULT_MAX_BYTES, BeatStore, PTBXLDataset, raw_loader
-from data_modules.h5cache import open_cache
-from data_modules.splits import ptbxl_split
-from data_modules.transforms import LeadMasker, finish_batch, seed_worker
+from data_modules.cache import open_cache
+from data_modules.loading.datasets import DEFAULT_MAX_BYTES, BeatStore, PTBXLDataset, raw_loader
+from data_modules.loading.transforms import LeadMasker, finish_batch, seed_worker
+from data_modules.protocol.splits import ptbxl_split
 
 STAGES: tuple[str, ...] = ("train", "val", "test")
 

@@ -3,7 +3,7 @@
 Decisions:
 
 * ``median`` is derived from the 500 Hz record (``filename_hr``) by
-  :func:`data_modules.median_beat.median_beat` whatever ``strips`` says; the 100 Hz file is
+  :func:`data_modules.signal.median_beat.median_beat` whatever ``strips`` says; the 100 Hz file is
   only read for ``strips="100"``.
 * ``median_clean = clean_ecg(median)``: the beat is cleaned *after* taking the median,
   as docs/method.md section 1 specifies ("the beat cleaned per lead", the authors applied
@@ -19,7 +19,7 @@ Decisions:
   reason (unreadable/truncated WFDB, a header gain of 0, wrong sampling rate, lead count or
   names, length, NaN, flat lead, implausible amplitude, no beats, unknown SCP code, not
   validated when ``validated_only``). NaN, flat leads and amplitudes follow the one rule
-  shared with UK Biobank, :func:`data_modules.median_beat.signal_problem`, applied to the
+  shared with UK Biobank, :func:`data_modules.signal.median_beat.signal_problem`, applied to the
   strips and to the stored beat: |x| > ``max_abs_mv`` (default 20 mV; the real sample
   stays below 12 mV) means a wrong gain or unit (a WFDB gain of 1 gives hundreds of mV).
   A header gain of 0 is refused (WFDB reads it as 200, a guess of the scale).
@@ -70,8 +70,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data_modules.errors import DataError, RecordSkip
-from data_modules.h5cache import (
+from data_modules.cache import (
     Appender,
     BuildSummary,
     atomic_h5,
@@ -82,8 +81,9 @@ from data_modules.h5cache import (
     write_skipped,
     write_strings,
 )
-from data_modules.leads import BEAT_LEN, FS, LEADS, N_LEADS, SUPERCLASSES
-from data_modules.median_beat import (
+from data_modules.errors import DataError, RecordSkip
+from data_modules.signal.leads import BEAT_LEN, FS, LEADS, N_LEADS, SUPERCLASSES
+from data_modules.signal.median_beat import (
     MAX_ABS_MV,
     BeatExtractionError,
     clean_ecg,
@@ -190,7 +190,7 @@ def read_scp_statements(root: str | os.PathLike) -> pd.DataFrame:
     """``scp_statements.csv`` indexed by SCP code (from ``root``, else the packaged copy)."""
     path = Path(root) / "scp_statements.csv"
     if not path.is_file():
-        path = Path(__file__).parent / "resources" / "scp_statements.csv"
+        path = Path(__file__).resolve().parents[1] / "resources" / "scp_statements.csv"
     st = pd.read_csv(path, index_col=0)
     if "diagnostic_class" not in st.columns:
         raise ValueError(f"{path}: missing column 'diagnostic_class'")

@@ -1,7 +1,7 @@
 """The 15 ECG biomarkers of the paper's Cox baseline (docs/method.md section 7), derived from
 the UK Biobank device measurements and the stored median beats.
 
-Pure functions: a measurements table (columns :data:`data_modules.ukb.MEASUREMENT_NAMES`,
+Pure functions: a measurements table (columns :data:`data_modules.sources.ukb.MEASUREMENT_NAMES`,
 NaN when absent), the participants' sex (UK Biobank coding, 1 male, 0 female) and, for the
 morphology features, the (N, 12, 600) median beats in mV with R at ``R_INDEX``. Every rule
 and threshold is listed in docs/data_formats.md ("ECG biomarkers").
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from data_modules.leads import BEAT_LEN, FS, LEADS, R_INDEX
+from data_modules.signal.leads import BEAT_LEN, FS, LEADS, R_INDEX
 
 FEATURES: tuple[str, ...] = (
     "ventricular_rate", "p_duration_gt120", "pr_gt200", "qrs_gt100", "prolonged_qt",

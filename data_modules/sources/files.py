@@ -3,9 +3,9 @@ and PTB-XL / UK Biobank HDF5 caches -> 12 x 600 median beats at 500 Hz.
 
 Every beat comes from the cache builders' own code, so a new ECG is prepared exactly as
 the training data were: WFDB strips at any sampling rate through
-:func:`data_modules.ptbxl.strip_median` (read by name into the standard lead order,
+:func:`data_modules.sources.ptbxl.strip_median` (read by name into the standard lead order,
 resampled to 500 Hz by the median-beat extraction, the shared signal rule), CardioSoft XML
-through :func:`data_modules.ukb.checked_median` (the device median, re-centred on R), cache
+through :func:`data_modules.sources.ukb.checked_median` (the device median, re-centred on R), cache
 rows as stored (already checked when the cache was built; the signal rule is applied again
 so a cache built with a looser ``max_abs_mv`` is held to the default). A record that cannot
 be used raises :class:`data_modules.errors.RecordSkip` with the reason; a batch records it
@@ -26,9 +26,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from data_modules.cache import ID_DATASET, CacheError, open_cache
 from data_modules.errors import RecordSkip
-from data_modules.h5cache import ID_DATASET, CacheError, open_cache
-from data_modules.median_beat import MAX_ABS_MV, signal_problem
+from data_modules.signal.median_beat import MAX_ABS_MV, signal_problem
 
 __all__ = ["ECGItem", "close_caches", "discover", "load_beat"]
 
@@ -135,8 +135,8 @@ def close_caches() -> None:
 def load_beat(item: ECGItem, max_abs_mv: float = MAX_ABS_MV) -> np.ndarray:
     """The (12, 600) float32 median beat (mV, 500 Hz, R at ``R_INDEX``) of one ECG;
     :class:`RecordSkip` with the reason when it cannot be used."""
-    from data_modules.ptbxl import read_wfdb_12lead, strip_median
-    from data_modules.ukb import checked_median
+    from data_modules.sources.ptbxl import read_wfdb_12lead, strip_median
+    from data_modules.sources.ukb import checked_median
 
     name = Path(item.source).name
     if item.kind == "wfdb":

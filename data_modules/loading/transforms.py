@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import get_worker_info
 
-from data_modules.leads import LEAD_SUBSET_PROBS, LEAD_SUBSETS, LEADS, N_LEADS, PAD, lead_index
+from data_modules.signal.leads import (
+    LEAD_SUBSET_PROBS,
+    LEAD_SUBSETS,
+    LEADS,
+    N_LEADS,
+    PAD,
+    lead_index,
+)
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 

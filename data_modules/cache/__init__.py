@@ -1,0 +1,39 @@
+"""HDF5 caches of median beats (docs/data_formats.md): what a cache is (:mod:`.format`), how
+one is written (:mod:`.write`, under :mod:`.lock`, with :mod:`.parallel` workers) and the one
+way it is read (:mod:`.read`). Callers import from here."""
+
+from data_modules.cache.format import (
+    ID_DATASET,
+    KIND_NAMES,
+    KINDS,
+    SCHEMA_VERSION,
+    STR_DTYPE,
+    CacheError,
+    config_json,
+    sha1_file,
+)
+from data_modules.cache.lock import build_lock, lock_path
+from data_modules.cache.parallel import parallel_map
+from data_modules.cache.read import (
+    is_complete_cache,
+    open_cache,
+    read_skipped,
+    read_warnings,
+    validate_cache,
+)
+from data_modules.cache.write import (
+    Appender,
+    BuildSummary,
+    atomic_h5,
+    reason_key,
+    write_skipped,
+    write_strings,
+    write_warnings,
+)
+
+__all__ = [
+    "ID_DATASET", "KIND_NAMES", "KINDS", "SCHEMA_VERSION", "STR_DTYPE", "Appender",
+    "BuildSummary", "CacheError", "atomic_h5", "build_lock", "config_json", "is_complete_cache",
+    "lock_path", "open_cache", "parallel_map", "reason_key", "read_skipped", "read_warnings",
+    "sha1_file", "validate_cache", "write_skipped", "write_strings", "write_warnings",
+]

@@ -1,0 +1,54 @@
+"""What a cache file is: its kinds, schema version, required and finite datasets, and the
+canonical build config that decides whether a cache can be reused (docs/data_formats.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import h5py
+
+from data_modules.errors import DataError
+
+SCHEMA_VERSION = 1
+KINDS = ("ptbxl", "ukb")
+STR_DTYPE = h5py.string_dtype()
+
+
+KIND_NAMES = {"ptbxl": "PTB-XL", "ukb": "UK Biobank"}
+# The id column that names a row in messages, per kind.
+ID_DATASET = {"ptbxl": "ecg_id", "ukb": "eid"}
+# Datasets that must hold only finite values (checked when a cache is opened).
+FINITE_DATASETS: dict[str, tuple[str, ...]] = {
+    "ptbxl": ("median", "median_clean"),
+    "ukb": ("median", "time"),
+}
+
+
+class CacheError(DataError):
+    """A cache file that cannot be used (missing, incomplete, wrong kind, schema, layout or
+    non-finite values). A :class:`DataError` (hence a ``ValueError``)."""
+
+
+# Datasets every reader relies on (docs/data_formats.md), checked when a cache is opened.
+REQUIRED_DATASETS: dict[str, tuple[str, ...]] = {
+    "ptbxl": ("median", "median_clean", "strat_fold", "superclass", "ecg_id"),
+    "ukb": ("median", "eid", "time", "event", "cohort_hyp", "cohort_mi"),
+}
+
+
+def sha1_file(path: str | os.PathLike) -> str:
+    """Content hash of a source table, stored in build configs so an edited input is rebuilt."""
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_json(build_config: Mapping[str, Any]) -> str:
+    """Canonical JSON of a build config (sorted keys) so equal configs compare equal."""
+    return json.dumps(dict(build_config), sort_keys=True, default=str)

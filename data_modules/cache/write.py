@@ -1,0 +1,185 @@
+"""Writing a cache: a temporary file renamed only when complete (an interrupted build leaves
+nothing that looks like a cache), rows streamed in blocks, skips and warnings recorded in the
+file, and the build's printed summary."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno as errno_
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from data_modules.atomic import atomic_path
+from data_modules.cache.format import (
+    KINDS,
+    SCHEMA_VERSION,
+    STR_DTYPE,
+    config_json,
+)
+from data_modules.cache.read import open_cache, read_skipped, read_warnings
+
+# errno of OSErrors that mean "the cache could not be written" (None: an HDF5 error)
+_WRITE_ERRNOS = (None, errno_.ENOSPC, errno_.EDQUOT, errno_.EIO, errno_.EFBIG, errno_.EROFS)
+
+
+def _write_error(out: Path, e: OSError) -> OSError:
+    why = e.strerror or str(e)
+    hint = " (disk full?)" if e.errno in (errno_.ENOSPC, errno_.EDQUOT) else ""
+    return OSError(e.errno, f"{out}: writing the cache failed: {why}{hint}; no cache was "
+                   "written (the temporary file was removed)")
+
+
+@contextlib.contextmanager
+def atomic_h5(out_path: str | os.PathLike, kind: str,
+              build_config: Mapping[str, Any]) -> Iterator[h5py.File]:
+    """Open a per-process temporary file beside ``<out>`` for writing; on success stamp the
+    root attributes, set ``complete = True`` last and rename to ``<out>``; on any exception
+    close and delete the temporary file. An ``OSError`` while writing (full disk) comes out
+    as one ``OSError`` naming ``<out>``.
+
+    The caller sets ``f.attrs["n_records"]`` (defaults to 0 when not set). Hold
+    :func:`build_lock` around the build so concurrent builds of ``<out>`` do not interfere.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown cache kind {kind!r}; expected one of {KINDS}")
+    out = Path(out_path)
+    try:
+        with atomic_path(out, suffix=".h5.tmp") as tmp:
+            f = h5py.File(tmp, "w")
+            try:
+                f.attrs["schema_version"] = SCHEMA_VERSION
+                f.attrs["kind"] = kind
+                f.attrs["build_config"] = config_json(build_config)
+                f.attrs["complete"] = False
+                yield f
+                if "n_records" not in f.attrs:
+                    f.attrs["n_records"] = 0
+                f.attrs["complete"] = True
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    f.close()
+                raise
+            f.close()
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS or str(out) in str(e):
+            raise  # e.g. a source file not found: not about writing the cache
+        raise _write_error(out, e) from None
+
+
+def write_skipped(f: h5py.File, skipped: Sequence[tuple[str, str]]) -> None:
+    """Write the ``skipped/`` group: datasets ``id`` and ``reason`` (UTF-8 strings)."""
+    g = f.create_group("skipped")
+    ids = [str(i) for i, _ in skipped]
+    reasons = [str(r) for _, r in skipped]
+    g.create_dataset("id", data=np.array(ids, dtype=object), dtype=STR_DTYPE)
+    g.create_dataset("reason", data=np.array(reasons, dtype=object), dtype=STR_DTYPE)
+
+
+def write_warnings(f: h5py.File, warned: Sequence[tuple[str, str]]) -> None:
+    """Write the ``warnings/`` group (``id``, ``message``): kept records with a doubtful
+    value (e.g. a follow-up time outside the plausible span)."""
+    g = f.create_group("warnings")
+    g.create_dataset("id", data=np.array([str(i) for i, _ in warned], dtype=object),
+                     dtype=STR_DTYPE)
+    g.create_dataset("message", data=np.array([str(m) for _, m in warned], dtype=object),
+                     dtype=STR_DTYPE)
+
+
+def write_strings(f: h5py.File | h5py.Group, name: str, values: Sequence[str]) -> h5py.Dataset:
+    """A variable-length UTF-8 string dataset."""
+    return f.create_dataset(name, data=np.array([str(v) for v in values], dtype=object),
+                            dtype=STR_DTYPE)
+
+
+def reason_key(reason: str) -> str:
+    """The category of a skip reason (its text before the first ':'), used to count."""
+    return reason.split(":")[0].strip()
+
+
+@dataclass
+class BuildSummary:
+    """Outcome of a cache build (or of a no-op re-run), as read back from the written file."""
+
+    out: Path
+    n_records: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    noop: bool = False
+    source: str = ""
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def from_cache(cls, out: str | os.PathLike, kind: str, seconds: float = 0.0,
+                   noop: bool = False) -> BuildSummary:
+        """The summary of the file as it is on disk (record count, skips, source)."""
+        with open_cache(out, kind) as f:
+            cfg = f.attrs.get("build_config", "{}")
+            cfg = json.loads(cfg.decode() if isinstance(cfg, bytes) else cfg)
+            source = str(cfg.get("source") or cfg.get("xml_dir") or "")
+            return cls(Path(out), int(f.attrs["n_records"]), read_skipped(f), seconds=seconds,
+                       noop=noop, source=source, warnings=read_warnings(f))
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
+    @property
+    def records_per_s(self) -> float:
+        n = self.n_records + self.n_skipped
+        return n / self.seconds if self.seconds > 0 else float("nan")
+
+    def reason_counts(self) -> dict[str, int]:
+        """Number of skipped records per reason category, most frequent first."""
+        counts = collections.Counter(reason_key(r) for _, r in self.skipped)
+        return dict(sorted(counts.items(), key=lambda t: (-t[1], t[0])))
+
+    def report(self) -> str:
+        """Human-readable summary, counting skip reasons per reason."""
+        src = f" from {self.source}" if self.source else ""
+        if self.noop:
+            return (f"{self.out}: complete cache{src} with the same build config exists "
+                    f"({self.n_records} records, {self.n_skipped} skipped) - nothing to do")
+        lines = [f"{self.out}: {self.n_records} records written{src}, {self.n_skipped} "
+                 f"skipped in {self.seconds:.1f} s ({self.records_per_s:.1f} records/s)"]
+        lines += [f"  skipped {n:5d} x {k}" for k, n in self.reason_counts().items()]
+        if self.warnings:
+            lines.append(f"  {len(self.warnings)} warning(s), stored in warnings/ of the "
+                         f"cache; first: {self.warnings[0][0]}: {self.warnings[0][1]}")
+        return "\n".join(lines)
+
+
+class Appender:
+    """Grows resizable float32 datasets block by block (the rows need not fit in memory)."""
+
+    def __init__(self, f: h5py.File | h5py.Group,
+                 specs: dict[str, tuple[tuple[int, ...], int]], block: int = 256) -> None:
+        self.ds = {name: f.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape),
+                                          dtype=np.float32, chunks=(chunk, *shape))
+                   for name, (shape, chunk) in specs.items()}
+        self.buf: dict[str, list[np.ndarray]] = {k: [] for k in self.ds}
+        self.block = block
+        self.n = 0
+
+    def add(self, **arrays: np.ndarray) -> None:
+        for k, v in arrays.items():
+            self.buf[k].append(v)
+        if len(next(iter(self.buf.values()))) >= self.block:
+            self.flush()
+
+    def flush(self) -> None:
+        m = len(next(iter(self.buf.values())))
+        if not m:
+            return
+        for k, ds in self.ds.items():
+            ds.resize(self.n + m, axis=0)
+            ds[self.n:self.n + m] = np.stack(self.buf[k])
+            self.buf[k] = []
+        self.n += m
