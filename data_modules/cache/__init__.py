@@ -17,6 +17,7 @@ from data_modules.cache.parallel import parallel_map
 from data_modules.cache.read import (
     is_complete_cache,
     open_cache,
+    open_rows,
     read_skipped,
     read_warnings,
     validate_cache,
@@ -26,14 +27,16 @@ from data_modules.cache.write import (
     BuildSummary,
     atomic_h5,
     reason_key,
+    staging_h5,
     write_skipped,
     write_strings,
     write_warnings,
 )
 
 __all__ = [
-    "ID_DATASET", "KIND_NAMES", "KINDS", "SCHEMA_VERSION", "STR_DTYPE", "Appender",
-    "BuildSummary", "CacheError", "atomic_h5", "build_lock", "config_json", "is_complete_cache",
-    "lock_path", "open_cache", "parallel_map", "reason_key", "read_skipped", "read_warnings",
-    "sha1_file", "validate_cache", "write_skipped", "write_strings", "write_warnings",
+    "ID_DATASET", "KIND_NAMES", "KINDS", "SCHEMA_VERSION", "STR_DTYPE", "Appender", "BuildSummary",
+    "CacheError", "atomic_h5", "build_lock", "config_json", "is_complete_cache", "lock_path",
+    "open_cache", "open_rows", "parallel_map", "reason_key", "read_skipped", "read_warnings",
+    "sha1_file", "staging_h5", "validate_cache", "write_skipped", "write_strings",
+    "write_warnings",
 ]

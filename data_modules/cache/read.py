@@ -149,6 +149,15 @@ def open_cache(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
     return f
 
 
+
+def open_rows(path: str | os.PathLike, rdcc_nbytes: int | None = None) -> h5py.File:
+    """A read-only handle for row reads on a cache that :func:`open_cache` has accepted in
+    this run (a DataLoader worker's own handle, ``predict``'s per-record reads): the checks
+    are not repeated per handle. ``rdcc_nbytes``: HDF5 chunk-cache size for streaming."""
+    kw = {} if rdcc_nbytes is None else {"rdcc_nbytes": rdcc_nbytes}
+    return h5py.File(path, "r", **kw)
+
+
 def is_complete_cache(path: str | os.PathLike, kind: str,
                       build_config: Mapping[str, Any]) -> bool:
     """True when ``path`` is a complete cache of ``kind`` built with exactly ``build_config``

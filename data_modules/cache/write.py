@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from data_modules.atomic import atomic_path
+from data_modules.atomic import atomic_path, tmp_name
 from data_modules.cache.format import (
     KINDS,
     SCHEMA_VERSION,
@@ -72,6 +72,21 @@ def atomic_h5(out_path: str | os.PathLike, kind: str,
         if e.errno not in _WRITE_ERRNOS or str(out) in str(e):
             raise  # e.g. a source file not found: not about writing the cache
         raise _write_error(out, e) from None
+
+
+
+@contextlib.contextmanager
+def staging_h5(out: str | os.PathLike) -> Iterator[h5py.File]:
+    """A scratch HDF5 file beside ``out`` for rows streamed in arrival order before they are
+    written to ``out`` in their final order (so a build's memory does not grow with its
+    size); deleted on exit, whatever happens."""
+    path = tmp_name(out, ".stage.tmp")
+    try:
+        with h5py.File(path, "w") as f:
+            yield f
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def write_skipped(f: h5py.File, skipped: Sequence[tuple[str, str]]) -> None:

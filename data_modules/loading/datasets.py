@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data_modules.cache import open_cache
+from data_modules.cache import open_cache, open_rows
 from data_modules.loading.transforms import BatchLeadMask, LeadMasker, ProcessLocalRNG, finish_batch
 from data_modules.signal.leads import N_LEADS
 
@@ -69,7 +69,7 @@ class BeatStore:
                  = DEFAULT_MAX_BYTES) -> None:
         self.path = Path(path)
         self.names = tuple(names)
-        with h5py.File(self.path, "r") as f:
+        with open_rows(self.path) as f:
             self.nbytes = sum(int(f[n].size) * f[n].dtype.itemsize for n in self.names)
         self.max_bytes = max_bytes
         self.in_memory = max_bytes is None or self.nbytes <= max_bytes
@@ -89,7 +89,7 @@ class BeatStore:
         if self._file is None or self._owner_pid != pid:
             # A handle inherited through fork belongs to the parent: drop it, open our own.
             self._dsets = {}
-            self._file = h5py.File(self.path, "r", rdcc_nbytes=_RDCC_NBYTES)
+            self._file = open_rows(self.path, rdcc_nbytes=_RDCC_NBYTES)
             self._owner_pid = pid
         d = self._dsets.get(name)
         if d is None:

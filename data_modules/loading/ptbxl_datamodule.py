@@ -11,22 +11,19 @@ record above ``max_bytes``); ``on_after_batch_transfer`` finishes them on the de
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from data_modules.cache import open_cache
+from data_modules.loading.datamodule import CacheDataModule
 from data_modules.loading.datasets import DEFAULT_MAX_BYTES, BeatStore, PTBXLDataset, raw_loader
-from data_modules.loading.transforms import LeadMasker, finish_batch, seed_worker
+from data_modules.loading.transforms import LeadMasker
 from data_modules.protocol.splits import ptbxl_split
 
-STAGES: tuple[str, ...] = ("train", "val", "test")
 
-
-class PTBXLDataModule(L.LightningDataModule):
+class PTBXLDataModule(CacheDataModule):
     """Train/val/test loaders over a PTB-XL cache, split by ``strat_fold`` (1-8 / 9 / 10).
 
     Finished batches (after ``on_after_batch_transfer``) are dicts: ``x`` (B, 12, 608)
@@ -52,15 +49,9 @@ class PTBXLDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
-        super().__init__()
-        self.cache_path = Path(cache_path)
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
+        super().__init__(cache_path, batch_size, num_workers, seed, drop_last, pin_memory,
+                         eval_batch_size)
         self.validated_only = bool(validated_only)
-        self.seed = int(seed)
-        self.drop_last = bool(drop_last)
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.mask_prob = float(mask_prob)
         self.text_embeddings = (
             None if text_embeddings is None else np.asarray(text_embeddings, dtype=np.float32)
@@ -80,32 +71,10 @@ class PTBXLDataModule(L.LightningDataModule):
             )
         self.split = ptbxl_split(strat_fold, validated, self.validated_only)
         self.store = BeatStore(self.cache_path, PTBXLDataset.beat_names, max_bytes)
-        self._datasets: dict[str, PTBXLDataset] = {}
 
-    # -- sizes and indices for training / evaluation code
-    @property
-    def n_train(self) -> int:
-        return int(self.split["train"].shape[0])
-
-    @property
-    def n_val(self) -> int:
-        return int(self.split["val"].shape[0])
-
-    @property
-    def n_test(self) -> int:
-        return int(self.split["test"].shape[0])
-
-    @property
-    def train_indices(self) -> np.ndarray:
-        return self.split["train"]
-
-    @property
-    def val_indices(self) -> np.ndarray:
-        return self.split["val"]
-
-    @property
-    def test_indices(self) -> np.ndarray:
-        return self.split["test"]
+    def indices(self, stage: str) -> np.ndarray:
+        self._check_stage(stage)
+        return self.split[stage]
 
     @property
     def text_dim(self) -> int | None:
@@ -120,34 +89,14 @@ class PTBXLDataModule(L.LightningDataModule):
         return -(-self.n_train // self.batch_size)
 
     # -- LightningDataModule
-    def setup(self, stage: str | None = None) -> None:
-        for name in STAGES:
-            if name not in self._datasets:
-                self._datasets[name] = self.make_dataset(name)
-
     def make_dataset(self, stage: str) -> PTBXLDataset:
         """Dataset of one split; only ``train`` is lead-masked."""
-        if stage not in STAGES:
-            raise ValueError(f"unknown split {stage!r}; expected one of {STAGES}")
+        self._check_stage(stage)
         masker = LeadMasker(p_apply=self.mask_prob) if stage == "train" else None
         return PTBXLDataset(
             self.cache_path, self.split[stage], masker=masker, text=self.text_embeddings,
             seed=self.seed, store=self.store,
         )
-
-    def dataset(self, stage: str) -> PTBXLDataset:
-        if stage not in self._datasets:
-            self._datasets[stage] = self.make_dataset(stage)
-        return self._datasets[stage]
-
-    def _loader_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {
-            "num_workers": self.num_workers,
-            "pin_memory": self.pin_memory,
-            "worker_init_fn": seed_worker if self.num_workers > 0 else None,
-            "persistent_workers": self.num_workers > 0,
-        }
-        return kw
 
     def train_dataloader(self) -> DataLoader:
         if self.drop_last and self.n_train < self.batch_size:
@@ -163,22 +112,3 @@ class PTBXLDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
             **self._loader_kwargs(),
         )
-
-    def _eval_loader(self, stage: str) -> DataLoader:
-        return raw_loader(
-            self.dataset(stage), batch_size=self.eval_batch_size, shuffle=False,
-            drop_last=False, **self._loader_kwargs(),
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Finish raw batches on the device they were moved to (z-score, mask, pad)."""
-        return finish_batch(batch)

@@ -13,21 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from data_modules.cache import open_cache
+from data_modules.loading.datamodule import STAGES, CacheDataModule
 from data_modules.loading.datasets import DEFAULT_MAX_BYTES, BeatStore, UKBDataset, raw_loader
 from data_modules.loading.samplers import EventStratifiedBatchSampler
-from data_modules.loading.transforms import BatchLeadMask, LeadMasker, finish_batch, seed_worker
+from data_modules.loading.transforms import BatchLeadMask, LeadMasker
 from data_modules.protocol.splits import PAPER_SEEDS, Split, survival_cv_splits
 from data_modules.sources.ukb import COHORTS, select_cohort
-
-STAGES: tuple[str, ...] = ("train", "val", "test")
 
 
 def make_ukb_splits(
@@ -47,7 +44,7 @@ def make_ukb_splits(
     return survival_cv_splits(event, n_folds, seeds, val_fraction, rows=rows, eids=eid)
 
 
-class UKBDataModule(L.LightningDataModule):
+class UKBDataModule(CacheDataModule):
     """Loaders for one (seed, fold) :class:`Split` of one cohort of a UKB cache.
 
     Batch dict: ``x`` (B, 12, 608) float32 (leads outside the batch's subset zeroed on
@@ -77,19 +74,13 @@ class UKBDataModule(L.LightningDataModule):
         drop_last: bool = False,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
-        super().__init__()
         if cohort not in COHORTS:
             raise ValueError(f"unknown cohort {cohort!r}; expected one of {COHORTS}")
-        self.cache_path = Path(cache_path)
+        super().__init__(cache_path, batch_size, num_workers, seed, drop_last, pin_memory,
+                         eval_batch_size)
         self.cohort = cohort
         self.split = split
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
-        self.seed = int(seed)
         self.mask_leads = bool(mask_leads)
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
-        self.drop_last = bool(drop_last)
         with open_cache(self.cache_path, "ukb") as f:
             self.n_records = int(f["median"].shape[0])
             self._eid = f["eid"][...].astype(np.int64)
@@ -100,7 +91,6 @@ class UKBDataModule(L.LightningDataModule):
         self.cohort_rows = select_cohort(self.cache_path, cohort)
         self._check_split()
         self.store = BeatStore(self.cache_path, UKBDataset.beat_names, max_bytes)
-        self._datasets: dict[str, UKBDataset] = {}
 
     def _check_split(self) -> None:
         in_cohort = np.zeros(self.n_records, dtype=bool)
@@ -132,26 +122,8 @@ class UKBDataModule(L.LightningDataModule):
 
     # -- information for training / evaluation code
     def indices(self, stage: str) -> np.ndarray:
-        """Cache rows of ``stage`` (train/val/test) in loader order for val/test."""
-        if stage not in STAGES:
-            raise ValueError(f"unknown split {stage!r}; expected one of {STAGES}")
+        self._check_stage(stage)
         return np.asarray(getattr(self.split, f"{stage}_idx"), dtype=np.int64)
-
-    @property
-    def train_indices(self) -> np.ndarray:
-        return self.indices("train")
-
-    @property
-    def val_indices(self) -> np.ndarray:
-        return self.indices("val")
-
-    @property
-    def test_indices(self) -> np.ndarray:
-        return self.indices("test")
-
-    @property
-    def n_train(self) -> int:
-        return int(self.train_indices.shape[0])
 
     def labels(self, stage: str) -> dict[str, np.ndarray]:
         """``time``, ``event``, ``eid``, ``index`` of a split's rows (for C-index, KM plots)."""
@@ -164,17 +136,11 @@ class UKBDataModule(L.LightningDataModule):
         return float(self._event[self.train_indices].mean())
 
     # -- LightningDataModule
-    def setup(self, stage: str | None = None) -> None:
-        for name in STAGES:
-            self.dataset(name)
-
-    def dataset(self, stage: str) -> UKBDataset:
-        if stage not in self._datasets:
-            mask = (BatchLeadMask(LeadMasker(), seed=self.seed)
-                    if stage == "train" and self.mask_leads else None)
-            self._datasets[stage] = UKBDataset(self.cache_path, self.indices(stage), mask,
-                                               store=self.store)
-        return self._datasets[stage]
+    def make_dataset(self, stage: str) -> UKBDataset:
+        """Dataset of one split; only ``train`` is lead-masked (one subset per batch)."""
+        mask = (BatchLeadMask(LeadMasker(), seed=self.seed)
+                if stage == "train" and self.mask_leads else None)
+        return UKBDataset(self.cache_path, self.indices(stage), mask, store=self.store)
 
     def world(self) -> tuple[int, int]:
         """(world_size, global_rank): from the Trainer when attached, else torch.distributed."""
@@ -193,14 +159,6 @@ class UKBDataModule(L.LightningDataModule):
             num_replicas=world_size, rank=rank,
         )
 
-    def _loader_kwargs(self) -> dict[str, Any]:
-        return {
-            "num_workers": self.num_workers,
-            "pin_memory": self.pin_memory,
-            "worker_init_fn": seed_worker if self.num_workers > 0 else None,
-            "persistent_workers": self.num_workers > 0,
-        }
-
     def train_dataloader(self) -> DataLoader:
         return raw_loader(
             self.dataset("train"),
@@ -210,23 +168,10 @@ class UKBDataModule(L.LightningDataModule):
             **self._loader_kwargs(),
         )
 
-    def _eval_loader(self, stage: str) -> DataLoader:
-        return raw_loader(
-            self.dataset(stage), batch_size=self.eval_batch_size, shuffle=False,
-            drop_last=False, **self._loader_kwargs(),
-        )
-
     def val_dataloader(self) -> DataLoader:
         if self.val_indices.size == 0:
             return []  # type: ignore[return-value]  # Lightning skips an empty list
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        """Held-out (test) rows, unmasked, in ``test_indices`` order: out-of-fold scores."""
-        return self._eval_loader("test")
+        return super().val_dataloader()
 
     @property
     def fit_indices(self) -> np.ndarray:
@@ -236,12 +181,4 @@ class UKBDataModule(L.LightningDataModule):
     def fit_rows_dataloader(self) -> DataLoader:
         """Training-fold rows (train + val), unmasked, in ``fit_indices`` order: risks for
         the Breslow baseline of survival curves / the integrated Brier score."""
-        return raw_loader(
-            UKBDataset(self.cache_path, self.fit_indices, store=self.store),
-            batch_size=self.eval_batch_size, shuffle=False, drop_last=False,
-            **self._loader_kwargs(),
-        )
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Finish raw batches on the device they were moved to (z-score, mask, pad)."""
-        return finish_batch(batch)
+        return self.eval_loader(UKBDataset(self.cache_path, self.fit_indices, store=self.store))

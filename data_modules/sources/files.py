@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from data_modules.cache import ID_DATASET, CacheError, open_cache
+from data_modules.cache import ID_DATASET, CacheError, open_cache, open_rows
 from data_modules.errors import RecordSkip
 from data_modules.signal.median_beat import MAX_ABS_MV, signal_problem
 from data_modules.sources.cardiosoft_xml import checked_median
@@ -123,7 +123,7 @@ def _cache_row(path: str, row: int) -> np.ndarray:
         _OPEN_PID = os.getpid()
     f = _OPEN.get(path)
     if f is None:
-        f = _OPEN[path] = h5py.File(path, "r")
+        f = _OPEN[path] = open_rows(path)
     return np.asarray(f["median"][row], dtype=np.float64)
 
 

@@ -58,7 +58,6 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from data_modules.atomic import tmp_name
 from data_modules.cache import (
     Appender,
     BuildSummary,
@@ -68,6 +67,7 @@ from data_modules.cache import (
     open_cache,
     parallel_map,
     sha1_file,
+    staging_h5,
     write_skipped,
     write_strings,
     write_warnings,
@@ -338,44 +338,39 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
     parsed: list[_Parsed] = []
     failed: dict[int | str, list[str]] = {}
     with atomic_h5(out, "ukb", config) as f:
-        stage_path = tmp_name(out, ".stage.tmp")
-        try:
-            with h5py.File(stage_path, "w") as stage:
-                staged = Appender(stage, {"median": ((N_LEADS, BEAT_LEN), 16),
-                                          "measurements": ((len(MEASUREMENT_NAMES),), 1024)})
-                with contextlib.closing(parallel_map(_parse_task, tasks, workers, progress,
-                                                      "UKB XML")) as results:
-                    for path, eid, res in results:
-                        if isinstance(res, str):
-                            rel = str(Path(path).relative_to(xml_dir))
-                            failed.setdefault(rel if eid is None else eid, []).append(res)
-                            continue
-                        meta, median, meas = res
-                        meta.row = staged.n + len(staged.buf["median"])
-                        staged.add(median=median, measurements=meas)
-                        parsed.append(meta)
-                        del res, meta, median, meas
-                staged.flush()
-                rows, skipped, date_warned = _decide(parsed, failed, outcomes, outcomes_csv)
-                warned += date_warned
-                if date_warned:
-                    log.warning("%s: %d ECG date(s) differ from the outcomes' ecg_date, eids "
-                                "%s", xml_dir, len(date_warned), [w[0] for w in date_warned[:10]])
-                if not rows:
-                    raise DataError(f"{xml_dir}: no usable participant ({len(skipped)} "
-                                    f"skipped; first reasons: {skipped[:3]}) - refusing to "
-                                    "write an empty cache")
-                app = Appender(f, {"median": ((N_LEADS, BEAT_LEN), 64)})
-                src = stage["median"]
-                for r in rows:
-                    app.add(median=src[r.row])
-                app.flush()
-                all_meas = stage["measurements"][...]
-                measurements = all_meas[[r.row for r in rows]]
-                del all_meas
-        finally:
-            with contextlib.suppress(OSError):
-                stage_path.unlink()
+        with staging_h5(out) as stage:
+            staged = Appender(stage, {"median": ((N_LEADS, BEAT_LEN), 16),
+                                      "measurements": ((len(MEASUREMENT_NAMES),), 1024)})
+            with contextlib.closing(parallel_map(_parse_task, tasks, workers, progress,
+                                                  "UKB XML")) as results:
+                for path, eid, res in results:
+                    if isinstance(res, str):
+                        rel = str(Path(path).relative_to(xml_dir))
+                        failed.setdefault(rel if eid is None else eid, []).append(res)
+                        continue
+                    meta, median, meas = res
+                    meta.row = staged.n + len(staged.buf["median"])
+                    staged.add(median=median, measurements=meas)
+                    parsed.append(meta)
+                    del res, meta, median, meas
+            staged.flush()
+            rows, skipped, date_warned = _decide(parsed, failed, outcomes, outcomes_csv)
+            warned += date_warned
+            if date_warned:
+                log.warning("%s: %d ECG date(s) differ from the outcomes' ecg_date, eids "
+                            "%s", xml_dir, len(date_warned), [w[0] for w in date_warned[:10]])
+            if not rows:
+                raise DataError(f"{xml_dir}: no usable participant ({len(skipped)} "
+                                f"skipped; first reasons: {skipped[:3]}) - refusing to "
+                                "write an empty cache")
+            app = Appender(f, {"median": ((N_LEADS, BEAT_LEN), 64)})
+            src = stage["median"]
+            for r in rows:
+                app.add(median=src[r.row])
+            app.flush()
+            all_meas = stage["measurements"][...]
+            measurements = all_meas[[r.row for r in rows]]
+            del all_meas
         n = len(rows)
         o = outcomes.loc[[e.eid for e in rows]]
         if strips:
