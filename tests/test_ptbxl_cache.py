@@ -465,3 +465,15 @@ def test_atomic_h5_and_open_cache_refusals(tmp_path):
     (tmp_path / "junk.h5").write_text("no hdf5")
     with pytest.raises(CacheError, match="not a readable HDF5 file"):
         open_cache(tmp_path / "junk.h5", "ptbxl")
+
+
+def test_metadata_in_a_subfolder_is_named_in_the_error(tmp_path: Path) -> None:
+    """fetch_ptbxl unzips into a subfolder of the folder given: pointing at the parent
+    says where the release is instead of only 'not found'."""
+    inner = tmp_path / "ptb-xl-a-large-publicly-available-electrocardiography-dataset-1.0.3"
+    inner.mkdir()
+    (inner / "ptbxl_database.csv").write_text("ecg_id\n1\n")
+    with pytest.raises(FileNotFoundError, match=f"the release is in {inner}: pass that folder"):
+        read_ptbxl_metadata(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"metadata table not found$"):
+        read_ptbxl_metadata(tmp_path / "nothing")

@@ -144,7 +144,9 @@ def read_ptbxl_metadata(root: str | os.PathLike) -> pd.DataFrame:
     """
     csv = Path(root) / "ptbxl_database.csv"
     if not csv.is_file():
-        raise FileNotFoundError(f"{csv}: PTB-XL metadata table not found")
+        inner = _find_root(Path(root)) if Path(root).is_dir() else None
+        hint = f" (the release is in {inner}: pass that folder)" if inner else ""
+        raise FileNotFoundError(f"{csv}: PTB-XL metadata table not found{hint}")
     df = pd.read_csv(csv)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:

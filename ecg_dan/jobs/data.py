@@ -43,8 +43,8 @@ def synthetic_dir(cfg: DictConfig) -> Path:
 
 PTBXL_HELP = """no PTB-XL data configured.
   Real data: download PTB-XL (https://physionet.org/content/ptb-xl/, CC BY 4.0), e.g.
-    python -c "from data_modules.sources.ptbxl import fetch_ptbxl; fetch_ptbxl('data/ptb-xl')"
-  then run `make pretrain PTBXL_DIR=data/ptb-xl` (or set data.ptbxl_dir=...).
+    python -c "from data_modules.sources.ptbxl import fetch_ptbxl as f; print(f('data/ptb-xl'))"
+  then run `make pretrain PTBXL_DIR=<the folder it prints>` (or set data.ptbxl_dir=...).
   Synthetic data (no download): `make pretrain DATA=synthetic`."""
 
 
