@@ -31,8 +31,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 
 from data_modules.atomic import atomic_write_text
 from data_modules.choices import Cohort, TimeUnit
-from ecg_dan.losses.cox import Ties
-from ecg_dan.models.ecgdan import ModelConfig
+from data_modules.signal.leads import N_LEADS, PADDED_LEN
 
 
 def _experiments_dir() -> Path:
@@ -48,6 +47,9 @@ EXPERIMENTS_DIR = _experiments_dir()
 OVERLAYS = "overlays"
 
 
+Ties = Literal["efron", "breslow"]  # Cox partial likelihood's ties (ecg_dan/losses/cox.py)
+
+
 class ConfigError(ValueError):
     """A configuration problem, phrased for the person who wrote the YAML."""
 
@@ -59,6 +61,42 @@ def rng(default: Any, lo: float | None = None, hi: float | None = None, *,
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture knobs; every ablation and larger variant is one field. The networks of
+    ``ecg_dan/models/`` are built from it; it lives here with the rest of the schema so that
+    reading a config (and ``ecg-dan --help``) imports no torch."""
+
+    name: str = "ecg_dan"  # entry of the model registry (ecg_dan/models/registry.py)
+    n_leads: int = N_LEADS
+    seq_len: int = PADDED_LEN  # padded beat length (the data layer's geometry)
+    base_features: int = 4  # features per lead after the input convs
+    n_down: int = 5  # time-downsampling residual blocks (608 -> 19)
+    latent_dim: int = 512  # z = [avg-pool half, max-pool half]
+    temporal_attention: bool = True
+    cross_lead_attention: bool = True
+    temporal_heads: int = 8
+    lead_heads: int = 8
+    mlp_ratio: int = 4
+    attn_dropout: float = 0.2
+    batchwise_dropout: bool = False  # one dropout mask per batch (finetuning)
+    # Weight of the KL term for backbones that return "kl" (the VAE baseline, docs/method.md
+    # section 7; 0 = the VAE without the KL term). ECG-DAN returns no KL and ignores it.
+    kl_weight: float = 1e-4
+
+    def widths(self) -> list[int]:
+        mult = [1, 2, 4, 4, 4, 4]
+        if self.n_down > len(mult) - 1:
+            mult += [4] * (self.n_down + 1 - len(mult))
+        return [self.base_features * m for m in mult[: self.n_down + 1]]
+
+    @property
+    def latent_len(self) -> int:
+        if self.seq_len % (2**self.n_down):
+            raise ValueError(f"seq_len {self.seq_len} not divisible by 2**n_down={2**self.n_down}")
+        return self.seq_len // 2**self.n_down
 
 
 @dataclass

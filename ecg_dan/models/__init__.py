@@ -1,7 +1,8 @@
 """ECG-DAN network: backbone, attention branches, heads."""
 
+from ecg_dan.config import ModelConfig
 from ecg_dan.models.dropout import BatchwiseDropout
-from ecg_dan.models.ecgdan import ECGDAN, ECGDANDecoder, ECGDANEncoder, ModelConfig
+from ecg_dan.models.ecgdan import ECGDAN, ECGDANDecoder, ECGDANEncoder
 from ecg_dan.models.heads import (
     ClassificationHead,
     DiscreteTimeHead,
