@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import sys
 
+from ecg_dan.cli import user_errors
 from ecg_dan.config import ConfigError, choices, experiments, load_config
 from ecg_dan.jobs.data import PTBXL_HELP
 from ecg_dan.jobs.finetune import run_finetune
+from ecg_dan.jobs.matrix import run_cohorts, run_matrix
 from ecg_dan.jobs.pretrain import run_pretrain
 
 
@@ -77,8 +79,6 @@ def ablations(v: dict[str, str], extra: list[str]) -> None:
     """The whole comparison matrix of a cohort (ablations + baselines), then one table:
     see ecg_dan/jobs/matrix.py. ``ABLATIONS=a,b`` selects cells; ``COHORT=all`` runs every
     cohort's matrix and joins them in one table, columns per cohort."""
-    from ecg_dan.jobs.matrix import run_cohorts, run_matrix
-
     cells = [a.strip() for a in (v.get("ABLATIONS") or "").split(",") if a.strip()]
     kw = {"ptbxl_dir": v.get("PTBXL_DIR") or None, "ckpt": v.get("CKPT") or None,
           "extra": extra}
@@ -90,8 +90,6 @@ def ablations(v: dict[str, str], extra: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ecg_dan.cli import user_errors
-
     argv = list(sys.argv[1:] if argv is None else argv)
     target, rest = argv[0], argv[1:]
     make_vars, extra = _parse(rest)
