@@ -357,6 +357,16 @@ def overlays() -> list[str]:
     return _available(OVERLAYS)
 
 
+def finetune_experiment(cohort: str) -> str:
+    """The name of a cohort's paper finetuning experiment (``experiments/finetune_<cohort>``)."""
+    return f"finetune_{cohort}"
+
+
+def finetune_cohorts() -> list[str]:
+    """The cohorts that have a paper finetuning experiment."""
+    return [c for c in choices("finetune.cohort") if finetune_experiment(c) in experiments()]
+
+
 def experiment_path(name: str | os.PathLike) -> Path:
     """Resolve an experiment name (``finetune_hyp``, ``ablations/no_cross_lead``) or path."""
     p = Path(name)
