@@ -22,6 +22,7 @@ import json
 import math
 import os
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -511,6 +512,20 @@ def save_config(cfg: DictConfig, path: str | os.PathLike) -> Path:
 
 def model_config(cfg: DictConfig) -> ModelConfig:
     return ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
+
+
+def pretrain_objective(pretrain: Mapping[str, Any]) -> dict[str, Any]:
+    """The pretraining strategy of a ``pretrain:`` section: the keys the pretraining ablations
+    vary, in a canonical form, so that two sections training the same objective give equal
+    dicts (without text alignment, its loss and text recipe do not matter). A pretraining
+    checkpoint records it; a finetuning run from that checkpoint must name the same."""
+    align = str(pretrain["alignment"]) if float(pretrain["w_align"]) > 0 else "none"
+    out: dict[str, Any] = {"w_recon": float(pretrain["w_recon"]),
+                           "w_cls": float(pretrain["w_cls"]), "alignment": align}
+    if align != "none":
+        out |= {"w_align": float(pretrain["w_align"]),
+                "text_recipe": str(pretrain["text_recipe"])}
+    return out
 
 
 # Keys that cannot change a model's predictions: logging, progress, where data is written,
