@@ -107,8 +107,9 @@ def check_objective(path: Path, meta: Mapping[str, Any], pretrain: Mapping[str, 
             f"{path} was pretrained with another objective than this config names "
             f"(differing: {keys}): checkpoint {_objective_text(have)}; config "
             f"{_objective_text(want)}. Finetune it with the experiment of its strategy "
-            "(e.g. ablations/pretrain_recon) or with these pretrain.* keys set to the "
-            "checkpoint's, or pretrain with this config's (make ablations does)")
+            "(finetune_<cohort> for the paper's, ablations/pretrain_* or ablations/text_* "
+            "for the others) or with these pretrain.* keys set to the checkpoint's, or "
+            "pretrain with this config's (make ablations does)")
 
 
 def _objective_text(objective: Mapping[str, Any]) -> str:
