@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from data_modules.atomic import atomic_path
+from ecg_dan.config import pretrain_objective
 from ecg_dan.models.registry import build_model
 
 # Fields that change no tensor shape: a checkpoint trained with other values still fits.
@@ -34,7 +36,8 @@ class CheckpointError(ValueError):
 
 
 class CheckpointMismatchError(CheckpointError):
-    """A pretraining checkpoint whose architecture differs from the configured one."""
+    """A pretraining checkpoint whose architecture or objective differs from the configured
+    one."""
 
 
 def _restart_hint(path: Path) -> str:
@@ -76,12 +79,50 @@ def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
     return ckpt
 
 
-def load_pretrained_backbone(backbone: nn.Module, ckpt_path: str | os.PathLike
-                             ) -> dict[str, Any]:
+def recorded_objective(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A pretraining checkpoint's objective: its record, else (checkpoints written before the
+    record) derived from the pretraining config it carries; None when it has neither."""
+    if "objective" in meta:
+        return dict(meta["objective"])
+    pretrain = (meta.get("config") or {}).get("pretrain")
+    return pretrain_objective(pretrain) if pretrain else None
+
+
+def check_objective(path: Path, meta: Mapping[str, Any], pretrain: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint pretrained with another objective than the finetuning config's
+    ``pretrain:`` section names, so that no run is labelled with a strategy it did not use
+    (``ecg-dan finetune ablations/pretrain_cls finetune.ckpt=<a reconstruction checkpoint>``).
+    A checkpoint without any record is refused too: what it was trained for is unknown."""
+    want = pretrain_objective(pretrain)
+    have = recorded_objective(meta)
+    if have is None:
+        raise CheckpointMismatchError(
+            f"{path} does not record its pretraining objective, so it cannot be checked "
+            f"against this config's ({_objective_text(want)}); checkpoints written by "
+            "`ecg-dan pretrain` record it")
+    if have != want:
+        keys = ", ".join(f"pretrain.{k}" for k in sorted(set(have) | set(want))
+                         if have.get(k) != want.get(k))
+        raise CheckpointMismatchError(
+            f"{path} was pretrained with another objective than this config names "
+            f"(differing: {keys}): checkpoint {_objective_text(have)}; config "
+            f"{_objective_text(want)}. Finetune it with the experiment of its strategy "
+            "(finetune_<cohort> for the paper's, ablations/pretrain_* or ablations/text_* "
+            "for the others) or with these pretrain.* keys set to the checkpoint's, or "
+            "pretrain with this config's (make ablations does)")
+
+
+def _objective_text(objective: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in objective.items())
+
+
+def load_pretrained_backbone(backbone: nn.Module, ckpt_path: str | os.PathLike,
+                             pretrain: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Load encoder + decoder weights from a pretraining checkpoint, strictly.
 
     Refuses a checkpoint of another architecture with the differing config fields named,
-    rather than loading whatever keys happen to match.
+    rather than loading whatever keys happen to match; with ``pretrain`` (the finetuning
+    config's ``pretrain:`` section), also one of another objective (:func:`check_objective`).
     """
     path = Path(ckpt_path)
     meta = read_checkpoint(path, kind="pretrain")["ecg_dan"]
@@ -95,6 +136,8 @@ def load_pretrained_backbone(backbone: nn.Module, ckpt_path: str | os.PathLike
         detail = ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}"
                            for k, (a, b) in diff.items())
         raise CheckpointMismatchError(f"{path} was trained with another architecture: {detail}")
+    if pretrain is not None:
+        check_objective(path, meta, pretrain)
     try:
         backbone.encoder.load_state_dict(meta["encoder"], strict=True)
         backbone.decoder.load_state_dict(meta["decoder"], strict=True)

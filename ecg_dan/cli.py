@@ -1,7 +1,8 @@
 """``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, compare,
 explain, export, predict, demo.
 
-Heavy imports happen inside each command so ``ecg-dan --help`` stays fast. Expected user
+Heavy imports (torch, Lightning, the data readers' numpy/pandas/h5py) happen inside each
+command so ``ecg-dan --help`` stays fast (tests/test_cli.py checks it). Expected user
 errors (bad config, bad data, missing file, refused checkpoint) print one line and exit 2;
 anything else is a bug and keeps its traceback. ``--debug`` shows tracebacks for all.
 """
@@ -12,7 +13,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from ecg_dan.config import DataConfig, choices
+from data_modules.errors import DataError
+from ecg_dan import __version__
+from ecg_dan.config import (
+    ConfigError,
+    DataConfig,
+    choices,
+    load_config,
+    load_saved_config,
+    model_config,
+)
+from ecg_dan.log import get_logger
 
 OVERRIDES_HELP = ("+overlay names (e.g. +synthetic, +tiny, +ddp_cpu) and dotlist overrides "
                   "(e.g. trainer.max_epochs=5)")
@@ -31,10 +42,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     import torch
     import torchmetrics
 
-    from ecg_dan import __version__
-    from ecg_dan.config import load_config, model_config
-    from ecg_dan.models import baseline_table, parameter_table
-    from ecg_dan.models.registry import model_names
+    from ecg_dan.models import baseline_table, parameter_table  # deferred: torch
+    from ecg_dan.models.registry import model_names  # deferred: torch
 
     print(f"ecg-dan {__version__} | python {platform.python_version()} | torch {torch.__version__}"
           f" | lightning {lightning.__version__} | torchmetrics {torchmetrics.__version__}")
@@ -57,6 +66,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    # deferred: numpy, pandas, wfdb (the synthetic writers)
     from data_modules.synthetic import make_synthetic
 
     paths = make_synthetic(args.out, n=args.n, seed=args.seed, events=args.events,
@@ -68,11 +78,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     if args.kind == "ptbxl":
+        # deferred: numpy, pandas, h5py, wfdb, neurokit2 (the PTB-XL reader)
         from data_modules.sources.ptbxl import build_ptbxl_cache
 
         build_ptbxl_cache(args.root, args.out, strips=args.strips,
                           ptbxl_plus_dir=args.ptbxl_plus, workers=args.workers)
     else:
+        # deferred: numpy, pandas, h5py (the UK Biobank reader)
         from data_modules.sources.ukb import build_ukb_cache
 
         build_ukb_cache(args.xml_dir, args.outcomes, args.out, time_unit=args.time_unit,
@@ -81,16 +93,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from ecg_dan.config import load_config
-    from ecg_dan.jobs.pretrain import run_pretrain
+    from ecg_dan.jobs.pretrain import run_pretrain  # deferred: torch, Lightning
 
     run_pretrain(load_config(args.experiment, args.overrides))
     return 0
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from ecg_dan.config import load_config
-    from ecg_dan.jobs.finetune import run_finetune
+    from ecg_dan.jobs.finetune import run_finetune  # deferred: torch, Lightning
 
     run_finetune(load_config(args.experiment, args.overrides))
     return 0
@@ -104,12 +114,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         what = "--ckpt PATH" if args.what == "pretrain" else "RUN_DIR"
         raise SystemExit(f"ecg-dan evaluate {args.what}: give {what}")
     if args.what == "pretrain":
-        from ecg_dan.jobs.evaluate import evaluate_pretrain
+        from ecg_dan.jobs.evaluate import evaluate_pretrain  # deferred: torch, Lightning
 
         evaluate_pretrain(target, overrides=args.overrides)
     else:
-        from ecg_dan.config import load_saved_config
-        from ecg_dan.jobs.evaluate import evaluate_finetune
+        from ecg_dan.jobs.evaluate import evaluate_finetune  # deferred: torch, Lightning
 
         cfg = load_saved_config(Path(target) / "config.yaml", args.overrides)
         evaluate_finetune(Path(target), cfg=cfg)
@@ -117,7 +126,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ecg_dan.jobs.compare import run_compare
+    from ecg_dan.jobs.compare import run_compare  # deferred: torch, pandas, matplotlib
 
     run_compare(args.run_dirs, out_dir=args.out, reference=args.reference, n_boot=args.n_boot,
                 seed=args.seed)
@@ -125,7 +134,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from ecg_dan.jobs.explain import run_explain
+    from ecg_dan.jobs.explain import run_explain  # deferred: torch, Lightning, matplotlib
 
     out = run_explain(args.run_dir, eids=args.eid or (),
                       max_gradient_subjects=args.max_gradient_subjects, seed=args.seed)
@@ -134,14 +143,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ecg_dan.jobs.predict import run_export
+    from ecg_dan.jobs.predict import run_export  # deferred: torch, Lightning
 
     print(run_export(args.run_dir, args.out))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ecg_dan.jobs.predict import run_predict
+    from ecg_dan.jobs.predict import run_predict  # deferred: torch, Lightning
 
     summary = run_predict(args.model, args.inputs, args.out, horizons=args.horizons,
                           workers=args.workers, batch_size=args.batch_size,
@@ -152,7 +161,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ecg_dan.jobs.demo import run_demo
+    from ecg_dan.jobs.demo import run_demo  # deferred: torch, Lightning
 
     run_demo(args.overrides)
     return 0
@@ -296,17 +305,13 @@ def _lift_ckpt(argv: list[str]) -> tuple[list[str], str | None]:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that describe the user's input, not a bug: printed as one line."""
-    from data_modules.errors import DataError
-    from ecg_dan.checkpoints import CheckpointError
-    from ecg_dan.config import ConfigError
+    from ecg_dan.checkpoints import CheckpointError  # deferred: torch, Lightning
 
     # OSError: a full disk, a missing or unreadable file, a permission problem
     return (ConfigError, DataError, CheckpointError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ecg_dan.log import get_logger
-
     get_logger()  # progress and reports of the jobs and cache builders, from rank 0
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

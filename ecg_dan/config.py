@@ -6,8 +6,9 @@ here at load time). A misspelled key is an error naming it and listing the valid
 required value left as ``???`` or a value out of range is an error naming the key.
 
 Experiment YAMLs inherit with ``extends: <name or list of names>``; overlays
-(``experiments/overlays/*.yaml``, e.g. ``synthetic``, ``debug``, ``ddp``) are small YAMLs
-applied on top of an experiment, selected on the command line as ``+name``. ``+name`` may
+(``experiments/overlays/*.yaml``: ``cpu_finetune``, ``ddp_cpu``, ``gpus``, ``synthetic``,
+``tiny``; :func:`overlays` lists them) are small YAMLs applied on top of an experiment,
+selected on the command line as ``+name``. ``+name`` may
 also name another experiment (``+ablations/no_temporal``) or a YAML path: then only that
 file's own keys are applied, not those it ``extends`` (``finetune_mi +ablations/latent64``
 is UKB-MI with the latent-64 delta, not with ``finetune_hyp`` again).
@@ -21,6 +22,7 @@ import json
 import math
 import os
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -31,8 +33,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 
 from data_modules.atomic import atomic_write_text
 from data_modules.choices import Cohort, TimeUnit
-from ecg_dan.losses.cox import Ties
-from ecg_dan.models.ecgdan import ModelConfig
+from data_modules.signal.leads import N_LEADS, PADDED_LEN
 
 
 def _experiments_dir() -> Path:
@@ -48,6 +49,9 @@ EXPERIMENTS_DIR = _experiments_dir()
 OVERLAYS = "overlays"
 
 
+Ties = Literal["efron", "breslow"]  # Cox partial likelihood's ties (ecg_dan/losses/cox.py)
+
+
 class ConfigError(ValueError):
     """A configuration problem, phrased for the person who wrote the YAML."""
 
@@ -59,6 +63,42 @@ def rng(default: Any, lo: float | None = None, hi: float | None = None, *,
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture knobs; every ablation and larger variant is one field. The networks of
+    ``ecg_dan/models/`` are built from it; it lives here with the rest of the schema so that
+    reading a config (and ``ecg-dan --help``) imports no torch."""
+
+    name: str = "ecg_dan"  # entry of the model registry (ecg_dan/models/registry.py)
+    n_leads: int = N_LEADS
+    seq_len: int = PADDED_LEN  # padded beat length (the data layer's geometry)
+    base_features: int = 4  # features per lead after the input convs
+    n_down: int = 5  # time-downsampling residual blocks (608 -> 19)
+    latent_dim: int = 512  # z = [avg-pool half, max-pool half]
+    temporal_attention: bool = True
+    cross_lead_attention: bool = True
+    temporal_heads: int = 8
+    lead_heads: int = 8
+    mlp_ratio: int = 4
+    attn_dropout: float = 0.2
+    batchwise_dropout: bool = False  # one dropout mask per batch (finetuning)
+    # Weight of the KL term for backbones that return "kl" (the VAE baseline, docs/method.md
+    # section 7; 0 = the VAE without the KL term). ECG-DAN returns no KL and ignores it.
+    kl_weight: float = 1e-4
+
+    def widths(self) -> list[int]:
+        mult = [1, 2, 4, 4, 4, 4]
+        if self.n_down > len(mult) - 1:
+            mult += [4] * (self.n_down + 1 - len(mult))
+        return [self.base_features * m for m in mult[: self.n_down + 1]]
+
+    @property
+    def latent_len(self) -> int:
+        if self.seq_len % (2**self.n_down):
+            raise ValueError(f"seq_len {self.seq_len} not divisible by 2**n_down={2**self.n_down}")
+        return self.seq_len // 2**self.n_down
 
 
 @dataclass
@@ -318,6 +358,16 @@ def overlays() -> list[str]:
     return _available(OVERLAYS)
 
 
+def finetune_experiment(cohort: str) -> str:
+    """The name of a cohort's paper finetuning experiment (``experiments/finetune_<cohort>``)."""
+    return f"finetune_{cohort}"
+
+
+def finetune_cohorts() -> list[str]:
+    """The cohorts that have a paper finetuning experiment."""
+    return [c for c in choices("finetune.cohort") if finetune_experiment(c) in experiments()]
+
+
 def experiment_path(name: str | os.PathLike) -> Path:
     """Resolve an experiment name (``finetune_hyp``, ``ablations/no_cross_lead``) or path."""
     p = Path(name)
@@ -462,6 +512,20 @@ def save_config(cfg: DictConfig, path: str | os.PathLike) -> Path:
 
 def model_config(cfg: DictConfig) -> ModelConfig:
     return ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
+
+
+def pretrain_objective(pretrain: Mapping[str, Any]) -> dict[str, Any]:
+    """The pretraining strategy of a ``pretrain:`` section: the keys the pretraining ablations
+    vary, in a canonical form, so that two sections training the same objective give equal
+    dicts (without text alignment, its loss and text recipe do not matter). A pretraining
+    checkpoint records it; a finetuning run from that checkpoint must name the same."""
+    align = str(pretrain["alignment"]) if float(pretrain["w_align"]) > 0 else "none"
+    out: dict[str, Any] = {"w_recon": float(pretrain["w_recon"]),
+                           "w_cls": float(pretrain["w_cls"]), "alignment": align}
+    if align != "none":
+        out |= {"w_align": float(pretrain["w_align"]),
+                "text_recipe": str(pretrain["text_recipe"])}
+    return out
 
 
 # Keys that cannot change a model's predictions: logging, progress, where data is written,

@@ -4,15 +4,30 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-from lightning.fabric.utilities.rank_zero import rank_zero_only
+# Lightning's own rank_zero_only (the same object; its strategies set ``.rank`` on it), taken
+# from lightning_utilities so that importing the logger does not import Lightning or torch
+from lightning_utilities.core.rank_zero import rank_zero_only
 
 __all__ = ["get_logger", "is_rank_zero"]
 
+# Lightning's rule (lightning.fabric.utilities.rank_zero._get_rank) before it sets ``.rank``
+_RANK_VARS = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def _env_rank() -> int:
+    for key in _RANK_VARS:
+        if os.environ.get(key) is not None:
+            return int(os.environ[key])
+    return 0
+
 
 def is_rank_zero() -> bool:
-    return getattr(rank_zero_only, "rank", 0) == 0
+    """Global rank 0: the rank Lightning set, else (Lightning not started) the launcher's."""
+    rank = getattr(rank_zero_only, "rank", None)
+    return (_env_rank() if rank is None else rank) == 0
 
 
 class _StdoutHandler(logging.StreamHandler):

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import sys
 
-from ecg_dan.config import ConfigError, choices, experiments, load_config
+from ecg_dan.cli import user_errors
+from ecg_dan.config import ConfigError, finetune_cohorts, finetune_experiment, load_config
 from ecg_dan.jobs.data import PTBXL_HELP
 from ecg_dan.jobs.finetune import run_finetune
+from ecg_dan.jobs.matrix import run_cohorts, run_matrix
 from ecg_dan.jobs.pretrain import run_pretrain
 
 
@@ -50,23 +52,29 @@ def pretrain(v: dict[str, str], extra: list[str]):
 def _cohort(v: dict[str, str]) -> str:
     """COHORT=: a cohort with a paper config (``experiments/finetune_<cohort>.yaml``)."""
     cohort = v.get("COHORT") or "hyp"
-    known = [c for c in choices("finetune.cohort") if f"finetune_{c}" in experiments()]
+    known = finetune_cohorts()
     if cohort not in known:
         raise ConfigError(f"COHORT={cohort}: expected one of {', '.join(known)}")
     return cohort
 
 
 def finetune_config(v: dict[str, str], extra: list[str]):
-    """The cohort's paper config (``finetune_<cohort>``), with the synthetic overlays."""
+    """The cohort's paper config (``finetune_<cohort>``), with the synthetic overlays. The run
+    is named ``finetune_<cohort>[_scratch][_synthetic]``: a run from scratch and one from a
+    checkpoint do not share a run directory (the second would be refused as a changed
+    config); ``name=`` in ``ARGS`` still wins."""
     cohort = _cohort(v)
+    name = finetune_experiment(cohort)
     ov = []
-    if _synthetic(v):
-        ov += ["+synthetic", "+cpu_finetune", f"name=finetune_{cohort}_synthetic"]
     if v.get("SCRATCH"):
         ov.append("finetune.scratch=true")
+        name += "_scratch"
     elif v.get("CKPT"):
         ov.append(f"finetune.ckpt={v['CKPT']}")
-    return load_config(f"finetune_{cohort}", [*ov, *extra])
+    if _synthetic(v):
+        ov += ["+synthetic", "+cpu_finetune"]
+        name += "_synthetic"
+    return load_config(finetune_experiment(cohort), [*ov, f"name={name}", *extra])
 
 
 def finetune(v: dict[str, str], extra: list[str]):
@@ -77,21 +85,16 @@ def ablations(v: dict[str, str], extra: list[str]) -> None:
     """The whole comparison matrix of a cohort (ablations + baselines), then one table:
     see ecg_dan/jobs/matrix.py. ``ABLATIONS=a,b`` selects cells; ``COHORT=all`` runs every
     cohort's matrix and joins them in one table, columns per cohort."""
-    from ecg_dan.jobs.matrix import run_cohorts, run_matrix
-
     cells = [a.strip() for a in (v.get("ABLATIONS") or "").split(",") if a.strip()]
     kw = {"ptbxl_dir": v.get("PTBXL_DIR") or None, "ckpt": v.get("CKPT") or None,
           "extra": extra}
     if v.get("COHORT") == "all":
-        cohorts = [c for c in choices("finetune.cohort") if f"finetune_{c}" in experiments()]
-        run_cohorts(cohorts, _synthetic(v), cells or None, **kw)
+        run_cohorts(finetune_cohorts(), _synthetic(v), cells or None, **kw)
     else:
         run_matrix(_cohort(v), _synthetic(v), cells or None, **kw)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ecg_dan.cli import user_errors
-
     argv = list(sys.argv[1:] if argv is None else argv)
     target, rest = argv[0], argv[1:]
     make_vars, extra = _parse(rest)

@@ -28,6 +28,42 @@ def _exe() -> str:
     return str(exe)
 
 
+HEAVY = ("torch", "lightning", "pandas", "scipy", "h5py")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["finetune", "--help"], ["predict", "--help"]])
+def test_help_is_fast_and_imports_neither_torch_nor_lightning(argv):
+    """The CLI defers its heavy imports into the commands: help costs well under a second."""
+    code = ("import sys\nfrom ecg_dan.cli import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit:\n    pass\n"
+            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(REPO), ENV.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage: ecg-dan" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"
+    mod = subprocess.run([sys.executable, "-m", "ecg_dan", *argv], capture_output=True,
+                         text=True, timeout=120, env=env, cwd=REPO)
+    assert mod.returncode == 0 and "usage: ecg-dan" in mod.stdout, mod.stderr[-2000:]
+
+
+def test_rank_zero_without_lightning_follows_the_launcher(monkeypatch):
+    """Before Lightning sets the rank, the log follows Lightning's environment rule."""
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    from ecg_dan.log import is_rank_zero
+
+    monkeypatch.delattr(rank_zero_only, "rank", raising=False)
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert is_rank_zero()
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert not is_rank_zero()
+    monkeypatch.setattr(rank_zero_only, "rank", 0, raising=False)  # Lightning's, once set
+    assert is_rank_zero()
+
+
 def test_installed_executable_prints_the_paper_parameter_counts(tmp_path):
     proc = subprocess.run([_exe(), "info"], capture_output=True, text=True, timeout=300,
                           env=ENV, cwd=tmp_path)

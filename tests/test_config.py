@@ -175,3 +175,17 @@ def test_config_hash_ignores_logging_but_not_results():
     from ecg_dan.config import result_config
 
     assert config_diff(result_config(a), result_config(c)) == ["finetune.alpha", "finetune.seeds"]
+
+
+def test_the_module_doc_names_the_shipped_overlays():
+    import re
+
+    named = re.search(r"overlays/\*\.yaml``: (.*?); :func:", config_mod.__doc__, re.S).group(1)
+    assert sorted(re.findall(r"``(\w+)``", named)) == config_mod.overlays()
+
+
+def test_in_memory_default_is_one_number():
+    """The data layer's default is the config's (docs: data.in_memory_max_mb)."""
+    from data_modules.loading.datasets import DEFAULT_MAX_BYTES
+
+    assert config_mod.DataConfig.in_memory_max_mb * 2**20 == DEFAULT_MAX_BYTES

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from data_modules.errors import RecordSkip
+from data_modules.errors import DataError, RecordSkip
 from data_modules.sources.files import discover, load_beat
 from data_modules.synthetic.ptbxl_format import write_wfdb
 from ecg_dan.cli import main as cli
@@ -471,6 +471,43 @@ def test_ptbxl_cache_rows_are_inputs_named_by_ecg_id(tiny_data_root):
         ids, first = f["ecg_id"][...], f["median"][0]
     assert not skipped and [i.id for i in items] == [str(i) for i in ids]
     np.testing.assert_array_equal(load_beat(items[0]), first)
+
+
+def _tree(root: Path, names: list[str]) -> Path:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("x\n")  # discovery reads names only (caches aside)
+    return root
+
+
+def test_a_folder_lists_every_file_that_is_not_an_ecg_and_ids_are_relative_paths(tmp_path):
+    d = _tree(tmp_path / "in", ["site1/123_20205_2_0.xml", "site2/123_20205_2_0.xml",
+                                "site2/rec.hea", "site2/rec.dat", "orphan.dat", "README.md",
+                                "photo.JPG", ".DS_Store"])
+    items, skipped = discover([d])
+    assert [(i.id, i.kind) for i in items] == [("site1/123_20205_2_0", "xml"),
+                                               ("site2/123_20205_2_0", "xml"),
+                                               ("site2/rec", "wfdb")]
+    reasons = {sid: why for sid, _, why in skipped}
+    assert set(reasons) == {"orphan", "README", "photo", ".DS_Store"}  # not rec.dat
+    assert reasons["orphan"] == ("not an ECG file: orphan.dat is a WFDB signal file without "
+                                 "its header (orphan.hea)")
+    assert reasons["README"].startswith("not an ECG file: README.md is neither a WFDB record")
+    # a file given on its own keeps its name as id; given again inside the folder, it is once
+    items, _ = discover([d / "site1/123_20205_2_0.xml", d])
+    assert [i.id for i in items][:2] == ["123_20205_2_0", "site2/123_20205_2_0"]
+
+
+def test_two_ecgs_with_one_id_are_refused(tmp_path):
+    d = _tree(tmp_path / "in", ["a/123_20205_2_0.xml", "b/123_20205_2_0.xml", "c/rec.hea",
+                                "e/rec.xml"])
+    with pytest.raises(DataError, match=r"two inputs have the id '123_20205_2_0': "
+                                        r".*a/123_20205_2_0.xml and .*b/123_20205_2_0.xml"):
+        discover([d / "a", d / "b"])
+    with pytest.raises(DataError, match="two inputs have the id 'rec'"):
+        discover([d / "c/rec.hea", d / "e"])  # a WFDB record and an XML file
+    # their common parent: ids a/123_20205_2_0, b/123_20205_2_0, c/rec, e/rec
+    assert len(discover([d])[0]) == 4
 
 
 def test_a_bad_record_raises_a_skip_with_its_reason(tiny_data_root, tmp_path):

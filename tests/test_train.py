@@ -28,7 +28,7 @@ from ecg_dan.checkpoints import (
     read_checkpoint,
 )
 from ecg_dan.cli import main as cli
-from ecg_dan.config import ConfigError, experiments, load_config
+from ecg_dan.config import ConfigError, experiments, load_config, pretrain_objective
 from ecg_dan.jobs.finetune import build_finetune_module, run_finetune
 from ecg_dan.jobs.pretrain import run_pretrain
 from ecg_dan.lit.finetune import DivergenceError, SurvivalFinetuneModule
@@ -71,14 +71,17 @@ def test_every_experiment_runs_one_step(experiment, tmp_path, data_root, pretrai
         cfg.baseline.n_penalties = 3
         assert (run_finetune(cfg) / "results.md").is_file()
         return
+    meta = read_checkpoint(pretrained)["ecg_dan"]
     same_arch = OmegaConf.to_container(cfg.model) == {
-        **OmegaConf.to_container(cfg.model),
-        **read_checkpoint(pretrained)["ecg_dan"]["model_config"], "batchwise_dropout":
+        **OmegaConf.to_container(cfg.model), **meta["model_config"], "batchwise_dropout":
             cfg.model.batchwise_dropout}
-    if same_arch and not cfg.finetune.scratch:
+    # a pretraining ablation names another objective: the paper's checkpoint is refused
+    # (tests/test_pretrain_objective.py); `make ablations` pretrains it with its own
+    same_objective = meta["objective"] == pretrain_objective(cfg.pretrain)
+    if same_arch and same_objective and not cfg.finetune.scratch:
         cfg.finetune.ckpt = str(pretrained)  # the real pretrained -> finetuning path
     else:
-        cfg.finetune.scratch = True  # another architecture: no pretrained checkpoint fits
+        cfg.finetune.scratch = True  # another architecture or objective: no checkpoint fits
     run_dir = run_finetune(cfg)
     assert (run_dir / "results.md").is_file()
     hashes = {json.loads(p.read_text())["config_hash"]

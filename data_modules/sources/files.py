@@ -11,9 +11,12 @@ a cache built with a looser ``max_abs_mv`` is held to the default). A record tha
 raises :class:`data_modules.errors.RecordSkip` with the reason; a batch records it and goes on.
 
 Discovery (:func:`discover`): a folder is searched recursively for ``*.hea`` (a WFDB record
-each), ``*.xml`` and ``*.h5``/``*.hdf5``; other files in folders are ignored (a WFDB
-``.dat``, a README). A file named on the command line that is none of these, a missing
-path, or a cache that does not open is a recorded skip.
+each), ``*.xml`` and ``*.h5``/``*.hdf5``; the other files of a WFDB record (its ``.dat``)
+go with it, and every other file (a README, a photo, a ``.dat`` without its header) is a
+recorded skip, as is a file named on the command line that is none of these, a missing
+path, or a cache that does not open. An ECG's id is its path below the folder given,
+without extension (``site2/123_20205_2_0``), the file's name without extension for a file
+given on its own, or the cache's ecg_id / eid; two ECGs with one id are refused.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import h5py
 import numpy as np
 
 from data_modules.cache import ID_DATASET, CacheError, open_cache, open_rows
-from data_modules.errors import RecordSkip
+from data_modules.errors import DataError, RecordSkip
 from data_modules.signal.median_beat import MAX_ABS_MV, signal_problem
 from data_modules.sources.cardiosoft_xml import checked_median
 from data_modules.sources.wfdb_record import read_wfdb_12lead, strip_median
@@ -58,24 +61,54 @@ def _cache_items(path: Path) -> list[ECGItem]:
     return [ECGItem(str(int(i)), str(path), "cache", str(path), r) for r, i in enumerate(ids)]
 
 
-def _file_items(path: Path) -> list[ECGItem]:
+def _file_id(path: Path, root: Path | None) -> str:
+    """A file's id: its path below ``root`` (the folder given) without extension, else its
+    name without extension."""
+    return path.relative_to(root).with_suffix("").as_posix() if root else path.stem
+
+
+def _not_an_ecg(path: Path) -> str:
+    if path.suffix.lower() == ".dat":
+        return (f"not an ECG file: {path.name} is a WFDB signal file without its header "
+                f"({path.with_suffix('.hea').name})")
+    return (f"not an ECG file: {path.name} is neither a WFDB record (.hea), a CardioSoft XML "
+            "file (.xml) nor an HDF5 cache (.h5)")
+
+
+def _file_items(path: Path, root: Path | None = None) -> list[ECGItem]:
     suffix = path.suffix.lower()
     if suffix in WFDB_SUFFIXES:
         stem = path.with_suffix("")
-        return [ECGItem(stem.name, str(stem.with_suffix(".hea")), "wfdb", str(stem))]
+        return [ECGItem(_file_id(stem, root), str(stem.with_suffix(".hea")), "wfdb",
+                        str(stem))]
     if suffix in XML_SUFFIXES:
-        return [ECGItem(path.stem, str(path), "xml", str(path))]
+        return [ECGItem(_file_id(path, root), str(path), "xml", str(path))]
     if suffix in CACHE_SUFFIXES:
         return _cache_items(path)
-    raise RecordSkip(f"not an ECG file: {path.name} is neither a WFDB record (.hea), a "
-                     "CardioSoft XML file (.xml) nor an HDF5 cache (.h5)")
+    raise RecordSkip(_not_an_ecg(path))
+
+
+def _unique_ids(items: list[ECGItem]) -> None:
+    """Refuse two ECGs with one id: their rows could not be told apart or joined back."""
+    first: dict[str, str] = {}
+    for it in items:
+        where = f"{it.source}" + (f" row {it.row}" if it.row >= 0 else "")
+        if it.id in first:
+            raise DataError(
+                f"two inputs have the id {it.id!r}: {first[it.id]} and {where}. An id is the "
+                "path below the folder given without extension (a file given on its own: "
+                "its name without extension; a cache row: its ecg_id / eid); give the "
+                "folders' common parent instead, or score them in separate runs")
+        first[it.id] = where
 
 
 def discover(paths: list[str | os.PathLike]
              ) -> tuple[list[ECGItem], list[tuple[str, str, str]]]:
     """The ECGs named by ``paths`` (files, WFDB stems without extension, folders searched
     recursively, caches expanded to their rows) in the order given, each once, and the
-    ``(id, source, reason)`` of every path that could not be used."""
+    ``(id, source, reason)`` of every path that could not be used (in a folder: every file
+    that is not an ECG or part of a WFDB record). :class:`DataError` when two ECGs would
+    share an id."""
     items: list[ECGItem] = []
     skipped: list[tuple[str, str, str]] = []
     seen: set[tuple[str, int]] = set()
@@ -90,13 +123,17 @@ def discover(paths: list[str | os.PathLike]
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower()
-                           in (".hea", *XML_SUFFIXES, *CACHE_SUFFIXES))
-            for f in found:
+            files = sorted(f for f in p.rglob("*") if f.is_file())
+            records = {f.with_suffix("") for f in files if f.suffix.lower() == ".hea"}
+            for f in files:
+                if f.suffix.lower() not in (".hea", *XML_SUFFIXES, *CACHE_SUFFIXES):
+                    if f.with_suffix("") not in records:  # else: a WFDB record's .dat
+                        skipped.append((_file_id(f, p), str(f), _not_an_ecg(f)))
+                    continue
                 try:
-                    add(_file_items(f))
+                    add(_file_items(f, p))
                 except (RecordSkip, CacheError) as e:
-                    skipped.append((f.stem, str(f), getattr(e, "reason", str(e))))
+                    skipped.append((_file_id(f, p), str(f), getattr(e, "reason", str(e))))
             continue
         if not p.exists() and p.with_name(p.name + ".hea").is_file():
             p = p.with_name(p.name + ".hea")  # a WFDB record named by its stem
@@ -109,6 +146,7 @@ def discover(paths: list[str | os.PathLike]
             skipped.append((p.stem, str(p), f"unusable cache: {e}"))
         except RecordSkip as e:
             skipped.append((p.stem, str(p), e.reason))
+    _unique_ids(items)
     return items, skipped
 
 

@@ -26,6 +26,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
+from ecg_dan.text.embedding_cache import embed_texts
+from ecg_dan.text.recipes import statement_text
+
 #: PTB-XL diagnostic superclasses, in the order of the cache's ``superclass`` column.
 SUPERCLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
 #: Inverse L2 strengths tried per class (log grid, strong to weak regularisation).
@@ -238,8 +241,6 @@ def superclass_prompts(
     Using the recipe's own ``"<category>: <description>"`` form keeps class prompts in the
     same text distribution the projector was trained on.
     """
-    from ecg_dan.text.recipes import statement_text
-
     cls_col = statements["diagnostic_class"]
     if "diagnostic" in statements.columns:
         diag = statements["diagnostic"].fillna(0).astype(float) > 0
@@ -267,8 +268,6 @@ def superclass_text_embeddings(
     weighted mean of statement embeddings), so class vectors live where record targets do.
     The statements share the ``scp_structured`` cache entries.
     """
-    from ecg_dan.text.embedding_cache import embed_texts
-
     prompts = superclass_prompts(statements, classes)
     out = {}
     for c, texts in prompts.items():

@@ -223,7 +223,7 @@ def run_explain(run_dir: str | os.PathLike, eids: Sequence[int] = (),
     for (s, f), part in tqdm(models, desc="explain: fold models", unit="model"):
         part = part.sort_values("row", kind="stable")
         module = finetune_module_from_checkpoint(part.checkpoint.iloc[0])
-        ds = UKBDataset(cache, part.row.to_numpy())
+        ds = UKBDataset(cache, part.row.to_numpy(), max_bytes=cfg.data.in_memory_max_mb * 2**20)
         maps = _score_fold(module, ds, part)
         ids = part.eid.to_numpy(np.int64)
         if "cross_lead" in maps:

@@ -56,7 +56,7 @@ def build_finetune_module(cfg: DictConfig, pretrained: str | None,
     container = OmegaConf.to_container(cfg, resolve=True)
     net = build_model(container["model"])
     if pretrained:
-        load_pretrained_backbone(net, pretrained)
+        load_pretrained_backbone(net, pretrained, pretrain=container["pretrain"])
     return SurvivalFinetuneModule(net, finetune=container["finetune"], optim=container["optim"],
                                   config=container, **(time_grid or {}))
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ecg_dan.config import EXPERIMENTS_DIR, ConfigError, load_config
+from ecg_dan.config import EXPERIMENTS_DIR, ConfigError, finetune_experiment, load_config
 from ecg_dan.jobs.data import PTBXL_HELP
 from ecg_dan.log import get_logger
 
@@ -109,7 +109,7 @@ class Matrix:
             ov.append("logging.compare_label=ecg_dan")
         if ckpt:
             ov.append(f"finetune.ckpt={ckpt}")
-        cfg = load_config(f"finetune_{self.cohort}", [*ov, *self.extra])
+        cfg = load_config(finetune_experiment(self.cohort), [*ov, *self.extra])
         if cfg.task == "cox_baseline" and cfg.baseline.features == "ecgdan_clinical":
             cfg.baseline.ecgdan_run = str(self.root / PROPOSED)
         return cfg

@@ -5,13 +5,17 @@ Predict reads the inputs in ``workers`` processes (median beats are the slow par
 them in batches in the main process, and writes, atomically:
 
 - ``--out`` (CSV) and the same rows as JSON beside it (``.json``, with the model's
-  description and the horizons): ``id``, ``source``, ``log_risk`` (mean over the fold models
-  of the centred log-risk), ``log_risk_std`` (their spread), ``n_models``, ``percentile``
+  description and the horizons): ``id`` (unique: a file's path below the folder given
+  without extension, a file given alone: its name without extension, a cache row: its
+  ecg_id / eid; :func:`data_modules.sources.files.discover`), ``source``, ``log_risk``
+  (mean over the fold models of the centred log-risk), ``log_risk_std`` (their spread),
+  ``n_models``, ``percentile``
   (within the run's out-of-fold risks), ``risk_<h>y`` (absolute risk of the event by each
   horizon), ``high_risk`` (at the run's top-``finetune.top_fraction`` threshold) and
   ``model_id``;
 - ``<out stem>_skipped.csv``: ``id``, ``source``, ``reason`` of every input that could not be
-  scored (always written, empty when none), summarised per reason on stderr;
+  scored, files in the folders given that are not ECGs included (always written, empty when
+  none), summarised per reason on stderr;
 - with ``explain``: ``<out stem>_explain/<id>.png`` per ECG, its cross-lead map and the
   temporal attention colouring its median beat (:func:`ecg_dan.interpretation.explain_ecg`,
   docs/method.md section 8), from the ensemble's first fold model (named in the figure), and

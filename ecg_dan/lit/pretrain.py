@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from data_modules.loading.transforms import finish_batch
+from ecg_dan.config import pretrain_objective
 from ecg_dan.losses.alignment import cosine_alignment_loss, infonce_loss
 from ecg_dan.losses.reconstruction import reconstruction_mse
 from ecg_dan.models import ClassificationHead, Projector
@@ -117,6 +118,8 @@ class AlignmentPretrainModule(FinishBatchOnDevice, L.LightningModule):
         checkpoint["ecg_dan"] = {
             "kind": "pretrain",
             "model_config": asdict(self.backbone.cfg),
+            # the strategy, checked by a finetuning run that starts from this checkpoint
+            "objective": pretrain_objective(self.p),
             "text_model": self.hparams.text_model_id,
             "config": self.hparams.config,
             "encoder": self.backbone.encoder.state_dict(),

@@ -7,17 +7,16 @@ shards are gathered (with gradients) and every rank evaluates the loss on the gl
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 from torch import Tensor
 
 from data_modules.protocol.survival_arrays import check_survival
+from ecg_dan.config import Ties
 from ecg_dan.distributed import all_gather_with_grad, is_distributed
 
 __all__ = ["cox_ph_loss"]
-
-Ties = Literal["efron", "breslow"]
 
 
 def _as_1d(x: Tensor, name: str) -> Tensor:

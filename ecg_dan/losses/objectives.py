@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike
 from torch import Tensor, nn
 
 from ecg_dan.losses.cox import cox_ph_loss
+from ecg_dan.models.heads import DiscreteTimeHead, RiskHead
 
 Objective = Literal["cox", "logistic_hazard"]
 
@@ -86,8 +87,6 @@ class CoxObjective:
         self.ties = ties
 
     def head(self, latent_dim: int) -> nn.Module:
-        from ecg_dan.models.heads import RiskHead
-
         return RiskHead(latent_dim)
 
     def risk(self, out: Tensor) -> Tensor:
@@ -130,8 +129,6 @@ class LogisticHazardObjective:
         return len(self.cuts)
 
     def head(self, latent_dim: int) -> nn.Module:
-        from ecg_dan.models.heads import DiscreteTimeHead
-
         head = DiscreteTimeHead(latent_dim, self.n_bins)
         if self.init_hazards is not None:  # start at the training fold's hazards
             with torch.no_grad():

@@ -1,7 +1,10 @@
 """ECG-DAN network: backbone, attention branches, heads."""
 
+from dataclasses import replace
+
+from ecg_dan.config import ModelConfig
 from ecg_dan.models.dropout import BatchwiseDropout
-from ecg_dan.models.ecgdan import ECGDAN, ECGDANDecoder, ECGDANEncoder, ModelConfig
+from ecg_dan.models.ecgdan import ECGDAN, ECGDANDecoder, ECGDANEncoder
 from ecg_dan.models.heads import (
     ClassificationHead,
     DiscreteTimeHead,
@@ -9,6 +12,7 @@ from ecg_dan.models.heads import (
     RiskHead,
     projector_sizes,
 )
+from ecg_dan.models.registry import build_model, model_names
 
 __all__ = ["ECGDAN", "ECGDANDecoder", "ECGDANEncoder", "ModelConfig", "BatchwiseDropout",
            "ClassificationHead", "DiscreteTimeHead", "Projector", "RiskHead", "baseline_table",
@@ -22,8 +26,6 @@ def count_parameters(module) -> int:
 
 def parameter_table(cfg: ModelConfig) -> str:
     """Markdown table of parameter counts: the modules of docs/method.md's table for ``cfg``."""
-    from dataclasses import replace
-
     rows = [
         ("encoder", ECGDANEncoder(cfg)),
         ("decoder", ECGDANDecoder(cfg)),
@@ -45,10 +47,6 @@ def parameter_table(cfg: ModelConfig) -> str:
 def baseline_table(cfg: ModelConfig) -> str:
     """Markdown table of the registered baselines' parameter counts (docs/method.md section
     7), each built from ``cfg`` with its own ``model.name``."""
-    from dataclasses import replace
-
-    from ecg_dan.models.registry import build_model, model_names
-
     lines = ["| baseline | encoder | decoder | total |", "|---|---:|---:|---:|"]
     for name in model_names():
         if name == "ecg_dan":

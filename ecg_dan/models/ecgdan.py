@@ -6,51 +6,15 @@ encoder 1,274,536 and decoder 110,570; ``tests/test_models.py`` asserts every co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data_modules.signal.leads import N_LEADS, PADDED_LEN
+from ecg_dan.config import ModelConfig
 from ecg_dan.models.attention import CrossLeadAttention, LeadwiseTemporalAttention
 from ecg_dan.models.blocks import ChannelsLastConv1d, ResBlock2d
 from ecg_dan.models.dropout import make_dropout
 from ecg_dan.models.kernels import fast_kernels
-
-
-@dataclass
-class ModelConfig:
-    """Architecture knobs; every ablation and larger variant is one field."""
-
-    name: str = "ecg_dan"  # entry of the model registry (ecg_dan/models/registry.py)
-    n_leads: int = N_LEADS
-    seq_len: int = PADDED_LEN  # padded beat length (the data layer's geometry)
-    base_features: int = 4  # features per lead after the input convs
-    n_down: int = 5  # time-downsampling residual blocks (608 -> 19)
-    latent_dim: int = 512  # z = [avg-pool half, max-pool half]
-    temporal_attention: bool = True
-    cross_lead_attention: bool = True
-    temporal_heads: int = 8
-    lead_heads: int = 8
-    mlp_ratio: int = 4
-    attn_dropout: float = 0.2
-    batchwise_dropout: bool = False  # one dropout mask per batch (finetuning)
-    # Weight of the KL term for backbones that return "kl" (the VAE baseline, docs/method.md
-    # section 7; 0 = the VAE without the KL term). ECG-DAN returns no KL and ignores it.
-    kl_weight: float = 1e-4
-
-    def widths(self) -> list[int]:
-        mult = [1, 2, 4, 4, 4, 4]
-        if self.n_down > len(mult) - 1:
-            mult += [4] * (self.n_down + 1 - len(mult))
-        return [self.base_features * m for m in mult[: self.n_down + 1]]
-
-    @property
-    def latent_len(self) -> int:
-        if self.seq_len % (2**self.n_down):
-            raise ValueError(f"seq_len {self.seq_len} not divisible by 2**n_down={2**self.n_down}")
-        return self.seq_len // 2**self.n_down
 
 
 def _channels_last(h: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from ecg_dan.models.ecgdan import ECGDAN, ModelConfig
+from ecg_dan.config import ModelConfig
+from ecg_dan.models.ecgdan import ECGDAN
 
 __all__ = ["build_model", "model_names", "register_model"]
 

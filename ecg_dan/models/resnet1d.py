@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ecg_dan.models.ecgdan import ECGDANDecoder, ModelConfig, init_encoder_weights
+from ecg_dan.config import ModelConfig
+from ecg_dan.models.ecgdan import ECGDANDecoder, init_encoder_weights
 from ecg_dan.models.registry import register_model
 
 STEM = (32, 32, 64)

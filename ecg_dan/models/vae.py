@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ecg_dan.models.ecgdan import ModelConfig
+from ecg_dan.config import ModelConfig
 from ecg_dan.models.registry import register_model
 
 CHANNELS = 5
