@@ -112,7 +112,7 @@ def test_make_target_runs_as_a_subprocess(tmp_path, tiny_data_root):
         capture_output=True, text=True, timeout=600, env=ENV, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (run / "results.md").is_file() and (run / "kaplan_meier.png").is_file()
-    assert "name: finetune_hyp_synthetic" in (run / "config.yaml").read_text()
+    assert "name: finetune_hyp_scratch_synthetic" in (run / "config.yaml").read_text()
 
 
 def test_wheel_installs_and_runs_the_demo_from_another_directory(tmp_path, tiny_data_root):
