@@ -32,7 +32,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from data_modules.atomic import atomic_write_text
-from data_modules.choices import Cohort, TimeUnit
+from data_modules.choices import IN_MEMORY_MAX_MB, Cohort, TimeUnit
 from data_modules.signal.leads import N_LEADS, PADDED_LEN
 
 
@@ -123,7 +123,7 @@ class DataConfig:
     num_workers: int = rng(0, 0)
     # Beat arrays of a cache up to this size (MiB) are loaded into memory once and batches
     # are gathered by index; larger caches are read per record (streaming). 0: always stream.
-    in_memory_max_mb: int = rng(4096, 0)
+    in_memory_max_mb: int = rng(IN_MEMORY_MAX_MB, 0)
     pin_memory: bool | None = None  # pinned host batches; None: when CUDA is available
 
 

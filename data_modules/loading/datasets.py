@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data_modules.cache import open_cache, open_rows
+from data_modules.choices import IN_MEMORY_MAX_MB
 from data_modules.loading.transforms import BatchLeadMask, LeadMasker, ProcessLocalRNG, finish_batch
 from data_modules.signal.leads import N_LEADS
 
@@ -34,7 +35,7 @@ from data_modules.signal.leads import N_LEADS
 _RDCC_NBYTES = 16 * 1024 * 1024
 # Beat arrays up to this size are held in memory (full PTB-XL, median + median_clean in
 # float32: 1.26 GB; a 50,000-ECG UK Biobank cohort: 1.44 GB).
-DEFAULT_MAX_BYTES = 4096 * 2**20
+DEFAULT_MAX_BYTES = IN_MEMORY_MAX_MB * 2**20
 
 
 def _attr_str(value: Any) -> str:
