@@ -108,10 +108,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         evaluate_pretrain(target, overrides=args.overrides)
     else:
-        from ecg_dan.config import load_saved_config
         from ecg_dan.jobs.evaluate import evaluate_finetune
+        from ecg_dan.run_dir import RunDir
 
-        cfg = load_saved_config(Path(target) / "config.yaml", args.overrides)
+        cfg = RunDir(target).load_config(args.overrides)
         evaluate_finetune(Path(target), cfg=cfg)
     return 0
 
