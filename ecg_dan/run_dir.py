@@ -39,7 +39,8 @@ from data_modules.splits import Split, load_splits, load_splits_meta, save_split
 from ecg_dan.config import ConfigError, config_hash, load_saved_config, result_config, save_config
 from ecg_dan.reporting.json_io import write_json
 
-__all__ = ["FINISHED_RUN_FILES", "FoldFiles", "RunDir", "RunDirError", "TRAIN_SUFFIX"]
+__all__ = ["FINISHED_RUN_FILES", "TRAIN_SUFFIX", "FoldFiles", "RunDir", "RunDirError",
+           "fold_name"]
 
 CONFIG = "config.yaml"
 RECORD = "run.json"

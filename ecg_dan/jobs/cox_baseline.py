@@ -55,7 +55,7 @@ from ecg_dan.config import ConfigError
 from ecg_dan.jobs.protocol import FoldFitter, FoldResult, run_cross_validation
 from ecg_dan.log import get_logger
 from ecg_dan.metrics.cindex import harrell_cindex
-from ecg_dan.run_dir import FINISHED_RUN_FILES, FoldFiles, RunDir
+from ecg_dan.run_dir import FINISHED_RUN_FILES, FoldFiles, RunDir, fold_name
 
 log = get_logger(__name__)
 
@@ -148,7 +148,7 @@ def _ecgdan_risks(cfg: DictConfig, split: Split) -> tuple[pd.Series, pd.Series]:
     fold = _ecgdan_run(cfg).fold(split.seed, split.fold)
     for p in (fold.csv, fold.train_csv):
         if not p.is_file():
-            raise ConfigError(f"{p} is missing: the ECG-DAN run has not finished {split.name}")
+            raise ConfigError(f"{p} is missing: the ECG-DAN run has not finished {fold.name}")
     test, train = fold.read_test(), fold.read_train()
     return train.set_index("eid")["risk"], test.set_index("eid")["risk"]
 
@@ -191,7 +191,7 @@ class CoxFitter(FoldFitter):
             eids = getattr(split, f"{part}_eid")
             idx = getattr(split, f"{part}_idx")
             if eids is not None and not np.array_equal(table.loc[idx, "eid"].to_numpy(), eids):
-                raise ConfigError(f"{self.run.splits_path} ({split.name}, {part}) does not "
+                raise ConfigError(f"{self.run.splits_path} ({fold.name}, {part}) does not "
                                   f"match the participants of {self.cache}: rebuild with the "
                                   "same data or use a new run directory")
         if self.features == "ecgdan_clinical":
@@ -256,7 +256,8 @@ def _fit_ecgdan_clinical(cfg: DictConfig, table: pd.DataFrame, split):
                            ("held-out", te, test_risk)):
         missing = sorted(set(tab.loc[idx, "eid"]) - set(src.index))
         if missing:
-            raise ConfigError(f"{cfg.baseline.ecgdan_run}: {split.name}: no ECG-DAN risk for "
+            raise ConfigError(f"{cfg.baseline.ecgdan_run}: {fold_name(split.seed, split.fold)}: "
+                              f"no ECG-DAN risk for "
                               f"{len(missing)} {what} participants (e.g. {missing[:5]})")
     fit_rows = np.sort(np.concatenate([tr, va]))
     tab["ecgdan_risk"] = np.nan

@@ -98,15 +98,15 @@ class NetworkFitter(FoldFitter):
         module = build_finetune_module(cfg, self.pretrained, time_grid=fold_time_grid(cfg, dm))
         fold_cfg = cfg.copy()
         fold_cfg.logging.group = cfg.logging.group or cfg.name
-        fold_cfg.name = f"{cfg.name}-{split.name}"
+        fold_cfg.name = f"{cfg.name}-{fold.name}"
         maybe_compile(module, cfg)
         trainer = build_trainer(fold_cfg, fold_dir)
         if f.lr_find and resume_path(cfg, fold_dir) is None:
-            _find_lr(trainer, module, dm, f, split, fold)
+            _find_lr(trainer, module, dm, f, fold)
         trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, fold_dir))
         best = trainer.checkpoint_callback.best_model_path
         if not best:
-            raise RuntimeError(f"[{split.name}] no checkpoint was selected by "
+            raise RuntimeError(f"[{fold.name}] no checkpoint was selected by "
                                f"{cfg.checkpoint.monitor}: validation never ran (e.g. "
                                "trainer.max_steps ended training inside the first epoch)")
         scored = finetune_module_from_checkpoint(best)
@@ -138,7 +138,7 @@ def run_finetune(cfg: DictConfig) -> Path:
     return run_cross_validation(cfg, NetworkFitter(cfg))
 
 
-def _find_lr(trainer: L.Trainer, module, dm, f, split, fold: FoldFiles) -> None:
+def _find_lr(trainer: L.Trainer, module, dm, f, fold: FoldFiles) -> None:
     """Lightning's LR finder (the authors' choice; finetune.lr_find=true)."""
     finder = Tuner(trainer).lr_find(module, datamodule=dm, min_lr=1e-7, max_lr=1e-2,
                                     num_training=f.lr_find_steps, update_attr=False,
@@ -148,14 +148,14 @@ def _find_lr(trainer: L.Trainer, module, dm, f, split, fold: FoldFiles) -> None:
     # Lightning skips the first 10 points by default; a short search keeps its later 80%
     lr = finder.suggestion(skip_begin=min(10, max(1, n // 5)), skip_end=1) if n > 3 else None
     if lr is None:
-        raise RuntimeError(f"[{split.name}] the LR finder found no learning rate ({n} steps "
+        raise RuntimeError(f"[{fold.name}] the LR finder found no learning rate ({n} steps "
                            "run); set finetune.lr_find=false and a fixed finetune.lr, or raise "
                            "finetune.lr_find_steps")
     module.lr = lr
     write_json(fold.lr_find, {"suggestion": lr,
                                            "lr": finder.results["lr"],
                                            "loss": finder.results["loss"]})
-    log.info(f"[{split.name}] LR finder picked {module.lr:.3g}")
+    log.info(f"[{fold.name}] LR finder picked {module.lr:.3g}")
 
 
 def _predict(trainer: L.Trainer, module, loader, split, ckpt: str) -> pd.DataFrame:

@@ -87,7 +87,7 @@ def run_cross_validation(cfg: DictConfig, fitter: FoldFitter) -> Path:
     for split in splits:
         fold = run.fold(split.seed, split.fold)
         if fold.is_done(want):
-            log.info(f"[{split.name}] predictions of this config exist, skipping")
+            log.info(f"[{fold.name}] predictions of this config exist, skipping")
             continue
         result = fitter.fit_fold(split, fold)
         if result.write:
@@ -95,7 +95,7 @@ def run_cross_validation(cfg: DictConfig, fitter: FoldFitter) -> Path:
             fold.write(test, result.train,
                        {"config_hash": want, "checkpoint": result.checkpoint, "n": len(test),
                         "events": int(test.event.sum()), **result.meta}, cuts=result.cuts)
-            log.info(f"[{split.name}] {result.label}held-out fold scored once: {len(test)} "
+            log.info(f"[{fold.name}] {result.label}held-out fold scored once: {len(test)} "
                      f"participants, {int(test.event.sum())} events -> {fold.csv}")
         fitter.end_fold()
     if is_rank_zero():
