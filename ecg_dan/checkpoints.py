@@ -25,6 +25,8 @@ from torch import nn
 
 from data_modules.atomic import atomic_path
 from ecg_dan.config import pretrain_objective
+from ecg_dan.lit.finetune import SurvivalFinetuneModule
+from ecg_dan.lit.pretrain import AlignmentPretrainModule
 from ecg_dan.models.registry import build_model
 
 # Fields that change no tensor shape: a checkpoint trained with other values still fits.
@@ -164,16 +166,12 @@ def _module_from(ckpt: dict[str, Any], path: Path, cls: type, kind: str):
 
 
 def pretrain_module_from_checkpoint(path: str | os.PathLike):
-    from ecg_dan.lit.pretrain import AlignmentPretrainModule
-
     path = Path(path)
     return _module_from(read_checkpoint(path, "pretrain"), path, AlignmentPretrainModule,
                         "pretraining")
 
 
 def finetune_module_from_checkpoint(path: str | os.PathLike):
-    from ecg_dan.lit.finetune import SurvivalFinetuneModule
-
     path = Path(path)
     return _module_from(read_checkpoint(path, "finetune"), path, SurvivalFinetuneModule,
                         "finetuning")

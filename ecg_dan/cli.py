@@ -20,7 +20,6 @@ from ecg_dan.config import (
     DataConfig,
     choices,
     load_config,
-    load_saved_config,
     model_config,
 )
 from ecg_dan.log import get_logger
@@ -119,8 +118,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         evaluate_pretrain(target, overrides=args.overrides)
     else:
         from ecg_dan.jobs.evaluate import evaluate_finetune  # deferred: torch, Lightning
+        from ecg_dan.run_dir import RunDir  # deferred: pandas, omegaconf
 
-        cfg = load_saved_config(Path(target) / "config.yaml", args.overrides)
+        cfg = RunDir(target).load_config(args.overrides)
         evaluate_finetune(Path(target), cfg=cfg)
     return 0
 

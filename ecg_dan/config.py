@@ -166,7 +166,7 @@ class LoggingConfig:
     group: str | None = None
     tags: list[str] = field(default_factory=list)
     # model kind for `ecg-dan compare` (paper values, default reference), e.g. ecg_dan or
-    # biomarker_cox; None: from the run name / model.name (ecg_dan.results.model_kind)
+    # biomarker_cox; None: from the run name / model.name (ecg_dan.reporting.run_kind.model_kind)
     compare_label: str | None = None
 
 

@@ -5,7 +5,7 @@ One safetensors file: no pickled object anywhere, so reading it cannot run code.
 - every fold model's weights (``m<i>.state.<key>``: the ensemble over folds x seeds, each the
   checkpoint that scored its held-out fold),
 - each Cox fold model's Breslow baseline cumulative hazard from its own training-fold risks
-  (``m<i>.breslow_times`` / ``m<i>.breslow_cumhaz``, from ``predictions/*_train.csv``), or a
+  (``m<i>.breslow_times`` / ``m<i>.breslow_cumhaz``, from the folds' training-fold risks), or a
   logistic-hazard model's time cuts (``m<i>.cuts``; its survival comes from its own head),
 - each fold model's offset (manifest ``members[i].offset``): a Cox log-risk is identified
   only up to an additive constant, which differs from fold model to fold model (by several
@@ -44,9 +44,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 
 from data_modules.atomic import atomic_write_bytes
 from data_modules.errors import DataError
+from data_modules.signal.leads import BEAT_LEN, FS, LEADS, PAD, R_INDEX
+from data_modules.signal.median_beat import MAX_ABS_MV
+from data_modules.sources.ptbxl import MEDIAN_VERSION
+from ecg_dan import __version__
+from ecg_dan.checkpoints import read_checkpoint
+from ecg_dan.config import config_hash, model_config
+from ecg_dan.metrics.survival import breslow_baseline
+from ecg_dan.models.ecgdan import ModelConfig
+from ecg_dan.run_dir import FoldFiles, RunDir, RunDirError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelContents", "ModelFileError", "export_run",
            "model_bytes", "preprocessing", "read_model", "read_model_bytes"]
@@ -65,10 +75,6 @@ class ModelFileError(DataError):
 def preprocessing() -> dict[str, Any]:
     """How this code turns an ECG into the network's input; a model file records the one
     its run was trained with, and a file whose record differs is refused."""
-    from data_modules.signal.leads import BEAT_LEN, FS, LEADS, PAD, R_INDEX
-    from data_modules.signal.median_beat import MAX_ABS_MV
-    from data_modules.sources.ptbxl import MEDIAN_VERSION
-
     return {
         "sample_rate_hz": FS,
         "beat_samples": BEAT_LEN,
@@ -112,26 +118,13 @@ def _content_digest(tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) 
     return h.hexdigest()
 
 
-def _fold_checkpoint(run_dir: Path, csv: Path, want_hash: str) -> Path:
-    """The checkpoint that scored one held-out fold (recorded in its ``.json``); looked up
-    under the run directory when the run was moved since."""
-    meta_path = csv.with_suffix(".json")
-    if not meta_path.is_file():
-        raise ModelFileError(f"{meta_path}: missing; it names the checkpoint that scored "
-                             f"{csv.name}")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("config_hash") not in (None, want_hash):
-        raise ModelFileError(f"{csv} was made by another configuration (hash "
-                             f"{meta.get('config_hash')}, the run's config.yaml gives "
-                             f"{want_hash}); re-run or re-evaluate the run first")
-    ckpt = Path(meta["checkpoint"])
-    if not ckpt.is_file():
-        moved = run_dir / csv.stem / "checkpoints" / ckpt.name
-        if not moved.is_file():
-            raise ModelFileError(f"{run_dir}: checkpoint {ckpt} of {csv.name} not found (nor "
-                                 f"{moved})")
-        ckpt = moved
-    return ckpt
+def _fold_checkpoint(ff: FoldFiles, want_hash: str) -> Path:
+    """The checkpoint that scored one held-out fold (its sidecar names it; made by this
+    config)."""
+    try:
+        return ff.checkpoint(want_hash)
+    except RunDirError as e:
+        raise ModelFileError(str(e)) from None
 
 
 def _reference(folds: list[pd.DataFrame], offsets: list[float]) -> np.ndarray:
@@ -144,16 +137,12 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
     """The model file of a finished finetuning run, as bytes (see the module docstring)."""
     from safetensors.torch import save
 
-    from ecg_dan import __version__
-    from ecg_dan.checkpoints import read_checkpoint
-    from ecg_dan.config import config_hash, load_saved_config, model_config
-    from ecg_dan.jobs.evaluate import prediction_files
-    from ecg_dan.metrics.survival import breslow_baseline
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ModelFileError(f"{run_dir}: not a finetuning run directory (no config.yaml)")
-    cfg = load_saved_config(run_dir / "config.yaml")
+    rd = RunDir(run_dir)
+    run_dir = rd.path
+    try:
+        cfg = rd.load_config()
+    except RunDirError as e:
+        raise ModelFileError(str(e)) from None
     if cfg.task == "cox_baseline":
         raise ModelFileError(f"{run_dir} is a task=cox_baseline run: a Cox model on tabular "
                              "features, not an ECG network; there is nothing to export for "
@@ -161,8 +150,10 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
     if cfg.task != "finetune":
         raise ModelFileError(f"{run_dir} is a task={cfg.task} run; export takes a finetuning "
                              "run (task=finetune)")
-    from omegaconf import OmegaConf
-
+    try:
+        folds_files = rd.scored_folds()
+    except RunDirError as e:
+        raise ModelFileError(str(e)) from None
     container = OmegaConf.to_container(cfg, resolve=True)
     objective = str(cfg.finetune.objective)
     want = config_hash(cfg)
@@ -170,11 +161,11 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
     members: list[dict[str, Any]] = []
     folds: list[pd.DataFrame] = []
     expected = 0.0  # Cox: expected events of the held-out rows, sum of H0_fold(t) exp(eta)
-    for i, csv in enumerate(prediction_files(run_dir)):
-        test = pd.read_csv(csv)
+    for i, ff in enumerate(folds_files):
+        test = ff.read_test()
         folds.append(test)
         seed, fold = int(test.seed.iloc[0]), int(test.fold.iloc[0])
-        ckpt_path = _fold_checkpoint(run_dir, csv, want)
+        ckpt_path = _fold_checkpoint(ff, want)
         ckpt = read_checkpoint(ckpt_path, kind="finetune")
         for k, v in ckpt["state_dict"].items():
             tensors[f"m{i}.state.{k}"] = v.detach().cpu().clone().contiguous()
@@ -183,13 +174,12 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
                                   "checkpoint": str(where.relative_to(run_dir.resolve())
                                                     if where.is_relative_to(run_dir.resolve())
                                                     else ckpt_path.name)}
-        train_csv = csv.with_name(csv.stem + "_train.csv")
         if objective == "cox":
-            if not train_csv.is_file():
-                raise ModelFileError(f"{train_csv}: missing; the Breslow baseline of fold "
+            train = ff.read_train()
+            if train is None:
+                raise ModelFileError(f"{ff.train_csv}: missing; the Breslow baseline of fold "
                                      f"model seed {seed} fold {fold} needs its training-fold "
                                      "risks")
-            train = pd.read_csv(train_csv)
             base = breslow_baseline(train.risk.to_numpy(), train.time.to_numpy(),
                                     train.event.to_numpy())
             tensors[f"m{i}.breslow_times"] = torch.from_numpy(base.times.astype(np.float64))
@@ -312,8 +302,6 @@ def _diff(name: str, have: Any, want: Any) -> list[str]:
 
 
 def _check_architecture(manifest: dict[str, Any], src: str) -> None:
-    from ecg_dan.models.ecgdan import ModelConfig
-
     known = {f.name for f in fields(ModelConfig)}
     unknown = sorted(set(manifest["model_config"]) - known)
     missing = sorted(known - set(manifest["model_config"]))

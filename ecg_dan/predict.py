@@ -43,6 +43,10 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
+from data_modules.loading.transforms import finish_batch
+from data_modules.signal.leads import BEAT_LEN, N_LEADS
+from data_modules.sources.ukb import days_to_time
+from ecg_dan.lit.finetune import SurvivalFinetuneModule
 from ecg_dan.log import get_logger
 from ecg_dan.model_file import (
     ModelContents,
@@ -51,6 +55,7 @@ from ecg_dan.model_file import (
     read_model,
     read_model_bytes,
 )
+from ecg_dan.models.registry import build_model
 
 log = get_logger(__name__)
 
@@ -61,8 +66,6 @@ DAYS_PER_YEAR = 365.25
 
 def horizon_time(years: ArrayLike, time_unit: str) -> NDArray:
     """Horizons in years -> the run's time unit (the cache's conversion of days)."""
-    from data_modules.sources.ukb import days_to_time
-
     return days_to_time(np.asarray(years, dtype=np.float64) * DAYS_PER_YEAR, time_unit)
 
 
@@ -85,9 +88,6 @@ class FoldModel:
 
 
 def _build_members(contents: ModelContents) -> list[FoldModel]:
-    from ecg_dan.lit.finetune import SurvivalFinetuneModule
-    from ecg_dan.models.registry import build_model
-
     m = contents.manifest
     cfg = m["config"]
     members = []
@@ -149,9 +149,6 @@ class EnsembleModel:
     def prepare(beats: ArrayLike) -> torch.Tensor:
         """(B, 12, 600) mV median beats -> the network input (B, 12, 608) float32, by the
         training batches' own rule (:func:`data_modules.loading.transforms.finish_batch`)."""
-        from data_modules.loading.transforms import finish_batch
-        from data_modules.signal.leads import BEAT_LEN, N_LEADS
-
         x = np.asarray(beats, dtype=np.float32)
         if x.ndim == 2:
             x = x[None]

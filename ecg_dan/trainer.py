@@ -28,7 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ecg_dan.checkpoints import SafeCheckpointIO, read_checkpoint
-from ecg_dan.config import save_config
+from ecg_dan.models.batchnorm import convert_sync_batchnorm, revert_sync_batchnorm
+from ecg_dan.run_dir import RunDir
 
 # The DataModules and the LightningModules both finish raw batches after the transfer (the
 # DataModule's hook for any LightningModule, the module's for loaders given to
@@ -69,13 +70,9 @@ class EcgDanSyncBatchNorm(TorchSyncBatchNorm):
     """
 
     def apply(self, model: nn.Module) -> nn.Module:
-        from ecg_dan.models.batchnorm import convert_sync_batchnorm
-
         return convert_sync_batchnorm(model)
 
     def revert(self, model: nn.Module) -> nn.Module:
-        from ecg_dan.models.batchnorm import revert_sync_batchnorm
-
         return revert_sync_batchnorm(model)
 
 
@@ -112,13 +109,13 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
 def build_trainer(cfg: DictConfig, run_dir: str | os.PathLike,
                   callbacks: list[Callback] | None = None, **overrides) -> L.Trainer:
     """Trainer for one run; writes the resolved config next to the run's outputs."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    rd = RunDir(run_dir)
+    run_dir = rd.path
+    rd.save_config(cfg)
     t = cfg.trainer
     if t.threads:
         torch.set_num_threads(int(t.threads))
-    ckpt_dir = str(run_dir / "checkpoints")
+    ckpt_dir = str(rd.checkpoints_dir)
     best = ModelCheckpoint(dirpath=ckpt_dir, monitor=cfg.checkpoint.monitor,
                            mode=cfg.checkpoint.mode, save_last=False,
                            save_top_k=cfg.checkpoint.save_top_k,
@@ -172,7 +169,7 @@ def resume_path(cfg: DictConfig, run_dir: str | os.PathLike) -> str | None:
     if cfg.resume != "auto":
         read_checkpoint(cfg.resume)  # refuses a missing, corrupt or pickled file up front
         return cfg.resume
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    last = RunDir(run_dir).last_checkpoint
     if not last.is_file():
         return None
     read_checkpoint(last)

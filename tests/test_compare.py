@@ -12,7 +12,8 @@ from data_modules.errors import DataError
 from ecg_dan.cli import main as cli
 from ecg_dan.config import load_config, save_config
 from ecg_dan.jobs.compare import load_run
-from ecg_dan.results import comparison_table, paired_bootstrap_diff, paper_value
+from ecg_dan.reporting.comparison import comparison_table, paired_bootstrap_diff
+from ecg_dan.reporting.paper import paper_value
 
 SEEDS = (42, 2021)
 
@@ -146,7 +147,7 @@ def test_comparison_table_mean_and_std_as_the_paper(runs):
     assert np.isfinite(ref.ibs_mean) and np.isnan(abl.ibs_mean)  # *_train.csv for one run
     assert np.isfinite(ref.uno_c_mean) and np.isfinite(abl.uno_c_mean)
     # Antolini's C from the Breslow curves of the *_train.csv risks, against the direct rule
-    from ecg_dan.results import fold_antolini
+    from ecg_dan.reporting.fold_metrics import fold_antolini
 
     oof = runs["finetune_hyp"][1]
     _, train, _ = loaded["finetune_hyp"]
@@ -159,7 +160,7 @@ def test_comparison_table_mean_and_std_as_the_paper(runs):
     assert (ref.paper, abl.paper) == ("0.6349", "")  # finetune_hyp has data.source=real
     synthetic = loaded["finetune_hyp"][2].copy()
     OmegaConf.update(synthetic, "data.source", "synthetic")
-    assert paper_value(synthetic, "finetune_hyp") == ""  # not comparable with the paper
+    assert paper_value(synthetic) == ""  # not comparable with the paper
 
 
 def test_comparison_refuses_different_participants(runs):
@@ -193,7 +194,7 @@ def test_cli_compare_end_to_end(runs, tmp_path, capsys):
 
 def test_model_kind_and_default_reference():
     from ecg_dan.jobs.compare import default_reference
-    from ecg_dan.results import model_kind
+    from ecg_dan.reporting.run_kind import model_kind
 
     hyp = load_config("finetune_hyp", ["name=finetune_hyp_synthetic"])
     scratch = load_config("finetune_hyp", ["finetune.scratch=true"])
@@ -202,7 +203,7 @@ def test_model_kind_and_default_reference():
                                        "finetune.cohort=mi"])
     assert [model_kind(c) for c in (hyp, scratch, abl, cox)] == [
         "ecg_dan", "ecg_dan_scratch", "ablation_no_temporal_hyp", "biomarker_cox"]
-    assert paper_value(cox, "cox") == "0.519–0.540"
+    assert paper_value(cox) == "0.519–0.540"
     assert default_reference(["a", "b", "c"], [abl, hyp, cox]) == "b"
     assert default_reference(["a", "b"], [abl, cox]) == "a"  # no proposed run: the first
     assert default_reference(["a", "b"], [hyp, hyp]) == "a"  # two: unclear, the first

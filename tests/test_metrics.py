@@ -623,7 +623,7 @@ def test_antolini_matches_the_direct_pairwise_computation(grid_kind) -> None:
 def test_fold_antolini_with_breslow_and_discrete_curves() -> None:
     import pandas as pd
 
-    from ecg_dan.results import fold_antolini
+    from ecg_dan.reporting.fold_metrics import fold_antolini
 
     rng = np.random.default_rng(5)
     mk = lambda n: pd.DataFrame({"risk": rng.normal(size=n),  # noqa: E731

@@ -16,7 +16,7 @@ from ecg_dan.evaluation import (
     superclass_text_embeddings,
     zero_shot_superclass,
 )
-from ecg_dan.results import results_markdown
+from ecg_dan.reporting.markdown import results_markdown
 from ecg_dan.text import load_statements, statement_text
 
 

@@ -10,12 +10,9 @@ from lifelines.utils import concordance_index
 from sksurv.metrics import concordance_index_ipcw
 from sksurv.util import Surv
 
-from ecg_dan.results import (
-    kaplan_meier_plot,
-    results_table,
-    summarize_folds,
-    to_markdown,
-)
+from ecg_dan.reporting.figures import kaplan_meier_plot
+from ecg_dan.reporting.markdown import to_markdown
+from ecg_dan.reporting.tables import results_table, summarize_folds
 
 # UKB-MI per-fold C-indices from docs/method.md section 6 (seed: fold 0, fold 1); paper: 0.5805.
 UKB_MI = {

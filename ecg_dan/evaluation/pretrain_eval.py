@@ -8,7 +8,8 @@
 * :func:`zero_shot_superclass` - ranking ECGs by similarity to class statements, with no
   labels used at all.
 
-Every result dict carries ``"kind"`` so ``ecg_dan.results.results_markdown`` can lay it out.
+Every result dict carries ``"kind"`` so ``ecg_dan.reporting.markdown.results_markdown`` can
+lay it out.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from data_modules.signal.leads import FS, LEADS
-from ecg_dan.results import save_png
+from ecg_dan.reporting.png import save_png
 
 ATTN_CMAP = "viridis"
 DIFF_CMAP = "RdBu_r"

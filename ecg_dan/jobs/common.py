@@ -14,21 +14,19 @@ import lightning as L
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from data_modules.atomic import atomic_write_text
 from ecg_dan.config import (
     ConfigError,
+    ExperimentConfig,
     config_diff,
-    config_hash,
     load_saved_config,
     result_config,
-    save_config,
 )
 from ecg_dan.log import get_logger
-from ecg_dan.results import flat_numbers
+from ecg_dan.reporting.flatten import flat_numbers
+from ecg_dan.run_dir import RunDir
+from ecg_dan.trainer import wandb_mode
 
 log = get_logger(__name__)
-
-RUN_FILE = "run.json"
 
 
 def seed(cfg: DictConfig, value: int | None = None) -> None:
@@ -44,27 +42,25 @@ def prepare_run_dir(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> Path:
     lists further keys that may change between runs (e.g. pretraining's ``max_epochs``, to
     train longer from ``last.ckpt``).
     """
-    run_dir = Path(cfg.run_dir)
-    record = run_dir / RUN_FILE
+    rd = RunDir(cfg.run_dir)
+    run_dir = rd.path
     new = _strip(result_config(cfg), ignore)
     if cfg.resume == "restart" and run_dir.is_dir() and any(run_dir.iterdir()):
         aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(str(run_dir), aside)
         log.info(f"resume=restart: previous run moved to {aside}")
-    elif record.is_file():
-        old = _strip(json.loads(record.read_text())["result_config"], ignore)
+    elif (recorded := rd.read_record()) is not None:
+        old = _strip(recorded, ignore)
         diff = _real_diff(old, new)
         if diff:
             raise ConfigError(
                 f"{run_dir} holds results of another configuration (differing keys: "
                 f"{', '.join(diff)}). Use a new run name (name=... or run_dir=...) or "
                 "resume=restart to move the old run aside and start over.")
-    elif run_dir.is_dir() and any((run_dir / d).exists() for d in ("checkpoints",
-                                                                   "predictions")):
-        saved = run_dir / "config.yaml"
-        if saved.is_file():  # a run from before run.json existed: compare its config.yaml
+    elif rd.has_outputs():
+        if rd.has_config():  # a run from before run.json existed: compare its saved config
             try:
-                old = _strip(result_config(load_saved_config(saved)), ignore)
+                old = _strip(result_config(load_saved_config(rd.config_path)), ignore)
             except ConfigError:
                 old = {}
             diff = _real_diff(old, new)
@@ -72,11 +68,8 @@ def prepare_run_dir(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> Path:
                 raise ConfigError(f"{run_dir} holds results of another configuration "
                                   f"(differing keys: {', '.join(diff)}). Use a new run name "
                                   "or resume=restart.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    atomic_write_text(record, json.dumps({"config_hash": config_hash(cfg),
-                                          "result_config": result_config(cfg)}, indent=2,
-                                         default=str))
+    rd.save_config(cfg)
+    rd.write_record(cfg)
     return run_dir
 
 
@@ -94,8 +87,6 @@ def _get(d: dict[str, Any], dotted: str) -> Any:
 def _real_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Differing keys, except keys the old record lacks that now hold their schema default
     (a field added by a newer version changes nothing for runs made before it)."""
-    from ecg_dan.config import ExperimentConfig
-
     schema = OmegaConf.structured(ExperimentConfig)
     return [k for k in config_diff(old, new)
             if not (_get(old, k) is _ABSENT
@@ -119,8 +110,6 @@ def log_wandb_summary(cfg: DictConfig, key: str, results: dict[str, Any],
     """Results into W&B (offline unless an API key is set): into the training run when one
     is still open, otherwise into a new run of the experiment's group. Each image is logged
     under ``key/<file stem>`` (e.g. ``finetune/kaplan_meier``, ``compare/forest_plot``)."""
-    from ecg_dan.trainer import wandb_mode
-
     if not cfg.logging.wandb or wandb_mode() == "disabled":
         return
     import wandb

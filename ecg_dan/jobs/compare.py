@@ -1,15 +1,15 @@
 """Job: one comparison table of several finetuning runs from their saved predictions.
 
-Each run directory (as :func:`ecg_dan.jobs.evaluate.evaluate_finetune` reads it) holds
-``predictions/seed*_fold*.csv`` (out-of-fold predictions), optionally the ``*_train.csv``
-training-fold risks, and ``config.yaml``. Nothing is retrained or re-predicted: the table,
-the paired bootstrap differences and the forest plot come from the saved predictions only
-(:func:`ecg_dan.results.comparison_table`).
+Each run directory (read through :class:`ecg_dan.run_dir.RunDir`) holds the held-out folds'
+predictions, optionally their training-fold risks and curves, and the run's config. Nothing
+is retrained or re-predicted: the table, the paired bootstrap differences and the forest
+plot come from the saved predictions only
+(:func:`ecg_dan.reporting.comparison.comparison_table`).
 
 Reference (the model the paired differences are taken against): ``reference`` when given
 (a run name or a run directory); otherwise the one run whose model kind
-(:func:`ecg_dan.results.model_kind`) is the proposed model ``ecg_dan``; when no run or more
-than one run is of that kind, the first run given.
+(:func:`ecg_dan.reporting.run_kind.model_kind`) is the proposed model ``ecg_dan``; when no
+run or more than one run is of that kind, the first run given.
 """
 
 from __future__ import annotations
@@ -25,19 +25,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from data_modules.atomic import atomic_write_text
 from data_modules.errors import DataError
-from ecg_dan.config import ConfigError, load_saved_config
+from ecg_dan.config import ConfigError
 from ecg_dan.jobs.common import log_wandb_summary
-from ecg_dan.jobs.evaluate import prediction_files
 from ecg_dan.log import get_logger
-from ecg_dan.results import (
-    PROPOSED_KIND,
-    REQUIRED_COLUMNS,
-    comparison_markdown,
-    comparison_table,
-    forest_plot,
-    model_kind,
-    write_json,
-)
+from ecg_dan.reporting.comparison import cohort_table, comparison_table
+from ecg_dan.reporting.figures import forest_plot
+from ecg_dan.reporting.json_io import write_json
+from ecg_dan.reporting.markdown import cohort_markdown, comparison_markdown
+from ecg_dan.reporting.oof import REQUIRED_COLUMNS
+from ecg_dan.reporting.run_kind import PROPOSED_KIND, model_kind
+from ecg_dan.run_dir import RunDir
 
 log = get_logger(__name__)
 
@@ -47,34 +44,33 @@ __all__ = ["default_reference", "load_run", "run_compare", "run_names"]
 def load_run(run_dir: str | os.PathLike
              ) -> tuple[pd.DataFrame, dict[tuple[int, int], pd.DataFrame], DictConfig]:
     """(OOF predictions, {(seed, fold): training-fold frame}, config) of a finetuning run."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"no run directory {run_dir}")
-    cfg = load_saved_config(run_dir / "config.yaml")
+    rd = RunDir(run_dir)
+    if not rd.path.is_dir():
+        raise FileNotFoundError(f"no run directory {rd}")
+    cfg = rd.load_config()
     folds, train = [], {}
-    for p in prediction_files(run_dir):
-        df = pd.read_csv(p)
+    for ff in rd.scored_folds():
+        df = ff.read_test()
         missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
         if missing or df.empty:
-            raise DataError(f"{p}: {'no rows' if df.empty else f'lacks columns {missing}'}; "
-                            f"needs {list(REQUIRED_COLUMNS)}")
+            raise DataError(f"{ff.csv}: {'no rows' if df.empty else f'lacks columns {missing}'};"
+                            f" needs {list(REQUIRED_COLUMNS)}")
         folds.append(df)
-        tr = p.with_name(p.stem + "_train.csv")
-        if tr.is_file():
-            train[(int(df.seed.iloc[0]), int(df.fold.iloc[0]))] = pd.read_csv(tr)
+        tr = ff.read_train()
+        if tr is not None:
+            train[(int(df.seed.iloc[0]), int(df.fold.iloc[0]))] = tr
     return pd.concat(folds, ignore_index=True), train, cfg
 
 
 def load_curves(run_dir: str | os.PathLike, oof: pd.DataFrame
                 ) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
-    """{(seed, fold): (surv, cuts)} from a discrete-time run's ``*_surv.npz`` sidecars."""
-    from ecg_dan.results import load_survival_sidecar
-
+    """{(seed, fold): (surv, cuts)} of a discrete-time run (its folds' curve sidecars)."""
+    rd = RunDir(run_dir)
     out = {}
     for (s, f), g in oof.groupby(["seed", "fold"], sort=True):
-        p = Path(run_dir) / "predictions" / f"seed{int(s)}_fold{int(f)}_surv.npz"
-        if p.is_file():
-            out[(int(s), int(f))] = load_survival_sidecar(p, g.eid)
+        curves = rd.fold(s, f).read_curves(g.eid)
+        if curves is not None:
+            out[(int(s), int(f))] = curves
     return out
 
 
@@ -92,7 +88,7 @@ def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
 
 def default_reference(names: Sequence[str], configs: Sequence[DictConfig]) -> str:
     """The one run of the proposed model's kind, else the first run (see the module doc)."""
-    proposed = [n for n, c in zip(names, configs) if model_kind(c, n) == PROPOSED_KIND]
+    proposed = [n for n, c in zip(names, configs) if model_kind(c) == PROPOSED_KIND]
     return proposed[0] if len(proposed) == 1 else names[0]
 
 
@@ -137,8 +133,6 @@ def run_compare(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
         by_cohort.setdefault(str(run[2].finetune.cohort), {})[d] = run
     if len(by_cohort) == 1:
         return _compare_cohort(loaded, out_dir, reference, n_boot, seed, alpha)[0]
-    from ecg_dan.results import cohort_markdown, cohort_table
-
     tables = {c: _compare_cohort(runs, out_dir / f"comparison_{c}",
                                  reference and Path(reference).name, n_boot, seed, alpha)[1]
               for c, runs in by_cohort.items()}
@@ -184,7 +178,7 @@ def _compare_cohort(runs: dict, out_dir: Path, reference: str | None, n_boot: in
     atomic_write_text(out_dir / "comparison.csv", table.to_csv(index=False))
     write_json(out_dir / "comparison.json", {
         "reference": ref, "n_boot": n_boot, "alpha": alpha, "seed": seed,
-        "runs": {n: {"dir": str(d), "kind": model_kind(c, n), "cohort": str(c.finetune.cohort),
+        "runs": {n: {"dir": str(d), "kind": model_kind(c), "cohort": str(c.finetune.cohort),
                      "source": str(c.data.source)}
                  for n, d, c in zip(names, run_dirs, configs)},
         "table": _records(table)})

@@ -35,8 +35,6 @@ penalty ``baseline.combine_penalizer``, and applied to the held-out fold's ECG-D
 
 from __future__ import annotations
 
-import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -46,12 +44,18 @@ from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_write_text
 from data_modules.cache import open_cache
-from ecg_dan.config import ConfigError, config_hash
-from ecg_dan.jobs.common import prepare_run_dir
-from ecg_dan.jobs.data import ukb_cache
-from ecg_dan.jobs.finetune import _fold_is_done
-from ecg_dan.log import get_logger, is_rank_zero
-from ecg_dan.results import write_json
+from data_modules.protocol.splits import Split
+from data_modules.signal.biomarkers import (
+    FEATURES,
+    apply_preprocessing,
+    biomarker_table,
+    fit_preprocessing,
+)
+from ecg_dan.config import ConfigError
+from ecg_dan.jobs.protocol import FoldFitter, FoldResult, run_cross_validation
+from ecg_dan.log import get_logger
+from ecg_dan.metrics.cindex import harrell_cindex
+from ecg_dan.run_dir import FINISHED_RUN_FILES, FoldFiles, RunDir, fold_name
 
 log = get_logger(__name__)
 
@@ -68,8 +72,6 @@ def penalty_grid(cfg: DictConfig) -> np.ndarray:
 
 def cohort_table(cache: Path, rows: np.ndarray, with_biomarkers: bool) -> pd.DataFrame:
     """eid, time, event, age, sex (+ the biomarkers) of the given cache rows (index = row)."""
-    from data_modules.signal.biomarkers import biomarker_table
-
     rows = np.sort(np.asarray(rows, dtype=np.int64))
     with open_cache(cache, "ukb") as f:
         t = pd.DataFrame({k: f[k][...][rows] for k in ("eid", "time", "event", "age", "sex")},
@@ -92,8 +94,6 @@ def cohort_table(cache: Path, rows: np.ndarray, with_biomarkers: bool) -> pd.Dat
 def _design(table: pd.DataFrame, cols: list[str], train_rows: np.ndarray
             ) -> tuple[pd.DataFrame, list[str], dict]:
     """Preprocessed covariates of every row (fitted on ``train_rows``) and the kept columns."""
-    from data_modules.signal.biomarkers import apply_preprocessing, fit_preprocessing
-
     prep = fit_preprocessing(table.loc[train_rows, cols])
     x = apply_preprocessing(table[cols], prep)
     kept = [c for c in cols if x.loc[train_rows, c].std() > 0]
@@ -118,8 +118,6 @@ def log_partial_hazard(cph, x: pd.DataFrame) -> np.ndarray:
 
 
 def _cindex(time, risk, event) -> float:
-    from ecg_dan.metrics.cindex import harrell_cindex
-
     return float(harrell_cindex(time, risk, event))
 
 
@@ -133,111 +131,89 @@ def _pred_frame(table: pd.DataFrame, rows: np.ndarray, risk: np.ndarray, split,
     return df.sort_values("eid", kind="stable").reset_index(drop=True)
 
 
-def _splits(cfg: DictConfig, run_dir: Path, cache: Path):
-    from data_modules.loading.ukb_datamodule import make_ukb_splits
-    from data_modules.protocol.splits import load_splits, save_splits
-
-    f = cfg.finetune
-    split_file = run_dir / "splits.json"
-    if cfg.baseline.features == "ecgdan_clinical":
-        src = _ecgdan_run(cfg) / "splits.json"
-        if split_file.is_file() and split_file.read_bytes() != src.read_bytes():
-            raise ConfigError(f"{split_file} differs from {src}: the baseline must use the "
-                              "ECG-DAN run's splits; use a new run directory")
-        if not split_file.is_file():
-            shutil.copyfile(src, split_file)
-        return load_splits(split_file)
-    if split_file.is_file():
-        return load_splits(split_file)
-    splits = make_ukb_splits(cache, f.cohort, f.n_folds, list(f.seeds), f.val_fraction)
-    save_splits(splits, split_file, meta={"cache": str(cache), "cohort": f.cohort})
-    return splits
-
-
-def _ecgdan_run(cfg: DictConfig) -> Path:
+def _ecgdan_run(cfg: DictConfig) -> RunDir:
     run = cfg.baseline.ecgdan_run
     if not run:
         raise ConfigError("baseline.features=ecgdan_clinical needs baseline.ecgdan_run=DIR, a "
-                          "finished ECG-DAN finetuning run (with splits.json and "
-                          "predictions/seed*_fold*_train.csv)")
-    run = Path(run)
-    if not (run / "splits.json").is_file() or not (run / "predictions").is_dir():
-        raise ConfigError(f"baseline.ecgdan_run={run} has no splits.json or predictions/: "
-                          "finish the ECG-DAN finetuning run first")
+                          f"finished ECG-DAN finetuning run (with {FINISHED_RUN_FILES})")
+    run = RunDir(run)
+    if not run.has_splits() or not run.has_predictions():
+        raise ConfigError(f"baseline.ecgdan_run={run} lacks {FINISHED_RUN_FILES}: finish "
+                          "the ECG-DAN finetuning run first")
     return run
 
 
-def _ecgdan_risks(cfg: DictConfig, split) -> tuple[pd.Series, pd.Series]:
+def _ecgdan_risks(cfg: DictConfig, split: Split) -> tuple[pd.Series, pd.Series]:
     """The ECG-DAN run's risks by eid: (training-fold rows, held-out fold) of one split."""
-    pred = _ecgdan_run(cfg) / "predictions"
-    test_csv = pred / f"{split.name}.csv"
-    train_csv = pred / f"{split.name}_train.csv"
-    for p in (test_csv, train_csv):
+    fold = _ecgdan_run(cfg).fold(split.seed, split.fold)
+    for p in (fold.csv, fold.train_csv):
         if not p.is_file():
-            raise ConfigError(f"{p} is missing: the ECG-DAN run has not finished {split.name}")
-    test, train = pd.read_csv(test_csv), pd.read_csv(train_csv)
+            raise ConfigError(f"{p} is missing: the ECG-DAN run has not finished {fold.name}")
+    test, train = fold.read_test(), fold.read_train()
     return train.set_index("eid")["risk"], test.set_index("eid")["risk"]
 
 
-def run_cox_baseline(cfg: DictConfig) -> Path:
-    """Fit the configured Cox baseline per split; write predictions, then the results."""
-    from ecg_dan.jobs.evaluate import evaluate_finetune
+class CoxFitter(FoldFitter):
+    """The configured Cox baseline per split (see the module docstring)."""
 
-    if cfg.task != "cox_baseline":
-        raise ConfigError(f"experiment has task={cfg.task}; the Cox baseline needs "
-                          "task=cox_baseline")
-    b = cfg.baseline
-    grid = penalty_grid(cfg)
-    if b.features == "ecgdan_clinical":
-        _ecgdan_run(cfg)
-    run_dir = prepare_run_dir(cfg)
-    want = config_hash(cfg)
-    cache = ukb_cache(cfg)
-    splits = _splits(cfg, run_dir, cache)
-    rows = np.unique(np.concatenate([np.concatenate([s.train_idx, s.val_idx, s.test_idx])
-                                     for s in splits]))
-    table = cohort_table(cache, rows, with_biomarkers=b.features == "biomarkers")
-    if b.features == "biomarkers":
-        from data_modules.signal.biomarkers import FEATURES
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.grid = penalty_grid(cfg)
+        self.features = str(cfg.baseline.features)
+        if self.features == "ecgdan_clinical":
+            _ecgdan_run(cfg)
+        self.table = pd.DataFrame()
+        self.cols: list[str] = []
+        self.cache: Path | None = None
+        self.run: RunDir | None = None
 
-        cols = [c for c in table.columns if c in FEATURES or c.endswith("_missing")]
-        atomic_write_text(run_dir / "biomarkers.csv",
-                          table[["eid", *cols]].to_csv(index=False))
-    else:
-        cols = list(CLINICAL)
-    pred_dir = run_dir / "predictions"
-    pred_dir.mkdir(parents=True, exist_ok=True)
-    for split in splits:
-        out_csv = pred_dir / f"{split.name}.csv"
-        if _fold_is_done(out_csv, want):
-            log.info(f"[{split.name}] predictions of this config exist, skipping")
-            continue
+    def splits(self, cfg: DictConfig, run: RunDir, cache: Path) -> list[Split]:
+        if self.features == "ecgdan_clinical":  # the ECG-DAN run's own splits
+            return run.adopt_splits(_ecgdan_run(cfg))
+        return super().splits(cfg, run, cache)
+
+    def prepare(self, run: RunDir, cache: Path, splits: list[Split]) -> None:
+        self.run, self.cache = run, cache
+        rows = np.unique(np.concatenate([np.concatenate([s.train_idx, s.val_idx, s.test_idx])
+                                         for s in splits]))
+        self.table = cohort_table(cache, rows, with_biomarkers=self.features == "biomarkers")
+        if self.features == "biomarkers":
+            self.cols = [c for c in self.table.columns
+                         if c in FEATURES or c.endswith("_missing")]
+            atomic_write_text(run.biomarkers_csv,
+                              self.table[["eid", *self.cols]].to_csv(index=False))
+        else:
+            self.cols = list(CLINICAL)
+
+    def fit_fold(self, split: Split, fold: FoldFiles) -> FoldResult:
+        table = self.table
         for part in ("train", "val", "test"):
             eids = getattr(split, f"{part}_eid")
             idx = getattr(split, f"{part}_idx")
             if eids is not None and not np.array_equal(table.loc[idx, "eid"].to_numpy(), eids):
-                raise ConfigError(f"{run_dir / 'splits.json'} ({split.name}, {part}) does not "
-                                  f"match the participants of {cache}: rebuild with the same "
-                                  "data or use a new run directory")
-        if b.features == "ecgdan_clinical":
-            preds, meta = _fit_ecgdan_clinical(cfg, table, split)
+                raise ConfigError(f"{self.run.splits_path} ({fold.name}, {part}) does not "
+                                  f"match the participants of {self.cache}: rebuild with the "
+                                  "same data or use a new run directory")
+        if self.features == "ecgdan_clinical":
+            preds, meta = _fit_ecgdan_clinical(self.cfg, table, split)
         else:
-            preds, meta = _fit_tuned(table, cols, split, grid)
+            preds, meta = _fit_tuned(table, self.cols, split, self.grid)
         test, train = preds
-        checkpoint = str(out_csv.with_suffix(".json"))
+        checkpoint = str(fold.meta)  # no network: the sidecar itself records the fit
         test["checkpoint"] = train["checkpoint"] = checkpoint
-        atomic_write_text(out_csv.with_name(out_csv.stem + "_train.csv"),
-                          train.to_csv(index=False))
-        write_json(out_csv.with_suffix(".json"),
-                   {"config_hash": want, "checkpoint": checkpoint, "n": len(test),
-                    "events": int(test.event.sum()), "features": b.features, **meta})
-        atomic_write_text(out_csv, test.to_csv(index=False))
-        log.info(f"[{split.name}] Cox ({b.features}, penalizer {meta['penalizer']:.3g}): "
-                 f"held-out fold scored once: {len(test)} participants, "
-                 f"{int(test.event.sum())} events -> {out_csv}")
-    if is_rank_zero():
-        evaluate_finetune(run_dir, cfg=cfg)
-    return run_dir
+        return FoldResult(test, train, checkpoint=checkpoint,
+                          meta={"features": self.features, **meta},
+                          label=f"Cox ({self.features}, penalizer {meta['penalizer']:.3g}): ")
+
+
+def run_cox_baseline(cfg: DictConfig) -> Path:
+    """Fit the configured Cox baseline per split (the protocol of
+    :func:`ecg_dan.jobs.protocol.run_cross_validation`); write predictions, then the
+    results."""
+    if cfg.task != "cox_baseline":
+        raise ConfigError(f"experiment has task={cfg.task}; the Cox baseline needs "
+                          "task=cox_baseline")
+    return run_cross_validation(cfg, CoxFitter(cfg))
 
 
 def _fit_tuned(table: pd.DataFrame, cols: list[str], split, grid: np.ndarray):
@@ -280,7 +256,8 @@ def _fit_ecgdan_clinical(cfg: DictConfig, table: pd.DataFrame, split):
                            ("held-out", te, test_risk)):
         missing = sorted(set(tab.loc[idx, "eid"]) - set(src.index))
         if missing:
-            raise ConfigError(f"{cfg.baseline.ecgdan_run}: {split.name}: no ECG-DAN risk for "
+            raise ConfigError(f"{cfg.baseline.ecgdan_run}: {fold_name(split.seed, split.fold)}: "
+                              f"no ECG-DAN risk for "
                               f"{len(missing)} {what} participants (e.g. {missing[:5]})")
     fit_rows = np.sort(np.concatenate([tr, va]))
     tab["ecgdan_risk"] = np.nan
@@ -299,7 +276,3 @@ def _fit_ecgdan_clinical(cfg: DictConfig, table: pd.DataFrame, split):
             "fit_rows": "val", "n_val": int(va.size),
             "ecgdan_run": str(cfg.baseline.ecgdan_run)}
     return (test, train), meta
-
-
-def load_fold_meta(run_dir: str | Path, name: str) -> dict:
-    return json.loads((Path(run_dir) / "predictions" / f"{name}.json").read_text())

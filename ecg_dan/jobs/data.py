@@ -11,8 +11,15 @@ from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_dir
 from data_modules.cache import open_cache
+from data_modules.loading.ptbxl_datamodule import PTBXLDataModule
+from data_modules.sources.ptbxl import build_ptbxl_cache
+from data_modules.sources.ukb import build_ukb_cache
+from data_modules.synthetic import make_synthetic
 from ecg_dan.config import ConfigError
 from ecg_dan.log import get_logger
+from ecg_dan.text.embedding_cache import embed_records
+from ecg_dan.text.encoders import load_text_encoder
+from ecg_dan.text.recipes import load_statements
 
 log = get_logger(__name__)
 
@@ -23,8 +30,6 @@ def _workers() -> int:
 
 def synthetic_dir(cfg: DictConfig) -> Path:
     """The synthetic twin for this config, generated on first use."""
-    from data_modules.synthetic import make_synthetic
-
     d = cfg.data
     name = f"synthetic-n{d.synthetic_n}-s{d.synthetic_seed}-{d.synthetic_events}"
     if d.synthetic_n_ukb is not None:
@@ -50,8 +55,6 @@ PTBXL_HELP = """no PTB-XL data configured.
 
 def ptbxl_cache(cfg: DictConfig) -> Path:
     """Path of the PTB-XL cache, built from the configured source when missing."""
-    from data_modules.sources.ptbxl import build_ptbxl_cache
-
     d = cfg.data
     if d.source == "synthetic":
         root = synthetic_dir(cfg) / "ptbxl"
@@ -79,8 +82,6 @@ UKB_HELP = """no UK Biobank data configured: set data.ukb_xml_dir (CardiologyXML
 
 def ukb_cache(cfg: DictConfig) -> Path:
     """Path of the UK Biobank cache, built from the configured source when missing."""
-    from data_modules.sources.ukb import build_ukb_cache
-
     d = cfg.data
     if d.source == "synthetic":
         syn = synthetic_dir(cfg) / "ukb"
@@ -105,8 +106,6 @@ def ukb_cache(cfg: DictConfig) -> Path:
 def text_encoder(name: str, revision: str | None):
     """The frozen text encoder, loaded once per process (record embeddings and the
     zero-shot class prompts of the same run share it)."""
-    from ecg_dan.text.encoders import load_text_encoder
-
     return load_text_encoder(name, revision=revision)
 
 
@@ -116,9 +115,6 @@ def embedding_cache_dir(cfg: DictConfig) -> Path:
 
 def text_embeddings(cfg: DictConfig, cache_path: Path) -> tuple[np.ndarray, str]:
     """Per-record text embeddings aligned with the cache rows, and the text model id."""
-    from ecg_dan.text.embedding_cache import embed_records
-    from ecg_dan.text.recipes import load_statements
-
     p = cfg.pretrain
     encoder = text_encoder(p.text_model, p.text_revision)
     with open_cache(cache_path, "ptbxl") as f:
@@ -128,3 +124,14 @@ def text_embeddings(cfg: DictConfig, cache_path: Path) -> tuple[np.ndarray, str]
     emb = embed_records(codes, reports, p.text_recipe, encoder, load_statements(),
                         embedding_cache_dir(cfg), record_ids=ids)
     return emb, f"{encoder.name}@{encoder.revision}"
+
+
+def ptbxl_datamodule(cfg: DictConfig, cache: Path, text_emb=None, for_training: bool = True):
+    """The PTB-XL DataModule of pretraining (``for_training``: with workers and masking) or
+    of the encoder evaluation."""
+    kw = {"num_workers": cfg.data.num_workers, "mask_prob": cfg.pretrain.mask_prob} \
+        if for_training else {}
+    return PTBXLDataModule(cache, batch_size=cfg.pretrain.batch_size,
+                           validated_only=cfg.data.validated_only, text_embeddings=text_emb,
+                           seed=cfg.seed, pin_memory=cfg.data.pin_memory,
+                           max_bytes=cfg.data.in_memory_max_mb * 2**20, **kw)

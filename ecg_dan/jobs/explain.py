@@ -1,13 +1,14 @@
 """Job: what a finetuned network attends to (docs/method.md section 8), ``ecg-dan explain``.
 
 Every participant is scored by the fold model that held it out (one per seed: the run's
-``predictions/seed*_fold*.csv`` name the participants, ``splits.json`` proves that model
-never trained on them), with the inputs of prediction time (the cache's median beat,
-z-scored and padded by :func:`data_modules.loading.transforms.finish_batch`). The recomputed
-log-risk must equal the saved one, so a rebuilt cache or a replaced checkpoint is caught.
+held-out predictions name the participants, its splits prove that model never trained on
+them, the fold's sidecar names the checkpoint), with the inputs of prediction time (the
+cache's median beat, z-scored and padded by :func:`data_modules.loading.transforms.finish_batch`).
+The recomputed log-risk must equal the saved one, so a rebuilt cache or a replaced
+checkpoint is caught.
 
 Per participant the maps are averaged over seeds (each seed's held-out model), as the
-risk groups average the log-risk (``results.mean_risk_groups``, the Kaplan-Meier figure's
+risk groups average the log-risk (``reporting.oof.mean_risk_groups``, the Kaplan-Meier figure's
 top ``finetune.top_fraction``). The gradient maps cost one backward pass per token (12 x 19
 per batch), so they are computed for at most ``max_gradient_subjects`` participants of each
 group (a seeded random sample; all when the group is smaller).
@@ -15,7 +16,6 @@ group (a seeded random sample; all when the group is smaller).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,10 +30,9 @@ from data_modules.atomic import atomic_path, atomic_write_text
 from data_modules.errors import DataError
 from data_modules.loading.datasets import UKBDataset
 from data_modules.loading.transforms import finish_batch, unpad_beat
-from data_modules.protocol.splits import load_splits, load_splits_meta
 from data_modules.signal.leads import LEADS, PAD
-from ecg_dan.checkpoints import CheckpointError, finetune_module_from_checkpoint
-from ecg_dan.config import ConfigError, load_saved_config
+from ecg_dan.checkpoints import finetune_module_from_checkpoint
+from ecg_dan.config import ConfigError, config_hash
 from ecg_dan.interpretation.figures import (
     cross_lead_figure,
     km_with_maps_figure,
@@ -48,31 +47,17 @@ from ecg_dan.interpretation.maps import (
 )
 from ecg_dan.interpretation.single import attention_of, explain_ecg
 from ecg_dan.jobs.common import log_wandb_summary
-from ecg_dan.jobs.evaluate import prediction_files
+from ecg_dan.jobs.data import ukb_cache
 from ecg_dan.log import get_logger
-from ecg_dan.results import kaplan_meier_plot, mean_risk_groups, write_json
+from ecg_dan.reporting.figures import kaplan_meier_plot
+from ecg_dan.reporting.json_io import write_json
+from ecg_dan.reporting.oof import mean_risk_groups
+from ecg_dan.run_dir import RunDir
 
 log = get_logger(__name__)
 
 BATCH = 64
 RISK_TOL = 1e-3  # recomputed vs saved log-risk (float32, fused vs explicit attention)
-
-
-def fold_checkpoint(run_dir: Path, seed: int, fold: int, recorded: str | None) -> Path:
-    """The checkpoint that scored a held-out fold: the recorded file's name inside this run's
-    ``seed*_fold*/checkpoints/`` (the run may have moved), else the recorded path, else the
-    fold's only ``best-*.ckpt``."""
-    ckdir = run_dir / f"seed{seed}_fold{fold}" / "checkpoints"
-    if recorded:
-        for cand in (ckdir / Path(recorded).name, Path(recorded)):
-            if cand.is_file():
-                return cand
-    found = sorted(ckdir.glob("best-*.ckpt"))
-    if len(found) == 1:
-        return found[0]
-    raise CheckpointError(f"{ckdir}: {'no' if not found else 'more than one'} best-*.ckpt for "
-                          f"seed {seed} fold {fold}" + (f" (recorded: {recorded})"
-                                                        if recorded else ""))
 
 
 def held_out_assignment(run_dir: str | os.PathLike) -> pd.DataFrame:
@@ -81,14 +66,14 @@ def held_out_assignment(run_dir: str | os.PathLike) -> pd.DataFrame:
 
     Checked against ``splits.json``: the fold's saved participants are its test part and
     none is in its training or validation part; each participant once per seed."""
-    run_dir = Path(run_dir)
-    split_file = run_dir / "splits.json"
-    if not split_file.is_file():
-        raise FileNotFoundError(f"{split_file}: the run has no splits file")
-    splits = {(s.seed, s.fold): s for s in load_splits(split_file)}
+    rd = RunDir(run_dir)
+    want = config_hash(rd.load_config())
+    split_file = rd.splits_path
+    splits = {(s.seed, s.fold): s for s in rd.load_splits()}
     parts = []
-    for p in prediction_files(run_dir):
-        df = pd.read_csv(p)
+    for ff in rd.scored_folds():
+        p = ff.csv
+        df = ff.read_test()
         for col in ("eid", "seed", "fold", "risk", "time", "event"):
             if col not in df.columns:
                 raise DataError(f"{p}: no column {col!r}")
@@ -108,29 +93,23 @@ def held_out_assignment(run_dir: str | os.PathLike) -> pd.DataFrame:
         if trained.size:
             raise DataError(f"{p}: participant {int(trained[0])} was in the training fold of "
                             f"seed {seed} fold {fold}")
-        meta = p.with_suffix(".json")
-        recorded = json.loads(meta.read_text()).get("checkpoint") if meta.is_file() else None
-        if recorded is None and "checkpoint" in df.columns:
-            recorded = str(df.checkpoint.iloc[0])
         out = df[["eid", "seed", "fold", "risk", "time", "event"]].copy()
         out["row"] = [row_of[e] for e in eids]
-        out["checkpoint"] = str(fold_checkpoint(run_dir, seed, fold, recorded))
+        out["checkpoint"] = str(ff.checkpoint(want))
         parts.append(out)
     assign = pd.concat(parts, ignore_index=True)
     dup = assign.duplicated(["eid", "seed"])
     if dup.any():
         r = assign[dup].iloc[0]
-        raise DataError(f"{run_dir}/predictions: participant {int(r.eid)} is held out twice "
+        raise DataError(f"{rd.predictions_dir}: participant {int(r.eid)} is held out twice "
                         f"for seed {int(r.seed)}")
     return assign
 
 
-def _cache(run_dir: Path, cfg: DictConfig) -> Path:
-    cache = load_splits_meta(run_dir / "splits.json").get("cache")
-    if cache and Path(cache).is_file():
-        return Path(cache)
-    from ecg_dan.jobs.data import ukb_cache
-
+def _cache(rd: RunDir, cfg: DictConfig) -> Path:
+    cache = rd.splits_cache()
+    if cache is not None and cache.is_file():
+        return cache
     return ukb_cache(cfg)
 
 
@@ -185,10 +164,9 @@ def run_explain(run_dir: str | os.PathLike, eids: Sequence[int] = (),
     first seed's held-out model."""
     from tqdm.auto import tqdm
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.yaml (not a finetuning run directory)")
-    cfg = load_saved_config(run_dir / "config.yaml")
+    rd = RunDir(run_dir)
+    run_dir = rd.path
+    cfg = rd.load_config()
     if cfg.task == "cox_baseline":
         raise ConfigError(f"{run_dir} is a Cox baseline run (task=cox_baseline): it has no "
                           "network and no attention to explain")
@@ -197,14 +175,14 @@ def run_explain(run_dir: str | os.PathLike, eids: Sequence[int] = (),
                           "finetuning run")
     if max_gradient_subjects < 1:
         raise ValueError(f"max_gradient_subjects must be >= 1, got {max_gradient_subjects}")
-    out_dir = run_dir / "explain"
+    out_dir = rd.explain_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     assign = held_out_assignment(run_dir)
-    cache = _cache(run_dir, cfg)
+    cache = _cache(rd, cfg)
     top = float(cfg.finetune.top_fraction)
     groups, threshold = mean_risk_groups(assign, top)
     if groups.high.all() or not groups.high.any():
-        raise DataError(f"{run_dir}/predictions: the top {100 * top:g}% risk threshold "
+        raise DataError(f"{rd.predictions_dir}: the top {100 * top:g}% risk threshold "
                         f"({threshold:.6g}) leaves an empty group (all risks tied?)")
     all_eids = groups.index.to_numpy(np.int64)
     high_eids = all_eids[groups.high.to_numpy()]

@@ -8,22 +8,29 @@ re-run resumes finished folds only when the config is the same.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig, OmegaConf
 
-from data_modules.atomic import atomic_path, atomic_write_text
-from ecg_dan.config import ConfigError, config_hash
-from ecg_dan.jobs.common import finish_wandb, prepare_run_dir, seed
-from ecg_dan.jobs.data import ukb_cache
-from ecg_dan.log import get_logger, is_rank_zero
-from ecg_dan.results import write_json
+from data_modules.loading.ukb_datamodule import UKBDataModule
+from data_modules.protocol.splits import Split
+from ecg_dan.checkpoints import finetune_module_from_checkpoint, load_pretrained_backbone
+from ecg_dan.config import ConfigError
+from ecg_dan.jobs.common import finish_wandb, seed
+from ecg_dan.jobs.cox_baseline import run_cox_baseline
+from ecg_dan.jobs.protocol import FoldFitter, FoldResult, run_cross_validation
+from ecg_dan.lit.finetune import SurvivalFinetuneModule
+from ecg_dan.log import get_logger
+from ecg_dan.losses.objectives import baseline_hazards, fit_cuts
+from ecg_dan.models.registry import build_model
+from ecg_dan.reporting.json_io import write_json
+from ecg_dan.run_dir import FoldFiles, RunDir
+from ecg_dan.trainer import build_trainer, maybe_compile, resume_path
 
 log = get_logger(__name__)
 
@@ -49,10 +56,6 @@ def build_finetune_module(cfg: DictConfig, pretrained: str | None,
     """Backbone from the registry, pretrained weights loaded, wrapped for survival
     (``time_grid``: the logistic-hazard objective's cuts and starting hazards, from the
     training fold by :func:`fold_time_grid`)."""
-    from ecg_dan.checkpoints import load_pretrained_backbone
-    from ecg_dan.lit.finetune import SurvivalFinetuneModule
-    from ecg_dan.models.registry import build_model
-
     container = OmegaConf.to_container(cfg, resolve=True)
     net = build_model(container["model"])
     if pretrained:
@@ -64,8 +67,6 @@ def build_finetune_module(cfg: DictConfig, pretrained: str | None,
 def fold_time_grid(cfg: DictConfig, dm) -> dict[str, list[float]] | None:
     """Logistic hazard: cut points and per-interval hazards (the head's starting bias) from
     the fold's training rows only (never its validation or held-out rows); None for Cox."""
-    from ecg_dan.losses.objectives import baseline_hazards, fit_cuts
-
     if cfg.finetune.objective != "logistic_hazard":
         return None
     train = dm.labels("train")
@@ -74,79 +75,38 @@ def fold_time_grid(cfg: DictConfig, dm) -> dict[str, list[float]] | None:
             "init_hazards": baseline_hazards(cuts, train["time"], train["event"])}
 
 
-def write_survival_sidecar(path: Path, df: pd.DataFrame, cuts: list[float]) -> None:
-    """``eid`` (n,), ``surv`` (n, K) and ``cuts`` (K,) of one held-out fold, in CSV row order."""
-    cols = [f"surv_{k}" for k in range(len(cuts))]
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, eid=df.eid.to_numpy(), surv=df[cols].to_numpy(np.float64),
-                 cuts=np.asarray(cuts, dtype=np.float64))
+class NetworkFitter(FoldFitter):
+    """The network of the config, finetuned per fold: checkpoint selection by the inner
+    validation C-index, the held-out fold scored once by the selected checkpoint."""
 
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.pretrained = pretrained_checkpoint(cfg)
+        self.cache: Path | None = None
 
-def _fold_is_done(out_csv: Path, want: str) -> bool:
-    """Predictions exist and were made by this config (their sidecar records its hash)."""
-    meta = out_csv.with_suffix(".json")
-    if not out_csv.is_file():
-        return False
-    have = json.loads(meta.read_text()).get("config_hash") if meta.is_file() else None
-    if have not in (None, want):
-        raise ConfigError(f"{out_csv} was made by another configuration (hash {have}, now "
-                          f"{want}); use a new run name or resume=restart")
-    return True
+    def prepare(self, run: RunDir, cache: Path, splits: list[Split]) -> None:
+        self.cache = cache
 
-
-def run_finetune(cfg: DictConfig) -> Path:
-    """The paper's protocol; writes out-of-fold predictions, then the results.
-
-    ``task=cox_baseline`` runs :func:`ecg_dan.jobs.cox_baseline.run_cox_baseline` instead
-    (same protocol and outputs, no network)."""
-    from data_modules.loading.ukb_datamodule import UKBDataModule, make_ukb_splits
-    from data_modules.protocol.splits import load_splits, save_splits
-    from ecg_dan.checkpoints import finetune_module_from_checkpoint
-    from ecg_dan.jobs.evaluate import evaluate_finetune
-    from ecg_dan.trainer import build_trainer, maybe_compile, resume_path
-
-    if cfg.task == "cox_baseline":  # the non-network baselines share the protocol
-        from ecg_dan.jobs.cox_baseline import run_cox_baseline
-
-        return run_cox_baseline(cfg)
-    if cfg.task != "finetune":
-        raise ConfigError(f"experiment has task={cfg.task}; `ecg-dan finetune` needs "
-                          "task=finetune or task=cox_baseline")
-    f = cfg.finetune
-    pretrained = pretrained_checkpoint(cfg)
-    run_dir = prepare_run_dir(cfg)
-    want = config_hash(cfg)
-    cache = ukb_cache(cfg)
-    split_file = run_dir / "splits.json"
-    if split_file.is_file():
-        splits = load_splits(split_file)
-    else:
-        splits = make_ukb_splits(cache, f.cohort, f.n_folds, list(f.seeds), f.val_fraction)
-        save_splits(splits, split_file, meta={"cache": str(cache), "cohort": f.cohort})
-    pred_dir = run_dir / "predictions"
-    for split in splits:
-        out_csv = pred_dir / f"seed{split.seed}_fold{split.fold}.csv"
-        if _fold_is_done(out_csv, want):
-            log.info(f"[{split.name}] predictions of this config exist, skipping")
-            continue
+    def fit_fold(self, split: Split, fold: FoldFiles) -> FoldResult:
+        cfg, f = self.cfg, self.cfg.finetune
         seed(cfg, split.seed)
-        fold_dir = run_dir / f"seed{split.seed}_fold{split.fold}"
-        dm = UKBDataModule(cache, f.cohort, split, batch_size=f.batch_size,
+        fold_dir = fold.dir
+        dm = UKBDataModule(self.cache, f.cohort, split, batch_size=f.batch_size,
                            num_workers=cfg.data.num_workers, seed=split.seed,
                            pin_memory=cfg.data.pin_memory,
                            max_bytes=cfg.data.in_memory_max_mb * 2**20)
-        module = build_finetune_module(cfg, pretrained, time_grid=fold_time_grid(cfg, dm))
+        module = build_finetune_module(cfg, self.pretrained, time_grid=fold_time_grid(cfg, dm))
         fold_cfg = cfg.copy()
         fold_cfg.logging.group = cfg.logging.group or cfg.name
-        fold_cfg.name = f"{cfg.name}-{split.name}"
+        fold_cfg.name = f"{cfg.name}-{fold.name}"
         maybe_compile(module, cfg)
         trainer = build_trainer(fold_cfg, fold_dir)
         if f.lr_find and resume_path(cfg, fold_dir) is None:
-            _find_lr(trainer, module, dm, f, split, fold_dir)
+            _find_lr(trainer, module, dm, f, fold)
         trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, fold_dir))
         best = trainer.checkpoint_callback.best_model_path
         if not best:
-            raise RuntimeError(f"[{split.name}] no checkpoint was selected by "
+            raise RuntimeError(f"[{fold.name}] no checkpoint was selected by "
                                f"{cfg.checkpoint.monitor}: validation never ran (e.g. "
                                "trainer.max_steps ended training inside the first epoch)")
         scored = finetune_module_from_checkpoint(best)
@@ -156,29 +116,30 @@ def run_finetune(cfg: DictConfig) -> Path:
         surv_cols = [c for c in test.columns if c.startswith("surv_")]
         if surv_cols:  # logistic hazard: the curves go to a sidecar, the CSV keeps the scalar
             train = train.drop(columns=surv_cols)
-        if trainer.is_global_zero:
-            if surv_cols:
-                write_survival_sidecar(out_csv.with_name(out_csv.stem + "_surv.npz"), test,
-                                       scored.objective.cuts)
-                test = test.drop(columns=surv_cols)
-            atomic_write_text(out_csv.with_name(out_csv.stem + "_train.csv"),
-                              train.to_csv(index=False))
-            write_json(out_csv.with_suffix(".json"),
-                       {"config_hash": want, "checkpoint": str(best), "n": len(test),
-                        "events": int(test.event.sum())})
-            atomic_write_text(out_csv, test.to_csv(index=False))
-            log.info(f"[{split.name}] held-out fold scored once: {len(test)} participants, "
-                     f"{int(test.event.sum())} events -> {out_csv}")
+        return FoldResult(test, train, checkpoint=str(best),
+                          cuts=scored.objective.cuts if surv_cols else None,
+                          write=trainer.is_global_zero)
+
+    def end_fold(self) -> None:
         finish_wandb()
-    if is_rank_zero():
-        evaluate_finetune(run_dir, cfg=cfg)
-    return run_dir
 
 
-def _find_lr(trainer: L.Trainer, module, dm, f, split, fold_dir: Path) -> None:
+def run_finetune(cfg: DictConfig) -> Path:
+    """The paper's protocol (:func:`ecg_dan.jobs.protocol.run_cross_validation`) with the
+    network; writes out-of-fold predictions, then the results.
+
+    ``task=cox_baseline`` runs :func:`ecg_dan.jobs.cox_baseline.run_cox_baseline` instead
+    (same protocol and outputs, no network)."""
+    if cfg.task == "cox_baseline":  # the non-network baselines share the protocol
+        return run_cox_baseline(cfg)
+    if cfg.task != "finetune":
+        raise ConfigError(f"experiment has task={cfg.task}; `ecg-dan finetune` needs "
+                          "task=finetune or task=cox_baseline")
+    return run_cross_validation(cfg, NetworkFitter(cfg))
+
+
+def _find_lr(trainer: L.Trainer, module, dm, f, fold: FoldFiles) -> None:
     """Lightning's LR finder (the authors' choice; finetune.lr_find=true)."""
-    from lightning.pytorch.tuner import Tuner
-
     finder = Tuner(trainer).lr_find(module, datamodule=dm, min_lr=1e-7, max_lr=1e-2,
                                     num_training=f.lr_find_steps, update_attr=False,
                                     # per-batch Cox losses are noisy: no early stop
@@ -187,14 +148,14 @@ def _find_lr(trainer: L.Trainer, module, dm, f, split, fold_dir: Path) -> None:
     # Lightning skips the first 10 points by default; a short search keeps its later 80%
     lr = finder.suggestion(skip_begin=min(10, max(1, n // 5)), skip_end=1) if n > 3 else None
     if lr is None:
-        raise RuntimeError(f"[{split.name}] the LR finder found no learning rate ({n} steps "
+        raise RuntimeError(f"[{fold.name}] the LR finder found no learning rate ({n} steps "
                            "run); set finetune.lr_find=false and a fixed finetune.lr, or raise "
                            "finetune.lr_find_steps")
     module.lr = lr
-    write_json(fold_dir / "lr_find.json", {"suggestion": lr,
+    write_json(fold.lr_find, {"suggestion": lr,
                                            "lr": finder.results["lr"],
                                            "loss": finder.results["loss"]})
-    log.info(f"[{split.name}] LR finder picked {module.lr:.3g}")
+    log.info(f"[{fold.name}] LR finder picked {module.lr:.3g}")
 
 
 def _predict(trainer: L.Trainer, module, loader, split, ckpt: str) -> pd.DataFrame:

@@ -32,7 +32,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ecg_dan.config import EXPERIMENTS_DIR, ConfigError, finetune_experiment, load_config
+from ecg_dan.jobs.compare import run_compare
 from ecg_dan.jobs.data import PTBXL_HELP
+from ecg_dan.jobs.finetune import run_finetune
+from ecg_dan.jobs.pretrain import run_pretrain
 from ecg_dan.log import get_logger
 
 log = get_logger(__name__)
@@ -121,10 +124,6 @@ def run_matrix(cohort: str, synthetic: bool, cells: Sequence[str] | None = None,
                pretrain_extra: Sequence[str] = (), root: str | Path = "runs") -> Path:
     """Run (or resume) the selected cells, then compare them. Returns comparison.md.
     ``extra`` applies to every run, ``pretrain_extra`` to the pretraining runs only."""
-    from ecg_dan.jobs.compare import run_compare
-    from ecg_dan.jobs.finetune import run_finetune
-    from ecg_dan.jobs.pretrain import run_pretrain
-
     m = Matrix(cohort, synthetic, ptbxl_dir, ckpt, extra, root=root,
                pretrain_extra=pretrain_extra)
     chosen = select_cells(cells)
@@ -162,8 +161,6 @@ def run_cohorts(cohorts: Sequence[str], synthetic: bool, cells: Sequence[str] | 
                 root: str | Path = "runs", n_boot: int | None = None, **kw) -> Path:
     """:func:`run_matrix` for each cohort, then one table of the paper's shape (one row per
     cell, columns per cohort) in ``<root>/matrix_all[_synthetic]/comparison``."""
-    from ecg_dan.jobs.compare import run_compare
-
     dirs: list[Path] = []
     for cohort in cohorts:
         run_matrix(cohort, synthetic, cells, root=root, n_boot=n_boot, **kw)

@@ -39,8 +39,11 @@ from data_modules.atomic import atomic_write_text
 from data_modules.cache import parallel_map, reason_key
 from data_modules.errors import RecordSkip
 from data_modules.sources.files import ECGItem, close_caches, discover, load_beat
+from ecg_dan.config import ConfigError
 from ecg_dan.log import get_logger
-from ecg_dan.results import json_default
+from ecg_dan.model_file import export_run
+from ecg_dan.predict import load_model
+from ecg_dan.reporting.json_io import json_default
 
 log = get_logger(__name__)
 
@@ -49,8 +52,6 @@ DEFAULT_HORIZONS = (1.0, 3.0, 5.0)
 
 def run_export(run_dir: str | Path, out: str | Path) -> Path:
     """Write the model file of a finetuning run (:mod:`ecg_dan.model_file`)."""
-    from ecg_dan.model_file import export_run
-
     contents = export_run(run_dir, out)
     m = contents.manifest
     size = Path(out).stat().st_size
@@ -100,6 +101,7 @@ def _explain(model, batch: list[tuple[ECGItem, np.ndarray]], out_dir: Path) -> l
     """The per-ECG figures of one batch (one gradient pass per token: ~1-3 s per ECG on CPU)."""
     import re
 
+    # deferred: matplotlib (the figures), only for --explain
     from ecg_dan.interpretation import explain_ecg
 
     m = model.members[0]
@@ -124,9 +126,6 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
     """Score every ECG of ``inputs`` (see the module docstring); returns a summary with
     counts, files/s and ``report`` (the lines the CLI prints on stderr)."""
     import torch
-
-    from ecg_dan.config import ConfigError
-    from ecg_dan.predict import load_model
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -182,16 +181,16 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
     summary = {"n_scored": len(table), "n_skipped": len(skips), "seconds": seconds,
                "ecgs_per_s": n_files / seconds if seconds > 0 else float("nan"),
                "csv": str(out), "skipped_csv": str(skipped_path(out))}
-    doc = {"model": {"id": model.model_id, "source": model.source, "run": m["run"]["name"],
-                     "cohort": m["run"]["cohort"], "objective": model.objective,
-                     "time_unit": model.time_unit, "n_models": len(model.members),
-                     "top_fraction": model.top_fraction,
-                     "high_risk_threshold": model.threshold,
-                     "reference_n": int(model.reference.size),
-                     "recalibration_factor": model.recalibration},
-           "horizons_years": years, "summary": summary,
-           "predictions": json.loads(table.to_json(orient="records", double_precision=15)),
-           "skipped": skips.to_dict(orient="records")}
+    doc = dict(model={"id": model.model_id, "source": model.source, "run": m["run"]["name"],
+                      "cohort": m["run"]["cohort"], "objective": model.objective,
+                      "time_unit": model.time_unit, "n_models": len(model.members),
+                      "top_fraction": model.top_fraction,
+                      "high_risk_threshold": model.threshold,
+                      "reference_n": int(model.reference.size),
+                      "recalibration_factor": model.recalibration},
+               horizons_years=years, summary=summary,
+               predictions=json.loads(table.to_json(orient="records", double_precision=15)),
+               skipped=skips.to_dict(orient="records"))
     atomic_write_text(out.with_suffix(".json"), json.dumps(doc, indent=2, default=json_default))
     counts = collections.Counter(reason_key(r) for r in skips.reason)
     lines = [f"scored {len(table)} ECG(s), skipped {len(skips)} in {seconds:.1f} s "

@@ -8,8 +8,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ecg_dan.config import ConfigError
 from ecg_dan.jobs.common import finish_wandb, prepare_run_dir, seed
-from ecg_dan.jobs.data import ptbxl_cache, text_embeddings
+from ecg_dan.jobs.data import ptbxl_cache, ptbxl_datamodule, text_embeddings
+from ecg_dan.jobs.evaluate import evaluate_pretrain
+from ecg_dan.lit.pretrain import AlignmentPretrainModule
 from ecg_dan.log import get_logger
+from ecg_dan.models.registry import build_model
+from ecg_dan.run_dir import RunDir
+from ecg_dan.trainer import build_trainer, maybe_compile, resume_path
 
 log = get_logger(__name__)
 
@@ -17,24 +22,8 @@ log = get_logger(__name__)
 RESUMABLE_KEYS = ("trainer.max_epochs", "trainer.max_steps")
 
 
-def ptbxl_datamodule(cfg: DictConfig, cache: Path, text_emb=None, for_training: bool = True):
-    from data_modules.loading.ptbxl_datamodule import PTBXLDataModule
-
-    kw = {"num_workers": cfg.data.num_workers, "mask_prob": cfg.pretrain.mask_prob} \
-        if for_training else {}
-    return PTBXLDataModule(cache, batch_size=cfg.pretrain.batch_size,
-                           validated_only=cfg.data.validated_only, text_embeddings=text_emb,
-                           seed=cfg.seed, pin_memory=cfg.data.pin_memory,
-                           max_bytes=cfg.data.in_memory_max_mb * 2**20, **kw)
-
-
 def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
     """Alignment pretraining; then the encoder evaluation. Returns checkpoint and results."""
-    from ecg_dan.jobs.evaluate import evaluate_pretrain
-    from ecg_dan.lit.pretrain import AlignmentPretrainModule
-    from ecg_dan.models.registry import build_model
-    from ecg_dan.trainer import build_trainer, maybe_compile, resume_path
-
     if cfg.task != "pretrain":
         raise ConfigError(f"experiment has task={cfg.task}; `ecg-dan pretrain` needs "
                           "task=pretrain")
@@ -53,7 +42,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
     maybe_compile(module, cfg)
     trainer = build_trainer(cfg, run_dir)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, run_dir))
-    best = trainer.checkpoint_callback.best_model_path or str(run_dir / "checkpoints/last.ckpt")
+    best = trainer.checkpoint_callback.best_model_path or str(RunDir(run_dir).last_checkpoint)
     out: dict[str, Path] = {"checkpoint": Path(best)}
     if trainer.is_global_zero and cfg.pretrain.evaluate:
         out["results"] = evaluate_pretrain(best, cfg=cfg, datamodule=dm, text_emb=emb)

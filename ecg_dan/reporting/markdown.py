@@ -1,0 +1,174 @@
+"""Markdown: the one table formatter and every report text (results.md, the encoder
+evaluation, calibration, comparisons)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ecg_dan.reporting.comparison import COHORT_FIELDS
+from ecg_dan.reporting.flatten import flatten_results, flatten_run
+from ecg_dan.run_dir import TRAIN_SUFFIX
+
+
+def fmt(v: Any, digits: int) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
+    """GitHub-flavoured Markdown table (no ``tabulate`` dependency); NaN cells are left empty."""
+    return md_table([str(c) for c in table.columns],
+                  [[fmt(v, digits) for v in rec] for rec in table.itertuples(index=False)])
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def results_markdown(results: Mapping[str, Any], digits: int = 3) -> str:
+    """A markdown table of evaluation results.
+
+    Accepts a :func:`compare_probes` result (class | A | B | Δ), a single result of this
+    module (metric | value), or ``{run name: results}`` where each run's value is a result,
+    a list/mapping of results, or a flat ``{metric: number}`` dict (metric | run1 | run2 …),
+    e.g. ``{"pretrained": [probe, retrieval], "random init": [probe_rand, retrieval_rand]}``.
+    """
+    if results.get("kind") == "probe_comparison":
+        a, b = results["columns"]
+        rows = [["**macro**"] + [fmt(results["macro"][k], digits) for k in (a, b, "delta")]]
+        rows += [
+            [c] + [fmt(v[k], digits) for k in (a, b, "delta")]
+            for c, v in results["per_class"].items()
+        ]
+        return md_table(["class", f"{a} AUROC", f"{b} AUROC", "Δ"], rows)
+    if "kind" in results:
+        flat = flatten_results(results)
+        return md_table(["metric", "value"], [[k, fmt(v, digits)] for k, v in flat.items()])
+    runs = {str(name): flatten_run(v) for name, v in results.items()}
+    metrics: list[str] = []
+    for flat in runs.values():
+        metrics += [m for m in flat if m not in metrics]
+    rows = [[m] + [fmt(flat.get(m), digits) for flat in runs.values()] for m in metrics]
+    return md_table(["metric", *runs], rows)
+
+
+def calibration_markdown(large: Mapping[str, Mapping[str, float]], time_unit: str,
+                         alpha: float = 0.05) -> str:
+    """Calibration-in-the-large as a Markdown table (one row per horizon)."""
+    level = f"{100 * (1 - alpha):g}%"
+    rows = [[f"{h} {time_unit}", fmt(v["predicted"], 4), fmt(v["observed"], 4),
+             f"[{fmt(v['observed_low'], 4)}, {fmt(v['observed_high'], 4)}]",
+             fmt(v["difference"], 4), fmt(v["ratio"], 3)] for h, v in large.items()]
+    return md_table(["horizon", "mean predicted risk", "observed risk (KM)", f"{level} CI",
+                   "observed - predicted", "O/E"], rows)
+
+
+def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.05,
+                        n_boot: int | None = None, notes: Sequence[str] = ()) -> str:
+    """The comparison table as Markdown, with its footnotes."""
+    def f(v: Any) -> str:
+        return fmt(v, digits)
+
+    def ci(est: Any, lo: Any, hi: Any) -> str:
+        if f(est) == "":
+            return ""
+        return f(est) + (f" [{f(lo)}, {f(hi)}]" if f(lo) != "" else "")
+
+    level = f"{100 * (1 - alpha):g}%"
+    header = ["model", "n", "events", "C-index mean ± std (paper's)", f"pooled C [{level} CI]",
+              f"ΔC vs reference [{level} CI]", "CI excludes 0", "Uno's C", "Antolini's C",
+              "IBS", "parameters", "paper"]
+    rows = []
+    for r in table.itertuples(index=False):
+        name = f"**{r.model}** (reference)" if r.reference else str(r.model)
+        mean_std = f"{f(r.c_mean)} ± {f(r.c_std_paper)}" if f(r.c_mean) else ""
+        diff = "—" if r.reference else ci(r.diff_vs_ref, r.diff_low, r.diff_high)
+        excl = "" if r.reference or pd.isna(r.diff_excludes_0) else (
+            "yes" if r.diff_excludes_0 else "no")
+        params = "" if pd.isna(r.n_params) else f"{int(r.n_params):,}"
+        rows.append([name, f(r.n), f(r.events), mean_std,
+                     ci(r.c_pooled, r.c_pooled_low, r.c_pooled_high), diff, excl,
+                     f(r.uno_c_mean), f(r.antolini_c_mean), f(r.ibs_mean), params,
+                     r.paper or ""])
+    boot = f"{n_boot} " if n_boot else ""
+    foot = [
+        "C-index: Harrell's, higher risk = earlier event. mean ± std: mean over seeds of the "
+        "fold means ± mean over seeds of the across-fold np.std (ddof 0), as the paper reports.",
+        f"pooled C: mean over seeds of each seed's pooled out-of-fold C, percentile bootstrap "
+        f"({boot}resamples of participants, stratified by event).",
+        "ΔC: C-index mean minus the reference's (the paper's fold-mean C, which does not "
+        "mix the risk scales of different fold models as the pooled C does), paired "
+        "bootstrap (both models scored on the same resampled participants, each in its "
+        "held-out fold).",
+        "Uno's C: truncated at the training fold's largest time; Antolini's C (pycox) and IBS "
+        f"(integrated Brier score): from Breslow curves of the *{TRAIN_SUFFIX} risks, or a "
+        "discrete-time model's own curves (empty without them); parameters: encoder + decoder + "
+        "risk head.",
+        "paper: the paper's reported C-index (docs/method.md section 6), shown only for runs "
+        "on real data (data.source=real); numbers on synthetic data are not comparable with "
+        "the paper's.",
+        *notes,
+    ]
+    return md_table(header, rows) + "\n" + "\n".join(f"- {x}" for x in foot) + "\n"
+
+
+def cohort_markdown(table: pd.DataFrame, cohorts: Sequence[str], digits: int = 4,
+                    alpha: float = 0.05, notes: Sequence[str] = ()) -> str:
+    """A :func:`cohort_table` as Markdown: C-index mean ± std (as the paper reports) and the
+    paired difference to each cohort's reference, per cohort."""
+    def f(v: Any) -> str:
+        return fmt(v, digits)
+
+    level = f"{100 * (1 - alpha):g}%"
+    header = ["model"]
+    for c in cohorts:
+        header += [f"{c}: C mean ± std", f"{c}: pooled C [{level} CI]",
+                   f"{c}: ΔC vs reference [{level} CI]", f"{c}: paper"]
+    header.append("parameters")
+    rows = []
+    for r in table.to_dict(orient="records"):
+        row = [str(r["model"])]
+        for c in cohorts:
+            g = {k: r[f"{c}_{k}"] for k in (*COHORT_FIELDS, "reference")}
+            mean = f"{f(g['c_mean'])} ± {f(g['c_std_paper'])}" if f(g["c_mean"]) else ""
+            pooled = (f"{f(g['c_pooled'])} [{f(g['c_pooled_low'])}, {f(g['c_pooled_high'])}]"
+                      if f(g["c_pooled"]) and f(g["c_pooled_low"]) else f(g["c_pooled"]))
+            diff = "— (reference)" if g["reference"] else (
+                f"{f(g['diff_vs_ref'])} [{f(g['diff_low'])}, {f(g['diff_high'])}]"
+                if f(g["diff_low"]) else f(g["diff_vs_ref"]))
+            row += [mean, pooled, diff, g["paper"] or ""]
+        row.append("" if pd.isna(r["n_params"]) else f"{int(r['n_params']):,}")
+        rows.append(row)
+    foot = ["Each cohort's columns come from its own comparison (comparison_<cohort>/): "
+            "Harrell's C, mean ± std as the paper reports, pooled C with a percentile "
+            "bootstrap CI, ΔC paired against that cohort's reference.", *notes]
+    return md_table(header, rows) + "\n" + "\n".join(f"- {x}" for x in foot) + "\n"
+
+
+def finetune_markdown(table: pd.DataFrame, time_unit: str, oracle_cindex: float | None = None,
+                      calibration: Mapping[str, Mapping[str, float]] | None = None) -> str:
+    """A finetuning run's ``results.md``: the results table, the synthetic cohort's oracle
+    C-index when known, calibration-in-the-large at the horizons when computed."""
+    md = to_markdown(table)
+    if oracle_cindex is not None:
+        md += (f"\n\nOracle C-index (true log-hazard of the synthetic cohort, same "
+               f"participants): {oracle_cindex:.4f}\n")
+    if calibration is not None:
+        md += ("\n\n## Calibration at the horizons (out-of-fold absolute risk vs Kaplan-Meier)"
+               f"\n\n{calibration_markdown(calibration, time_unit)}\nPer risk decile: "
+               "calibration.csv, calibration.png.\n")
+    return md

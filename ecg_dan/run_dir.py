@@ -1,0 +1,350 @@
+"""A run directory's layout: the one module that names its files and reads and writes them.
+
+Every job, the reporting, the model file and ``explain`` go through :class:`RunDir`, so a
+format change touches this file only::
+
+    <run>/config.yaml          the resolved config (also in each fold's training folder)
+    <run>/run.json             config hash + result config: a re-run resumes only under it
+    <run>/splits.json          cross-validation splits (finetuning and the Cox baselines)
+    <run>/checkpoints/         the Trainer's best-*.ckpt and last.ckpt (pretraining)
+    <run>/seed<s>_fold<f>/     one fold's training: config.yaml, checkpoints/, lr_find.json
+    <run>/predictions/seed<s>_fold<f>.csv        the held-out fold, scored once (written
+                                                 last: its presence marks the fold done)
+    <run>/predictions/seed<s>_fold<f>_train.csv  the fold model's training-fold risks
+    <run>/predictions/seed<s>_fold<f>_surv.npz   a discrete-time model's held-out curves
+    <run>/predictions/seed<s>_fold<f>.json       config hash, the checkpoint that scored the
+                                                 fold, counts (+ a baseline's fit)
+    <run>/oof_predictions.csv, results.{md,csv,json}, kaplan_meier.png, calibration.{csv,png}
+    <run>/pretrain_eval.{json,md}, biomarkers.csv, explain/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+from omegaconf import DictConfig
+
+from data_modules.atomic import atomic_path, atomic_write_text
+from data_modules.errors import DataError
+from data_modules.protocol.splits import Split, load_splits, load_splits_meta, save_splits
+from ecg_dan.config import ConfigError, config_hash, load_saved_config, result_config, save_config
+from ecg_dan.reporting.json_io import write_json
+
+__all__ = ["FINISHED_RUN_FILES", "TRAIN_SUFFIX", "FoldFiles", "RunDir", "RunDirError",
+           "fold_name"]
+
+CONFIG = "config.yaml"
+RECORD = "run.json"
+SPLITS = "splits.json"
+PREDICTIONS = "predictions"
+CHECKPOINTS = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+TRAIN_SUFFIX = "_train.csv"
+SURV_SUFFIX = "_surv.npz"
+#: What a finished finetuning run holds for a run built on it (the ECG-DAN + clinical Cox).
+FINISHED_RUN_FILES = f"{SPLITS} and {PREDICTIONS}/seed*_fold*{TRAIN_SUFFIX}"
+
+
+class RunDirError(DataError):
+    """A run directory without a file a job needs (the message names it), or whose files
+    disagree with each other."""
+
+
+def fold_name(seed: int, fold: int) -> str:
+    """``seed<s>_fold<f>``: a fold's training folder and the stem of its prediction files."""
+    return f"seed{int(seed)}_fold{int(fold)}"
+
+
+@dataclass(frozen=True)
+class FoldFiles:
+    """The files of one (seed, fold) of a cross-validated run."""
+
+    root: Path
+    seed: int
+    fold: int
+
+    @property
+    def name(self) -> str:
+        return fold_name(self.seed, self.fold)
+
+    @property
+    def dir(self) -> Path:
+        """The fold's training folder (the Trainer's run directory)."""
+        return self.root / self.name
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.dir / CHECKPOINTS
+
+    @property
+    def lr_find(self) -> Path:
+        return self.dir / "lr_find.json"
+
+    @property
+    def csv(self) -> Path:
+        """The held-out fold's predictions (``eid, seed, fold, risk, time, event, ...``)."""
+        return self.root / PREDICTIONS / f"{self.name}.csv"
+
+    @property
+    def train_csv(self) -> Path:
+        return self.csv.with_name(self.name + TRAIN_SUFFIX)
+
+    @property
+    def surv(self) -> Path:
+        return self.csv.with_name(self.name + SURV_SUFFIX)
+
+    @property
+    def meta(self) -> Path:
+        return self.csv.with_suffix(".json")
+
+    # ------------------------------------------------------------------------- reading
+    def is_done(self, want_hash: str) -> bool:
+        """Predictions exist and were made by this config (their sidecar records its hash);
+        :class:`ConfigError` when another config made them."""
+        if not self.csv.is_file():
+            return False
+        have = json.loads(self.meta.read_text()).get("config_hash") \
+            if self.meta.is_file() else None
+        if have not in (None, want_hash):
+            raise ConfigError(f"{self.csv} was made by another configuration (hash {have}, now "
+                              f"{want_hash}); use a new run name or resume=restart")
+        return True
+
+    def read_test(self) -> pd.DataFrame:
+        return pd.read_csv(self.csv)
+
+    def read_train(self) -> pd.DataFrame | None:
+        """The training-fold risks (None for a run written before they were saved)."""
+        return pd.read_csv(self.train_csv) if self.train_csv.is_file() else None
+
+    def read_meta(self) -> dict[str, Any]:
+        if not self.meta.is_file():
+            raise RunDirError(f"{self.meta}: missing; it names the checkpoint that scored "
+                              f"{self.csv.name}")
+        return json.loads(self.meta.read_text())
+
+    def read_curves(self, eid: ArrayLike) -> tuple[NDArray, NDArray] | None:
+        """A discrete-time model's curves of the held-out rows: ``(surv (n, K) in the order
+        of ``eid``, cuts (K,))``; None without the sidecar (a Cox model)."""
+        if not self.surv.is_file():
+            return None
+        with np.load(self.surv) as z:
+            have, surv, cuts = z["eid"], z["surv"], z["cuts"]
+        pos = pd.Index(have).get_indexer(np.asarray(eid))
+        if (pos < 0).any():
+            raise ValueError(f"{self.surv}: no survival curve for {int((pos < 0).sum())} "
+                             "participant(s) of the predictions (stale sidecar?)")
+        return surv[pos], cuts
+
+    def checkpoint(self, want_hash: str | None = None) -> Path:
+        """The checkpoint that scored this fold, as its sidecar records it (the run's own
+        ``seed*_fold*/checkpoints/`` copy first, so a moved or copied run reads its own
+        files); with ``want_hash``, the sidecar must come from that config."""
+        meta = self.read_meta()
+        have = meta.get("config_hash")
+        if want_hash is not None and have not in (None, want_hash):
+            raise RunDirError(f"{self.csv} was made by another configuration (hash {have}, "
+                              f"the run's {CONFIG} gives {want_hash}); re-run or re-evaluate "
+                              "the run first")
+        if not meta.get("checkpoint"):
+            raise RunDirError(f"{self.meta}: records no checkpoint")
+        recorded = Path(meta["checkpoint"])
+        local = self.checkpoints_dir / recorded.name
+        for cand in (local, recorded):
+            if cand.is_file():
+                return cand
+        raise RunDirError(f"{self.root}: checkpoint {recorded} of {self.csv.name} not found "
+                          f"(nor {local})")
+
+    # ------------------------------------------------------------------------- writing
+    def write(self, test: pd.DataFrame, train: pd.DataFrame, meta: dict[str, Any],
+              cuts: Sequence[float] | None = None) -> None:
+        """Write the fold: with ``cuts`` the ``surv_*`` columns of ``test`` go to the curve
+        sidecar (the CSV keeps the scalar risk), then the training-fold risks, the sidecar
+        and last the held-out CSV, whose presence marks the fold done."""
+        if cuts is not None:
+            cols = [f"surv_{k}" for k in range(len(cuts))]
+            with atomic_path(self.surv) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, eid=test.eid.to_numpy(), surv=test[cols].to_numpy(np.float64),
+                         cuts=np.asarray(cuts, dtype=np.float64))
+            test = test.drop(columns=cols)
+        self.csv.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.train_csv, train.to_csv(index=False))
+        write_json(self.meta, meta)
+        atomic_write_text(self.csv, test.to_csv(index=False))
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory (see the module docstring for its layout)."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @classmethod
+    def of_checkpoint(cls, ckpt: str | os.PathLike) -> RunDir:
+        """The run a Trainer checkpoint (``<run>/checkpoints/x.ckpt``) belongs to."""
+        return cls(Path(ckpt).parent.parent)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------------------- config
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    def has_config(self) -> bool:
+        return self.config_path.is_file()
+
+    def load_config(self, overrides: list[str] | None = None) -> DictConfig:
+        """The run's saved config; :class:`RunDirError` naming the file when it has none."""
+        if not self.has_config():
+            raise RunDirError(f"{self.path}: no {CONFIG} (not a run directory)")
+        return load_saved_config(self.config_path, overrides)
+
+    def save_config(self, cfg: DictConfig) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        return save_config(cfg, self.config_path)
+
+    def read_record(self) -> dict[str, Any] | None:
+        """``run.json``'s result config (None for a new run or one made before it existed)."""
+        record = self.path / RECORD
+        return json.loads(record.read_text())["result_config"] if record.is_file() else None
+
+    def write_record(self, cfg: DictConfig) -> None:
+        atomic_write_text(self.path / RECORD, json.dumps(
+            {"config_hash": config_hash(cfg), "result_config": result_config(cfg)}, indent=2,
+            default=str))
+
+    def has_outputs(self) -> bool:
+        """Checkpoints or predictions exist (a run that has started)."""
+        return self.path.is_dir() and any((self.path / d).exists()
+                                          for d in (CHECKPOINTS, PREDICTIONS))
+
+    # ------------------------------------------------------------------------- checkpoints
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints_dir / LAST_CHECKPOINT
+
+    # ------------------------------------------------------------------------- splits
+    @property
+    def splits_path(self) -> Path:
+        return self.path / SPLITS
+
+    def has_splits(self) -> bool:
+        return self.splits_path.is_file()
+
+    def load_splits(self) -> list[Split]:
+        if not self.has_splits():
+            raise RunDirError(f"{self.splits_path}: the run has no splits file")
+        return load_splits(self.splits_path)
+
+    def save_splits(self, splits: Sequence[Split], meta: dict[str, Any]) -> Path:
+        return save_splits(splits, self.splits_path, meta=meta)
+
+    def splits_cache(self) -> Path | None:
+        """The cache the splits were drawn from, as recorded with them."""
+        cache = load_splits_meta(self.splits_path).get("cache") if self.has_splits() else None
+        return Path(cache) if cache else None
+
+    def adopt_splits(self, source: RunDir) -> list[Split]:
+        """Use another run's splits (copied once; a different copy already here is an
+        error), so both runs hold out the same participants."""
+        src, mine = source.splits_path, self.splits_path
+        if mine.is_file() and mine.read_bytes() != src.read_bytes():
+            raise ConfigError(f"{mine} differs from {src}: the baseline must use the "
+                              "ECG-DAN run's splits; use a new run directory")
+        if not mine.is_file():
+            self.path.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, mine)
+        return load_splits(mine)
+
+    # ------------------------------------------------------------------------- folds
+    @property
+    def predictions_dir(self) -> Path:
+        return self.path / PREDICTIONS
+
+    def has_predictions(self) -> bool:
+        return self.predictions_dir.is_dir()
+
+    def fold(self, seed: int, fold: int) -> FoldFiles:
+        return FoldFiles(self.path, int(seed), int(fold))
+
+    def scored_folds(self) -> list[FoldFiles]:
+        """The held-out folds with predictions, in file-name order; :class:`RunDirError`
+        when there are none."""
+        files = sorted(p for p in self.predictions_dir.glob("seed*_fold*.csv")
+                       if not p.name.endswith(TRAIN_SUFFIX))
+        if not files:
+            raise RunDirError(f"{self.predictions_dir} has no seed*_fold*.csv: run finetuning "
+                              "first")
+        out = []
+        for p in files:
+            try:
+                seed, fold = (int(x) for x in p.stem[len("seed"):].split("_fold"))
+            except ValueError:
+                raise RunDirError(f"{p}: not a fold's predictions (seed<s>_fold<f>.csv)") \
+                    from None
+            out.append(self.fold(seed, fold))
+        return out
+
+    # ------------------------------------------------------------------------- results
+    @property
+    def oof_csv(self) -> Path:
+        return self.path / "oof_predictions.csv"
+
+    @property
+    def results_md(self) -> Path:
+        return self.path / "results.md"
+
+    @property
+    def results_csv(self) -> Path:
+        return self.path / "results.csv"
+
+    @property
+    def results_json(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def kaplan_meier_png(self) -> Path:
+        return self.path / "kaplan_meier.png"
+
+    @property
+    def calibration_csv(self) -> Path:
+        return self.path / "calibration.csv"
+
+    @property
+    def calibration_png(self) -> Path:
+        return self.path / "calibration.png"
+
+    @property
+    def pretrain_eval_json(self) -> Path:
+        return self.path / "pretrain_eval.json"
+
+    @property
+    def pretrain_eval_md(self) -> Path:
+        return self.path / "pretrain_eval.md"
+
+    @property
+    def biomarkers_csv(self) -> Path:
+        return self.path / "biomarkers.csv"
+
+    @property
+    def explain_dir(self) -> Path:
+        return self.path / "explain"
