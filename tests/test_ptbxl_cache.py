@@ -421,7 +421,7 @@ def test_fetch_ptbxl_unreachable_fails_fast_with_help(tmp_path):
     assert not list((tmp_path / "d").glob("*.part"))
 
 
-# --------------------------------------------------------------------------- h5cache
+# --------------------------------------------------------------------------- cache
 def test_atomic_h5_and_open_cache_refusals(tmp_path):
     out = tmp_path / "c.h5"
     cfg = {"a": 1, "b": "x"}
