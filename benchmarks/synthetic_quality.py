@@ -10,17 +10,25 @@ the synthetic outcomes were drawn from. Issue target: finetuned within 0.07 of t
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-from ecg_dan.config import load_config
-from ecg_dan.jobs.finetune import run_finetune
-from ecg_dan.jobs.pretrain import run_pretrain
+
+def _args() -> list[str]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*",
+                   help="config overrides for both stages (key=value or +overlay)")
+    return p.parse_args().overrides
 
 
 def main(overrides: list[str]) -> None:
+    from ecg_dan.config import load_config
+    from ecg_dan.jobs.finetune import run_finetune
+    from ecg_dan.jobs.pretrain import run_pretrain
+    from ecg_dan.run_dir import RunDir
+
     t0 = time.perf_counter()
     pre = run_pretrain(load_config("demo_pretrain", ["name=quality_pretrain", *overrides]))
     t_pre = time.perf_counter() - t0
@@ -30,7 +38,7 @@ def main(overrides: list[str]) -> None:
         t1 = time.perf_counter()
         run_dir = run_finetune(load_config("demo_finetune", [f"name=quality_{label}", *extra,
                                                              *overrides]))
-        runs[label] = (json.loads((Path(run_dir) / "results.json").read_text()),
+        runs[label] = (json.loads(RunDir(run_dir).results_json.read_text()),
                        time.perf_counter() - t1)
     oracle = runs["finetuned"][0]["oracle_cindex"]
     print("\nsynthetic UK Biobank-format HYP cohort (embedded default), held-out folds:")
@@ -45,4 +53,4 @@ def main(overrides: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(_args())
