@@ -53,9 +53,8 @@ from data_modules.signal.median_beat import MAX_ABS_MV
 from data_modules.sources.ptbxl import MEDIAN_VERSION
 from ecg_dan import __version__
 from ecg_dan.checkpoints import read_checkpoint
-from ecg_dan.config import config_hash, model_config
+from ecg_dan.config import ModelConfig, config_hash, model_config
 from ecg_dan.metrics.survival import breslow_baseline
-from ecg_dan.models.ecgdan import ModelConfig
 from ecg_dan.run_dir import FoldFiles, RunDir, RunDirError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelContents", "ModelFileError", "export_run",

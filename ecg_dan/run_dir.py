@@ -35,7 +35,13 @@ from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_path, atomic_write_text
 from data_modules.errors import DataError
-from data_modules.protocol.splits import Split, load_splits, load_splits_meta, save_splits
+from data_modules.protocol.splits import (
+    Split,
+    fold_name,
+    load_splits,
+    load_splits_meta,
+    save_splits,
+)
 from ecg_dan.config import ConfigError, config_hash, load_saved_config, result_config, save_config
 from ecg_dan.reporting.json_io import write_json
 
@@ -57,11 +63,6 @@ FINISHED_RUN_FILES = f"{SPLITS} and {PREDICTIONS}/seed*_fold*{TRAIN_SUFFIX}"
 class RunDirError(DataError):
     """A run directory without a file a job needs (the message names it), or whose files
     disagree with each other."""
-
-
-def fold_name(seed: int, fold: int) -> str:
-    """``seed<s>_fold<f>``: a fold's training folder and the stem of its prediction files."""
-    return f"seed{int(seed)}_fold{int(fold)}"
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,7 @@ class FoldFiles:
         :class:`ConfigError` when another config made them."""
         if not self.csv.is_file():
             return False
-        have = json.loads(self.meta.read_text()).get("config_hash") \
-            if self.meta.is_file() else None
+        have = self.read_meta().get("config_hash") if self.meta.is_file() else None
         if have not in (None, want_hash):
             raise ConfigError(f"{self.csv} was made by another configuration (hash {have}, now "
                               f"{want_hash}); use a new run name or resume=restart")

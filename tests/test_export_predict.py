@@ -498,6 +498,14 @@ def test_a_folder_lists_every_file_that_is_not_an_ecg_and_ids_are_relative_paths
     assert [i.id for i in items][:2] == ["123_20205_2_0", "site2/123_20205_2_0"]
 
 
+def test_an_unusable_cache_has_one_reason_whether_named_or_found_in_a_folder(tmp_path):
+    d = _tree(tmp_path / "in", ["sub/broken.h5"])  # not HDF5
+    _, in_folder = discover([d])
+    _, named = discover([d / "sub/broken.h5"])
+    assert [(i, w) for i, _, w in in_folder] == [("sub/broken", named[0][2])]
+    assert named[0][2].startswith("unusable cache: ") and "not a readable HDF5 file" in named[0][2]
+
+
 def test_two_ecgs_with_one_id_are_refused(tmp_path):
     d = _tree(tmp_path / "in", ["a/123_20205_2_0.xml", "b/123_20205_2_0.xml", "c/rec.hea",
                                 "e/rec.xml"])

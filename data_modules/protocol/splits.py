@@ -68,6 +68,12 @@ def _arr_eq(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return bool(np.array_equal(a, b))
 
 
+
+def fold_name(seed: int, fold: int) -> str:
+    """``seed<s>_fold<f>``: a fold's name in messages, logs and W&B, its training folder and
+    the stem of its prediction files (ecg_dan/run_dir.py)."""
+    return f"seed{int(seed)}_fold{int(fold)}"
+
 @dataclass(eq=False)
 class Split:
     """One (seed, fold) of the survival cross-validation.
@@ -87,7 +93,7 @@ class Split:
 
     @property
     def name(self) -> str:
-        return f"seed{self.seed}_fold{self.fold}"
+        return fold_name(self.seed, self.fold)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Split):

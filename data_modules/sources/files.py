@@ -45,7 +45,8 @@ CACHE_SUFFIXES = (".h5", ".hdf5")
 class ECGItem:
     """One ECG to score: ``kind`` is ``wfdb`` (``path`` = the record's stem), ``xml`` or
     ``cache`` (``path`` = the HDF5 file, ``row`` = its row); ``id`` names it in the output
-    (the record name, the XML file's stem, or the cache's ecg_id / eid)."""
+    (the file's path below the folder given without extension, a file given alone: its
+    name without extension, or the cache's ecg_id / eid)."""
 
     id: str
     source: str
@@ -86,6 +87,17 @@ def _file_items(path: Path, root: Path | None = None) -> list[ECGItem]:
     if suffix in CACHE_SUFFIXES:
         return _cache_items(path)
     raise RecordSkip(_not_an_ecg(path))
+
+
+def _items_or_reason(path: Path, root: Path | None = None) -> list[ECGItem] | str:
+    """The ECGs of one file, or why it cannot be used (the same reason whether the file was
+    named or found in a folder)."""
+    try:
+        return _file_items(path, root)
+    except CacheError as e:
+        return f"unusable cache: {e}"
+    except RecordSkip as e:
+        return e.reason
 
 
 def _unique_ids(items: list[ECGItem]) -> None:
@@ -130,22 +142,22 @@ def discover(paths: list[str | os.PathLike]
                     if f.with_suffix("") not in records:  # else: a WFDB record's .dat
                         skipped.append((_file_id(f, p), str(f), _not_an_ecg(f)))
                     continue
-                try:
-                    add(_file_items(f, p))
-                except (RecordSkip, CacheError) as e:
-                    skipped.append((_file_id(f, p), str(f), getattr(e, "reason", str(e))))
+                got = _items_or_reason(f, p)
+                if isinstance(got, str):
+                    skipped.append((_file_id(f, p), str(f), got))
+                else:
+                    add(got)
             continue
         if not p.exists() and p.with_name(p.name + ".hea").is_file():
             p = p.with_name(p.name + ".hea")  # a WFDB record named by its stem
         if not p.is_file():
             skipped.append((p.stem, str(p), f"not found: {p}"))
             continue
-        try:
-            add(_file_items(p))
-        except CacheError as e:
-            skipped.append((p.stem, str(p), f"unusable cache: {e}"))
-        except RecordSkip as e:
-            skipped.append((p.stem, str(p), e.reason))
+        got = _items_or_reason(p)
+        if isinstance(got, str):
+            skipped.append((p.stem, str(p), got))
+        else:
+            add(got)
     _unique_ids(items)
     return items, skipped
 

@@ -55,7 +55,7 @@ from ecg_dan.config import ConfigError
 from ecg_dan.jobs.protocol import FoldFitter, FoldResult, run_cross_validation
 from ecg_dan.log import get_logger
 from ecg_dan.metrics.cindex import harrell_cindex
-from ecg_dan.run_dir import FINISHED_RUN_FILES, FoldFiles, RunDir, fold_name
+from ecg_dan.run_dir import FINISHED_RUN_FILES, FoldFiles, RunDir
 
 log = get_logger(__name__)
 
@@ -121,13 +121,13 @@ def _cindex(time, risk, event) -> float:
     return float(harrell_cindex(time, risk, event))
 
 
-def _pred_frame(table: pd.DataFrame, rows: np.ndarray, risk: np.ndarray, split,
-                checkpoint: str) -> pd.DataFrame:
+def _pred_frame(table: pd.DataFrame, rows: np.ndarray, risk: np.ndarray, split
+                ) -> pd.DataFrame:
     t = table.loc[rows]
     df = pd.DataFrame({"eid": t["eid"].to_numpy(np.int64), "seed": split.seed,
                        "fold": split.fold, "risk": np.asarray(risk, np.float64),
                        "time": t["time"].to_numpy(np.float32),
-                       "event": t["event"].to_numpy(np.float32), "checkpoint": checkpoint})
+                       "event": t["event"].to_numpy(np.float32)})
     return df.sort_values("eid", kind="stable").reset_index(drop=True)
 
 
@@ -143,9 +143,9 @@ def _ecgdan_run(cfg: DictConfig) -> RunDir:
     return run
 
 
-def _ecgdan_risks(cfg: DictConfig, split: Split) -> tuple[pd.Series, pd.Series]:
+def _ecgdan_risks(ecgdan: RunDir, split: Split) -> tuple[pd.Series, pd.Series]:
     """The ECG-DAN run's risks by eid: (training-fold rows, held-out fold) of one split."""
-    fold = _ecgdan_run(cfg).fold(split.seed, split.fold)
+    fold = ecgdan.fold(split.seed, split.fold)
     for p in (fold.csv, fold.train_csv):
         if not p.is_file():
             raise ConfigError(f"{p} is missing: the ECG-DAN run has not finished {fold.name}")
@@ -160,16 +160,15 @@ class CoxFitter(FoldFitter):
         self.cfg = cfg
         self.grid = penalty_grid(cfg)
         self.features = str(cfg.baseline.features)
-        if self.features == "ecgdan_clinical":
-            _ecgdan_run(cfg)
+        self.ecgdan = _ecgdan_run(cfg) if self.features == "ecgdan_clinical" else None
         self.table = pd.DataFrame()
         self.cols: list[str] = []
         self.cache: Path | None = None
         self.run: RunDir | None = None
 
     def splits(self, cfg: DictConfig, run: RunDir, cache: Path) -> list[Split]:
-        if self.features == "ecgdan_clinical":  # the ECG-DAN run's own splits
-            return run.adopt_splits(_ecgdan_run(cfg))
+        if self.ecgdan is not None:  # the ECG-DAN run's own splits
+            return run.adopt_splits(self.ecgdan)
         return super().splits(cfg, run, cache)
 
     def prepare(self, run: RunDir, cache: Path, splits: list[Split]) -> None:
@@ -194,8 +193,8 @@ class CoxFitter(FoldFitter):
                 raise ConfigError(f"{self.run.splits_path} ({fold.name}, {part}) does not "
                                   f"match the participants of {self.cache}: rebuild with the "
                                   "same data or use a new run directory")
-        if self.features == "ecgdan_clinical":
-            preds, meta = _fit_ecgdan_clinical(self.cfg, table, split)
+        if self.ecgdan is not None:
+            preds, meta = _fit_ecgdan_clinical(self.cfg, self.ecgdan, table, split)
         else:
             preds, meta = _fit_tuned(table, self.cols, split, self.grid)
         test, train = preds
@@ -234,8 +233,8 @@ def _fit_tuned(table: pd.DataFrame, cols: list[str], split, grid: np.ndarray):
     penalizer = float(grid[best])
     cph = fit_cox(x.loc[tr], time.loc[tr], event.loc[tr], penalizer)
     fit_rows = np.sort(np.concatenate([tr, va]))
-    test = _pred_frame(table, te, log_partial_hazard(cph, x.loc[te]), split, "")
-    train = _pred_frame(table, fit_rows, log_partial_hazard(cph, x.loc[fit_rows]), split, "")
+    test = _pred_frame(table, te, log_partial_hazard(cph, x.loc[te]), split)
+    train = _pred_frame(table, fit_rows, log_partial_hazard(cph, x.loc[fit_rows]), split)
     meta = {"penalizer": penalizer, "log10_penalizer": float(np.log10(penalizer)),
             "penalty_grid": [float(v) for v in grid],
             "val_cindex": [float(v) for v in scores],
@@ -247,16 +246,16 @@ def _fit_tuned(table: pd.DataFrame, cols: list[str], split, grid: np.ndarray):
     return (test, train), meta
 
 
-def _fit_ecgdan_clinical(cfg: DictConfig, table: pd.DataFrame, split):
+def _fit_ecgdan_clinical(cfg: DictConfig, ecgdan: RunDir, table: pd.DataFrame, split):
     """Cox on (ECG-DAN risk, age, sex) fitted on the inner-validation rows only."""
-    train_risk, test_risk = _ecgdan_risks(cfg, split)
+    train_risk, test_risk = _ecgdan_risks(ecgdan, split)
     tab = table.copy()
     tr, va, te = split.train_idx, split.val_idx, split.test_idx
     for what, idx, src in (("training", tr, train_risk), ("inner-validation", va, train_risk),
                            ("held-out", te, test_risk)):
         missing = sorted(set(tab.loc[idx, "eid"]) - set(src.index))
         if missing:
-            raise ConfigError(f"{cfg.baseline.ecgdan_run}: {fold_name(split.seed, split.fold)}: "
+            raise ConfigError(f"{cfg.baseline.ecgdan_run}: {split.name}: "
                               f"no ECG-DAN risk for "
                               f"{len(missing)} {what} participants (e.g. {missing[:5]})")
     fit_rows = np.sort(np.concatenate([tr, va]))
@@ -268,9 +267,8 @@ def _fit_ecgdan_clinical(cfg: DictConfig, table: pd.DataFrame, split):
     kept = [c for c in cols if x.loc[va, c].std() > 0]
     pen = float(cfg.baseline.combine_penalizer)
     cph = fit_cox(x.loc[va, kept], tab.loc[va, "time"], tab.loc[va, "event"], pen)
-    test = _pred_frame(tab, te, log_partial_hazard(cph, x.loc[te, kept]), split, "")
-    train = _pred_frame(tab, fit_rows, log_partial_hazard(cph, x.loc[fit_rows, kept]), split,
-                        "")
+    test = _pred_frame(tab, te, log_partial_hazard(cph, x.loc[te, kept]), split)
+    train = _pred_frame(tab, fit_rows, log_partial_hazard(cph, x.loc[fit_rows, kept]), split)
     meta = {"penalizer": pen, "log10_penalizer": float(np.log10(pen)) if pen > 0 else None,
             "columns": kept, "coefficients": {k: float(v) for k, v in cph.params_.items()},
             "fit_rows": "val", "n_val": int(va.size),

@@ -152,9 +152,8 @@ def _find_lr(trainer: L.Trainer, module, dm, f, fold: FoldFiles) -> None:
                            "run); set finetune.lr_find=false and a fixed finetune.lr, or raise "
                            "finetune.lr_find_steps")
     module.lr = lr
-    write_json(fold.lr_find, {"suggestion": lr,
-                                           "lr": finder.results["lr"],
-                                           "loss": finder.results["loss"]})
+    write_json(fold.lr_find, {"suggestion": lr, "lr": finder.results["lr"],
+                              "loss": finder.results["loss"]})
     log.info(f"[{fold.name}] LR finder picked {module.lr:.3g}")
 
 
