@@ -24,6 +24,10 @@ from ecg_dan.config import (
 )
 from ecg_dan.log import get_logger
 
+# ``ecg-dan synth --format`` choices (data_modules/synthetic/formats.py; listed here so
+# ``--help`` does not import numpy; tests/test_cli.py checks the two agree)
+SYNTH_FORMATS = ("ptbxl+ukb",)
+
 OVERRIDES_HELP = ("+overlay names (e.g. +synthetic, +tiny, +ddp_cpu) and dotlist overrides "
                   "(e.g. trainer.max_epochs=5)")
 
@@ -66,10 +70,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     # deferred: numpy, pandas, wfdb (the synthetic writers)
-    from data_modules.synthetic import make_synthetic
+    from data_modules.synthetic.formats import FORMATS
 
-    paths = make_synthetic(args.out, n=args.n, seed=args.seed, events=args.events,
-                           n_ukb=args.n_ukb, setting=args.setting)
+    kw = {"n_ukb": args.n_ukb} if args.n_ukb is not None else {}
+    paths = FORMATS[args.format](args.out, n=args.n, seed=args.seed, events=args.events,
+                                 setting=args.setting, **kw)
     for k, v in paths.items():
         print(f"{k}: {v}")
     return 0
@@ -180,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write synthetic PTB-XL- and UK Biobank-format data")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--format", default="ptbxl+ukb", choices=SYNTH_FORMATS,
+                   help="which source format's twin to write (default: PTB-XL + UK Biobank)")
     p.add_argument("--n", type=int, default=DataConfig.synthetic_n)
     p.add_argument("--n-ukb", type=int, default=None, help="UK Biobank participants (default n)")
     p.add_argument("--seed", type=int, default=DataConfig.synthetic_seed)

@@ -156,3 +156,10 @@ def test_wheel_installs_and_runs_the_demo_from_another_directory(tmp_path, tiny_
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert (elsewhere / "runs" / "demo_finetune" / "results.md").is_file()
     assert "demo finished" in demo.stdout
+
+
+def test_synth_format_choices_match_the_registry():
+    from data_modules.synthetic.formats import FORMATS
+    from ecg_dan.cli import SYNTH_FORMATS
+
+    assert tuple(FORMATS) == SYNTH_FORMATS

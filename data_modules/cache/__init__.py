@@ -8,6 +8,7 @@ from data_modules.cache.format import (
     KINDS,
     SCHEMA_VERSION,
     STR_DTYPE,
+    SURVIVAL_KINDS,
     CacheError,
     config_json,
     sha1_file,
@@ -22,6 +23,7 @@ from data_modules.cache.read import (
     read_warnings,
     validate_cache,
 )
+from data_modules.cache.shard import WHOLE, Shard
 from data_modules.cache.write import (
     Appender,
     BuildSummary,
@@ -34,9 +36,9 @@ from data_modules.cache.write import (
 )
 
 __all__ = [
-    "ID_DATASET", "KIND_NAMES", "KINDS", "SCHEMA_VERSION", "STR_DTYPE", "Appender", "BuildSummary",
-    "CacheError", "atomic_h5", "build_lock", "config_json", "is_complete_cache", "lock_path",
-    "open_cache", "open_rows", "parallel_map", "reason_key", "read_skipped", "read_warnings",
-    "sha1_file", "staging_h5", "validate_cache", "write_skipped", "write_strings",
-    "write_warnings",
+    "ID_DATASET", "KIND_NAMES", "KINDS", "SCHEMA_VERSION", "STR_DTYPE", "SURVIVAL_KINDS", "WHOLE",
+    "Appender", "BuildSummary", "CacheError", "Shard", "atomic_h5", "build_lock", "config_json",
+    "is_complete_cache", "lock_path", "open_cache", "open_rows", "parallel_map", "reason_key",
+    "read_skipped", "read_warnings", "sha1_file", "staging_h5", "validate_cache",
+    "write_skipped", "write_strings", "write_warnings",
 ]

@@ -14,17 +14,21 @@ import h5py
 from data_modules.errors import DataError
 
 SCHEMA_VERSION = 1
-KINDS = ("ptbxl", "ukb")
+KINDS = ("ptbxl", "ukb", "cohort")
+# Kinds a survival run can finetune on and predict/evaluate against (one layout: eid, time,
+# event, median, age, sex; UK Biobank adds its cohort flags and device measurements).
+SURVIVAL_KINDS = ("ukb", "cohort")
 STR_DTYPE = h5py.string_dtype()
 
 
-KIND_NAMES = {"ptbxl": "PTB-XL", "ukb": "UK Biobank"}
+KIND_NAMES = {"ptbxl": "PTB-XL", "ukb": "UK Biobank", "cohort": "survival cohort"}
 # The id column that names a row in messages, per kind.
-ID_DATASET = {"ptbxl": "ecg_id", "ukb": "eid"}
+ID_DATASET = {"ptbxl": "ecg_id", "ukb": "eid", "cohort": "eid"}
 # Datasets that must hold only finite values (checked when a cache is opened).
 FINITE_DATASETS: dict[str, tuple[str, ...]] = {
     "ptbxl": ("median", "median_clean"),
     "ukb": ("median", "time"),
+    "cohort": ("median", "time"),
 }
 
 
@@ -37,6 +41,8 @@ class CacheError(DataError):
 REQUIRED_DATASETS: dict[str, tuple[str, ...]] = {
     "ptbxl": ("median", "median_clean", "strat_fold", "superclass", "ecg_id"),
     "ukb": ("median", "eid", "time", "event", "cohort_hyp", "cohort_mi"),
+    # CODE-15%, SaMi-Trop, a user's own table (``ecg-dan cache code15|samitrop|cohort``)
+    "cohort": ("median", "eid", "time", "event", "age", "sex"),
 }
 
 

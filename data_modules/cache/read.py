@@ -44,11 +44,12 @@ def read_skipped(f: h5py.File) -> list[tuple[str, str]]:
     return list(zip(ids.tolist(), reasons.tolist()))
 
 
-def validate_cache(f: h5py.File, path: str | os.PathLike, kind: str | None = None) -> str:
+def validate_cache(f: h5py.File, path: str | os.PathLike,
+                   kind: str | tuple[str, ...] | None = None) -> str:
     """Check an open cache's root attributes and layout; return its kind.
 
     Raises :class:`CacheError` naming the file and what is wrong. ``kind=None`` accepts
-    any known kind.
+    any known kind, a tuple any of those (e.g. ``SURVIVAL_KINDS``).
     """
     path = Path(path)
     complete = np.asarray(f.attrs.get("complete", False))
@@ -70,9 +71,11 @@ def validate_cache(f: h5py.File, path: str | os.PathLike, kind: str | None = Non
     got = got.decode() if isinstance(got, bytes) else got
     if got not in KINDS:
         raise CacheError(f"{path}: unknown cache kind {got!r}; expected one of {KINDS}")
-    if kind is not None and got != kind:
+    wanted = (kind,) if isinstance(kind, str) else kind
+    if wanted is not None and got not in wanted:
+        names = " or ".join(f"{KIND_NAMES.get(k, k)} cache (kind {k!r})" for k in wanted)
         raise CacheError(f"{path} is a {KIND_NAMES[got]} cache (kind {got!r}); expected a "
-                         f"{KIND_NAMES.get(kind, kind)} cache (kind {kind!r})")
+                         f"{names}")
     missing = [name for name in REQUIRED_DATASETS[got] if name not in f]
     if missing:
         raise CacheError(f"{path}: {got} cache lacks required datasets {missing}")
@@ -129,7 +132,8 @@ def _check_finite(f: h5py.File, path: Path, kind: str) -> None:
         _FINITE_OK[key] = True
 
 
-def open_cache(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
+def open_cache(path: str | os.PathLike,
+               kind: str | tuple[str, ...] | None = None) -> h5py.File:
     """Open a finished cache read-only (usable as a context manager), refusing missing,
     incomplete, wrong-kind, old or malformed files with the file named."""
     p = Path(path)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data_modules.cache import open_cache, open_rows
+from data_modules.cache import SURVIVAL_KINDS, open_cache, open_rows
 from data_modules.choices import IN_MEMORY_MAX_MB
 from data_modules.loading.transforms import BatchLeadMask, LeadMasker, ProcessLocalRNG, finish_batch
 from data_modules.signal.leads import N_LEADS
@@ -144,7 +144,7 @@ class H5ECGDataset(Dataset):
     between the datasets of a DataModule (default: a new one with ``max_bytes``).
     """
 
-    kind: str | None = None
+    kind: str | tuple[str, ...] | None = None
     beat_names: tuple[str, ...] = ("median",)
 
     def __init__(self, path: str | Path, indices: Sequence[int] | np.ndarray | None = None,
@@ -281,7 +281,7 @@ class UKBDataset(H5ECGDataset):
     (cache rows). Finished: ``x`` (12, 608), ``target`` = ``x`` unpadded (masked).
     """
 
-    kind = "ukb"
+    kind = SURVIVAL_KINDS
 
     def __init__(self, path: str | Path, indices: Sequence[int] | np.ndarray | None = None,
                  batch_mask: BatchLeadMask | None = None, store: BeatStore | None = None,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from data_modules.cache import open_cache
+from data_modules.cache import SURVIVAL_KINDS, open_cache
 from data_modules.loading.datamodule import STAGES, CacheDataModule
 from data_modules.loading.datasets import DEFAULT_MAX_BYTES, BeatStore, UKBDataset, raw_loader
 from data_modules.loading.samplers import EventStratifiedBatchSampler
@@ -36,7 +36,7 @@ def make_ukb_splits(
 ) -> list[Split]:
     """The paper's repeated stratified CV over one cohort of a cache (rows and eids)."""
     rows = select_cohort(cache_path, cohort)
-    with open_cache(cache_path, "ukb") as f:
+    with open_cache(cache_path, SURVIVAL_KINDS) as f:
         event = f["event"][...][rows]
         eid = f["eid"][...][rows]
     if rows.size == 0:
@@ -81,7 +81,7 @@ class UKBDataModule(CacheDataModule):
         self.cohort = cohort
         self.split = split
         self.mask_leads = bool(mask_leads)
-        with open_cache(self.cache_path, "ukb") as f:
+        with open_cache(self.cache_path, SURVIVAL_KINDS) as f:
             self.n_records = int(f["median"].shape[0])
             self._eid = f["eid"][...].astype(np.int64)
             self._event = f["event"][...].astype(np.int64)

@@ -59,6 +59,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from data_modules.cache import (
+    SURVIVAL_KINDS,
     Appender,
     BuildSummary,
     atomic_h5,
@@ -408,7 +409,8 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
 
 
 def select_cohort(cache_file: str | os.PathLike | h5py.File, name: str) -> np.ndarray:
-    """Row indices of cohort ``hyp`` / ``mi`` / ``all`` in a UK Biobank cache.
+    """Row indices of cohort ``hyp`` / ``mi`` / ``all`` in a survival cache (UK Biobank, or
+    ``all`` of a cohort cache).
 
     Raises ``ValueError`` for an unknown name, or a cohort that is empty or has no events
     (the Cox loss and the C-index are undefined without events).
@@ -416,9 +418,13 @@ def select_cohort(cache_file: str | os.PathLike | h5py.File, name: str) -> np.nd
     if name not in COHORTS:
         raise ValueError(f"unknown cohort {name!r}; expected one of {COHORTS}")
     own = not isinstance(cache_file, h5py.File)
-    f = open_cache(cache_file, "ukb") if own else cache_file
+    f = open_cache(cache_file, SURVIVAL_KINDS) if own else cache_file
     try:
         n = int(f["eid"].shape[0])
+        if name != "all" and f"cohort_{name}" not in f:
+            raise ValueError(f"{f.filename}: no cohort flag 'cohort_{name}' in this "
+                             f"{f.attrs['kind']} cache (only UK Biobank caches carry "
+                             "hyp/mi flags); use finetune.cohort=all")
         mask = np.ones(n, bool) if name == "all" else f[f"cohort_{name}"][...].astype(bool)
         idx = np.flatnonzero(mask)
         events = int(f["event"][...][idx].sum()) if idx.size else 0

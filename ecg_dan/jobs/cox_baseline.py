@@ -43,7 +43,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_write_text
-from data_modules.cache import open_cache
+from data_modules.cache import SURVIVAL_KINDS, open_cache
 from data_modules.protocol.splits import Split
 from data_modules.signal.biomarkers import (
     FEATURES,
@@ -73,7 +73,7 @@ def penalty_grid(cfg: DictConfig) -> np.ndarray:
 def cohort_table(cache: Path, rows: np.ndarray, with_biomarkers: bool) -> pd.DataFrame:
     """eid, time, event, age, sex (+ the biomarkers) of the given cache rows (index = row)."""
     rows = np.sort(np.asarray(rows, dtype=np.int64))
-    with open_cache(cache, "ukb") as f:
+    with open_cache(cache, SURVIVAL_KINDS) as f:
         t = pd.DataFrame({k: f[k][...][rows] for k in ("eid", "time", "event", "age", "sex")},
                          index=rows)
         if with_biomarkers:

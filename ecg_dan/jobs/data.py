@@ -10,7 +10,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_dir
-from data_modules.cache import open_cache
+from data_modules.cache import SURVIVAL_KINDS, open_cache
 from data_modules.loading.ptbxl_datamodule import PTBXLDataModule
 from data_modules.sources.ptbxl import build_ptbxl_cache
 from data_modules.sources.ukb import build_ukb_cache
@@ -98,7 +98,7 @@ def ukb_cache(cfg: DictConfig) -> Path:
                         strips=d.strips != "none", workers=_workers())
     elif not out.is_file():
         raise ConfigError(f"data.ukb_cache={out} does not exist\n{UKB_HELP}")
-    open_cache(out, "ukb").close()
+    open_cache(out, SURVIVAL_KINDS).close()
     return out
 
 

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_write_text
-from data_modules.cache import open_cache
+from data_modules.cache import SURVIVAL_KINDS, open_cache
 from data_modules.loading.datasets import PTBXLDataset, raw_loader
 from data_modules.loading.transforms import finish_batch
 from data_modules.signal.leads import SUPERCLASSES
@@ -178,7 +178,7 @@ def _oracle_cindex(rd: RunDir, oof: pd.DataFrame) -> float | None:
     cache = rd.splits_cache()
     if cache is None or not cache.is_file():
         return None
-    with open_cache(cache, "ukb") as f:
+    with open_cache(cache, SURVIVAL_KINDS) as f:
         if "true_log_hazard" not in f:
             return None
         lh = pd.Series(f["true_log_hazard"][...], index=f["eid"][...])

@@ -1,0 +1,21 @@
+"""The synthetic twins ``ecg-dan synth --format NAME`` writes, one writer per source format.
+
+Each writer takes ``(out_dir, n, seed, events, setting, **kw)`` and returns a dict of the
+paths it wrote (printed by the CLI). A new source registers its twin here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from data_modules.synthetic import make_synthetic
+
+
+def _ptbxl_ukb(out: Path, n: int, seed: int, events: str, setting: str,
+               n_ukb: int | None = None) -> dict[str, Any]:
+    return make_synthetic(out, n=n, seed=seed, events=events, n_ukb=n_ukb, setting=setting)
+
+
+# name -> writer; "ptbxl+ukb" is the default (PTB-XL + UK Biobank CardioSoft XML)
+FORMATS: dict[str, Callable[..., dict[str, Any]]] = {"ptbxl+ukb": _ptbxl_ukb}
