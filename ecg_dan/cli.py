@@ -80,19 +80,42 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(text: str):  # -> data_modules.cache.Shard
+    """``--shard K/N`` parsed (a usage error when malformed)."""
+    from data_modules.cache.shard import Shard  # deferred: data_modules.cache loads h5py
+
+    try:
+        return Shard.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_shard_arg(c: argparse.ArgumentParser) -> None:
+    """``--shard K/N`` of a ``cache`` subcommand (its builder takes ``shard=args.shard``)."""
+    c.add_argument("--shard", type=_shard, default="0/1", metavar="K/N",
+                   help="build part K (0-based) of N of the source, for `ecg-dan cache merge` "
+                        "(docs/scaling.md; default: the whole source)")
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
-    if args.kind == "ptbxl":
+    if args.kind == "merge":
+        from data_modules.cache.merge import merge_caches  # deferred: h5py, numpy
+
+        merge_caches(args.parts, args.out)
+    elif args.kind == "ptbxl":
         # deferred: numpy, pandas, h5py, wfdb, neurokit2 (the PTB-XL reader)
         from data_modules.sources.ptbxl import build_ptbxl_cache
 
         build_ptbxl_cache(args.root, args.out, strips=args.strips,
-                          ptbxl_plus_dir=args.ptbxl_plus, workers=args.workers)
+                          ptbxl_plus_dir=args.ptbxl_plus, workers=args.workers,
+                          shard=args.shard)
     else:
         # deferred: numpy, pandas, h5py (the UK Biobank reader)
         from data_modules.sources.ukb import build_ukb_cache
 
         build_ukb_cache(args.xml_dir, args.outcomes, args.out, time_unit=args.time_unit,
-                        strips=args.strips != "none", workers=args.workers)
+                        strips=args.strips != "none", workers=args.workers,
+                        shard=args.shard)
     return 0
 
 
@@ -198,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "device measurements miss (data_modules/synthetic/settings.py)")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("cache", help="build an HDF5 cache from PTB-XL or UK Biobank files")
+    p = sub.add_parser("cache", help="build an HDF5 cache from PTB-XL or UK Biobank files, "
+                       "or merge the parts of a sharded build")
     csub = p.add_subparsers(dest="kind", required=True)
     c = csub.add_parser("ptbxl")
     c.add_argument("--root", required=True, type=Path)
@@ -207,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also cache the 10 s strips at this sampling rate")
     c.add_argument("--ptbxl-plus", type=Path, default=None, help="PTB-XL+ median beats")
     c.add_argument("--workers", type=int, default=2)
+    _add_shard_arg(c)
     c = csub.add_parser("ukb")
     c.add_argument("--xml-dir", required=True, type=Path)
     c.add_argument("--outcomes", required=True, type=Path)
@@ -216,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strips", choices=["none", "500"], default="none",
                    help="also cache the 10 s strips (UK Biobank strips are 500 Hz)")
     c.add_argument("--workers", type=int, default=2)
+    _add_shard_arg(c)
+    c = csub.add_parser("merge", help="join the parts of a sharded build (--shard K/N) into "
+                        "the cache the whole build writes (docs/scaling.md)")
+    c.add_argument("parts", nargs="+", type=Path, metavar="PART",
+                   help="the part caches 0/N .. N-1/N, in any order")
+    c.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("pretrain", help="LLM-informed alignment pretraining")

@@ -29,6 +29,7 @@ from data_modules.cache.write import (
     BuildSummary,
     atomic_h5,
     reason_key,
+    sort_skips,
     staging_h5,
     write_skipped,
     write_strings,
@@ -39,6 +40,6 @@ __all__ = [
     "ID_DATASET", "KIND_NAMES", "KINDS", "SCHEMA_VERSION", "STR_DTYPE", "SURVIVAL_KINDS", "WHOLE",
     "Appender", "BuildSummary", "CacheError", "Shard", "atomic_h5", "build_lock", "config_json",
     "is_complete_cache", "lock_path", "open_cache", "open_rows", "parallel_map", "reason_key",
-    "read_skipped", "read_warnings", "sha1_file", "staging_h5", "validate_cache",
+    "read_skipped", "read_warnings", "sha1_file", "sort_skips", "staging_h5", "validate_cache",
     "write_skipped", "write_strings", "write_warnings",
 ]

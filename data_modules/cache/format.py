@@ -24,6 +24,9 @@ STR_DTYPE = h5py.string_dtype()
 KIND_NAMES = {"ptbxl": "PTB-XL", "ukb": "UK Biobank", "cohort": "survival cohort"}
 # The id column that names a row in messages, per kind.
 ID_DATASET = {"ptbxl": "ecg_id", "ukb": "eid", "cohort": "eid"}
+# Root attributes that count something over the rows: ``ecg-dan cache merge`` sums them over
+# the parts (every other root attribute of a kind must be equal in all parts).
+COUNT_ATTRS = ("n_records", "ptbxl_plus_rescaled_uV")
 # Datasets that must hold only finite values (checked when a cache is opened).
 FINITE_DATASETS: dict[str, tuple[str, ...]] = {
     "ptbxl": ("median", "median_clean"),

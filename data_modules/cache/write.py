@@ -45,7 +45,9 @@ def atomic_h5(out_path: str | os.PathLike, kind: str,
     close and delete the temporary file. An ``OSError`` while writing (full disk) comes out
     as one ``OSError`` naming ``<out>``.
 
-    The caller sets ``f.attrs["n_records"]`` (defaults to 0 when not set). Hold
+    The caller sets ``f.attrs["n_records"]`` (defaults to 0 when not set). A build config
+    with a ``shard`` entry (:meth:`Shard.config`) marks the file as a part of a sharded build
+    (root attribute ``shard``, read by ``ecg-dan cache merge``). Hold
     :func:`build_lock` around the build so concurrent builds of ``<out>`` do not interfere.
     """
     if kind not in KINDS:
@@ -58,6 +60,8 @@ def atomic_h5(out_path: str | os.PathLike, kind: str,
                 f.attrs["schema_version"] = SCHEMA_VERSION
                 f.attrs["kind"] = kind
                 f.attrs["build_config"] = config_json(build_config)
+                if "shard" in build_config:  # Shard.config(): a part of a sharded build
+                    f.attrs["shard"] = str(build_config["shard"])
                 f.attrs["complete"] = False
                 yield f
                 if "n_records" not in f.attrs:
@@ -87,6 +91,19 @@ def staging_h5(out: str | os.PathLike) -> Iterator[h5py.File]:
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+def sort_skips(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The canonical order of ``skipped/`` and ``warnings/`` entries ``(id, text)``: ids that
+    are integers first, in numeric order, then the others as strings; a stable sort, so the
+    entries of one id keep their order. Every builder and ``ecg-dan cache merge`` use it, so
+    a merge of the parts of a sharded build lists them as the whole build does."""
+    def key(t: tuple[str, str]) -> tuple[int, int, str]:
+        i = str(t[0]).strip()
+        digits = i[1:] if i[:1] in "+-" else i
+        return (0, int(i), "") if digits.isascii() and digits.isdigit() else (1, 0, str(t[0]))
+
+    return sorted(pairs, key=key)
 
 
 def write_skipped(f: h5py.File, skipped: Sequence[tuple[str, str]]) -> None:

@@ -150,10 +150,17 @@ def _waveforms(root: ET.Element, tag: str, file: Path, seconds: float) -> np.nda
     return x
 
 
+def bulk_eid(name: str) -> int | None:
+    """The eid in a UK Biobank bulk file name ``<eid>_20205_<instance>_<array>.xml``, else
+    None (the file's ``PatientInfo/PID`` then names the participant)."""
+    m = _BULK_NAME.match(name)
+    return int(m.group(1)) if m else None
+
+
 def _eid(root: ET.Element, path: Path) -> int:
-    m = _BULK_NAME.match(path.name)
-    if m:
-        return int(m.group(1))
+    eid = bulk_eid(path.name)
+    if eid is not None:
+        return eid
     pid = _text(root, "PatientInfo/PID")
     if pid is None:
         raise CardiologyXMLError(f"{path}: PatientInfo/PID missing and the file name is not "

@@ -27,6 +27,10 @@ Decisions:
   columns) is an error naming the file, the row and the field: labels must not be guessed.
 * ``limit`` restricts the source to the first ``limit`` ecg_ids (a quick build); records
   beyond it are not listed as skipped.
+* ``shard`` (``ecg-dan cache ptbxl --shard K/N``) keeps the records whose ecg_id the
+  :class:`~data_modules.cache.Shard` holds (after ``limit``); the part's build config
+  carries ``shard`` and its root attribute ``shard`` marks it as a part (it may be empty).
+  ``ecg-dan cache merge`` joins the parts into the whole build's cache, bit for bit.
 * Records run in ``workers`` forked processes (chunked, results in ecg_id order) and are
   streamed into resizable datasets, so full PTB-XL with 500 Hz strips (~5 GB) never sits in
   memory. ``build_config`` holds the source path, the metadata table's SHA-1, strips,
@@ -71,13 +75,16 @@ import numpy as np
 import pandas as pd
 
 from data_modules.cache import (
+    WHOLE,
     Appender,
     BuildSummary,
+    Shard,
     atomic_h5,
     build_lock,
     is_complete_cache,
     parallel_map,
     sha1_file,
+    sort_skips,
     write_skipped,
     write_strings,
 )
@@ -298,8 +305,8 @@ def _process(task: tuple[int, str, str | None, str | None, int | None, float]
 def build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: str = "none",
                       ptbxl_plus_dir: str | os.PathLike | None = None, workers: int = 2,
                       validated_only: bool = False, progress: bool = True,
-                      limit: int | None = None, max_abs_mv: float = MAX_ABS_MV
-                      ) -> BuildSummary:
+                      limit: int | None = None, max_abs_mv: float = MAX_ABS_MV,
+                      shard: Shard = WHOLE) -> BuildSummary:
     """Build the PTB-XL cache of docs/data_formats.md at ``out`` (atomic; no-op when a
     complete cache with the same config exists). Records whose strip or beat leaves
     +-``max_abs_mv`` mV are skipped with the reason. Returns the :class:`BuildSummary` of
@@ -307,13 +314,13 @@ def build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: s
     waits for this one (lock ``<out>.lock``)."""
     with build_lock(out):
         return _build_ptbxl_cache(root, out, strips, ptbxl_plus_dir, workers, validated_only,
-                                  progress, limit, max_abs_mv)
+                                  progress, limit, max_abs_mv, shard)
 
 
 def _build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: str,
                        ptbxl_plus_dir: str | os.PathLike | None, workers: int,
                        validated_only: bool, progress: bool, limit: int | None,
-                       max_abs_mv: float) -> BuildSummary:
+                       max_abs_mv: float, shard: Shard) -> BuildSummary:
     t0 = time.perf_counter()
     max_abs_mv = float(max_abs_mv)
     if not max_abs_mv > 0:
@@ -331,7 +338,8 @@ def _build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: 
     config = dict(source=str(root.resolve()), strips=strips, validated_only=bool(validated_only),
                   metadata_sha1=sha1_file(csv) if csv.is_file() else None,
                   ptbxl_plus_dir=None if plus is None else str(plus.resolve()),
-                  limit=limit, median_version=MEDIAN_VERSION, max_abs_mv=max_abs_mv)
+                  limit=limit, median_version=MEDIAN_VERSION, max_abs_mv=max_abs_mv,
+                  **shard.config())
     if is_complete_cache(out, "ptbxl", config):
         s = BuildSummary.from_cache(out, "ptbxl", noop=True)
         log.info(s.report())
@@ -341,6 +349,8 @@ def _build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: 
     statements = read_scp_statements(root)
     if limit is not None:
         meta = meta.iloc[:int(limit)]
+    if not shard.whole:
+        meta = meta[[shard.holds(i) for i in meta.index]]
     skipped: list[tuple[str, str]] = []
     labels: dict[int, np.ndarray] = {}
     tasks = []
@@ -394,13 +404,13 @@ def _build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: 
         f.create_dataset("superclass", data=np.stack([labels[i] for i in kept]).astype(np.float32)
                          if kept else np.zeros((0, len(SUPERCLASSES)), np.float32))
         f["superclass"].attrs["names"] = list(SUPERCLASSES)
-        skipped.sort(key=lambda t: int(t[0]))
+        skipped = sort_skips(skipped)
         write_skipped(f, skipped)
         f.attrs["n_records"] = len(kept)
         f.attrs["median_source"] = "ptbxl_plus_12sl" if plus is not None else "derived"
         if plus is not None:
             f.attrs["ptbxl_plus_rescaled_uV"] = n_rescaled
-        if len(kept) == 0:
+        if len(kept) == 0 and shard.whole:
             raise DataError(f"{root}: no usable record ({len(skipped)} skipped; first "
                             f"reasons: {skipped[:3]}) - refusing to write an empty cache")
     s = BuildSummary.from_cache(out, "ptbxl", seconds=time.perf_counter() - t0)

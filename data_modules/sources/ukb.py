@@ -41,6 +41,16 @@ Decisions:
   parse them and then copied into ``out`` in eid order, so the build's memory does not
   grow with the number of files (only ~1 KB of metadata per file is kept).
 * ``time`` in months = days / 30 + 1 (the paper's conversion) or days.
+* ``shard`` (``ecg-dan cache ukb --shard K/N``): a part reads the XML files of the
+  participants the :class:`~data_modules.cache.Shard` holds (the eid of the bulk file name,
+  :func:`shard_key`) and the outcome rows of those eids, so every decision above about one
+  participant is taken inside one part; its build config carries ``shard`` and its root
+  attribute ``shard`` marks it as a part (it may be empty). ``ecg-dan cache merge`` joins
+  the parts into the whole build's cache, bit for bit. A file not named
+  ``<eid>_20205_<instance>_<array>.xml`` is assigned by its relative path (its eid is only
+  known once it is parsed): when such a participant's files or outcome row land in
+  different parts, the merge refuses (the same eid in two parts) - build such a folder
+  whole, or rename its files.
 """
 
 from __future__ import annotations
@@ -60,14 +70,17 @@ from numpy.typing import ArrayLike
 
 from data_modules.cache import (
     SURVIVAL_KINDS,
+    WHOLE,
     Appender,
     BuildSummary,
+    Shard,
     atomic_h5,
     build_lock,
     is_complete_cache,
     open_cache,
     parallel_map,
     sha1_file,
+    sort_skips,
     staging_h5,
     write_skipped,
     write_strings,
@@ -80,6 +93,7 @@ from data_modules.signal.median_beat import MAX_ABS_MV
 from data_modules.sources.cardiosoft_xml import (
     MEASUREMENT_NAMES,
     STRIP_SECONDS,
+    bulk_eid,
     checked_median,
     parse_cardiology_xml,
 )
@@ -246,7 +260,7 @@ def _strip_task(path: str) -> tuple[str, np.ndarray]:
 def build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike,
                     out: str | os.PathLike, time_unit: str = "months", strips: bool = False,
                     workers: int = 2, progress: bool = True, recenter: bool = True,
-                    max_abs_mv: float = MAX_ABS_MV) -> BuildSummary:
+                    max_abs_mv: float = MAX_ABS_MV, shard: Shard = WHOLE) -> BuildSummary:
     """Build the UK Biobank cache of docs/data_formats.md at ``out`` (atomic; a no-op when a
     complete cache with the same config and inputs exists). Medians (and strips) beyond
     +-``max_abs_mv`` mV are skipped with the reason. Returns the :class:`BuildSummary` of
@@ -254,7 +268,7 @@ def build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike,
     waits for this one (lock ``<out>.lock``)."""
     with build_lock(out):
         return _build_ukb_cache(xml_dir, outcomes_csv, out, time_unit, strips, workers,
-                                progress, recenter, max_abs_mv)
+                                progress, recenter, max_abs_mv, shard)
 
 
 def _decide(parsed: list[_Parsed], failed: dict[int | str, list[str]], outcomes: pd.DataFrame,
@@ -296,16 +310,13 @@ def _decide(parsed: list[_Parsed], failed: dict[int | str, list[str]], outcomes:
     skipped += [(str(eid), "no ECG file: outcome row without an ECG file in the XML folder")
                 for eid in outcomes.index if eid not in seen]
 
-    def order(t: tuple[str, str]) -> tuple[int, int | str]:
-        return (0, int(t[0])) if t[0].isdigit() else (1, t[0])
-
-    skipped.sort(key=order)
-    return rows, skipped, warned
+    return rows, sort_skips(skipped), warned
 
 
 def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike,
                      out: str | os.PathLike, time_unit: str, strips: bool, workers: int,
-                     progress: bool, recenter: bool, max_abs_mv: float) -> BuildSummary:
+                     progress: bool, recenter: bool, max_abs_mv: float, shard: Shard
+                     ) -> BuildSummary:
     t0 = time.perf_counter()
     xml_dir, outcomes_csv, out = Path(xml_dir), Path(outcomes_csv), Path(out)
     max_abs_mv = float(max_abs_mv)
@@ -321,7 +332,7 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
                   outcomes_sha1=sha1_file(outcomes_csv) if outcomes_csv.is_file() else None,
                   xml_files=len(files), xml_names_sha1=hashlib.sha1(names.encode()).hexdigest(),
                   time_unit=time_unit, strips=bool(strips), recenter=bool(recenter),
-                  max_abs_mv=max_abs_mv)
+                  max_abs_mv=max_abs_mv, **shard.config())
     del names
     if is_complete_cache(out, "ukb", config):
         s = BuildSummary.from_cache(out, "ukb", noop=True)
@@ -332,6 +343,9 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
     outcomes = outcomes.set_index("eid")
     if not files:
         raise FileNotFoundError(f"{xml_dir}: no *.xml files")
+    if not shard.whole:
+        files = [f for f in files if shard.holds(shard_key(str(f.relative_to(xml_dir))))]
+        outcomes = outcomes[[shard.holds(eid) for eid in outcomes.index]]
 
     tasks = [(str(f), str(f.relative_to(xml_dir)), bool(strips), bool(recenter), max_abs_mv)
              for f in files]
@@ -360,7 +374,7 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
             if date_warned:
                 log.warning("%s: %d ECG date(s) differ from the outcomes' ecg_date, eids "
                             "%s", xml_dir, len(date_warned), [w[0] for w in date_warned[:10]])
-            if not rows:
+            if not rows and shard.whole:
                 raise DataError(f"{xml_dir}: no usable participant ({len(skipped)} "
                                 f"skipped; first reasons: {skipped[:3]}) - refusing to "
                                 "write an empty cache")
@@ -401,11 +415,18 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
         f.attrs["time_unit"] = time_unit
         write_skipped(f, skipped)
         kept = {str(e.eid) for e in rows}
-        write_warnings(f, [w for w in warned if w[0] in kept])
+        write_warnings(f, sort_skips([w for w in warned if w[0] in kept]))
         f.attrs["n_records"] = n
     s = BuildSummary.from_cache(out, "ukb", seconds=time.perf_counter() - t0)
     log.info(s.report())
     return s
+
+
+def shard_key(rel: str) -> int | str:
+    """The unit a sharded build assigns an XML file by: the eid of a bulk file name
+    ``<eid>_20205_<instance>_<array>.xml``, else the file's relative path."""
+    eid = bulk_eid(Path(rel).name)
+    return rel if eid is None else eid
 
 
 def select_cohort(cache_file: str | os.PathLike | h5py.File, name: str) -> np.ndarray:
