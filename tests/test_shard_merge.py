@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_modules.cache import Shard, open_cache, read_skipped, read_warnings, sort_skips
+from data_modules.cache import WHOLE, Shard, open_cache, read_skipped, read_warnings, sort_skips
 from data_modules.cache.merge import merge_caches
 from data_modules.errors import DataError
 from data_modules.sources.ptbxl import build_ptbxl_cache
@@ -96,11 +96,12 @@ def test_sort_skips_integers_first_then_strings_stable():
 
 
 def test_ptbxl_parts_merge_to_the_whole_build(twins, tmp_path):
-    def build(out: Path, shard: Shard = Shard()) -> None:
-        build_ptbxl_cache(twins["ptbxl"], out, workers=1, progress=False, shard=shard)
+    def build(out: Path, shard: Shard) -> None:  # through the CLI's --shard
+        assert main(["cache", "ptbxl", "--root", str(twins["ptbxl"]), "--out", str(out),
+                     "--workers", "1", "--shard", str(shard)]) == 0
 
     whole = tmp_path / "whole.h5"
-    build(whole)
+    build_ptbxl_cache(twins["ptbxl"], whole, workers=1, progress=False)
     parts = _parts(build, tmp_path)
     with open_cache(parts[0], "ptbxl") as f:  # a part is a valid cache marked as a part
         assert f.attrs["shard"] == json.loads(f.attrs["build_config"])["shard"]
@@ -117,9 +118,9 @@ def test_ptbxl_parts_merge_to_the_whole_build(twins, tmp_path):
 
 
 def test_ukb_parts_merge_to_the_whole_build(twins, tmp_path):
-    def build(out: Path, shard: Shard = Shard()) -> None:
+    def build(out: Path, shard: Shard = WHOLE) -> None:
         build_ukb_cache(twins["xml"], twins["outcomes"], out, workers=1, progress=False,
-                        shard=shard)
+                        strips=True, shard=shard)
 
     whole = tmp_path / "whole.h5"
     build(whole)
@@ -128,6 +129,7 @@ def test_ukb_parts_merge_to_the_whole_build(twins, tmp_path):
     merge_caches(parts, merged)
     assert_same_content(merged, whole)
     with h5py.File(whole, "r") as f:
+        assert f["strip"].chunks == (1, 12, 5000)
         cats = {r.split(":")[0] for _, r in read_skipped(f)}
         ids = [i for i, _ in read_skipped(f)]
         assert len(read_warnings(f)) >= 2
@@ -149,7 +151,7 @@ def test_ukb_parts_merge_to_the_whole_build(twins, tmp_path):
     k = int(h5py.File(parts[0], "r").attrs["shard"].split("/")[0])
     days = tmp_path / "days.h5"
     build_ukb_cache(twins["xml"], twins["outcomes"], days, time_unit="days", workers=1,
-                    progress=False, shard=Shard(k, N))
+                    progress=False, strips=True, shard=Shard(k, N))
     with pytest.raises(DataError, match=f"{days}: its build config differs .*time_unit"):
         merge_caches([days, *parts[1:]], tmp_path / "x.h5")
     other_n = tmp_path / "of4.h5"
