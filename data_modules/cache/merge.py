@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 SHARD_ATTR = "shard"  # root attribute (and build-config entry) of a part: "K/N"
 _BOOKKEEPING = ("schema_version", "kind", "build_config", "complete", SHARD_ATTR)
 _LISTS = {"skipped": (read_skipped, write_skipped), "warnings": (read_warnings, write_warnings)}
-BLOCK_BYTES = 16 << 20  # rows copied per read/write: memory stays flat in the cache's size
+# rows copied per read/write (at most this many bytes, or rows for variable-length strings)
+BLOCK_BYTES, BLOCK_ROWS = 16 << 20, 16384
 
 
 def _text(v: Any) -> str:
@@ -239,19 +240,28 @@ def _row_order(files: list[h5py.File], paths: list[Path], kind: str, counts: lis
                 raise DataError(f"{id_name} {sid} is skipped in {paths[owner[sid]]} and in "
                                 f"{paths[k]}: the source's unit was split between shards "
                                 "(see docs/scaling.md); build it whole")
-    if owner:
-        skip_ids = list(owner)
-        if ids.dtype.kind in "iu":
-            skip_ids = [int(i) for i in skip_ids if i.lstrip("+-").isdigit()]
-        hit = np.flatnonzero(np.isin(s, np.asarray(skip_ids, dtype=ids.dtype)))
-        for j in hit:
+    # skip ids as the id dataset holds them (an integer id dataset: the integer skip ids)
+    keyed = {v: sid for sid in owner if (v := _as_id(sid, ids.dtype)) is not None}
+    if keyed:
+        for j in np.flatnonzero(np.isin(s, np.array(list(keyed)))):
             k = part_of[order[j]]
-            sid = str(s[j])
+            sid = keyed[s[j].item()]
             if owner[sid] != k:
                 raise DataError(f"{id_name} {sid} is a row of {paths[k]} and skipped in "
                                 f"{paths[owner[sid]]}: the source's unit was split between "
                                 "shards (see docs/scaling.md); build it whole")
     return order, part_of[order], row_of[order]
+
+
+def _as_id(text: str, dtype: np.dtype) -> int | str | None:
+    if dtype.kind not in "iu":
+        return text
+    try:
+        v = int(text)
+    except ValueError:
+        return None
+    info = np.iinfo(dtype)
+    return v if info.min <= v <= info.max else None
 
 
 def _copy_rows(src: list[h5py.Dataset], g: h5py.File, name: str, order: np.ndarray,
@@ -272,7 +282,7 @@ def _copy_rows(src: list[h5py.Dataset], g: h5py.File, name: str, order: np.ndarr
                           fletcher32=ref.fletcher32, scaleoffset=ref.scaleoffset)
     _copy_attrs(ref.attrs, ds.attrs)
     row_bytes = max(1, ref.dtype.itemsize * int(np.prod(tail, dtype=np.int64)))
-    block = max(1, BLOCK_BYTES // row_bytes)
+    block = max(1, min(BLOCK_ROWS, BLOCK_BYTES // row_bytes))
     for a in range(0, n, block):
         parts, rows = part_of[a:a + block], row_of[a:a + block]
         buf = np.empty((len(rows), *tail), dtype=ref.dtype)
