@@ -12,7 +12,8 @@ The merge knows no dataset by name; it follows these rules (docs/scaling.md):
   dimension = ``n_records``, checked). Rows are concatenated and ordered by the kind's id
   dataset (:data:`ID_DATASET`); each dataset keeps its dtype, trailing shape, attributes
   (equal in all parts) and part 0's storage options. An id in two parts (as a row or a
-  skip) is refused: the source's unit was split between shards.
+  skip) is refused: the source's unit was split between shards. (Rows of one id in one
+  part, several ECGs of a unit, keep their order.)
 * ``skipped/`` and ``warnings/`` are concatenated and put in the builders' canonical order
   (:func:`sort_skips`); any other group holds data about the whole cache: it must be
   identical in all parts and is copied.
@@ -225,9 +226,9 @@ def _row_order(files: list[h5py.File], paths: list[Path], kind: str, counts: lis
         ids = np.array([_text(v) for v in ids], dtype=str)
     part_of = np.repeat(np.arange(len(files)), counts)
     row_of = np.concatenate([np.arange(n) for n in counts])
-    order = np.argsort(ids, kind="stable")
+    order = np.argsort(ids, kind="stable")  # equal ids (one unit's rows) keep their order
     s = ids[order]
-    dup = np.flatnonzero(s[1:] == s[:-1])
+    dup = np.flatnonzero((s[1:] == s[:-1]) & (part_of[order][1:] != part_of[order][:-1]))
     if dup.size:
         i = order[dup[0]], order[dup[0] + 1]
         raise DataError(f"{id_name} {s[dup[0]]} is a row of {paths[part_of[i[0]]]} and of "
