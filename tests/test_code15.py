@@ -160,6 +160,7 @@ def test_bad_input_is_skipped_per_reason_or_refused(twin: Path, tmp_path: Path) 
         build_code15_cache(bad, tmp_path / "x.h5", workers=1, progress=False)
 
 
+@pytest.mark.slow  # ~30 s of CPU: a two-fold finetuning, an export and a prediction
 def test_code15_finetune_export_predict_on_samitrop(cache: Path, tmp_path: Path,
                                                      capsys) -> None:
     from ecg_dan.config import load_config
@@ -170,15 +171,29 @@ def test_code15_finetune_export_predict_on_samitrop(cache: Path, tmp_path: Path,
         f"run_dir={tmp_path / 'run'}"]))
     model = tmp_path / "model.safetensors"
     assert main(["export", str(run), "--out", str(model)]) == 0
-    sami = write_samitrop(tmp_path / "samitrop", n=24, seed=1)["samitrop"]
+    sami = write_samitrop(tmp_path / "samitrop", n=16, seed=1)["samitrop"]
     assert main(["cache", "samitrop", "--root", str(sami), "--out", str(tmp_path / "s.h5"),
                  "--workers", "1"]) == 0
     capsys.readouterr()
     assert main(["predict", "--model", str(model), str(tmp_path / "s.h5"), "--out",
                  str(tmp_path / "p.csv"), "--no-progress"]) == 0
     err = capsys.readouterr().err
-    assert "external validation on" in err and "C-index" in err and "95% CI" in err
+    assert "C-index against the outcomes of" in err and "95% CI" in err
     p = pd.read_csv(tmp_path / "p.csv")
     assert list(p.columns[:6]) == ["id", "source", "log_risk", "log_risk_std", "n_models",
                                    "percentile"]
     assert sorted(p["id"]) == sorted(pd.read_csv(sami / "exams.csv")["exam_id"])
+
+
+def test_a_cohort_cache_is_the_finetuning_data_when_configured(cache: Path) -> None:
+    from ecg_dan.config import ConfigError, load_config
+    from ecg_dan.jobs.cox_baseline import cohort_table
+    from ecg_dan.jobs.data import ukb_cache
+
+    cfg = load_config("finetune_code15", ["+tiny", f"data.cohort_cache={cache}"])
+    assert ukb_cache(cfg) == cache
+    with pytest.raises(ConfigError, match="holds times in months"):
+        ukb_cache(load_config("finetune_code15", [f"data.cohort_cache={cache}",
+                                                  "data.time_unit=days"]))
+    with pytest.raises(ConfigError, match="device measurements"):
+        cohort_table(cache, np.arange(3), with_biomarkers=True)

@@ -239,11 +239,11 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
     if len(skips):
         lines.append(f"  reasons per file: {skipped_path(out)}")
     for v in validation:
-        lines.append(f"  external validation on {v['cache']}: C-index {v['cindex']:.3f} "
+        lines.append(f"  C-index against the outcomes of {v['cache']}: {v['cindex']:.3f} "
                      f"(95% CI {v['ci_low']:.3f}-{v['ci_high']:.3f}, bootstrap "
                      f"{v['n_boot']}), {v['n']} ECGs, {v['n_events']} events"
                      if v.get("cindex") is not None else
-                     f"  external validation on {v['cache']}: C-index undefined "
+                     f"  C-index against the outcomes of {v['cache']}: undefined "
                      f"({v['n']} ECGs, {v['n_events']} events)")
     summary["report"] = "\n".join(lines)  # the CLI prints it on stderr
     return summary
