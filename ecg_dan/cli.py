@@ -26,7 +26,7 @@ from ecg_dan.log import get_logger
 
 # ``ecg-dan synth --format`` choices (data_modules/synthetic/formats.py; listed here so
 # ``--help`` does not import numpy; tests/test_cli.py checks the two agree)
-SYNTH_FORMATS = ("ptbxl+ukb",)
+SYNTH_FORMATS = ("ptbxl+ukb", "code15", "samitrop")
 
 OVERRIDES_HELP = ("+overlay names (e.g. +synthetic, +tiny, +ddp_cpu) and dotlist overrides "
                   "(e.g. trainer.max_epochs=5)")
@@ -109,6 +109,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
         build_ptbxl_cache(args.root, args.out, strips=args.strips,
                           ptbxl_plus_dir=args.ptbxl_plus, workers=args.workers,
                           shard=args.shard)
+    elif args.kind in ("code15", "samitrop"):
+        from data_modules.sources.code15 import build_code15_cache  # deferred: numpy, h5py
+
+        build_code15_cache(args.root, args.out, time_unit=args.time_unit, workers=args.workers,
+                           shard=args.shard, source=args.kind, mv_per_unit=args.mv_per_unit)
     else:
         # deferred: numpy, pandas, h5py (the UK Biobank reader)
         from data_modules.sources.ukb import build_ukb_cache
@@ -242,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also cache the 10 s strips (UK Biobank strips are 500 Hz)")
     c.add_argument("--workers", type=int, default=2)
     _add_shard_arg(c)
+    for name, what in (("code15", "CODE-15% (exams.csv + exams_part*.hdf5)"),
+                       ("samitrop", "SaMi-Trop (exams.csv + exams.hdf5)")):
+        c = csub.add_parser(name, help=f"{what} -> survival cohort cache (all-cause death)")
+        c.add_argument("--root", required=True, type=Path, help="the folder of exams.csv")
+        c.add_argument("--out", required=True, type=Path)
+        c.add_argument("--time-unit", choices=choices("data.time_unit"),
+                       default=DataConfig.time_unit)
+        c.add_argument("--workers", type=int, default=2)
+        _add_shard_arg(c)
+        c.add_argument("--mv-per-unit", type=float, default=1.0,
+                       help="mV per stored unit (default 1: the values are mV, as the "
+                            "PhysioNet Challenge 2025 reads them; docs/data_formats.md)")
     c = csub.add_parser("merge", help="join the parts of a sharded build (--shard K/N) into "
                         "the cache the whole build writes (docs/scaling.md)")
     c.add_argument("parts", nargs="+", type=Path, metavar="PART",

@@ -117,6 +117,11 @@ class DataConfig:
     ukb_xml_dir: str | None = None
     ukb_outcomes: str | None = None
     ukb_cache: str | None = None  # default <root>/ukb.h5
+    # A survival cache of kind cohort (ecg-dan cache code15|samitrop|cohort) or ukb: when set,
+    # it is the finetuning data (instead of the UK Biobank sources above)
+    cohort_cache: str | None = None
+    # The twin the synthetic source finetunes on: ukb (UK Biobank XML) or code15 (CODE-15%)
+    synthetic_cohort: Literal["ukb", "code15"] = "ukb"
     time_unit: TimeUnit = "months"  # months: days / 30 + 1, as the paper
     strips: Literal["none", 100, 500] = "none"  # also cache the 10 s strips at this rate
     validated_only: bool = False  # PTB-XL: keep human-validated reports only
@@ -364,8 +369,17 @@ def finetune_experiment(cohort: str) -> str:
 
 
 def finetune_cohorts() -> list[str]:
-    """The cohorts that have a paper finetuning experiment."""
-    return [c for c in choices("finetune.cohort") if finetune_experiment(c) in experiments()]
+    """The cohorts that have a finetuning experiment (``experiments/finetune_<cohort>.yaml``):
+    the paper's (hyp, mi) first, then the others (e.g. code15) by name."""
+    prefix = finetune_experiment("")
+    names = [e[len(prefix):] for e in experiments() if e.startswith(prefix) and "/" not in e]
+    paper = [c for c in choices("finetune.cohort") if c in names]
+    return paper + sorted(set(names) - set(paper))
+
+
+def paper_cohorts() -> list[str]:
+    """The UK Biobank cohorts of the paper's table that have a finetuning experiment."""
+    return [c for c in finetune_cohorts() if c in choices("finetune.cohort")]
 
 
 def experiment_path(name: str | os.PathLike) -> Path:

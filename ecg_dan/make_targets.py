@@ -14,7 +14,13 @@ from __future__ import annotations
 import sys
 
 from ecg_dan.cli import user_errors
-from ecg_dan.config import ConfigError, finetune_cohorts, finetune_experiment, load_config
+from ecg_dan.config import (
+    ConfigError,
+    finetune_cohorts,
+    finetune_experiment,
+    load_config,
+    paper_cohorts,
+)
 from ecg_dan.jobs.data import PTBXL_HELP
 from ecg_dan.jobs.finetune import run_finetune
 from ecg_dan.jobs.matrix import run_cohorts, run_matrix
@@ -83,13 +89,15 @@ def finetune(v: dict[str, str], extra: list[str]):
 
 def ablations(v: dict[str, str], extra: list[str]) -> None:
     """The whole comparison matrix of a cohort (ablations + baselines), then one table:
-    see ecg_dan/jobs/matrix.py. ``ABLATIONS=a,b`` selects cells; ``COHORT=all`` runs every
-    cohort's matrix and joins them in one table, columns per cohort."""
+    see ecg_dan/jobs/matrix.py. ``ABLATIONS=a,b`` selects cells; ``COHORT=all`` runs the
+    paper's UK Biobank cohorts' matrices (hyp, mi) and joins them in one table, columns per
+    cohort; ``COHORT=code15`` runs the matrix on a cohort cache (cells that need the UK
+    Biobank device measurements are skipped)."""
     cells = [a.strip() for a in (v.get("ABLATIONS") or "").split(",") if a.strip()]
     kw = {"ptbxl_dir": v.get("PTBXL_DIR") or None, "ckpt": v.get("CKPT") or None,
           "extra": extra}
     if v.get("COHORT") == "all":
-        run_cohorts(finetune_cohorts(), _synthetic(v), cells or None, **kw)
+        run_cohorts(paper_cohorts(), _synthetic(v), cells or None, **kw)
     else:
         run_matrix(_cohort(v), _synthetic(v), cells or None, **kw)
 

@@ -5,14 +5,31 @@ from __future__ import annotations
 
 import pytest
 
-from ecg_dan.config import ConfigError, finetune_cohorts, finetune_experiment, load_config
+from ecg_dan.config import (
+    ConfigError,
+    finetune_cohorts,
+    finetune_experiment,
+    load_config,
+    paper_cohorts,
+)
+from ecg_dan.jobs.matrix import Matrix
 from ecg_dan.make_targets import finetune_config
 
 
 def test_each_cohort_names_its_paper_experiment():
-    assert finetune_cohorts() == ["hyp", "mi"]
-    for cohort in finetune_cohorts():
+    assert finetune_cohorts() == ["hyp", "mi", "code15"]
+    assert paper_cohorts() == ["hyp", "mi"]
+    for cohort in paper_cohorts():
         assert load_config(finetune_experiment(cohort)).finetune.cohort == cohort
+
+
+def test_code15_finetunes_every_row_of_its_cohort_cache():
+    cfg = finetune_config({"COHORT": "code15", "DATA": "synthetic", "SCRATCH": "1"}, [])
+    assert cfg.name == "finetune_code15_scratch_synthetic" and cfg.finetune.cohort == "all"
+    assert cfg.data.synthetic_cohort == "code15"
+    cell = Matrix("code15", True).finetune_config("clinical_cox", "baselines/clinical_cox", None)
+    assert cell.finetune.cohort == "all" and cell.run_dir == \
+        "runs/matrix_code15_synthetic/clinical_cox"
 
 
 @pytest.mark.parametrize("make_vars, name", [
@@ -34,5 +51,5 @@ def test_a_name_in_args_still_wins():
 
 
 def test_an_unknown_cohort_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="COHORT=all: expected one of hyp, mi"):
+    with pytest.raises(ConfigError, match="COHORT=all: expected one of hyp, mi, code15"):
         finetune_config({"COHORT": "all"}, [])

@@ -25,6 +25,7 @@ from data_modules.cache.format import (
     config_json,
 )
 from data_modules.cache.read import open_cache, read_skipped, read_warnings
+from data_modules.signal.leads import R_INDEX
 
 # errno of OSErrors that mean "the cache could not be written" (None: an HDF5 error)
 _WRITE_ERRNOS = (None, errno_.ENOSPC, errno_.EDQUOT, errno_.EIO, errno_.EFBIG, errno_.EROFS)
@@ -147,6 +148,7 @@ class BuildSummary:
     noop: bool = False
     source: str = ""
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    median_r_mv: float | None = None  # survival cohort caches: a unit error shows here
 
     @classmethod
     def from_cache(cls, out: str | os.PathLike, kind: str, seconds: float = 0.0,
@@ -156,8 +158,9 @@ class BuildSummary:
             cfg = f.attrs.get("build_config", "{}")
             cfg = json.loads(cfg.decode() if isinstance(cfg, bytes) else cfg)
             source = str(cfg.get("source") or cfg.get("xml_dir") or "")
+            r_mv = median_r_amplitude(f) if f.attrs["kind"] == "cohort" else None
             return cls(Path(out), int(f.attrs["n_records"]), read_skipped(f), seconds=seconds,
-                       noop=noop, source=source, warnings=read_warnings(f))
+                       noop=noop, source=source, warnings=read_warnings(f), median_r_mv=r_mv)
 
     @property
     def n_skipped(self) -> int:
@@ -182,10 +185,24 @@ class BuildSummary:
         lines = [f"{self.out}: {self.n_records} records written{src}, {self.n_skipped} "
                  f"skipped in {self.seconds:.1f} s ({self.records_per_s:.1f} records/s)"]
         lines += [f"  skipped {n:5d} x {k}" for k, n in self.reason_counts().items()]
+        if self.median_r_mv is not None:
+            lines.append(f"  median R amplitude {self.median_r_mv:.2f} mV (adult ECGs: about "
+                         "0.5-2 mV; 10x or 1000x off means a wrong amplitude unit)")
         if self.warnings:
             lines.append(f"  {len(self.warnings)} warning(s), stored in warnings/ of the "
                          f"cache; first: {self.warnings[0][0]}: {self.warnings[0][1]}")
         return "\n".join(lines)
+
+
+def median_r_amplitude(f: h5py.File, max_rows: int = 1000) -> float | None:
+    """Median over (at most ``max_rows`` evenly spaced) beats of the R amplitude in mV: the
+    largest of the 12 leads' values at ``R_INDEX``. None for an empty cache."""
+    n = int(f["median"].shape[0])
+    if n == 0:
+        return None
+    rows = np.unique(np.linspace(0, n - 1, min(n, max_rows)).round().astype(np.int64))
+    r = f["median"][rows, :, R_INDEX]
+    return float(np.median(np.abs(r).max(axis=1)))
 
 
 class Appender:

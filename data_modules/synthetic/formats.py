@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from data_modules.synthetic import make_synthetic
+from data_modules.synthetic.code15_format import code15_format, samitrop_format
 
 
 def _ptbxl_ukb(out: Path, n: int, seed: int, events: str, setting: str,
@@ -18,4 +19,8 @@ def _ptbxl_ukb(out: Path, n: int, seed: int, events: str, setting: str,
 
 
 # name -> writer; "ptbxl+ukb" is the default (PTB-XL + UK Biobank CardioSoft XML)
-FORMATS: dict[str, Callable[..., dict[str, Any]]] = {"ptbxl+ukb": _ptbxl_ukb}
+FORMATS: dict[str, Callable[..., dict[str, Any]]] = {
+    "ptbxl+ukb": _ptbxl_ukb,
+    "code15": code15_format,  # CODE-15%: exams.csv + exams_part*.hdf5
+    "samitrop": samitrop_format,  # SaMi-Trop: exams.csv + exams.hdf5
+}

@@ -77,6 +77,11 @@ def cohort_table(cache: Path, rows: np.ndarray, with_biomarkers: bool) -> pd.Dat
         t = pd.DataFrame({k: f[k][...][rows] for k in ("eid", "time", "event", "age", "sex")},
                          index=rows)
         if with_biomarkers:
+            if "measurements" not in f:
+                raise ConfigError(f"{cache}: baseline.features=biomarkers needs the UK Biobank "
+                                  "device measurements; this "
+                                  f"{f.attrs['kind']} cache has none (use "
+                                  "baseline.features=clinical)")
             names = [n.decode() if isinstance(n, bytes) else str(n)
                      for n in f["measurements"].attrs["measurement_names"]]
             meas = pd.DataFrame(f["measurements"][...][rows], columns=names, index=rows)

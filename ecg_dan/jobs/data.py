@@ -12,9 +12,11 @@ from omegaconf import DictConfig
 from data_modules.atomic import atomic_dir
 from data_modules.cache import SURVIVAL_KINDS, open_cache
 from data_modules.loading.ptbxl_datamodule import PTBXLDataModule
+from data_modules.sources.code15 import build_code15_cache
 from data_modules.sources.ptbxl import build_ptbxl_cache
 from data_modules.sources.ukb import build_ukb_cache
 from data_modules.synthetic import make_synthetic
+from data_modules.synthetic.code15_format import write_code15
 from ecg_dan.config import ConfigError
 from ecg_dan.log import get_logger
 from ecg_dan.text.embedding_cache import embed_records
@@ -75,14 +77,52 @@ def ptbxl_cache(cfg: DictConfig) -> Path:
     return out
 
 
-UKB_HELP = """no UK Biobank data configured: set data.ukb_xml_dir (CardiologyXML files, field
-  20205) and data.ukb_outcomes (CSV, see docs/data_formats.md), or data.ukb_cache.
-  Synthetic data: `make finetune COHORT=hyp DATA=synthetic`."""
+UKB_HELP = """no survival data configured: set data.ukb_xml_dir (CardiologyXML files, field
+  20205) and data.ukb_outcomes (CSV, see docs/data_formats.md), or data.ukb_cache; or
+  data.cohort_cache=x.h5, a cohort cache (`ecg-dan cache code15|samitrop --root DIR --out x.h5`).
+  Synthetic data: `make finetune COHORT=hyp DATA=synthetic` (or COHORT=code15)."""
+
+
+def code15_twin_dir(cfg: DictConfig) -> Path:
+    """The synthetic CODE-15% twin for this config (``synthetic_n_ukb`` or ``synthetic_n``
+    patients), generated on first use."""
+    d = cfg.data
+    n = d.synthetic_n_ukb if d.synthetic_n_ukb is not None else d.synthetic_n
+    name = f"synthetic-code15-n{n}-s{d.synthetic_seed}-{d.synthetic_events}"
+    if d.synthetic_setting != "standard":
+        name += f"-{d.synthetic_setting}"
+    final = Path(d.root) / name
+
+    def build(tmp: Path) -> None:
+        log.info(f"generating a synthetic CODE-15% in {final} ...")
+        write_code15(tmp, n=n, seed=d.synthetic_seed, events=d.synthetic_events,
+                     setting=d.synthetic_setting)
+
+    return atomic_dir(final, build)
 
 
 def ukb_cache(cfg: DictConfig) -> Path:
-    """Path of the UK Biobank cache, built from the configured source when missing."""
+    """Path of the survival cache a finetuning run uses: ``data.cohort_cache`` when set, the
+    CODE-15% twin's cache (``data.synthetic_cohort=code15``), else the UK Biobank cache,
+    built from the configured source when missing."""
     d = cfg.data
+    if d.cohort_cache:
+        out = Path(d.cohort_cache)
+        if not out.is_file():
+            raise ConfigError(f"data.cohort_cache={out} does not exist\n{UKB_HELP}")
+        with open_cache(out, SURVIVAL_KINDS) as f:
+            unit = f["time"].attrs.get("time_unit", f.attrs.get("time_unit"))
+        if unit is not None and str(unit) != d.time_unit:
+            raise ConfigError(f"data.cohort_cache={out} holds times in {unit}, the config "
+                              f"says data.time_unit={d.time_unit}: set data.time_unit={unit} "
+                              "or rebuild the cache with --time-unit")
+        return out
+    if d.source == "synthetic" and d.synthetic_cohort == "code15":
+        twin = code15_twin_dir(cfg)
+        out = Path(d.ukb_cache or Path(d.root) / f"{twin.name}-{d.time_unit}.h5")
+        build_code15_cache(twin, out, time_unit=d.time_unit, workers=_workers())
+        open_cache(out, SURVIVAL_KINDS).close()
+        return out
     if d.source == "synthetic":
         syn = synthetic_dir(cfg) / "ukb"
         xml_dir, outcomes = syn / "xml", syn / "outcomes.csv"
@@ -100,6 +140,12 @@ def ukb_cache(cfg: DictConfig) -> Path:
         raise ConfigError(f"data.ukb_cache={out} does not exist\n{UKB_HELP}")
     open_cache(out, SURVIVAL_KINDS).close()
     return out
+
+
+def survival_cache_kind(cfg: DictConfig) -> str:
+    """``ukb`` or ``cohort``: the kind of the cache :func:`ukb_cache` gives (building it)."""
+    with open_cache(ukb_cache(cfg), SURVIVAL_KINDS) as f:
+        return str(f.attrs["kind"])
 
 
 @functools.lru_cache(maxsize=2)

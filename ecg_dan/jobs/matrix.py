@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ecg_dan.config import EXPERIMENTS_DIR, ConfigError, finetune_experiment, load_config
 from ecg_dan.jobs.compare import run_compare
-from ecg_dan.jobs.data import PTBXL_HELP
+from ecg_dan.jobs.data import PTBXL_HELP, survival_cache_kind
 from ecg_dan.jobs.finetune import run_finetune
 from ecg_dan.jobs.pretrain import run_pretrain
 from ecg_dan.log import get_logger
@@ -89,6 +89,8 @@ class Matrix:
         self.pretrain_extra = list(pretrain_extra)
         self.tag = f"matrix_{cohort}{'_synthetic' if synthetic else ''}"
         self.root = Path(root) / self.tag
+        # the cohort's rows as its own experiment selects them (finetune_code15: all)
+        self.rows = str(load_config(finetune_experiment(cohort)).finetune.cohort)
 
     def pretrain_config(self, name: str, overrides: Sequence[str] = ()) -> DictConfig:
         if self.synthetic:  # the demo's pretraining (8 epochs on the synthetic twin)
@@ -107,7 +109,7 @@ class Matrix:
         if self.synthetic:
             ov += ["+synthetic", "+cpu_finetune"]
         ov += [f"name={self.tag}-{cell}", f"run_dir={self.root / cell}",
-               f"logging.group={self.tag}", f"finetune.cohort={self.cohort}"]
+               f"logging.group={self.tag}", f"finetune.cohort={self.rows}"]
         if cell == PROPOSED:
             ov.append("logging.compare_label=ecg_dan")
         if ckpt:
@@ -128,11 +130,19 @@ def run_matrix(cohort: str, synthetic: bool, cells: Sequence[str] | None = None,
                pretrain_extra=pretrain_extra)
     chosen = select_cells(cells)
     shared = ckpt
-    done: list[Path] = []
+    by_cell: dict[str, Path] = {}
+    kind: str | None = None
     for cell, experiment in chosen.items():
         raw = OmegaConf.load(EXPERIMENTS_DIR / f"{experiment}.yaml") if experiment \
             else OmegaConf.create()
         cfg = m.finetune_config(cell, experiment, None)
+        if cfg.task == "cox_baseline" and cfg.baseline.features == "biomarkers":
+            kind = kind or survival_cache_kind(cfg)
+            if kind != "ukb":
+                log.warning(f"[matrix {m.tag}] cell {cell} skipped: the biomarker Cox model "
+                            "reads the UK Biobank device measurements, which a "
+                            f"{kind} cache does not have")
+                continue
         needs_net = cfg.task == "finetune" and not cfg.finetune.scratch
         cell_ckpt = None
         if needs_net:
@@ -145,10 +155,10 @@ def run_matrix(cohort: str, synthetic: bool, cells: Sequence[str] | None = None,
                     shared = str(run_pretrain(m.pretrain_config("default"))["checkpoint"])
                 cell_ckpt = shared
         log.info(f"[matrix {m.tag}] cell {cell}")
-        done.append(run_finetune(m.finetune_config(cell, experiment, cell_ckpt)))
-    reference = PROPOSED if PROPOSED in chosen else None
+        by_cell[cell] = run_finetune(m.finetune_config(cell, experiment, cell_ckpt))
+    done = list(by_cell.values())
+    reference = PROPOSED if PROPOSED in by_cell else None
     kw = {"n_boot": n_boot} if n_boot is not None else {}
-    by_cell = dict(zip(chosen, done))
     if {CLINICAL, CLINICAL_PLUS} <= set(by_cell):
         # incremental value of the ECG over age and sex: paired difference to the clinical
         # model on the same participants (what clinical readers ask first)
@@ -165,6 +175,6 @@ def run_cohorts(cohorts: Sequence[str], synthetic: bool, cells: Sequence[str] | 
     for cohort in cohorts:
         run_matrix(cohort, synthetic, cells, root=root, n_boot=n_boot, **kw)
         m = Matrix(cohort, synthetic, root=root)
-        dirs += [m.root / cell for cell in select_cells(cells)]
+        dirs += [m.root / cell for cell in select_cells(cells) if (m.root / cell).is_dir()]
     out = Path(root) / f"matrix_all{'_synthetic' if synthetic else ''}" / "comparison"
     return run_compare(dirs, out, **({"n_boot": n_boot} if n_boot is not None else {}))

@@ -13,6 +13,9 @@ them in batches in the main process, and writes, atomically:
   (within the run's out-of-fold risks), ``risk_<h>y`` (absolute risk of the event by each
   horizon), ``high_risk`` (at the run's top-``finetune.top_fraction`` threshold) and
   ``model_id``;
+- when an input is a survival cache (kind ukb or cohort, e.g. SaMi-Trop scored by a CODE-15%
+  model), the C-index of ``log_risk`` against its ``time``/``event`` with a bootstrap 95% CI
+  (:func:`external_validation`), in the JSON (``validation``) and the report;
 - ``<out stem>_skipped.csv``: ``id``, ``source``, ``reason`` of every input that could not be
   scored, files in the folders given that are not ECGs included (always written, empty when
   none), summarised per reason on stderr;
@@ -36,11 +39,12 @@ import numpy as np
 import pandas as pd
 
 from data_modules.atomic import atomic_write_text
-from data_modules.cache import parallel_map, reason_key
+from data_modules.cache import SURVIVAL_KINDS, open_cache, parallel_map, reason_key
 from data_modules.errors import RecordSkip
 from data_modules.sources.files import ECGItem, close_caches, discover, load_beat
 from ecg_dan.config import ConfigError
 from ecg_dan.log import get_logger
+from ecg_dan.metrics import UndefinedMetricError, bootstrap_ci, harrell_cindex
 from ecg_dan.model_file import export_run
 from ecg_dan.predict import load_model
 from ecg_dan.reporting.json_io import json_default
@@ -48,6 +52,7 @@ from ecg_dan.reporting.json_io import json_default
 log = get_logger(__name__)
 
 DEFAULT_HORIZONS = (1.0, 3.0, 5.0)
+VALIDATION_BOOT = 1000  # bootstrap resamples of the external-validation C-index
 
 
 def run_export(run_dir: str | Path, out: str | Path) -> Path:
@@ -114,6 +119,39 @@ def _explain(model, batch: list[tuple[ECGItem, np.ndarray]], out_dir: Path) -> l
     return paths
 
 
+def external_validation(table: pd.DataFrame, n_boot: int = VALIDATION_BOOT,
+                        seed: int = 0) -> list[dict[str, Any]]:
+    """Harrell's C-index (percentile bootstrap 95% CI, ``n_boot`` resamples) of the scores
+    against the outcome of every scored survival cache (``time``/``event``, e.g. a SaMi-Trop
+    cache scored by a CODE-15% model): one dict per cache, rows joined by eid. The score's
+    time unit does not matter (a rank statistic)."""
+    out = []
+    for src in sorted(set(table["source"])):
+        if Path(src).suffix.lower() not in (".h5", ".hdf5") or not Path(src).is_file():
+            continue
+        with open_cache(src) as f:
+            if f.attrs["kind"] not in SURVIVAL_KINDS:
+                continue
+            outcome = pd.DataFrame({"time": f["time"][...].astype(np.float64),
+                                    "event": f["event"][...].astype(np.int64)},
+                                   index=f["eid"][...].astype(str))
+        rows = table[table["source"] == src]
+        o = outcome.loc[rows["id"].astype(str)]
+        time_, event = o["time"].to_numpy(), o["event"].to_numpy()
+        risk = rows["log_risk"].to_numpy(np.float64)
+        v: dict[str, Any] = {"cache": src, "n": int(len(rows)), "n_events": int(event.sum()),
+                             "cindex": None}
+        try:
+            ci = bootstrap_ci(harrell_cindex, time_, risk, event, n_boot=n_boot, seed=seed)
+        except UndefinedMetricError:
+            out.append(v)
+            continue
+        v.update(cindex=float(ci.estimate), ci_low=float(ci.low), ci_high=float(ci.high),
+                 n_boot=int(n_boot))
+        out.append(v)
+    return out
+
+
 def skipped_path(out: Path) -> Path:
     return out.with_name(out.stem + "_skipped.csv")
 
@@ -178,9 +216,11 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
     atomic_write_text(out, table.to_csv(index=False))
     atomic_write_text(skipped_path(out), skips.to_csv(index=False))
     m = model.manifest
+    validation = external_validation(table)
     summary = {"n_scored": len(table), "n_skipped": len(skips), "seconds": seconds,
                "ecgs_per_s": n_files / seconds if seconds > 0 else float("nan"),
-               "csv": str(out), "skipped_csv": str(skipped_path(out))}
+               "csv": str(out), "skipped_csv": str(skipped_path(out)),
+               "validation": validation}
     doc = dict(model={"id": model.model_id, "source": model.source, "run": m["run"]["name"],
                       "cohort": m["run"]["cohort"], "objective": model.objective,
                       "time_unit": model.time_unit, "n_models": len(model.members),
@@ -188,7 +228,7 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
                       "high_risk_threshold": model.threshold,
                       "reference_n": int(model.reference.size),
                       "recalibration_factor": model.recalibration},
-               horizons_years=years, summary=summary,
+               horizons_years=years, summary=summary, validation=validation,
                predictions=json.loads(table.to_json(orient="records", double_precision=15)),
                skipped=skips.to_dict(orient="records"))
     atomic_write_text(out.with_suffix(".json"), json.dumps(doc, indent=2, default=json_default))
@@ -198,5 +238,12 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
     lines += [f"  skipped {n:5d} x {k}" for k, n in counts.most_common()]
     if len(skips):
         lines.append(f"  reasons per file: {skipped_path(out)}")
+    for v in validation:
+        lines.append(f"  C-index against the outcomes of {v['cache']}: {v['cindex']:.3f} "
+                     f"(95% CI {v['ci_low']:.3f}-{v['ci_high']:.3f}, bootstrap "
+                     f"{v['n_boot']}), {v['n']} ECGs, {v['n_events']} events"
+                     if v.get("cindex") is not None else
+                     f"  C-index against the outcomes of {v['cache']}: undefined "
+                     f"({v['n']} ECGs, {v['n_events']} events)")
     summary["report"] = "\n".join(lines)  # the CLI prints it on stderr
     return summary
