@@ -26,7 +26,7 @@ from ecg_dan.log import get_logger
 
 # ``ecg-dan synth --format`` choices (data_modules/synthetic/formats.py; listed here so
 # ``--help`` does not import numpy; tests/test_cli.py checks the two agree)
-SYNTH_FORMATS = ("ptbxl+ukb",)
+SYNTH_FORMATS = ("ptbxl+ukb", "mimic")
 
 OVERRIDES_HELP = ("+overlay names (e.g. +synthetic, +tiny, +ddp_cpu) and dotlist overrides "
                   "(e.g. trainer.max_epochs=5)")
@@ -87,6 +87,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
         build_ptbxl_cache(args.root, args.out, strips=args.strips,
                           ptbxl_plus_dir=args.ptbxl_plus, workers=args.workers)
+    elif args.kind == "mimic":
+        from data_modules.cache import Shard  # deferred: h5py
+        from data_modules.sources.mimic_ecg import build_mimic_cache  # deferred: the reader
+
+        build_mimic_cache(args.root, args.out, workers=args.workers,
+                          shard=Shard.parse(args.shard))
     else:
         # deferred: numpy, pandas, h5py (the UK Biobank reader)
         from data_modules.sources.ukb import build_ukb_cache
@@ -198,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "device measurements miss (data_modules/synthetic/settings.py)")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("cache", help="build an HDF5 cache from PTB-XL or UK Biobank files")
+    p = sub.add_parser("cache", help="build an HDF5 cache from PTB-XL, UK Biobank or "
+                       "MIMIC-IV-ECG files")
     csub = p.add_subparsers(dest="kind", required=True)
     c = csub.add_parser("ptbxl")
     c.add_argument("--root", required=True, type=Path)
@@ -207,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also cache the 10 s strips at this sampling rate")
     c.add_argument("--ptbxl-plus", type=Path, default=None, help="PTB-XL+ median beats")
     c.add_argument("--workers", type=int, default=2)
+    c = csub.add_parser("mimic", help="MIMIC-IV-ECG as a pretraining corpus (its folder holds "
+                        "record_list.csv, machine_measurements.csv and files/)")
+    c.add_argument("--root", required=True, type=Path)
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--workers", type=int, default=2)
+    c.add_argument("--shard", default=None, metavar="K/N",
+                   help="build part K (0-based) of N, split by subject_id (see cache merge)")
     c = csub.add_parser("ukb")
     c.add_argument("--xml-dir", required=True, type=Path)
     c.add_argument("--outcomes", required=True, type=Path)
