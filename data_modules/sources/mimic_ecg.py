@@ -94,14 +94,18 @@ def report_text(lines: list[Any]) -> str:
     return ". ".join(parts) + "." if parts else ""
 
 
-def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+def _read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()
+              ) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: MIMIC-IV-ECG table not found (expected the release's root "
                         "folder, holding record_list.csv, machine_measurements.csv, files/)")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in required if c not in df.columns]
+    header = pd.read_csv(path, nrows=0).columns
+    missing = [c for c in required if c not in header]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}")
+    wanted = [*required, *(c for c in optional if c in header and c not in required)]
+    # only the columns used: machine_measurements.csv holds 800,000 rows of 33 columns
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=wanted)
     for col in ("subject_id", "study_id"):
         v = pd.to_numeric(df[col], errors="coerce")
         bad = v.isna() | (v != v.round())
@@ -118,7 +122,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
 
 def read_record_list(root: str | os.PathLike) -> pd.DataFrame:
     """``record_list.csv`` indexed by study_id (ascending): subject_id, path, ecg_time."""
-    df = _read_csv(Path(root) / "record_list.csv", RECORD_LIST_COLUMNS)
+    df = _read_csv(Path(root) / "record_list.csv", RECORD_LIST_COLUMNS, ("ecg_time",))
     if "ecg_time" not in df.columns:
         df["ecg_time"] = ""
     return df.set_index("study_id").sort_index()
