@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.signal import resample_poly
 
 from data_modules.cache import open_cache, read_skipped
 from data_modules.sources.mimic_ecg import patient_fold, report_text
-from data_modules.sources.wfdb_record import read_wfdb_12lead
+from data_modules.sources.wfdb_record import read_wfdb, read_wfdb_12lead
 from data_modules.synthetic.mimic_format import MIMIC_LEADS, write_mimic, write_mimic_wfdb
 from ecg_dan.cli import main as cli
 
@@ -42,6 +43,9 @@ def _break(root, rl: pd.DataFrame) -> dict[int, str]:
     raw = np.fromfile(stem[ids[2]].with_suffix(".dat"), dtype="<i2")  # NaN samples
     raw[100:400] = -32768
     raw.tofile(stem[ids[2]].with_suffix(".dat"))
+    rec = read_wfdb(stem[ids[4]])  # another sampling rate: resampled, kept
+    write_mimic_wfdb(stem[ids[4]], resample_poly(rec.signal, 2, 1, axis=1),
+                     pd.Timestamp("2180-07-23").to_pydatetime(), 1, rec.leads, fs=1000)
     mm = pd.read_csv(root / "machine_measurements.csv")  # a study without its report
     mm[mm["study_id"] != ids[3]].to_csv(root / "machine_measurements.csv", index=False)
     return {ids[0]: "record files not found", ids[1]: "unknown lead name 'V7' in",
@@ -60,7 +64,7 @@ def test_cache_cli_skips_folds_and_shards(tmp_path, capsys):
         ids, pid, fold = f["record_id"][...], f["patient_id"][...], f["fold"][...]
         reports = f["report"].asstr()[...]
         skipped = dict(read_skipped(f))
-    assert list(ids) == sorted(ids) and len(ids) == 6
+    assert list(ids) == sorted(ids) and len(ids) == 6 and rl["study_id"][4] in ids
     for s, why in expect.items():
         assert skipped[str(s)].startswith(why), skipped[str(s)]
     assert list(skipped) == sorted(skipped, key=int)
@@ -115,7 +119,7 @@ def test_ptbxl_and_mimic_twins_pretrain_together(tmp_path, tiny_data_root):
     cfg = load_config("demo_pretrain", [
         "+tiny", f"data.root={tiny_data_root}", f"run_dir={tmp_path / 'run'}",
         "pretrain.corpora=[ptbxl,mimic_ecg]", "data.synthetic_n_mimic=40", "pretrain.w_cls=1",
-        "trainer.limit_val_batches=1"])
+        "trainer.limit_val_batches=1", "trainer.limit_train_batches=2", "pretrain.batch_size=16"])
     out = run_pretrain(cfg)
     assert out["checkpoint"].is_file()
     meta = read_checkpoint(out["checkpoint"], "pretrain")["ecg_dan"]
