@@ -9,6 +9,8 @@ CKPT   ?=
 SCRATCH ?=
 ARGS   ?=
 PTBXL_DIR ?=
+MIMIC_DIR ?=
+CORPUS ?= ptbxl
 ABLATIONS ?=
 
 export WANDB_SILENT := true
@@ -39,7 +41,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_text.py
 
 pretrain: install
-	$(BIN)/python -m ecg_dan.make_targets pretrain "DATA=$(DATA)" "PTBXL_DIR=$(PTBXL_DIR)" -- $(ARGS)
+	$(BIN)/python -m ecg_dan.make_targets pretrain "DATA=$(DATA)" "CORPUS=$(CORPUS)" "PTBXL_DIR=$(PTBXL_DIR)" "MIMIC_DIR=$(MIMIC_DIR)" -- $(ARGS)
 
 finetune: install
 	$(BIN)/python -m ecg_dan.make_targets finetune "DATA=$(DATA)" "COHORT=$(COHORT)" "CKPT=$(CKPT)" "SCRATCH=$(SCRATCH)" -- $(ARGS)

@@ -26,7 +26,7 @@ from ecg_dan.log import get_logger
 
 # ``ecg-dan synth --format`` choices (data_modules/synthetic/formats.py; listed here so
 # ``--help`` does not import numpy; tests/test_cli.py checks the two agree)
-SYNTH_FORMATS = ("ptbxl+ukb", "code15", "samitrop")
+SYNTH_FORMATS = ("ptbxl+ukb", "code15", "samitrop", "mimic")
 
 OVERRIDES_HELP = ("+overlay names (e.g. +synthetic, +tiny, +ddp_cpu) and dotlist overrides "
                   "(e.g. trainer.max_epochs=5)")
@@ -114,6 +114,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
         build_code15_cache(args.root, args.out, time_unit=args.time_unit, workers=args.workers,
                            shard=args.shard, source=args.kind, mv_per_unit=args.mv_per_unit)
+    elif args.kind == "mimic":
+        from data_modules.sources.mimic_ecg import build_mimic_cache  # deferred: the reader
+
+        build_mimic_cache(args.root, args.out, workers=args.workers, shard=args.shard)
     else:
         # deferred: numpy, pandas, h5py (the UK Biobank reader)
         from data_modules.sources.ukb import build_ukb_cache
@@ -226,8 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "device measurements miss (data_modules/synthetic/settings.py)")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("cache", help="build an HDF5 cache from PTB-XL or UK Biobank files, "
-                       "or merge the parts of a sharded build")
+    p = sub.add_parser("cache", help="build an HDF5 cache (PTB-XL, UK Biobank, CODE-15%%, "
+                       "SaMi-Trop, MIMIC-IV-ECG, your own cohort), or merge the parts of a "
+                       "sharded build")
     csub = p.add_subparsers(dest="kind", required=True)
     c = csub.add_parser("ptbxl")
     c.add_argument("--root", required=True, type=Path)
@@ -235,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strips", choices=strips, default="none",
                    help="also cache the 10 s strips at this sampling rate")
     c.add_argument("--ptbxl-plus", type=Path, default=None, help="PTB-XL+ median beats")
+    c.add_argument("--workers", type=int, default=2)
+    _add_shard_arg(c)
+    c = csub.add_parser("mimic", help="MIMIC-IV-ECG as a pretraining corpus (its folder holds "
+                        "record_list.csv, machine_measurements.csv and files/)")
+    c.add_argument("--root", required=True, type=Path)
+    c.add_argument("--out", required=True, type=Path)
     c.add_argument("--workers", type=int, default=2)
     _add_shard_arg(c)
     c = csub.add_parser("ukb")
@@ -247,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also cache the 10 s strips (UK Biobank strips are 500 Hz)")
     c.add_argument("--workers", type=int, default=2)
     _add_shard_arg(c)
-    for name, what in (("code15", "CODE-15% (exams.csv + exams_part*.hdf5)"),
+    for name, what in (("code15", "CODE-15%% (exams.csv + exams_part*.hdf5)"),
                        ("samitrop", "SaMi-Trop (exams.csv + exams.hdf5)")):
         c = csub.add_parser(name, help=f"{what} -> survival cohort cache (all-cause death)")
         c.add_argument("--root", required=True, type=Path, help="the folder of exams.csv")

@@ -49,6 +49,10 @@ EXPERIMENTS_DIR = _experiments_dir()
 OVERLAYS = "overlays"
 
 
+# Pretraining corpora (pretrain.corpora) and the text recipe a corpus without SCP codes uses.
+PRETRAIN_CORPORA: tuple[str, ...] = ("ptbxl", "mimic_ecg")
+CORPUS_RECIPES: dict[str, str] = {"mimic_ecg": "report_raw"}
+
 Ties = Literal["efron", "breslow"]  # Cox partial likelihood's ties (ecg_dan/losses/cox.py)
 
 
@@ -114,6 +118,11 @@ class DataConfig:
     ptbxl_dir: str | None = None  # PTB-XL root (ptbxl_database.csv, records500/)
     ptbxl_plus_dir: str | None = None  # optional PTB-XL+ median beats
     ptbxl_cache: str | None = None  # default <root>/ptbxl.h5
+    # MIMIC-IV-ECG (pretrain.corpora: [mimic_ecg]): the release's root (record_list.csv,
+    # machine_measurements.csv, files/) and/or its cache (default <root>/mimic_ecg.h5)
+    mimic_dir: str | None = None
+    mimic_cache: str | None = None
+    synthetic_n_mimic: int | None = rng(None, 10)  # MIMIC twin studies (default synthetic_n)
     ukb_xml_dir: str | None = None
     ukb_outcomes: str | None = None
     ukb_cache: str | None = None  # default <root>/ukb.h5
@@ -197,6 +206,10 @@ class PretrainConfig:
     w_cls: float = rng(0.0, 0)
     batch_size: int = rng(128, 2)
     mask_prob: float = rng(0.5, 0, 1)  # per-sample lead-mask probability
+    # Corpora pretrained on together (PRETRAIN_CORPORA): PTB-XL's text comes from
+    # text_recipe, MIMIC-IV-ECG's machine statements always through report_raw (it has no
+    # SCP codes); w_cls > 0 trains the classification head on the PTB-XL rows only.
+    corpora: list[str] = field(default_factory=lambda: ["ptbxl"])
     embedding_cache: str | None = None  # default <data.root>/text_embeddings
     evaluate: bool = True  # linear probe, retrieval, zero-shot after training
 
@@ -513,6 +526,21 @@ def validate(cfg: DictConfig) -> None:
     except MissingMandatoryValue as e:
         raise ConfigError(f"missing required config value: {e.full_key}") from None
     check_ranges(cfg)
+    check_corpora(cfg)
+
+
+def check_corpora(cfg: DictConfig) -> None:
+    """``pretrain.corpora``: known names, no repeat, and a classification loss only where
+    a corpus has SCP labels (PTB-XL)."""
+    corpora = list(cfg.pretrain.corpora)
+    unknown = [c for c in corpora if c not in PRETRAIN_CORPORA]
+    if not corpora or unknown or len(set(corpora)) != len(corpora):
+        raise ConfigError(f"pretrain.corpora={corpora}: expected distinct names among "
+                          f"{', '.join(PRETRAIN_CORPORA)}")
+    if cfg.task == "pretrain" and cfg.pretrain.w_cls > 0 and "ptbxl" not in corpora:
+        raise ConfigError(f"pretrain.w_cls={cfg.pretrain.w_cls} needs SCP superclass labels, "
+                          f"which only PTB-XL has; pretrain.corpora={corpora}: set "
+                          "pretrain.w_cls=0 or add ptbxl")
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -539,6 +567,9 @@ def pretrain_objective(pretrain: Mapping[str, Any]) -> dict[str, Any]:
     if align != "none":
         out |= {"w_align": float(pretrain["w_align"]),
                 "text_recipe": str(pretrain["text_recipe"])}
+    corpora = list(pretrain.get("corpora") or ["ptbxl"])
+    if corpora != ["ptbxl"]:  # absent for PTB-XL alone, as in checkpoints before corpora
+        out["corpora"] = corpora
     return out
 
 

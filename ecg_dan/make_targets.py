@@ -4,9 +4,10 @@
 
     python -m ecg_dan.make_targets finetune DATA=synthetic COHORT=mi CKPT= SCRATCH= -- ARGS...
 
-``DATA=synthetic`` adds the ``+synthetic`` overlay (and ``+cpu_finetune`` for finetuning:
-the demo's short CPU settings); the paper configurations otherwise. Extra ``ARGS`` are
-overlays and dotlist overrides applied last.
+``CORPUS=mimic_ecg`` or ``CORPUS=ptbxl,mimic_ecg`` pretrains on MIMIC-IV-ECG (``MIMIC_DIR=``)
+alone or with PTB-XL. ``DATA=synthetic`` adds the ``+synthetic`` overlay (and
+``+cpu_finetune`` for finetuning: the demo's short CPU settings); the paper configurations
+otherwise. Extra ``ARGS`` are overlays and dotlist overrides applied last.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import sys
 
 from ecg_dan.cli import user_errors
 from ecg_dan.config import (
+    PRETRAIN_CORPORA,
     ConfigError,
     finetune_cohorts,
     finetune_experiment,
     load_config,
     paper_cohorts,
 )
-from ecg_dan.jobs.data import PTBXL_HELP
+from ecg_dan.jobs.data import MIMIC_HELP, PTBXL_HELP
 from ecg_dan.jobs.finetune import run_finetune
 from ecg_dan.jobs.matrix import run_cohorts, run_matrix
 from ecg_dan.jobs.pretrain import run_pretrain
@@ -41,13 +43,38 @@ def _synthetic(v: dict[str, str]) -> bool:
     return v.get("DATA") == "synthetic"
 
 
+def _corpora(v: dict[str, str]) -> list[str]:
+    """CORPUS=: pretraining corpora, comma-separated (default ptbxl), e.g. ptbxl,mimic_ecg."""
+    corpora = [c.strip() for c in (v.get("CORPUS") or "ptbxl").split(",") if c.strip()]
+    unknown = [c for c in corpora if c not in PRETRAIN_CORPORA]
+    if not corpora or unknown:
+        raise ConfigError(f"CORPUS={v.get('CORPUS')}: expected one or more (comma-separated) "
+                          f"of {', '.join(PRETRAIN_CORPORA)}")
+    return corpora
+
+
 def pretrain_config(v: dict[str, str], extra: list[str]):
+    """The paper's pretraining (``pretrain``; ``pretrain_short`` + ``+synthetic`` with
+    DATA=synthetic) on the CORPUS= corpora; a run on other corpora than PTB-XL is named
+    ``pretrain_<corpora>[_synthetic]``."""
+    corpora = _corpora(v)
+    ov = [] if corpora == ["ptbxl"] else [f"pretrain.corpora=[{','.join(corpora)}]"]
+    suffix = "" if corpora == ["ptbxl"] else "_" + "_".join(corpora)
     if _synthetic(v):
-        exp, ov = "pretrain_short", ["+synthetic", "name=pretrain_synthetic"]
+        exp = "pretrain_short"
+        ov += ["+synthetic", f"name=pretrain{suffix}_synthetic"]
     else:
-        if not v.get("PTBXL_DIR"):
-            raise ConfigError(PTBXL_HELP)
-        exp, ov = "pretrain", [f"data.ptbxl_dir={v['PTBXL_DIR']}"]
+        exp = "pretrain"
+        if "ptbxl" in corpora:
+            if not v.get("PTBXL_DIR"):
+                raise ConfigError(PTBXL_HELP)
+            ov.append(f"data.ptbxl_dir={v['PTBXL_DIR']}")
+        if "mimic_ecg" in corpora:
+            if not v.get("MIMIC_DIR"):
+                raise ConfigError(MIMIC_HELP)
+            ov.append(f"data.mimic_dir={v['MIMIC_DIR']}")
+        if suffix:
+            ov.append(f"name=pretrain{suffix}")
     return load_config(exp, [*ov, *extra])
 
 

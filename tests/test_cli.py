@@ -163,3 +163,21 @@ def test_synth_format_choices_match_the_registry():
     from ecg_dan.cli import SYNTH_FORMATS
 
     assert tuple(FORMATS) == SYNTH_FORMATS
+
+
+def test_every_subcommand_formats_its_help():
+    """argparse %-formats help strings: a bare '%' (CODE-15%) breaks --help of that command."""
+    import argparse
+
+    from ecg_dan.cli import build_parser
+
+    def walk(p: argparse.ArgumentParser, path: list[str]):
+        p.format_help()
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    yield [*path, name]
+                    yield from walk(sub, [*path, name])
+
+    seen = list(walk(build_parser(), []))
+    assert ["cache", "code15"] in seen and ["cache", "merge"] in seen

@@ -6,6 +6,7 @@ from data_modules.cache.format import (
     ID_DATASET,
     KIND_NAMES,
     KINDS,
+    PRETRAIN_KINDS,
     SCHEMA_VERSION,
     STR_DTYPE,
     SURVIVAL_KINDS,
@@ -37,7 +38,8 @@ from data_modules.cache.write import (
 )
 
 __all__ = [
-    "ID_DATASET", "KIND_NAMES", "KINDS", "SCHEMA_VERSION", "STR_DTYPE", "SURVIVAL_KINDS", "WHOLE",
+    "ID_DATASET", "KIND_NAMES", "KINDS", "PRETRAIN_KINDS", "SCHEMA_VERSION", "STR_DTYPE",
+    "SURVIVAL_KINDS", "WHOLE",
     "Appender", "BuildSummary", "CacheError", "Shard", "atomic_h5", "build_lock", "config_json",
     "is_complete_cache", "lock_path", "open_cache", "open_rows", "parallel_map", "reason_key",
     "read_skipped", "read_warnings", "sha1_file", "sort_skips", "staging_h5", "validate_cache",

@@ -14,16 +14,21 @@ import h5py
 from data_modules.errors import DataError
 
 SCHEMA_VERSION = 1
-KINDS = ("ptbxl", "ukb", "cohort")
+KINDS = ("ptbxl", "ukb", "cohort", "corpus")
 # Kinds a survival run can finetune on and predict/evaluate against (one layout: eid, time,
 # event, median, age, sex; UK Biobank adds its cohort flags and device measurements).
 SURVIVAL_KINDS = ("ukb", "cohort")
 STR_DTYPE = h5py.string_dtype()
 
 
-KIND_NAMES = {"ptbxl": "PTB-XL", "ukb": "UK Biobank", "cohort": "survival cohort"}
+# Kinds pretraining reads: PTB-XL (SCP labels) and unlabelled report corpora (MIMIC-IV-ECG).
+PRETRAIN_KINDS = ("ptbxl", "corpus")
+
+
+KIND_NAMES = {"ptbxl": "PTB-XL", "ukb": "UK Biobank", "cohort": "survival cohort",
+              "corpus": "pretraining corpus"}
 # The id column that names a row in messages, per kind.
-ID_DATASET = {"ptbxl": "ecg_id", "ukb": "eid", "cohort": "eid"}
+ID_DATASET = {"ptbxl": "ecg_id", "ukb": "eid", "cohort": "eid", "corpus": "record_id"}
 # Root attributes that count something over the rows: ``ecg-dan cache merge`` sums them over
 # the parts (every other root attribute of a kind must be equal in all parts).
 COUNT_ATTRS = ("n_records", "ptbxl_plus_rescaled_uV")
@@ -32,6 +37,7 @@ FINITE_DATASETS: dict[str, tuple[str, ...]] = {
     "ptbxl": ("median", "median_clean"),
     "ukb": ("median", "time"),
     "cohort": ("median", "time"),
+    "corpus": ("median", "median_clean"),
 }
 
 
@@ -46,6 +52,9 @@ REQUIRED_DATASETS: dict[str, tuple[str, ...]] = {
     "ukb": ("median", "eid", "time", "event", "cohort_hyp", "cohort_mi"),
     # CODE-15%, SaMi-Trop, a user's own table (``ecg-dan cache code15|samitrop|cohort``)
     "cohort": ("median", "eid", "time", "event", "age", "sex"),
+    # a pretraining corpus of ECGs with report text and no labels (``ecg-dan cache mimic``):
+    # record_id (MIMIC: study_id), patient_id (subject_id), fold 1..10 per patient, report
+    "corpus": ("median", "median_clean", "record_id", "patient_id", "fold", "report"),
 }
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from data_modules.synthetic import make_synthetic
 from data_modules.synthetic.code15_format import code15_format, samitrop_format
+from data_modules.synthetic.mimic_format import write_mimic
+from data_modules.synthetic.settings import twin_setting
 
 
 def _ptbxl_ukb(out: Path, n: int, seed: int, events: str, setting: str,
@@ -18,9 +20,16 @@ def _ptbxl_ukb(out: Path, n: int, seed: int, events: str, setting: str,
     return make_synthetic(out, n=n, seed=seed, events=events, n_ukb=n_ukb, setting=setting)
 
 
-# name -> writer; "ptbxl+ukb" is the default (PTB-XL + UK Biobank CardioSoft XML)
+def _mimic(out: Path, n: int, seed: int, events: str, setting: str) -> dict[str, Any]:
+    root, _ = write_mimic(Path(out) / "mimic", n=n, seed=seed, setting=twin_setting(setting))
+    return {"mimic": root}
+
+
+# name -> writer; "ptbxl+ukb" is the default (PTB-XL + UK Biobank CardioSoft XML); "mimic":
+# MIMIC-IV-ECG (``n`` studies; ``events`` unused: a pretraining corpus has no outcomes)
 FORMATS: dict[str, Callable[..., dict[str, Any]]] = {
     "ptbxl+ukb": _ptbxl_ukb,
     "code15": code15_format,  # CODE-15%: exams.csv + exams_part*.hdf5
     "samitrop": samitrop_format,  # SaMi-Trop: exams.csv + exams.hdf5
+    "mimic": _mimic,
 }

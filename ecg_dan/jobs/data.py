@@ -1,4 +1,4 @@
-"""Data a job needs, built on first use: the synthetic twin, the HDF5 caches, text embeddings."""
+"""Data a job needs, built on first use: the synthetic twins, the HDF5 caches, text embeddings."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_dir
 from data_modules.cache import SURVIVAL_KINDS, open_cache
+from data_modules.loading.corpora_datamodule import CorporaDataModule, CorpusSource
 from data_modules.loading.ptbxl_datamodule import PTBXLDataModule
 from data_modules.sources.code15 import build_code15_cache
+from data_modules.sources.mimic_ecg import build_mimic_cache
 from data_modules.sources.ptbxl import build_ptbxl_cache
 from data_modules.sources.ukb import build_ukb_cache
 from data_modules.synthetic import make_synthetic
 from data_modules.synthetic.code15_format import write_code15
-from ecg_dan.config import ConfigError
+from data_modules.synthetic.mimic_format import write_mimic
+from data_modules.synthetic.settings import twin_setting
+from ecg_dan.config import CORPUS_RECIPES, ConfigError
 from ecg_dan.log import get_logger
 from ecg_dan.text.embedding_cache import embed_records
 from ecg_dan.text.encoders import load_text_encoder
@@ -75,6 +79,56 @@ def ptbxl_cache(cfg: DictConfig) -> Path:
         raise ConfigError(f"data.ptbxl_cache={out} does not exist\n{PTBXL_HELP}")
     open_cache(out, "ptbxl").close()  # a cache of another kind or a damaged one: named here
     return out
+
+
+MIMIC_HELP = """no MIMIC-IV-ECG data configured.
+  Real data: download MIMIC-IV-ECG v1.0 (https://physionet.org/content/mimic-iv-ecg/1.0/,
+  open access) and run `make pretrain CORPUS=mimic_ecg MIMIC_DIR=<the folder holding
+  record_list.csv>` (or set data.mimic_dir=..., or data.mimic_cache= a built cache).
+  Synthetic data (no download): `make pretrain CORPUS=mimic_ecg DATA=synthetic`."""
+
+
+def mimic_synthetic_dir(cfg: DictConfig) -> Path:
+    """The synthetic MIMIC-IV-ECG twin for this config, generated on first use."""
+    d = cfg.data
+    n = d.synthetic_n_mimic if d.synthetic_n_mimic is not None else d.synthetic_n
+    name = f"synthetic-mimic-n{n}-s{d.synthetic_seed}"
+    if d.synthetic_setting != "standard":
+        name += f"-{d.synthetic_setting}"
+
+    def build(tmp: Path) -> None:
+        log.info(f"generating synthetic MIMIC-IV-ECG data in {Path(d.root) / name} ...")
+        write_mimic(tmp, n=int(n), seed=d.synthetic_seed,
+                    setting=twin_setting(d.synthetic_setting))
+
+    return atomic_dir(Path(d.root) / name, build)
+
+
+def mimic_cache(cfg: DictConfig) -> Path:
+    """Path of the MIMIC-IV-ECG corpus cache, built from the configured source when missing."""
+    d = cfg.data
+    if d.source == "synthetic":
+        root = mimic_synthetic_dir(cfg)
+        out = Path(d.mimic_cache or Path(d.root) / f"{root.name}.h5")
+    else:
+        if not d.mimic_dir and not d.mimic_cache:
+            raise ConfigError(MIMIC_HELP)
+        root = Path(d.mimic_dir) if d.mimic_dir else None
+        out = Path(d.mimic_cache or Path(d.root) / "mimic_ecg.h5")
+        if root is not None and not (root / "record_list.csv").is_file():
+            raise ConfigError(f"data.mimic_dir={root} has no record_list.csv\n{MIMIC_HELP}")
+    if root is not None:
+        build_mimic_cache(root, out, workers=_workers())
+    elif not out.is_file():
+        raise ConfigError(f"data.mimic_cache={out} does not exist\n{MIMIC_HELP}")
+    open_cache(out, "corpus").close()
+    return out
+
+
+def corpus_caches(cfg: DictConfig) -> dict[str, Path]:
+    """The cache of each of ``pretrain.corpora``, built when missing, in that order."""
+    build = {"ptbxl": ptbxl_cache, "mimic_ecg": mimic_cache}
+    return {name: build[name](cfg) for name in cfg.pretrain.corpora}
 
 
 UKB_HELP = """no survival data configured: set data.ukb_xml_dir (CardiologyXML files, field
@@ -170,6 +224,40 @@ def text_embeddings(cfg: DictConfig, cache_path: Path) -> tuple[np.ndarray, str]
     emb = embed_records(codes, reports, p.text_recipe, encoder, load_statements(),
                         embedding_cache_dir(cfg), record_ids=ids)
     return emb, f"{encoder.name}@{encoder.revision}"
+
+
+def corpus_text_embeddings(cfg: DictConfig, name: str, cache_path: Path
+                           ) -> tuple[np.ndarray, str]:
+    """A corpus's per-record text embeddings (its rows) and the text model id: PTB-XL
+    through ``pretrain.text_recipe``, a corpus without SCP codes through its recipe in
+    ``CORPUS_RECIPES`` (MIMIC-IV-ECG: the machine statements, ``report_raw``)."""
+    if name == "ptbxl":
+        return text_embeddings(cfg, cache_path)
+    p = cfg.pretrain
+    encoder = text_encoder(p.text_model, p.text_revision)
+    with open_cache(cache_path, "corpus") as f:
+        reports = [r.decode() if isinstance(r, bytes) else r for r in f["report"][...]]
+        ids = f["record_id"][...].tolist()
+    emb = embed_records([{}] * len(reports), reports, CORPUS_RECIPES[name], encoder,
+                        load_statements(), embedding_cache_dir(cfg), record_ids=ids)
+    return emb, f"{encoder.name}@{encoder.revision}"
+
+
+def pretrain_datamodule(cfg: DictConfig, caches: dict[str, Path],
+                        texts: dict[str, np.ndarray] | None, for_training: bool = True):
+    """The pretraining DataModule: PTB-XL's alone (``pretrain.corpora: [ptbxl]``, the
+    paper's), else one over all corpora (data_modules/loading/corpora_datamodule.py)."""
+    if list(caches) == ["ptbxl"]:
+        return ptbxl_datamodule(cfg, caches["ptbxl"], None if texts is None else texts["ptbxl"],
+                                for_training)
+    kw = {"num_workers": cfg.data.num_workers, "mask_prob": cfg.pretrain.mask_prob} \
+        if for_training else {}
+    sources = [CorpusSource(name, path, None if texts is None else texts[name])
+               for name, path in caches.items()]
+    return CorporaDataModule(sources, batch_size=cfg.pretrain.batch_size,
+                             validated_only=cfg.data.validated_only, seed=cfg.seed,
+                             pin_memory=cfg.data.pin_memory,
+                             max_bytes=cfg.data.in_memory_max_mb * 2**20, **kw)
 
 
 def ptbxl_datamodule(cfg: DictConfig, cache: Path, text_emb=None, for_training: bool = True):

@@ -13,8 +13,11 @@ from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_write_text
 from data_modules.cache import SURVIVAL_KINDS, open_cache
+from data_modules.loading.corpora_datamodule import CorpusDataset
 from data_modules.loading.datasets import PTBXLDataset, raw_loader
+from data_modules.loading.ptbxl_datamodule import PTBXLDataModule
 from data_modules.loading.transforms import finish_batch
+from data_modules.protocol.splits import ptbxl_split
 from data_modules.signal.leads import SUPERCLASSES
 from ecg_dan.checkpoints import pretrain_module_from_checkpoint
 from ecg_dan.config import load_saved_config
@@ -27,10 +30,10 @@ from ecg_dan.evaluation.pretrain_eval import (
 )
 from ecg_dan.jobs.common import log_wandb_summary, seed
 from ecg_dan.jobs.data import (
+    corpus_caches,
+    corpus_text_embeddings,
     embedding_cache_dir,
-    ptbxl_cache,
     ptbxl_datamodule,
-    text_embeddings,
     text_encoder,
 )
 from ecg_dan.log import get_logger
@@ -63,20 +66,53 @@ def _unmasked_train(dm):
 
 
 def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
-                      datamodule=None, text_emb: np.ndarray | None = None,
+                      datamodule=None, texts: dict[str, np.ndarray] | None = None,
                       overrides: list[str] | None = None) -> Path:
-    """Linear probe (pretrained vs random init), retrieval and zero-shot on the test fold."""
+    """Linear probe (pretrained vs random init), retrieval and zero-shot on PTB-XL's test
+    fold; ECG-to-text retrieval on the test fold of each other corpus (no SCP labels there:
+    no probe, no zero-shot). ``datamodule`` and ``texts`` (per corpus) are the training
+    run's, reused when given."""
     ckpt = Path(ckpt)
     module = pretrain_module_from_checkpoint(ckpt)
     if cfg is None:
         cfg = load_saved_config(module.hparams.config, overrides, origin=f"{ckpt} (its config)")
     rd = RunDir.of_checkpoint(ckpt)
-    cache = ptbxl_cache(cfg)
-    if datamodule is None:
-        use_text = module.align != "none"
-        text_emb = text_embeddings(cfg, cache)[0] if use_text else None
-        datamodule = ptbxl_datamodule(cfg, cache, text_emb, for_training=False)
-    dm = datamodule
+    caches = corpus_caches(cfg)
+    use_text = module.align != "none"
+    if texts is None and use_text:
+        texts = {name: corpus_text_embeddings(cfg, name, path)[0]
+                 for name, path in caches.items()}
+    results: dict[str, Any] = {"checkpoint": str(ckpt)}
+    titles: dict[str, str] = {}
+    if "ptbxl" in caches:
+        text_emb = None if texts is None else texts["ptbxl"]
+        dm = datamodule if isinstance(datamodule, PTBXLDataModule) else \
+            ptbxl_datamodule(cfg, caches["ptbxl"], text_emb, for_training=False)
+        results |= _ptbxl_results(module, cfg, caches["ptbxl"], dm, text_emb)
+        titles |= {"linear_probe": "Linear probe, test AUROC (fold 10; C chosen on fold 9)",
+                   "retrieval": "ECG-to-text retrieval on the test fold",
+                   "zero_shot": "Zero-shot superclass detection on the test fold"}
+    for name, path in caches.items():
+        if name == "ptbxl" or not use_text or texts is None:
+            continue
+        results[f"retrieval_{name}"] = _corpus_retrieval(module, path, texts[name], cfg.seed)
+        titles[f"retrieval_{name}"] = (f"ECG-to-text retrieval on {name}'s test fold "
+                                       "(patient-level fold 10)")
+    out_json = write_json(rd.pretrain_eval_json, results)
+    md = f"# Pretrained encoder evaluation\n\ncheckpoint: `{ckpt}`\n"
+    for key, title in titles.items():
+        if key in results:
+            md += f"\n## {title}\n\n{results_markdown(results[key])}\n"
+    atomic_write_text(rd.pretrain_eval_md, md)
+    log_wandb_summary(cfg, "pretrain_eval", {k: v for k, v in results.items()
+                                             if k != "checkpoint"})
+    log.info(md)
+    return out_json
+
+
+def _ptbxl_results(module, cfg: DictConfig, cache: Path, dm,
+                   text_emb: np.ndarray | None) -> dict[str, Any]:
+    """Probes (pretrained vs random init), retrieval and zero-shot on PTB-XL's test fold."""
     loaders = {s: raw_loader(dm.make_dataset("val" if s == "val" else "test")
                              if s != "train" else _unmasked_train(dm), batch_size=256)
                for s in ("train", "val", "test")}
@@ -91,8 +127,7 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
     probes = {name: linear_probe(f["train"], y["train"], f["val"], y["val"], f["test"],
                                  y["test"], class_names=SUPERCLASSES)
               for name, f in feats.items()}
-    results: dict[str, Any] = {"checkpoint": str(ckpt),
-                               "linear_probe": compare_probes(probes["pretrained"],
+    results: dict[str, Any] = {"linear_probe": compare_probes(probes["pretrained"],
                                                               probes["random init"])}
     if module.align != "none" and text_emb is not None:
         with torch.no_grad():
@@ -107,19 +142,20 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
                         for c, v in cls.items()}
             results["zero_shot"] = zero_shot_superclass(e, cls_proj, y["test"],
                                                         class_names=list(SUPERCLASSES))
-    out_json = write_json(rd.pretrain_eval_json, results)
-    md = f"# Pretrained encoder evaluation\n\ncheckpoint: `{ckpt}`\n"
-    titles = {"linear_probe": "Linear probe, test AUROC (fold 10; C chosen on fold 9)",
-              "retrieval": "ECG-to-text retrieval on the test fold",
-              "zero_shot": "Zero-shot superclass detection on the test fold"}
-    for key, title in titles.items():
-        if key in results:
-            md += f"\n## {title}\n\n{results_markdown(results[key])}\n"
-    atomic_write_text(rd.pretrain_eval_md, md)
-    log_wandb_summary(cfg, "pretrain_eval", {k: v for k, v in results.items()
-                                             if k != "checkpoint"})
-    log.info(md)
-    return out_json
+    return results
+
+
+def _corpus_retrieval(module, cache: Path, text_emb: np.ndarray, data_seed: int
+                      ) -> dict[str, Any]:
+    """ECG-to-text retrieval on a corpus cache's test fold (fold 10)."""
+    with open_cache(cache, "corpus") as f:
+        rows = ptbxl_split(f["fold"][...])["test"]
+    ds = CorpusDataset(cache, rows, seed=data_seed)
+    with torch.no_grad():
+        z = torch.from_numpy(_embed(module.backbone.encoder, raw_loader(ds, batch_size=256)))
+        e = module.ecg_proj(z).numpy()
+        t = module.text_proj(torch.from_numpy(text_emb[rows])).numpy()
+    return retrieval_recall(e, t)
 
 
 def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None) -> Path:

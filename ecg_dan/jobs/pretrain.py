@@ -1,4 +1,5 @@
-"""Job: LLM-informed alignment pretraining on PTB-XL, then the encoder evaluation."""
+"""Job: LLM-informed alignment pretraining on PTB-XL (and other corpora, pretrain.corpora),
+then the encoder evaluation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ecg_dan.config import ConfigError
 from ecg_dan.jobs.common import finish_wandb, prepare_run_dir, seed
-from ecg_dan.jobs.data import ptbxl_cache, ptbxl_datamodule, text_embeddings
+from ecg_dan.jobs.data import corpus_caches, corpus_text_embeddings, pretrain_datamodule
 from ecg_dan.jobs.evaluate import evaluate_pretrain
 from ecg_dan.lit.pretrain import AlignmentPretrainModule
 from ecg_dan.log import get_logger
@@ -29,11 +30,19 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
                           "task=pretrain")
     run_dir = prepare_run_dir(cfg, ignore=RESUMABLE_KEYS)
     seed(cfg)
-    cache = ptbxl_cache(cfg)
+    caches = corpus_caches(cfg)
     use_text = cfg.pretrain.alignment != "none" and cfg.pretrain.w_align > 0
-    emb, text_id = text_embeddings(cfg, cache) if use_text else (None, None)
-    dm = ptbxl_datamodule(cfg, cache, emb)
-    log.info(f"PTB-XL cache {cache}: train {dm.n_train}, val {dm.n_val}, test {dm.n_test}")
+    texts, text_id = None, None
+    if use_text:
+        texts = {}
+        for name, path in caches.items():
+            texts[name], text_id = corpus_text_embeddings(cfg, name, path)
+    dm = pretrain_datamodule(cfg, caches, texts)
+    emb = None if texts is None else next(iter(texts.values()))
+    for name, path in caches.items():
+        log.info(f"{name} cache {path}")
+    log.info(f"pretraining rows ({', '.join(caches)}): train {dm.n_train}, val {dm.n_val}, "
+             f"test {dm.n_test}")
     container = OmegaConf.to_container(cfg, resolve=True)
     module = AlignmentPretrainModule(
         build_model(container["model"]), pretrain=container["pretrain"],
@@ -45,7 +54,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
     best = trainer.checkpoint_callback.best_model_path or str(RunDir(run_dir).last_checkpoint)
     out: dict[str, Path] = {"checkpoint": Path(best)}
     if trainer.is_global_zero and cfg.pretrain.evaluate:
-        out["results"] = evaluate_pretrain(best, cfg=cfg, datamodule=dm, text_emb=emb)
+        out["results"] = evaluate_pretrain(best, cfg=cfg, datamodule=dm, texts=texts)
         log.info(f"checkpoint: {best}\nresults: {out['results']}")
     finish_wandb()
     return out

@@ -1,4 +1,4 @@
-"""LLM-informed alignment pretraining on PTB-XL (docs/method.md section 5)."""
+"""LLM-informed alignment pretraining on PTB-XL and other corpora (docs/method.md section 5)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,19 @@ from ecg_dan.schedules import configure_optimization
 def kl_weight(backbone: nn.Module) -> float:
     """``model.kl_weight`` of a backbone that returns a KL term (0 when it has none)."""
     return float(getattr(backbone.cfg, "kl_weight", 0.0))
+
+
+def classification_bce(logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    """Superclass BCE, averaged over the rows that have SCP labels: a batch of several
+    corpora carries ``labelled`` (False for MIMIC-IV-ECG rows, whose labels are zero
+    placeholders); a batch without labelled rows gives 0 (still part of the graph)."""
+    y = batch["superclass"].float()
+    labelled = batch.get("labelled")
+    if labelled is None:  # a PTB-XL-only batch: every row is labelled
+        return F.binary_cross_entropy_with_logits(logits.float(), y)
+    w = labelled.to(logits.dtype)[:, None].expand_as(logits).float()
+    bce = F.binary_cross_entropy_with_logits(logits.float(), y, weight=w, reduction="sum")
+    return bce / w.sum().clamp_min(1.0)
 
 
 class FinishBatchOnDevice:
@@ -79,9 +92,7 @@ class AlignmentPretrainModule(FinishBatchOnDevice, L.LightningModule):
                 losses["align"] = infonce_loss(e.float(), t.float(), self.log_temperature.exp())
             total = total + self.p["w_align"] * losses["align"]
         if self.cls_head is not None:
-            logits = self.cls_head(out["z"])
-            losses["cls_bce"] = F.binary_cross_entropy_with_logits(logits.float(),
-                                                                   batch["superclass"].float())
+            losses["cls_bce"] = classification_bce(self.cls_head(out["z"]), batch)
             total = total + self.p["w_cls"] * losses["cls_bce"]
         losses["loss"] = total
         return losses
