@@ -208,14 +208,17 @@ def signal_problem(x: np.ndarray, max_abs_mv: float = MAX_ABS_MV) -> str | None:
     |sample| > ``max_abs_mv`` (wrong gain or unit).
     """
     x = np.asarray(x)
-    bad = ~np.isfinite(x)
+    # One max and one min per lead give all three rules (a NaN propagates into both, an
+    # inf into one): a third of the passes over the samples that isfinite/ptp/abs took.
+    hi = x.reshape(x.shape[0], -1).max(axis=1)
+    lo = x.reshape(x.shape[0], -1).min(axis=1)
+    bad = ~(np.isfinite(hi) & np.isfinite(lo))
     if bad.any():
-        leads = [LEADS[i] for i in np.flatnonzero(bad.reshape(x.shape[0], -1).any(axis=1))]
-        return f"NaN/inf samples in lead(s) {','.join(leads)}"
-    flat = np.ptp(x, axis=-1) < FLAT_PTP_MV
+        return f"NaN/inf samples in lead(s) {','.join(LEADS[i] for i in np.flatnonzero(bad))}"
+    flat = hi - lo < FLAT_PTP_MV
     if flat.any():
         return f"flat lead(s) {','.join(LEADS[i] for i in np.flatnonzero(flat))}"
-    peak = np.abs(x).max(axis=-1)
+    peak = np.maximum(hi, -lo)
     if (peak > max_abs_mv).any():
         i = int(np.argmax(peak))
         return (f"implausible amplitude: |x| reaches {float(peak[i]):.4g} mV in lead "
@@ -309,11 +312,11 @@ def _neurokit_peaks(clean: np.ndarray, fs: float) -> list[np.ndarray]:
     within = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
     laid[np.repeat(dest, length) + within] = clean.ravel()[
         np.repeat(lead_of * n + beg, length) + within]
-    locmax, props = sps.find_peaks(laid, prominence=(None, None))
-    real = np.isfinite(laid[locmax])  # the separators are local maxima themselves
-    locmax, prominence = locmax[real], props["prominences"][real]
+    locmax = sps.find_peaks(laid)[0]
+    locmax = locmax[np.isfinite(laid[locmax])]  # the separators are local maxima themselves
     if not locmax.size:
         return empty
+    prominence = sps.peak_prominences(laid, locmax)[0]
     seg = np.searchsorted(dest, locmax, side="right") - 1
     order = np.lexsort((locmax, -prominence, seg))
     first = order[np.concatenate([[True], seg[order][1:] != seg[order][:-1]])]
@@ -345,16 +348,19 @@ def _detect(clean: np.ndarray, fs: float) -> tuple[np.ndarray, int]:
     per_lead = _neurokit_peaks(clean, fs)
     tol = int(round(0.08 * fs))
     half = int(round(QRS_HALF_S * fs))
-    n_leads, n = len(per_lead), clean.shape[-1]
-    # cover[j, t]: lead j has a detection within +-tol of sample t
-    cover = np.zeros((n_leads, n + 1), dtype=np.int32)
+    n_leads = len(per_lead)
+    # frac[i, j]: fraction of lead i's detections confirmed by lead j (a detection of lead j
+    # within +-tol samples)
+    counts = np.array([len(p) for p in per_lead])
+    ends = np.cumsum(counts)
+    every = np.concatenate(per_lead)
+    frac = np.zeros((n_leads, n_leads))
     for j, p in enumerate(per_lead):
-        np.add.at(cover[j], np.clip(p - tol, 0, n), 1)
-        np.add.at(cover[j], np.clip(p + tol + 1, 0, n), -1)
-    cover = np.cumsum(cover, axis=1)[:, :n] > 0
-    # frac[i, j]: fraction of lead i's detections confirmed by lead j
-    frac = np.array([cover[:, p].mean(axis=1) if len(p) else np.zeros(n_leads)
-                     for p in per_lead])
+        if not len(p) or not len(every):
+            continue
+        nxt = np.minimum(np.searchsorted(p, every - tol), len(p) - 1)
+        hits = np.concatenate([[0], np.cumsum(np.abs(p[nxt] - every) <= tol)])
+        frac[:, j] = (hits[ends] - hits[ends - counts]) / np.maximum(counts, 1)
     scores = np.zeros(n_leads)
     for i, p in enumerate(per_lead):
         rate = 60.0 * len(p) / duration
@@ -392,12 +398,10 @@ def _align(x: np.ndarray, peaks: np.ndarray, fs: float, n_iter: int = 2) -> np.n
     lags = np.arange(-max_lag, max_lag + 1)
     for _ in range(n_iter):
         wide = _windows(x, peaks, span, span + 1)  # (B, 12, 2*span+1)
-        tmpl = np.median(wide[:, :, max_lag:max_lag + 2 * half + 1], axis=0)  # (12, 2*half+1)
+        tmpl = _median0(wide[:, :, max_lag:max_lag + 2 * half + 1])  # (12, 2*half+1)
         # score[b, k] = sum over leads and samples of window shifted by lags[k] times template
-        score = np.stack([
-            np.einsum("blt,lt->b", wide[:, :, max_lag + k:max_lag + k + 2 * half + 1], tmpl)
-            for k in lags
-        ], axis=1)
+        shifted = np.lib.stride_tricks.sliding_window_view(wide, 2 * half + 1, axis=-1)
+        score = np.einsum("blkt,lt->bk", shifted, tmpl)
         shift = lags[np.argmax(score, axis=1)]
         if not shift.any():
             break

@@ -1,41 +1,9 @@
-"""Median-beat extraction from a 12-lead strip (docs/method.md section 1).
-
-The network sees a 12 x 600 median beat at 500 Hz with the R peak at ``R_INDEX``. UK Biobank
-files carry the device's median; for PTB-XL (without PTB-XL+) this module derives it.
-
-Pipeline (decisions, measured on the real PTB-XL sample and on synthetic records):
-
-1. Validate: shape (12, T), finite, no flat lead (peak-to-peak < ``FLAT_PTP_MV``), at least
-   2 s; a bad record raises :class:`BeatExtractionError` with the reason instead of
-   yielding garbage.
-2. Resample to 500 Hz (polyphase, exact rational ratio) when recorded at another rate.
-3. Detect QRS complexes on every cleaned lead (``neurokit2`` "neurokit" detector) and keep
-   the lead whose detections the other leads confirm best (both directions, +-80 ms) and
-   whose QRS complexes are most alike. A fixed lead (II) fails on records with a noisy or
-   low-amplitude II; on the real sample the chosen lead varies over all 12.
-4. Windows are cut from the strip after :func:`beat_filter` (0.5 Hz high-pass, 50 Hz notch,
-   100 Hz low-pass, all zero-phase). Not :func:`clean_ecg`: its powerline moving average is
-   a ~15 Hz low-pass that blunts the QRS; the notch + low-pass removes the same noise and
-   leaves the template intact (correlation change < 1e-5). Without any filter, residual
-   wander and mains noise cut the per-lead correlation of small leads to ~0.6-0.9.
-5. Each beat is re-aligned by cross-correlating its 12-lead QRS (+-60 ms) with the running
-   median (lags up to +-40 ms, two passes): removes detector jitter that smears the QRS.
-6. Ectopic/artefact beats (12-lead QRS correlation with the median < 0.8) are dropped if a
-   clear majority remains (a minority would only bias the median slightly). If the beats'
-   median QRS correlation is below 0.8 there is no beat to take the median of (noise or
-   artefact; >= 0.97 on every real record of the sample, <= 0.72 on noise) and it raises.
-7. Sample-wise median; beats whose window runs off the strip contribute their in-strip part
-   (NaN-aware median), every sample must be covered by ``min_beats`` beats.
-8. R fiducial (lead- and polarity-independent): the energy-weighted centre of the earliest
-   lobe of the 12-lead QRS energy that reaches half its maximum (see :func:`_fiducial`);
-   it is moved to ``R_INDEX`` with sub-sample (cubic) precision. On the real sample the
-   12-lead energy maximum lies within +-5 samples of ``R_INDEX`` in 97 % of records.
-9. The isoelectric level (flattest 30 ms before the QRS) is subtracted per lead, so the
-   beat's baseline is 0 mV like a device median.
-
-``clean_ecg`` reproduces ``neurokit2.ecg_clean(method="neurokit")`` (5th-order Butterworth
-0.5 Hz high-pass, sosfiltfilt; then a zero-phase moving average of one powerline period),
-vectorised over leads with scipy.
+"""The median-beat extraction as it was before the speed-up of issue 17 (commit be15a7d of
+data_modules/signal/median_beat.py, verbatim below this docstring): kept so that
+tests/test_median_beat_reference.py can pin the optimised extraction to it (bit-identical
+beats, R peaks, detection lead and skip reasons) and benchmarks/bench_sources.py can time
+old against new in one run. Not used by the package. Regenerate nothing: if the extraction
+is meant to change, change this file in the same commit and say why.
 """
 
 from __future__ import annotations
