@@ -36,6 +36,15 @@ Pipeline (decisions, measured on the real PTB-XL sample and on synthetic records
 ``clean_ecg`` reproduces ``neurokit2.ecg_clean(method="neurokit")`` (5th-order Butterworth
 0.5 Hz high-pass, sosfiltfilt; then a zero-phase moving average of one powerline period),
 vectorised over leads with scipy.
+
+Speed (a cache build of CODE-15% or MIMIC-IV-ECG runs this 10^5-10^6 times): the high-pass
+is computed once for the detector's clean signal and the beat filter, the zero-phase
+filters reuse their initial conditions, and neurokit2's R-peak detector is re-implemented
+vectorised over leads and QRS complexes without importing neurokit2. Every change keeps
+the output bit for bit: tests/test_median_beat_reference.py pins it to the original
+implementation kept in tests/reference/median_beat_reference.py, and
+``benchmarks/bench_sources.py --compare 500`` checks it on the real PTB-XL sample and the
+twin (docs/benchmarks.md, "Cache builds").
 """
 
 from __future__ import annotations
