@@ -44,6 +44,7 @@ def test_other_rate_and_bad_input() -> None:
     rng = np.random.default_rng(5)
     x = simulate_record(rng, "NORM", fs=250).signal
     assert_same(x, 250.0)
+    assert_same(np.asfortranarray(simulate_record(rng, "NORM").signal))  # as a WFDB strip
     assert_same(rng.normal(0, 0.1, (12, 5000)))  # noise: no consistent QRS
     flat = simulate_record(rng, "NORM").signal
     flat[3] = 0.0
