@@ -98,12 +98,6 @@ class MedianBeatResult:
     consistency: float  # median correlation of the beats with the median (1 = identical)
 
 
-try:  # the compiled routine of scipy.signal.sosfilt, which works in place
-    from scipy.signal._sosfilt import _sosfilt as _sosfilt_inplace
-except ImportError:  # pragma: no cover - another scipy layout: the public function
-    _sosfilt_inplace = None
-
-
 @functools.lru_cache(maxsize=32)
 def _butter(order: int, cutoff: float, btype: str, fs: float) -> np.ndarray:
     return sps.butter(order, cutoff, btype=btype, output="sos", fs=fs)
@@ -127,8 +121,7 @@ class _ZeroPhase:
         n_sections = sos.shape[0]
         ntaps = 2 * n_sections + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum())
         empty = np.zeros(0)
-        return cls(np.ascontiguousarray(sos, dtype=np.float64), empty, empty, sps.sosfilt_zi(sos),
-                   3 * int(ntaps))
+        return cls(sos, empty, empty, sps.sosfilt_zi(sos), 3 * int(ntaps))
 
     @classmethod
     def from_ba(cls, b: np.ndarray, a: np.ndarray) -> _ZeroPhase:
@@ -140,15 +133,6 @@ class _ZeroPhase:
             return sps.sosfilt(self.sos, x, axis=-1, zi=zi)[0]
         return sps.lfilter(self.b, self.a, x, axis=-1, zi=zi)[0]
 
-    def _sos_inplace(self, ext: np.ndarray, zi: np.ndarray) -> np.ndarray:
-        """Both passes of ``sosfilt`` on a fresh (L, T) array, as scipy's ``sosfilt`` runs
-        its compiled routine but without its copy of the input (half its time here)."""
-        ext = np.ascontiguousarray(ext)  # a strip read column-major concatenates that way
-        _sosfilt_inplace(self.sos, ext, np.ascontiguousarray(np.moveaxis(zi * ext[:, :1], 0, 1)))
-        back = np.array(ext[:, ::-1], order="C")
-        _sosfilt_inplace(self.sos, back, np.ascontiguousarray(np.moveaxis(zi * back[:, :1], 0, 1)))
-        return back
-
     def __call__(self, x: np.ndarray) -> np.ndarray:
         n = self.edge
         if x.shape[-1] <= n:  # scipy's own error message for a too-short signal
@@ -159,8 +143,6 @@ class _ZeroPhase:
                               2 * x[..., -1:] - x[..., -2:-(n + 2):-1]), axis=-1)
         if self.sos is not None:
             zi = self.zi.reshape((self.zi.shape[0],) + (1,) * (x.ndim - 1) + (2,))
-            if _sosfilt_inplace is not None and ext.ndim == 2 and ext.dtype == np.float64:
-                return self._sos_inplace(ext, zi)[..., ::-1][..., n:-n]
         else:
             zi = self.zi.reshape((1,) * (x.ndim - 1) + (self.zi.size,))
         y = self._run(ext, zi * ext[..., :1])
@@ -254,9 +236,7 @@ def signal_problem(x: np.ndarray, max_abs_mv: float = MAX_ABS_MV) -> str | None:
 
 
 def _validate(signal: np.ndarray, fs: float) -> np.ndarray:
-    # Row-major: a WFDB strip arrives as the transpose of (T, 12), and every pass along time
-    # over a column-major array is a strided one (the values are the same either way).
-    x = np.ascontiguousarray(signal, dtype=np.float64)
+    x = np.asarray(signal, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != N_LEADS:
         raise BeatExtractionError(f"expected shape (12, T), got {tuple(x.shape)}")
     if not np.isfinite(fs) or fs < MIN_FS:
