@@ -26,7 +26,7 @@ from ecg_dan.log import get_logger
 
 # ``ecg-dan synth --format`` choices (data_modules/synthetic/formats.py; listed here so
 # ``--help`` does not import numpy; tests/test_cli.py checks the two agree)
-SYNTH_FORMATS = ("ptbxl+ukb",)
+SYNTH_FORMATS = ("ptbxl+ukb", "muse", "cohort")
 
 OVERRIDES_HELP = ("+overlay names (e.g. +synthetic, +tiny, +ddp_cpu) and dotlist overrides "
                   "(e.g. trainer.max_epochs=5)")

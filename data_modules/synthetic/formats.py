@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from data_modules.synthetic import make_synthetic
+from data_modules.synthetic.cohort_format import write_cohort
+from data_modules.synthetic.muse_format import write_muse
 
 
 def _ptbxl_ukb(out: Path, n: int, seed: int, events: str, setting: str,
@@ -17,5 +19,7 @@ def _ptbxl_ukb(out: Path, n: int, seed: int, events: str, setting: str,
     return make_synthetic(out, n=n, seed=seed, events=events, n_ukb=n_ukb, setting=setting)
 
 
-# name -> writer; "ptbxl+ukb" is the default (PTB-XL + UK Biobank CardioSoft XML)
-FORMATS: dict[str, Callable[..., dict[str, Any]]] = {"ptbxl+ukb": _ptbxl_ukb}
+# name -> writer; "ptbxl+ukb" is the default (PTB-XL + UK Biobank CardioSoft XML); "muse": a
+# folder of GE MUSE XML files; "cohort": a user's own cohort (mixed ECG files + cohort.csv)
+FORMATS: dict[str, Callable[..., dict[str, Any]]] = {
+    "ptbxl+ukb": _ptbxl_ukb, "muse": write_muse, "cohort": write_cohort}
