@@ -87,6 +87,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
         build_ptbxl_cache(args.root, args.out, strips=args.strips,
                           ptbxl_plus_dir=args.ptbxl_plus, workers=args.workers)
+    elif args.kind == "cohort":
+        # deferred: numpy, pandas, h5py (the cache package and the cohort reader)
+        from data_modules.cache.shard import Shard
+        from data_modules.sources.cohort_table import build_cohort_cache
+
+        build_cohort_cache(args.ecgs, args.table, args.out, time_unit=args.time_unit,
+                           workers=args.workers, shard=Shard.parse(args.shard))
     else:
         # deferred: numpy, pandas, h5py (the UK Biobank reader)
         from data_modules.sources.ukb import build_ukb_cache
@@ -198,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "device measurements miss (data_modules/synthetic/settings.py)")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("cache", help="build an HDF5 cache from PTB-XL or UK Biobank files")
+    p = sub.add_parser("cache", help="build an HDF5 cache from PTB-XL, UK Biobank or your own "
+                       "cohort's files")
     csub = p.add_subparsers(dest="kind", required=True)
     c = csub.add_parser("ptbxl")
     c.add_argument("--root", required=True, type=Path)
@@ -216,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strips", choices=["none", "500"], default="none",
                    help="also cache the 10 s strips (UK Biobank strips are 500 Hz)")
     c.add_argument("--workers", type=int, default=2)
+    c = csub.add_parser("cohort", help="your own cohort: a table (id, ecg_file, time, event, "
+                        "age, sex, covariates) and a folder of WFDB / CardioSoft / MUSE files "
+                        "(docs/data_formats.md)")
+    c.add_argument("--ecgs", required=True, type=Path, help="folder the ecg_file paths are in")
+    c.add_argument("--table", required=True, type=Path, help="the cohort table (CSV)")
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--time-unit", choices=choices("data.time_unit"),
+                   default=DataConfig.time_unit, help="the cache's time unit")
+    c.add_argument("--workers", type=int, default=2)
+    c.add_argument("--shard", default=None, metavar="K/N",
+                   help="build part K (0-based) of N, split by participant id")
     p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("pretrain", help="LLM-informed alignment pretraining")
@@ -268,8 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. model.safetensors")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="score new ECGs (WFDB, CardioSoft XML, folders of them, "
-                       "PTB-XL / UK Biobank caches) with an exported model or a run directory")
+    p = sub.add_parser("predict", help="score new ECGs (WFDB, CardioSoft or MUSE XML, folders of "
+                       "them, PTB-XL / UK Biobank / cohort caches) with an exported model or a "
+                       "run directory")
     p.add_argument("--model", required=True, type=Path, metavar="MODEL_FILE|RUN_DIR")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"),
