@@ -88,9 +88,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         build_ptbxl_cache(args.root, args.out, strips=args.strips,
                           ptbxl_plus_dir=args.ptbxl_plus, workers=args.workers)
     elif args.kind == "cohort":
-        # deferred: numpy, pandas, h5py (the cache package and the cohort reader)
-        from data_modules.cache.shard import Shard
-        from data_modules.sources.cohort_table import build_cohort_cache
+        from data_modules.cache.shard import Shard  # deferred: numpy (the cache package)
+        from data_modules.sources.cohort_table import build_cohort_cache  # deferred: pandas
 
         build_cohort_cache(args.ecgs, args.table, args.out, time_unit=args.time_unit,
                            workers=args.workers, shard=Shard.parse(args.shard))
