@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 
 from data_modules.cache import BuildSummary, open_cache
+from data_modules.errors import DataError
+from data_modules.sources.cohort_table import build_cohort_cache
 from data_modules.synthetic.cohort_format import write_cohort
 from ecg_dan.cli import main
 
@@ -99,13 +101,12 @@ def test_shards_split_by_id_and_together_equal_the_whole_build(twin, built, tmp_
         assert np.array_equal(med, w["median"][...])
 
 
-def test_a_table_with_ids_that_are_not_integers_is_one_line(twin, tmp_path, capsys):
+def test_a_table_with_ids_that_are_not_integers_is_one_line(twin, tmp_path):
     t = pd.read_csv(twin[1])
     t["id"] = "P" + t["id"].astype(str)
     bad = tmp_path / "bad.csv"
     t.to_csv(bad, index=False)
-    assert main(["cache", "cohort", "--ecgs", str(twin[0]), "--table", str(bad), "--out",
-                 str(tmp_path / "x.h5")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "column 'id': non-integer value(s)" in err
-    assert "map ids to integers" in err and not (tmp_path / "x.h5").exists()
+    with pytest.raises(DataError) as e:  # the CLI prints a DataError as one line, exit 2
+        build_cohort_cache(twin[0], bad, tmp_path / "x.h5", progress=False)
+    assert "\n" not in str(e.value) and "column 'id': non-integer value(s)" in str(e.value)
+    assert "map ids to integers" in str(e.value) and not (tmp_path / "x.h5").exists()
