@@ -127,6 +127,37 @@ def _ecg_path(ecgs: Path, rel: str) -> tuple[str, str] | str:
             "MUSE XML file (.xml)")
 
 
+def _participant(r: dict[str, str], i: int, where: str, ecgs: Path, covs: list[str]
+                 ) -> Participant | str:
+    """One table row (text values) as a :class:`Participant`, or the reason it is skipped
+    (``where`` names the table row and id)."""
+    rel = r["ecg_file"]
+    if not rel:
+        return f"no ECG file: {where} names no ecg_file"
+    t, unit = (r["time_days"], "days") if "time_days" in r else (r["time"],
+                                                                   r["time_unit"].lower())
+    if unit not in DAYS_PER:
+        return f"bad time: {where}: time_unit {unit!r} is not one of {list(DAYS_PER)}"
+    days = _number(t) * DAYS_PER[unit]
+    if not np.isfinite(days) or days <= 0:
+        return f"bad time: {where}: time {t!r} {unit} (must be a finite number > 0)"
+    if r["event"] not in ("0", "1", "0.0", "1.0"):
+        return f"bad event: {where}: event {r['event']!r} is not 0/1"
+    age = _number(r["age"]) if r["age"] else float("nan")
+    if r["age"] and not (np.isfinite(age) and age >= 0):
+        return f"bad age: {where}: age {r['age']!r}"
+    sex = SEXES.get(r["sex"].lower())
+    if sex is None:
+        return f"bad sex: {where}: sex {r['sex']!r} is not one of M/F/male/female/1/0"
+    got = _ecg_path(ecgs, rel)
+    if isinstance(got, str):
+        category, detail = got.split(":", 1)
+        return f"{category}: {where}:{detail}"
+    return Participant(i, rel, got[0], got[1], float(days), int(float(r["event"])), age, sex,
+                       tuple(_number(r[c]) if r[c] else float("nan") for c in covs),
+                       _number(r.get("true_log_hazard", "nan")))
+
+
 def read_cohort_table(csv: str | os.PathLike, ecgs: str | os.PathLike
                       ) -> tuple[list[Participant], list[tuple[str, str]], list[str],
                                  list[tuple[str, str]], set[str]]:
@@ -160,68 +191,39 @@ def read_cohort_table(csv: str | os.PathLike, ecgs: str | os.PathLike
     text = [c for c in df.columns if c not in RESERVED and c not in covs]
     if text:
         log.info("%s: non-numeric column(s) %s are not covariates", csv, text)
-    counts = pd.Series(ids).value_counts()
+    dups: dict[int, list[int]] = {}  # id given twice or more -> its table rows
+    for k, (i, n) in enumerate(zip(ids.tolist(), pd.Series(ids).duplicated(keep=False))):
+        if n:
+            dups.setdefault(i, []).append(k + 2)
+    keys = [file_key(ecgs / rel) if rel else "" for rel in df["ecg_file"]]
     users: dict[str, list[int]] = {}
-    for i, rel in zip(ids, df["ecg_file"]):
-        if rel:
-            users.setdefault(file_key(ecgs / rel), []).append(int(i))
+    for i, key in zip(ids, keys):
+        if key:
+            users.setdefault(key, []).append(int(i))
     rows: list[Participant] = []
     skipped: list[tuple[str, str]] = []
     warned: list[tuple[str, str]] = []
     lo, hi = PLAUSIBLE_DAYS
-    seen_dup: set[int] = set()
     for k, r in enumerate(df.to_dict("records")):
-        i, rel, line = int(ids[k]), r["ecg_file"], k + 2
-        where = f"{csv.name} row {line}"
-        if counts[i] > 1:
-            if i not in seen_dup:
-                seen_dup.add(i)
-                lines = (np.flatnonzero(ids == i) + 2).tolist()
-                skipped.append((str(i), f"duplicate id: id {i} has {counts[i]} rows in "
-                                        f"{csv.name} (rows {lines})"))
+        i, where = int(ids[k]), f"{csv.name} row {k + 2}"
+        if i in dups:
+            if k + 2 == dups[i][0]:  # once per id, at its first row
+                skipped.append((str(i), f"duplicate id: id {i} has {len(dups[i])} rows in "
+                                        f"{csv.name} (rows {dups[i]})"))
             continue
-        reason = None
-        if not rel:
-            reason = f"no ECG file: {where} (id {i}) names no ecg_file"
-        elif len(users[file_key(ecgs / rel)]) > 1:
-            reason = f"shared ECG file: {rel} is named by ids {sorted(users[file_key(ecgs / rel)])}"
-        if "time_days" in cols:
-            t, unit = r["time_days"], "days"
-        else:
-            t, unit = r["time"], r["time_unit"].lower()
-        days = _number(t) * DAYS_PER.get(unit, np.nan)
-        if reason is not None:
-            pass
-        elif unit not in DAYS_PER:
-            reason = (f"bad time: {where} (id {i}): time_unit {unit!r} is not one of "
-                      f"{list(DAYS_PER)}")
-        elif not np.isfinite(days) or days <= 0:
-            reason = (f"bad time: {where} (id {i}): time {t!r} {unit} (must be a finite "
-                      "number > 0)")
-        elif r["event"] not in ("0", "1", "0.0", "1.0"):
-            reason = f"bad event: {where} (id {i}): event {r['event']!r} is not 0/1"
-        age = _number(r["age"]) if r["age"] else float("nan")
-        if reason is None and r["age"] and not (np.isfinite(age) and age >= 0):
-            reason = f"bad age: {where} (id {i}): age {r['age']!r}"
-        sex = SEXES.get(r["sex"].lower())
-        if reason is None and sex is None:
-            reason = (f"bad sex: {where} (id {i}): sex {r['sex']!r} is not one of "
-                      "M/F/male/female/1/0")
-        if reason is None:
-            got = _ecg_path(ecgs, rel)
-            if isinstance(got, str):
-                reason = f"{got.split(':')[0]}: {where} (id {i}):{got.split(':', 1)[1]}"
-        if reason is not None:
-            skipped.append((str(i), reason))
+        sharing = users.get(keys[k], [i])
+        if len(sharing) > 1:
+            skipped.append((str(i), f"shared ECG file: {r['ecg_file']} is named by ids "
+                                    f"{sorted(sharing)}"))
             continue
-        if not lo <= days <= hi:
-            warned.append((str(i), f"{where}: time {days:g} days is outside the plausible "
-                                   f"span {lo:g}..{hi:g} days (1 day .. 60 years)"))
-        tlh = _number(r["true_log_hazard"]) if "true_log_hazard" in cols else float("nan")
-        rows.append(Participant(i, rel, got[0], got[1], float(days), int(float(r["event"])),
-                                float(age), int(sex),
-                                tuple(_number(r[c]) if r[c] else float("nan") for c in covs),
-                                tlh))
+        got = _participant(r, i, f"{where} (id {i})", ecgs, covs)
+        if isinstance(got, str):
+            skipped.append((str(i), got))
+            continue
+        rows.append(got)
+        if not lo <= got.time_days <= hi:
+            warned.append((str(i), f"{where}: time {got.time_days:g} days is outside the "
+                                   f"plausible span {lo:g}..{hi:g} days (1 day .. 60 years)"))
     return rows, skipped, covs, warned, set(users)
 
 
