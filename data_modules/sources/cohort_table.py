@@ -106,28 +106,30 @@ def _number(v: str) -> float:
         return float("nan")
 
 
-def file_key(p: Path) -> str:
+def file_key(path: str | os.PathLike) -> str:
     """One key per ECG file however it is named: a WFDB record by its stem (``x``, ``x.hea``
-    and ``x.dat`` are one record), an XML file by its path (both resolved)."""
-    p = p.resolve()
-    return str(p.with_suffix("") if p.suffix.lower() in (".hea", ".dat") else p)
+    and ``x.dat`` are one record), an XML file by its path (absolute and normalised, without
+    a file-system call: a table of 10^6 rows is keyed in seconds)."""
+    p = os.path.normpath(os.path.abspath(path))
+    stem, suffix = os.path.splitext(p)
+    return stem if suffix.lower() in (".hea", ".dat") else p
 
 
-def _ecg_path(ecgs: Path, rel: str) -> tuple[str, str] | str:
+def _ecg_path(ecgs: str, rel: str) -> tuple[str, str] | str:
     """``(path to read, kind)`` of an ``ecg_file``, or the reason it cannot be read."""
-    p = ecgs / rel
-    suffix = p.suffix.lower()
-    if suffix in (".hea", ".dat", "") and p.with_suffix(".hea").is_file():
-        return str(p.with_suffix("")), "wfdb"
-    if suffix == ".xml" and p.is_file():
-        return str(p), "xml"
+    stem, suffix = os.path.splitext(os.path.join(ecgs, rel))
+    suffix = suffix.lower()
+    if suffix in (".hea", ".dat", "") and os.path.isfile(stem + ".hea"):
+        return stem, "wfdb"
+    if suffix == ".xml" and os.path.isfile(stem + suffix):
+        return stem + suffix, "xml"
     if suffix in (".hea", ".dat", ".xml", ""):
         return f"ECG file not found: {rel} (in {ecgs})"
     return (f"unsupported ECG file: {rel}: expected a WFDB record (.hea) or a CardioSoft / "
             "MUSE XML file (.xml)")
 
 
-def _participant(r: dict[str, str], i: int, where: str, ecgs: Path, covs: list[str]
+def _participant(r: dict[str, str], i: int, where: str, ecgs: str, covs: list[str]
                  ) -> Participant | str:
     """One table row (text values) as a :class:`Participant`, or the reason it is skipped
     (``where`` names the table row and id)."""
@@ -163,9 +165,9 @@ def read_cohort_table(csv: str | os.PathLike, ecgs: str | os.PathLike
                                  list[tuple[str, str]], set[str]]:
     """The usable rows of a cohort table (docs/data_formats.md), the ``(id, reason)`` of every
     row that is not, the covariate names, ``(id, warning)`` pairs and the ECG files the table
-    names (resolved paths). :class:`DataError` (one line) for missing columns or ids that are
-    not integers."""
-    csv, ecgs = Path(csv), Path(ecgs)
+    names (their :func:`file_key`). :class:`DataError` (one line) for missing columns or ids
+    that are not integers."""
+    csv, ecgs = Path(csv), os.path.abspath(ecgs)
     if not csv.is_file():
         raise FileNotFoundError(f"{csv}: cohort table not found")
     df = pd.read_csv(csv, dtype=str, keep_default_na=False).apply(lambda c: c.str.strip())
@@ -195,7 +197,7 @@ def read_cohort_table(csv: str | os.PathLike, ecgs: str | os.PathLike
     for k, (i, n) in enumerate(zip(ids.tolist(), pd.Series(ids).duplicated(keep=False))):
         if n:
             dups.setdefault(i, []).append(k + 2)
-    keys = [file_key(ecgs / rel) if rel else "" for rel in df["ecg_file"]]
+    keys = [file_key(os.path.join(ecgs, rel)) if rel else "" for rel in df["ecg_file"]]
     users: dict[str, list[int]] = {}
     for i, key in zip(ids, keys):
         if key:
