@@ -1,13 +1,14 @@
 """GE MUSE ``RestingECG`` XML exports (the format most hospital ECG systems export):
 parsing into a :class:`~data_modules.sources.base.RawRecord` and the median beat.
 
-Layout followed (docs/data_formats.md, "GE MUSE XML"), as read by public readers of these
-exports: GE's own ``xmlecgex`` example (A. Ricke, GE Healthcare, 2009: the element names
-``Waveform``/``WaveformType``/``Rhythm``/``LeadData``/``LeadID``/``WaveFormData``/
-``SampleBase``/``LeadAmplitudeUnitsPerBit``/``LeadAmplitudeUnits``), hewittwill's
-``ECGXMLReader`` (base64 of little-endian int16 per lead, 8 stored leads, and the four derived
-limb leads), BRAVEHEART's ``load_musexml.m`` (amplitude = counts x units per bit, in
-microvolts). Decisions:
+Layout followed (docs/data_formats.md, "GE MUSE XML"), as public readers of these exports
+read it: the element names (``Waveform``/``WaveformType``/``Rhythm``/``LeadData``/``LeadID``/
+``WaveFormData``/``SampleBase``/``LeadAmplitudeUnitsPerBit``/``LeadAmplitudeUnits``) as in GE
+Healthcare's example extractor ``xmlecgex`` (A. D. Ricke, 2009); base64 of little-endian
+int16 per lead, 8 stored leads and the four derived limb leads as in ``ECGXMLReader``
+(github.com/will2hew/ECGXMLReader, which returns counts: the scale below is applied here);
+the unit scale (MICROVOLTS x 0.001, MILLIVOLTS x 1 to mV) as in nagyl1999's ``muse2wfdb``
+converter. Decisions:
 
 * The root element is ``RestingECG``; the ``Waveform`` whose ``WaveformType`` is ``Rhythm``
   is the strip (10 s in practice; any length the median-beat extraction accepts, >= 2 s).
@@ -16,8 +17,8 @@ microvolts). Decisions:
   little-endian int16 (``LeadSampleSize`` 2 when given); the decoded count must equal
   ``LeadSampleCountTotal``; mV = counts x ``LeadAmplitudeUnitsPerBit`` x the unit's scale
   (``LeadAmplitudeUnits`` MICROVOLTS: 1e-3, MILLIVOLTS: 1; any other unit is refused rather
-  than guessed). ``FirstSampleBaseline`` and ``LeadOffsetFirstSample`` are 0 in MUSE exports
-  and not applied.
+  than guessed). ``FirstSampleBaseline`` and ``LeadOffsetFirstSample`` are not applied
+  (ECGXMLReader ignores them too; the median-beat extraction removes any offset).
 * Leads are taken by their ``LeadID`` (case-insensitive), in whatever order the file lists
   them. MUSE usually stores 8 (I, II, V1-V6): a limb lead that is absent is derived from I
   and II (III = II - I, aVR = -(I + II) / 2, aVL = I - II / 2, aVF = II - I / 2); a limb
