@@ -26,7 +26,7 @@ from ecg_dan.log import get_logger
 
 # ``ecg-dan synth --format`` choices (data_modules/synthetic/formats.py; listed here so
 # ``--help`` does not import numpy; tests/test_cli.py checks the two agree)
-SYNTH_FORMATS = ("ptbxl+ukb", "code15", "samitrop", "mimic")
+SYNTH_FORMATS = ("ptbxl+ukb", "code15", "samitrop", "mimic", "muse", "cohort")
 
 OVERRIDES_HELP = ("+overlay names (e.g. +synthetic, +tiny, +ddp_cpu) and dotlist overrides "
                   "(e.g. trainer.max_epochs=5)")
@@ -72,6 +72,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
     # deferred: numpy, pandas, wfdb (the synthetic writers)
     from data_modules.synthetic.formats import FORMATS
 
+    if args.n_ukb is not None and args.format != "ptbxl+ukb":
+        raise ConfigError(f"--n-ukb sizes the UK Biobank part of --format ptbxl+ukb; "
+                          f"--format {args.format} is sized by --n")
     kw = {"n_ukb": args.n_ukb} if args.n_ukb is not None else {}
     paths = FORMATS[args.format](args.out, n=args.n, seed=args.seed, events=args.events,
                                  setting=args.setting, **kw)
@@ -118,6 +121,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
         from data_modules.sources.mimic_ecg import build_mimic_cache  # deferred: the reader
 
         build_mimic_cache(args.root, args.out, workers=args.workers, shard=args.shard)
+    elif args.kind == "cohort":
+        from data_modules.sources.cohort_table import build_cohort_cache  # deferred: pandas
+
+        build_cohort_cache(args.ecgs, args.table, args.out, time_unit=args.time_unit,
+                           workers=args.workers, shard=args.shard)
     else:
         # deferred: numpy, pandas, h5py (the UK Biobank reader)
         from data_modules.sources.ukb import build_ukb_cache
@@ -270,6 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--mv-per-unit", type=float, default=1.0,
                        help="mV per stored unit (default 1: the values are mV, as the "
                             "PhysioNet Challenge 2025 reads them; docs/data_formats.md)")
+    c = csub.add_parser("cohort", help="your own cohort: a table (id, ecg_file, time, event, "
+                        "age, sex, covariates) and a folder of WFDB / CardioSoft / MUSE files "
+                        "(docs/data_formats.md)")
+    c.add_argument("--ecgs", required=True, type=Path, help="folder the ecg_file paths are in")
+    c.add_argument("--table", required=True, type=Path, help="the cohort table (CSV)")
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--time-unit", choices=choices("data.time_unit"),
+                   default=DataConfig.time_unit, help="the cache's time unit")
+    c.add_argument("--workers", type=int, default=2)
+    _add_shard_arg(c)
     c = csub.add_parser("merge", help="join the parts of a sharded build (--shard K/N) into "
                         "the cache the whole build writes (docs/scaling.md)")
     c.add_argument("parts", nargs="+", type=Path, metavar="PART",
@@ -327,8 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. model.safetensors")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="score new ECGs (WFDB, CardioSoft XML, folders of them, "
-                       "PTB-XL / UK Biobank caches) with an exported model or a run directory")
+    p = sub.add_parser("predict", help="score new ECGs (WFDB, CardioSoft or MUSE XML, folders of "
+                       "them, PTB-XL / UK Biobank / cohort caches) with an exported model or a "
+                       "run directory")
     p.add_argument("--model", required=True, type=Path, metavar="MODEL_FILE|RUN_DIR")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"),

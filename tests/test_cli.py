@@ -181,3 +181,11 @@ def test_every_subcommand_formats_its_help():
 
     seen = list(walk(build_parser(), []))
     assert ["cache", "code15"] in seen and ["cache", "merge"] in seen
+
+
+def test_synth_n_ukb_with_another_format_is_one_line(capsys):
+    from ecg_dan.cli import main
+
+    assert main(["synth", "--out", "unused", "--format", "muse", "--n-ukb", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--n-ukb" in err[0] and "--format muse" in err[0]

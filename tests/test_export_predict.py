@@ -19,7 +19,9 @@ import pytest
 import torch
 
 from data_modules.errors import DataError, RecordSkip
+from data_modules.sources.cohort_table import build_cohort_cache
 from data_modules.sources.files import discover, load_beat
+from data_modules.synthetic.cohort_format import write_cohort
 from data_modules.synthetic.ptbxl_format import write_wfdb
 from ecg_dan.cli import main as cli
 from ecg_dan.config import load_config, save_config
@@ -419,6 +421,26 @@ def test_predict_batch_scores_good_files_and_records_every_bad_one(cox_file, tin
     assert len(doc["predictions"]) == len(pred) and len(doc["skipped"]) == len(skipped)
     err = capsys.readouterr().err
     assert f"scored {len(pred)} ECG(s), skipped {len(skipped)}" in err and "files/s" in err
+
+
+def test_predict_scores_a_muse_file_and_a_cohort_cache(cox_file, tmp_path):
+    paths = write_cohort(tmp_path, n=5, seed=2)  # WFDB 250/500/1000 Hz, CardioSoft, MUSE
+    cache = tmp_path / "cohort.h5"
+    build_cohort_cache(paths["cohort_ecgs"], paths["cohort_table"], cache, workers=1,
+                       progress=False)
+    muse = paths["cohort_ecgs"] / "muse" / "ecg_00004.xml"
+    out = tmp_path / "pred.csv"
+    assert cli(["predict", "--model", str(cox_file), str(muse), str(cache), "--out", str(out),
+                "--workers", "1", "--no-progress"]) == 0
+    pred = pd.read_csv(out)
+    with h5py.File(cache, "r") as f:
+        eid, files = f["eid"][...], f["ecg_file"].asstr()[...].tolist()
+    assert len(pred) == 1 + 5 == 1 + len(eid) and pred.log_risk.notna().all()
+    # the MUSE file and its cache row are the same ECG: the same score
+    a = pred[pred.source == str(muse)].iloc[0]
+    row = str(eid[files.index("muse/ecg_00004.xml")])
+    b = pred[(pred.source == str(cache)) & (pred.id.astype(str) == row)].iloc[0]
+    assert a.id == "ecg_00004" and a.log_risk == pytest.approx(b.log_risk, abs=1e-5)
 
 
 def test_predict_explain_draws_each_ecg_with_the_model_that_scored_it(cox_file, tiny_data_root,

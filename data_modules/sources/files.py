@@ -1,14 +1,18 @@
-"""ECGs to score (``ecg-dan predict``): WFDB records, CardioSoft XML files, folders of them,
-and PTB-XL / UK Biobank HDF5 caches -> 12 x 600 median beats at 500 Hz.
+"""ECGs to score (``ecg-dan predict``): WFDB records, CardioSoft and GE MUSE XML files, folders
+of them, and PTB-XL / UK Biobank / cohort HDF5 caches -> 12 x 600 median beats at 500 Hz.
 
 Every beat comes from the cache builders' own code, so a new ECG is prepared exactly as the
 training data were: WFDB strips at any sampling rate through
 :func:`data_modules.sources.wfdb_record.strip_median` (read by name into the standard lead order,
 resampled to 500 Hz by the median-beat extraction, the shared signal rule), CardioSoft XML through
 :func:`data_modules.sources.cardiosoft_xml.checked_median` (the device median, re-centred on R),
-cache rows as stored (already checked when the cache was built; the signal rule is applied again so
-a cache built with a looser ``max_abs_mv`` is held to the default). A record that cannot be used
-raises :class:`data_modules.errors.RecordSkip` with the reason; a batch records it and goes on.
+GE MUSE XML through :func:`data_modules.sources.muse_xml.muse_median` (derived from the rhythm
+strip), cache rows as stored (already checked when the cache was built; the signal rule is
+applied again so a cache built with a looser ``max_abs_mv`` is held to the default). An XML
+file's format is told by its root element when it is read
+(:func:`data_modules.sources.xml_format.xml_format`); an XML of neither kind is a recorded
+skip naming its root element. A record that cannot be used raises
+:class:`data_modules.errors.RecordSkip` with the reason; a batch records it and goes on.
 
 Discovery (:func:`discover`): a folder is searched recursively for ``*.hea`` (a WFDB record
 each), ``*.xml`` and ``*.h5``/``*.hdf5``; the other files of a WFDB record (its ``.dat``)
@@ -32,7 +36,9 @@ from data_modules.cache import ID_DATASET, CacheError, open_cache, open_rows
 from data_modules.errors import DataError, RecordSkip
 from data_modules.signal.median_beat import MAX_ABS_MV, signal_problem
 from data_modules.sources.cardiosoft_xml import checked_median
+from data_modules.sources.muse_xml import muse_median
 from data_modules.sources.wfdb_record import read_wfdb_12lead, strip_median
+from data_modules.sources.xml_format import xml_format
 
 __all__ = ["ECGItem", "close_caches", "discover", "load_beat"]
 
@@ -43,7 +49,8 @@ CACHE_SUFFIXES = (".h5", ".hdf5")
 
 @dataclass(frozen=True)
 class ECGItem:
-    """One ECG to score: ``kind`` is ``wfdb`` (``path`` = the record's stem), ``xml`` or
+    """One ECG to score: ``kind`` is ``wfdb`` (``path`` = the record's stem), ``xml``
+    (CardioSoft or MUSE, told apart when read) or
     ``cache`` (``path`` = the HDF5 file, ``row`` = its row); ``id`` names it in the output
     (the file's path below the folder given without extension, a file given alone: its
     name without extension, or the cache's ecg_id / eid)."""
@@ -72,8 +79,8 @@ def _not_an_ecg(path: Path) -> str:
     if path.suffix.lower() == ".dat":
         return (f"not an ECG file: {path.name} is a WFDB signal file without its header "
                 f"({path.with_suffix('.hea').name})")
-    return (f"not an ECG file: {path.name} is neither a WFDB record (.hea), a CardioSoft XML "
-            "file (.xml) nor an HDF5 cache (.h5)")
+    return (f"not an ECG file: {path.name} is neither a WFDB record (.hea), a CardioSoft or "
+            "MUSE XML file (.xml) nor an HDF5 cache (.h5)")
 
 
 def _file_items(path: Path, root: Path | None = None) -> list[ECGItem]:
@@ -191,6 +198,8 @@ def load_beat(item: ECGItem, max_abs_mv: float = MAX_ABS_MV) -> np.ndarray:
         x, fs = read_wfdb_12lead(item.path, name)
         return strip_median(x, fs, max_abs_mv, f"strip {name}").astype(np.float32)
     if item.kind == "xml":
+        if xml_format(item.path, name) == "muse":
+            return muse_median(item.path, name, max_abs_mv)[1].astype(np.float32)
         return checked_median(item.path, name, max_abs_mv=max_abs_mv)[1].astype(np.float32)
     if item.kind == "cache":
         beat = _cache_row(item.path, item.row)

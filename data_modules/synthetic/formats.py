@@ -11,7 +11,9 @@ from typing import Any
 
 from data_modules.synthetic import make_synthetic
 from data_modules.synthetic.code15_format import code15_format, samitrop_format
+from data_modules.synthetic.cohort_format import write_cohort
 from data_modules.synthetic.mimic_format import write_mimic
+from data_modules.synthetic.muse_format import write_muse
 from data_modules.synthetic.settings import twin_setting
 
 
@@ -26,10 +28,14 @@ def _mimic(out: Path, n: int, seed: int, events: str, setting: str) -> dict[str,
 
 
 # name -> writer; "ptbxl+ukb" is the default (PTB-XL + UK Biobank CardioSoft XML); "mimic":
-# MIMIC-IV-ECG (``n`` studies; ``events`` unused: a pretraining corpus has no outcomes)
+# MIMIC-IV-ECG (``n`` studies; ``events`` unused: a pretraining corpus has no outcomes);
+# "muse": a folder of GE MUSE XML files; "cohort": a user's own cohort (mixed ECG files +
+# cohort.csv)
 FORMATS: dict[str, Callable[..., dict[str, Any]]] = {
     "ptbxl+ukb": _ptbxl_ukb,
     "code15": code15_format,  # CODE-15%: exams.csv + exams_part*.hdf5
     "samitrop": samitrop_format,  # SaMi-Trop: exams.csv + exams.hdf5
     "mimic": _mimic,
+    "muse": write_muse,
+    "cohort": write_cohort,
 }
