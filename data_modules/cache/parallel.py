@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import importlib
 import multiprocessing as mp
 import os
 import signal
@@ -47,7 +46,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    # fork: workers inherit the imported modules (neurokit2 takes seconds to import)
+    # fork: workers inherit the imported modules (scipy, wfdb, h5py: no re-import per worker)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                initializer=_exit_with_parent, initargs=(os.getpid(),))
@@ -58,7 +57,7 @@ def _run_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
 
 
 def parallel_map(fn: Callable[[T], R], tasks: Sequence[T], workers: int, progress: bool,
-                 desc: str, preload: Sequence[str] = ()) -> Iterator[R]:
+                 desc: str) -> Iterator[R]:
     """``fn`` over ``tasks``, results in task order, in ``workers`` processes (chunked), with
     a progress bar. At most ``4 * workers`` chunks are in flight, so memory does not grow
     with the number of tasks when the consumer is slower than the workers. Workers exit
@@ -73,8 +72,6 @@ def parallel_map(fn: Callable[[T], R], tasks: Sequence[T], workers: int, progres
                 yield fn(t)
                 bar.update()
         else:
-            for name in preload:  # import once before forking, not once per worker
-                importlib.import_module(name)
             chunk = max(1, min(32, len(tasks) // (4 * workers)))
             chunks = (tasks[i:i + chunk] for i in range(0, len(tasks), chunk))
             ex = _pool(workers)

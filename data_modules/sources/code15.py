@@ -402,8 +402,7 @@ def _build(root: Path, out: Path, time_unit: str, workers: int, progress: bool, 
             staged = Appender(stage, {"median": ((N_LEADS, BEAT_LEN), 16)})
             try:
                 with contextlib.closing(parallel_map(_task, tasks, workers, progress,
-                                                     f"{layout.name} exams",
-                                                     preload=("neurokit2",))) as results:
+                                                     f"{layout.name} exams")) as results:
                     for e, res in results:
                         if isinstance(res, str):
                             skipped.append((str(e), res))

@@ -374,8 +374,8 @@ def _build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: 
             specs["strip"] = ((N_LEADS, RECORD_SECONDS * strip_fs), 8)
         app = Appender(f, specs)
         # closing() stops the worker pool at once if anything below raises
-        with contextlib.closing(parallel_map(_process, tasks, workers, progress, "PTB-XL",
-                                              preload=("neurokit2",))) as results:
+        with contextlib.closing(parallel_map(_process, tasks, workers, progress,
+                                             "PTB-XL")) as results:
             for ecg_id, res in results:
                 if isinstance(res, str):
                     skipped.append((str(ecg_id), res))

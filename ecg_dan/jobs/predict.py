@@ -190,11 +190,8 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
     kinds = {it.kind for it in items}
     if kinds <= {"cache"}:
         workers = 1  # rows of a cache are read, not derived: no process pool needed
-    # neurokit2 takes seconds to import: only for strips (WFDB, MUSE XML)
-    preload = ("neurokit2",) if kinds & {"wfdb", "xml"} else ()
     try:
-        with contextlib.closing(parallel_map(_load, items, workers, progress, "ECGs",
-                                             preload=preload)) as results:
+        with contextlib.closing(parallel_map(_load, items, workers, progress, "ECGs")) as results:
             for item, res in results:
                 if isinstance(res, str):
                     skipped.append((item.id, item.source, res))
