@@ -169,6 +169,8 @@ def test_code15_finetune_export_predict_on_samitrop(cache: Path, tmp_path: Path,
     run = run_finetune(load_config("finetune_code15", [
         "+tiny", "finetune.scratch=true", f"data.cohort_cache={cache}",
         f"run_dir={tmp_path / 'run'}"]))
+    assert main(["compare", str(run), "--out", str(tmp_path / "cmp"), "--n-boot", "20"]) == 0
+    assert f"data: cohort cache {cache.name}" in (tmp_path / "cmp" / "comparison.md").read_text()
     model = tmp_path / "model.safetensors"
     assert main(["export", str(run), "--out", str(model)]) == 0
     sami = write_samitrop(tmp_path / "samitrop", n=16, seed=1)["samitrop"]

@@ -41,6 +41,13 @@ log = get_logger(__name__)
 __all__ = ["default_reference", "load_run", "run_compare", "run_names"]
 
 
+
+def data_label(cfg: DictConfig) -> str:
+    """What a run was trained on, for the comparison's notes: a cohort cache by its file name
+    (``data.source`` does not apply to it), else ``synthetic`` / ``real``."""
+    cache = cfg.data.get("cohort_cache")
+    return f"cohort cache {Path(str(cache)).name}" if cache else str(cfg.data.source)
+
 def load_run(run_dir: str | os.PathLike
              ) -> tuple[pd.DataFrame, dict[tuple[int, int], pd.DataFrame], DictConfig]:
     """(OOF predictions, {(seed, fold): training-fold frame}, config) of a finetuning run."""
@@ -164,7 +171,7 @@ def _compare_cohort(runs: dict, out_dir: Path, reference: str | None, n_boot: in
                              curves={n: load_curves(d, oof)
                                      for n, d, (oof, _, _) in zip(names, run_dirs, loaded)})
     out_dir.mkdir(parents=True, exist_ok=True)
-    sources = {str(c.data.source) for c in configs}
+    sources = {data_label(c) for c in configs}
     cohorts = {str(c.finetune.cohort) for c in configs}
     notes = [f"reference: {ref}; runs: "
              + ", ".join(f"{n} = `{d}`" for n, d in zip(names, run_dirs)),
@@ -179,7 +186,7 @@ def _compare_cohort(runs: dict, out_dir: Path, reference: str | None, n_boot: in
     write_json(out_dir / "comparison.json", {
         "reference": ref, "n_boot": n_boot, "alpha": alpha, "seed": seed,
         "runs": {n: {"dir": str(d), "kind": model_kind(c), "cohort": str(c.finetune.cohort),
-                     "source": str(c.data.source)}
+                     "source": data_label(c)}
                  for n, d, c in zip(names, run_dirs, configs)},
         "table": _records(table)})
     ref_cfg = configs[names.index(ref)].copy()
