@@ -47,6 +47,7 @@ import torch
 from omegaconf import OmegaConf
 
 from data_modules.atomic import atomic_write_bytes
+from data_modules.cache import SURVIVAL_KINDS, open_cache
 from data_modules.errors import DataError
 from data_modules.signal.leads import BEAT_LEN, FS, LEADS, PAD, R_INDEX
 from data_modules.signal.median_beat import MAX_ABS_MV
@@ -71,9 +72,31 @@ class ModelFileError(DataError):
     another format version, preprocessing or architecture."""
 
 
-def preprocessing() -> dict[str, Any]:
+# How a CardioSoft XML file becomes a beat: "device" = the device median re-centred (UK
+# Biobank runs were trained on those), "strip" = derived from the 10 s strip by the
+# project's extraction (cohort caches derive every format's beat so; a model trained on one
+# must see CardioSoft files the same way).
+CARDIOSOFT_BEATS = ("device", "strip")
+
+
+def cardiosoft_beat(cfg: Any) -> str:
+    """The CardioSoft beat rule of a finetuning run's data: ``strip`` for a cohort cache
+    (``data.cohort_cache`` of kind ``cohort``), ``device`` for UK Biobank."""
+    cache = cfg.data.get("cohort_cache")
+    if not cache:
+        return "device"
+    with open_cache(cache, SURVIVAL_KINDS) as f:
+        return "device" if str(f.attrs["kind"]) == "ukb" else "strip"
+
+
+def preprocessing(cardiosoft: str = "device") -> dict[str, Any]:
     """How this code turns an ECG into the network's input; a model file records the one
-    its run was trained with, and a file whose record differs is refused."""
+    its run was trained with, and a file whose record differs is refused. ``cardiosoft``:
+    which CardioSoft beat the run's data used (:data:`CARDIOSOFT_BEATS`)."""
+    if cardiosoft not in CARDIOSOFT_BEATS:
+        raise ValueError(f"cardiosoft beat {cardiosoft!r}: expected one of {CARDIOSOFT_BEATS}")
+    xml_rule = ("the device median re-centred by conform_beat" if cardiosoft == "device"
+                else "median_beat of the 10 s strip, as every format of a cohort cache")
     return {
         "sample_rate_hz": FS,
         "beat_samples": BEAT_LEN,
@@ -81,8 +104,9 @@ def preprocessing() -> dict[str, Any]:
         "pad_samples": PAD,
         "leads": list(LEADS),
         "median_version": MEDIAN_VERSION,
-        "median_rule": "WFDB strips: data_modules.signal.median_beat.median_beat (resampled to "
-                       "500 Hz); CardioSoft XML: the device median re-centred by conform_beat",
+        "median_rule": "WFDB strips and GE MUSE XML: data_modules.signal.median_beat.median_beat "
+                       f"(resampled to 500 Hz); CardioSoft XML: {xml_rule}",
+        "cardiosoft_beat": cardiosoft,
         "normalisation": "per-record, per-lead z-score over the beat "
                          "(data_modules.loading.transforms.zscore_leads), zero-padded to 608",
         "max_abs_mv": MAX_ABS_MV,
@@ -210,7 +234,7 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
                 "top_fraction": top},
         "config": container,
         "model_config": {f.name: getattr(mc, f.name) for f in fields(mc)},
-        "preprocessing": preprocessing(),
+        "preprocessing": preprocessing(cardiosoft_beat(cfg)),
         "members": members,
         # calibration in the large over the whole follow-up: observed / expected events of
         # the held-out rows (Breslow makes it exactly 1 on the training rows themselves);
@@ -328,7 +352,13 @@ def read_model_bytes(data: bytes, source: str = "<bytes>") -> ModelContents:
     if _content_digest(tensors, manifest) != manifest.get("content_sha256"):
         raise ModelFileError(f"{source}: the content does not match the hash recorded in the "
                              "file: it was tampered with or is corrupt")
-    diff = _diff("preprocessing", manifest.get("preprocessing", {}), preprocessing())
+    have = dict(manifest.get("preprocessing", {}))
+    if "cardiosoft_beat" not in have:  # files written before the rule was recorded: device
+        have["cardiosoft_beat"] = "device"
+        have["median_rule"] = preprocessing("device")["median_rule"]
+    rule = have["cardiosoft_beat"]
+    want = preprocessing(rule if rule in CARDIOSOFT_BEATS else "device")
+    diff = _diff("preprocessing", have, want)
     if diff:
         raise ModelFileError(f"{source} was trained with another preprocessing than this code "
                              f"applies: {'; '.join(diff)}")

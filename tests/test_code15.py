@@ -173,6 +173,9 @@ def test_code15_finetune_export_predict_on_samitrop(cache: Path, tmp_path: Path,
     assert f"data: cohort cache {cache.name}" in (tmp_path / "cmp" / "comparison.md").read_text()
     model = tmp_path / "model.safetensors"
     assert main(["export", str(run), "--out", str(model)]) == 0
+    from ecg_dan.model_file import read_model
+    # trained on a cohort cache: CardioSoft inputs get the strip-derived beat, as in training
+    assert read_model(model).manifest["preprocessing"]["cardiosoft_beat"] == "strip"
     sami = write_samitrop(tmp_path / "samitrop", n=16, seed=1)["samitrop"]
     assert main(["cache", "samitrop", "--root", str(sami), "--out", str(tmp_path / "s.h5"),
                  "--workers", "1"]) == 0

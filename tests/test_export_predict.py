@@ -443,6 +443,25 @@ def test_predict_scores_a_muse_file_and_a_cohort_cache(cox_file, tmp_path):
     assert a.id == "ecg_00004" and a.log_risk == pytest.approx(b.log_risk, abs=1e-5)
 
 
+def test_a_cardiosoft_beat_follows_the_models_rule(tmp_path):
+    """A model trained on a cohort cache saw CardioSoft beats derived from the strip; predict
+    makes the same beat for it (``strip``), and the device median for UK Biobank models."""
+    from data_modules.sources.files import ECGItem, load_beat
+
+    paths = write_cohort(tmp_path, n=5, seed=2)
+    cache = tmp_path / "cohort.h5"
+    build_cohort_cache(paths["cohort_ecgs"], paths["cohort_table"], cache, workers=1,
+                       progress=False)
+    with h5py.File(cache, "r") as f:
+        files = f["ecg_file"].asstr()[...].tolist()
+        rel = next(x for x in files if x.startswith("cardiosoft/"))
+        row = f["median"][files.index(rel)]
+    path = str(paths["cohort_ecgs"] / rel)
+    item = ECGItem("x", path, "xml", path)
+    np.testing.assert_array_equal(load_beat(item, cardiosoft="strip"), row)
+    assert np.abs(load_beat(item) - row).max() > 1e-3  # the device median is another beat
+
+
 def test_predict_explain_draws_each_ecg_with_the_model_that_scored_it(cox_file, tiny_data_root,
                                                                        tmp_path):
     from ecg_dan.interpretation import explain_ecg

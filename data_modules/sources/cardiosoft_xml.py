@@ -26,6 +26,7 @@ import numpy as np
 from data_modules.errors import DataError, RecordSkip
 from data_modules.signal.leads import BEAT_LEN, FS, LEADS, N_LEADS
 from data_modules.signal.median_beat import MAX_ABS_MV, conform_beat, resample_to, signal_problem
+from data_modules.sources.wfdb_record import strip_median
 
 MEASUREMENT_NAMES: tuple[str, ...] = (
     "VentricularRate", "PQInterval", "PDuration", "QRSDuration", "QTInterval",
@@ -268,3 +269,13 @@ def checked_median(path: str | os.PathLike, rel: str, strips: bool = False,
     except ValueError as err:
         raise RecordSkip(f"unusable XML: {rel}: MedianSamples: {err}", e.eid) from None
     return e, median
+
+
+def cardiosoft_strip_median(path: str | os.PathLike, rel: str,
+                            max_abs_mv: float = MAX_ABS_MV) -> np.ndarray:
+    """The median beat (12, 600) float32 derived from the file's 10 s strip by the project's
+    extraction (not the device median): how a cohort cache (and ``predict`` for a model
+    trained on one) makes every format's beat alike. :class:`RecordSkip` as
+    :func:`checked_median`."""
+    e, _ = checked_median(path, rel, strips=True, recenter=False, max_abs_mv=max_abs_mv)
+    return strip_median(e.strip, float(FS), max_abs_mv, f"strip {rel}").astype(np.float32)

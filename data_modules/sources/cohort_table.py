@@ -58,6 +58,7 @@ from data_modules.cache import (
     is_complete_cache,
     parallel_map,
     sha1_file,
+    sort_skips,
     write_skipped,
     write_strings,
     write_warnings,
@@ -66,7 +67,7 @@ from data_modules.choices import TIME_UNITS
 from data_modules.errors import DataError, RecordSkip
 from data_modules.signal.leads import BEAT_LEN, FS, N_LEADS
 from data_modules.signal.median_beat import MAX_ABS_MV
-from data_modules.sources.cardiosoft_xml import checked_median
+from data_modules.sources.cardiosoft_xml import cardiosoft_strip_median
 from data_modules.sources.muse_xml import muse_strip
 from data_modules.sources.ukb import PLAUSIBLE_DAYS, days_to_time
 from data_modules.sources.wfdb_record import read_wfdb_12lead, strip_median
@@ -249,17 +250,10 @@ def _beat_task(task: tuple[str, str, str, float]) -> tuple[float, np.ndarray] | 
             rec, x = muse_strip(path, rel)
             fs = rec.fs
         else:
-            e, _ = checked_median(path, rel, strips=True, recenter=False,
-                                  max_abs_mv=max_abs_mv)
-            x, fs = e.strip, float(FS)
+            return float(FS), cardiosoft_strip_median(path, rel, max_abs_mv)
         return float(fs), strip_median(x, fs, max_abs_mv, f"strip {rel}").astype(np.float32)
     except RecordSkip as e:
         return _categorised(e.reason, rel)
-
-
-def _order(t: tuple[str, str]) -> tuple[int, int | str]:
-    """Skips in id order: integer ids first (numerically), then the others (paths)."""
-    return (0, int(t[0])) if _INT.fullmatch(t[0]) else (1, t[0])
 
 
 def build_cohort_cache(ecgs: str | os.PathLike, table: str | os.PathLike,
@@ -318,7 +312,7 @@ def _build(ecgs: Path, table: Path, out: Path, time_unit: str, workers: int, pro
                 kept.append(r)
                 rates.append(res[0])
         app.flush()
-        skipped.sort(key=_order)
+        skipped = sort_skips(skipped)
         if not kept and shard.whole:
             raise DataError(f"{table}: no usable participant ({len(skipped)} skipped; first "
                             f"reasons: {skipped[:3]}) - refusing to write an empty cache")
@@ -342,7 +336,7 @@ def _build(ecgs: Path, table: Path, out: Path, time_unit: str, workers: int, pro
         f.attrs["time_unit"] = time_unit
         write_skipped(f, skipped)
         ids = {str(r.id) for r in kept}
-        write_warnings(f, [w for w in warned if w[0] in ids])
+        write_warnings(f, sort_skips([w for w in warned if w[0] in ids]))
         f.attrs["n_records"] = len(kept)
     s = BuildSummary.from_cache(out, KIND, seconds=time.perf_counter() - t0)
     log.info(s.report())

@@ -35,7 +35,7 @@ import numpy as np
 from data_modules.cache import ID_DATASET, CacheError, open_cache, open_rows
 from data_modules.errors import DataError, RecordSkip
 from data_modules.signal.median_beat import MAX_ABS_MV, signal_problem
-from data_modules.sources.cardiosoft_xml import checked_median
+from data_modules.sources.cardiosoft_xml import cardiosoft_strip_median, checked_median
 from data_modules.sources.muse_xml import muse_median
 from data_modules.sources.wfdb_record import read_wfdb_12lead, strip_median
 from data_modules.sources.xml_format import xml_format
@@ -190,9 +190,12 @@ def close_caches() -> None:
         _OPEN.popitem()[1].close()
 
 
-def load_beat(item: ECGItem, max_abs_mv: float = MAX_ABS_MV) -> np.ndarray:
+def load_beat(item: ECGItem, max_abs_mv: float = MAX_ABS_MV,
+              cardiosoft: str = "device") -> np.ndarray:
     """The (12, 600) float32 median beat (mV, 500 Hz, R at ``R_INDEX``) of one ECG;
-    :class:`RecordSkip` with the reason when it cannot be used."""
+    :class:`RecordSkip` with the reason when it cannot be used. ``cardiosoft``: a CardioSoft
+    file's beat is its device median (``device``, as UK Biobank caches hold) or derived from
+    its strip (``strip``, as cohort caches hold); the model file says which."""
     name = Path(item.source).name
     if item.kind == "wfdb":
         x, fs = read_wfdb_12lead(item.path, name)
@@ -200,6 +203,8 @@ def load_beat(item: ECGItem, max_abs_mv: float = MAX_ABS_MV) -> np.ndarray:
     if item.kind == "xml":
         if xml_format(item.path, name) == "muse":
             return muse_median(item.path, name, max_abs_mv)[1].astype(np.float32)
+        if cardiosoft == "strip":
+            return cardiosoft_strip_median(item.path, name, max_abs_mv).astype(np.float32)
         return checked_median(item.path, name, max_abs_mv=max_abs_mv)[1].astype(np.float32)
     if item.kind == "cache":
         beat = _cache_row(item.path, item.row)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -66,11 +67,12 @@ def run_export(run_dir: str | Path, out: str | Path) -> Path:
     return Path(out)
 
 
-def _load(item: ECGItem) -> tuple[ECGItem, np.ndarray | str]:
-    """Worker: the median beat of one ECG, or the reason it cannot be scored. Nothing a
-    single file holds may stop the batch: an unexpected failure is recorded too."""
+def _load(item: ECGItem, cardiosoft: str = "device") -> tuple[ECGItem, np.ndarray | str]:
+    """Worker: the median beat of one ECG (a CardioSoft file's by the model's rule), or the
+    reason it cannot be scored. Nothing a single file holds may stop the batch: an
+    unexpected failure is recorded too."""
     try:
-        return item, load_beat(item)
+        return item, load_beat(item, cardiosoft=cardiosoft)
     except RecordSkip as e:
         return item, e.reason
     except Exception as e:  # noqa: BLE001 - one bad file must not end the batch
@@ -191,7 +193,9 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
     if kinds <= {"cache"}:
         workers = 1  # rows of a cache are read, not derived: no process pool needed
     try:
-        with contextlib.closing(parallel_map(_load, items, workers, progress, "ECGs")) as results:
+        rule = model.manifest["preprocessing"].get("cardiosoft_beat", "device")
+        load = functools.partial(_load, cardiosoft=rule)
+        with contextlib.closing(parallel_map(load, items, workers, progress, "ECGs")) as results:
             for item, res in results:
                 if isinstance(res, str):
                     skipped.append((item.id, item.source, res))
