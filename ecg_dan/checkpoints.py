@@ -178,13 +178,20 @@ def finetune_module_from_checkpoint(path: str | os.PathLike):
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """The Trainer's checkpoint I/O: atomic writes, weights-only reads with clear errors."""
+    """The Trainer's checkpoint I/O: atomic writes, weights-only reads with clear errors.
+    ``written`` lists the files this process wrote (under DDP only global rank 0 writes;
+    :class:`ecg_dan.trainer.RankReport` reports it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[str] = []
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError("SafeCheckpointIO takes no storage_options")
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+        self.written.append(str(path))
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         return read_checkpoint(path)
