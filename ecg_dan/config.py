@@ -7,8 +7,8 @@ required value left as ``???`` or a value out of range is an error naming the ke
 
 Experiment YAMLs inherit with ``extends: <name or list of names>``; overlays
 (``experiments/overlays/*.yaml``: ``cpu_finetune``, ``ddp_cpu``, ``gpus``, ``slurm``,
-``synthetic``, ``tiny``, ``torchrun``; :func:`overlays` lists them) are small YAMLs applied on top of an experiment,
-selected on the command line as ``+name``. ``+name`` may
+``synthetic``, ``tiny``, ``torchrun``; :func:`overlays` lists them) are small YAMLs
+applied on top of an experiment, selected on the command line as ``+name``. ``+name`` may
 also name another experiment (``+ablations/no_temporal``) or a YAML path: then only that
 file's own keys are applied, not those it ``extends`` (``finetune_mi +ablations/latent64``
 is UKB-MI with the latent-64 delta, not with ``finetune_hyp`` again).
