@@ -150,6 +150,10 @@ def load_pretrained_backbone(backbone: nn.Module, ckpt_path: str | os.PathLike,
 
 
 def _module_from(ckpt: dict[str, Any], path: Path, cls: type, kind: str):
+    if "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path} holds a backbone's weights only (`ecg-dan import-weights` writes such "
+            f"files), not a whole {kind} module: it serves as finetune.ckpt")
     hp = dict(ckpt.get("hyper_parameters") or {})
     model_cfg = ckpt["ecg_dan"].get("model_config") or hp.pop("model", None)
     hp.pop("model", None)
