@@ -52,3 +52,27 @@ def test_two_nodes_one_writer_same_weights_and_resume(tmp_path, tiny_data_root):
         assert lead["global_step"] == other["global_step"] == 2 * epochs
     assert "Restored all states from the checkpoint" in outs[0]
     assert len(list((run / "csv").glob("version_*"))) == 2  # one log per launch, rank 0's
+
+
+def test_slurm_overlay_takes_the_topology_from_the_job(monkeypatch, tmp_path):
+    """+slurm under a (simulated) 2-node x 2-task job, as its global rank 3: Lightning's
+    SLURM environment, the job's topology, and no file written by a rank other than 0."""
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    from ecg_dan.config import load_config
+    from ecg_dan.trainer import build_trainer
+
+    for key, value in {"SLURM_NTASKS": "4", "SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "2",
+                       "SLURM_JOB_NAME": "ecg-dan", "SLURM_JOB_ID": "1234",
+                       "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NODEID": "1",
+                       "SLURM_NODELIST": "node[1-2]"}.items():
+        monkeypatch.setenv(key, value)
+    # as Lightning's import sets it in a process srun starts as rank 3 (and restored after)
+    monkeypatch.setattr(rank_zero_only, "rank", 3)
+    cfg = load_config("demo_pretrain", ["+tiny", "+slurm", "trainer.accelerator=cpu"])
+    trainer = build_trainer(cfg, tmp_path / "run")
+    env = trainer.strategy.cluster_environment
+    assert type(env).__name__ == "SLURMEnvironment" and env.main_address == "node1"
+    assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 2, 4)
+    assert (trainer.global_rank, trainer.node_rank, trainer.local_rank) == (3, 1, 1)
+    assert not list((tmp_path / "run").rglob("*.*"))  # config.yaml is rank 0's to write
