@@ -150,6 +150,10 @@ def load_pretrained_backbone(backbone: nn.Module, ckpt_path: str | os.PathLike,
 
 
 def _module_from(ckpt: dict[str, Any], path: Path, cls: type, kind: str):
+    if "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path} holds a backbone's weights only (`ecg-dan import-weights` writes such "
+            f"files), not a whole {kind} module: it serves as finetune.ckpt")
     hp = dict(ckpt.get("hyper_parameters") or {})
     model_cfg = ckpt["ecg_dan"].get("model_config") or hp.pop("model", None)
     hp.pop("model", None)
@@ -178,13 +182,20 @@ def finetune_module_from_checkpoint(path: str | os.PathLike):
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
-    """The Trainer's checkpoint I/O: atomic writes, weights-only reads with clear errors."""
+    """The Trainer's checkpoint I/O: atomic writes, weights-only reads with clear errors.
+    ``written`` lists the files this process wrote (under DDP only global rank 0 writes;
+    :class:`ecg_dan.trainer.RankReport` reports it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[str] = []
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError("SafeCheckpointIO takes no storage_options")
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+        self.written.append(str(path))
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
         return read_checkpoint(path)

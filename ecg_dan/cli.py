@@ -1,5 +1,5 @@
 """``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, compare,
-explain, export, predict, demo.
+explain, export, predict, import-weights, demo.
 
 Heavy imports (torch, Lightning, the data readers' numpy/pandas/h5py) happen inside each
 command so ``ecg-dan --help`` stays fast (tests/test_cli.py checks it). Expected user
@@ -205,6 +205,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_weights(args: argparse.Namespace) -> int:
+    from ecg_dan.import_weights import import_authors  # deferred: torch
+
+    import_authors(args.file, args.out)
+    print(f"{args.out}: use it as finetune.ckpt={args.out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ecg_dan.jobs.demo import run_demo  # deferred: torch, Lightning
 
@@ -365,6 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also draw each ECG's attention figure into <out stem>_explain/ "
                         "(~1-3 s per ECG on a CPU)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("import-weights", help="another code's pretrained weights as an "
+                       "ecg-dan pretraining checkpoint (authors: the released PTB-XL "
+                       "checkpoint of cherise215/LLM-ECG-Dual-Attention); only tensors and "
+                       "plain data are read from the file")
+    p.add_argument("source", choices=("authors",), help="whose checkpoint FILE is")
+    p.add_argument("file", type=Path, metavar="FILE",
+                   help="e.g. pretrained_weights/model/ECG2Text/checkpoint_best_loss-v2.ckpt")
+    p.add_argument("--out", required=True, type=Path, metavar="PRETRAIN_CKPT")
+    p.set_defaults(func=cmd_import_weights)
 
     p = sub.add_parser("demo", help="synthetic data -> pretrain -> finetune -> evaluation")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)

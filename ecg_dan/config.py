@@ -6,9 +6,9 @@ here at load time). A misspelled key is an error naming it and listing the valid
 required value left as ``???`` or a value out of range is an error naming the key.
 
 Experiment YAMLs inherit with ``extends: <name or list of names>``; overlays
-(``experiments/overlays/*.yaml``: ``cpu_finetune``, ``ddp_cpu``, ``gpus``, ``synthetic``,
-``tiny``; :func:`overlays` lists them) are small YAMLs applied on top of an experiment,
-selected on the command line as ``+name``. ``+name`` may
+(``experiments/overlays/*.yaml``: ``cpu_finetune``, ``ddp_cpu``, ``gpus``, ``slurm``,
+``synthetic``, ``tiny``, ``torchrun``; :func:`overlays` lists them) are small YAMLs
+applied on top of an experiment, selected on the command line as ``+name``. ``+name`` may
 also name another experiment (``+ablations/no_temporal``) or a YAML path: then only that
 file's own keys are applied, not those it ``extends`` (``finetune_mi +ablations/latent64``
 is UKB-MI with the latent-64 delta, not with ``finetune_hyp`` again).

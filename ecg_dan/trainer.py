@@ -8,9 +8,12 @@ W&B logs offline unless ``WANDB_API_KEY`` is set (and not at all under
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
@@ -27,7 +30,9 @@ from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from data_modules.atomic import atomic_write_text
 from ecg_dan.checkpoints import SafeCheckpointIO, read_checkpoint
+from ecg_dan.log import is_rank_zero
 from ecg_dan.models.batchnorm import convert_sync_batchnorm, revert_sync_batchnorm
 from ecg_dan.run_dir import RunDir
 
@@ -46,9 +51,20 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
+def resolve_devices(devices):
+    """``trainer.devices`` as Lightning takes it; a count given as a string (an environment
+    variable through ``${oc.env:...}``, as the +torchrun and +slurm overlays do) is an int."""
+    if OmegaConf.is_config(devices):
+        devices = OmegaConf.to_object(devices)
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        return int(devices)
+    return devices
+
+
 def resolve_strategy(strategy: str, devices, num_nodes: int) -> str:
     if strategy != "auto":
         return strategy
+    devices = resolve_devices(devices)
     if isinstance(devices, str) and devices != "auto":
         devices = [d for d in devices.split(",") if d.strip()]
     n = len(devices) if isinstance(devices, (list, tuple)) else devices
@@ -86,6 +102,43 @@ def sync_batchnorm_kwargs(strategy) -> dict:
     return {}
 
 
+# A folder: every rank writes rank<global rank>.json there when a fit ends (RankReport).
+RANK_REPORT_ENV = "ECG_DAN_RANK_REPORT"
+
+
+def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """Checksum of a state dict (names, dtypes, shapes and bytes, in order): a module's
+    ``state_dict()`` or a checkpoint's ``"state_dict"``."""
+    h = hashlib.sha256()
+    for name, t in state.items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class RankReport(Callback):
+    """``ECG_DAN_RANK_REPORT=DIR``: each rank writes ``DIR/rank<R>.json`` at the end of a fit:
+    its place in the world, epoch and step, a checksum of its weights and the checkpoint files
+    it wrote itself. A check of a multi-node setup (docs/multinode.md): every rank must report
+    the same checksum, and only rank 0 any file."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        io = trainer.strategy.checkpoint_io
+        report = {"global_rank": trainer.global_rank, "node_rank": trainer.node_rank,
+                  "local_rank": trainer.local_rank, "world_size": trainer.world_size,
+                  "num_nodes": trainer.num_nodes, "epoch": trainer.current_epoch,
+                  "global_step": trainer.global_step,
+                  "state_sha256": state_sha256(pl_module.state_dict()),
+                  "checkpoints_written": list(getattr(io, "written", []))}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.folder / f"rank{trainer.global_rank}.json",
+                          json.dumps(report, indent=1))
+
+
 def wandb_mode() -> str:
     """disabled (tests / explicit), online (API key present) or offline."""
     env = os.environ.get("WANDB_MODE", "").lower()
@@ -111,7 +164,8 @@ def build_trainer(cfg: DictConfig, run_dir: str | os.PathLike,
     """Trainer for one run; writes the resolved config next to the run's outputs."""
     rd = RunDir(run_dir)
     run_dir = rd.path
-    rd.save_config(cfg)
+    if is_rank_zero():  # one writer of the run's files (under DDP every rank builds this)
+        rd.save_config(cfg)
     t = cfg.trainer
     if t.threads:
         torch.set_num_threads(int(t.threads))
@@ -130,9 +184,10 @@ def build_trainer(cfg: DictConfig, run_dir: str | os.PathLike,
     if t.enable_progress_bar:
         cbs.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar())
     cbs += callbacks or []
+    if os.environ.get(RANK_REPORT_ENV):
+        cbs.append(RankReport(os.environ[RANK_REPORT_ENV]))
     kwargs = dict(
-        accelerator=t.accelerator, devices=OmegaConf.to_object(t.devices)
-        if OmegaConf.is_config(t.devices) else t.devices,
+        accelerator=t.accelerator, devices=resolve_devices(t.devices),
         strategy=resolve_strategy(t.strategy, t.devices, t.num_nodes), num_nodes=t.num_nodes,
         precision=resolve_precision(t.precision, t.accelerator), max_epochs=t.max_epochs,
         max_steps=t.max_steps, deterministic=t.deterministic,

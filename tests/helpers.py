@@ -16,3 +16,43 @@ def run_check_script(name: str, timeout: int = 120) -> str:
                           text=True, timeout=timeout)
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
     return proc.stdout
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now (for a rendezvous a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_torchrun_nodes(args: list[str], nnodes: int = 2, env: dict | None = None,
+                       timeout: int = 300) -> list[str]:
+    """``python -m ecg_dan ARGS`` as ``nnodes`` nodes of one process each: one
+    ``torchrun --nnodes N --node-rank R`` per node, all on this machine (localhost
+    rendezvous, gloo). Requires every node to exit 0 within ``timeout`` seconds (all are
+    killed otherwise) and returns each node's output."""
+    import os
+
+    port = free_port()
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1",
+           "OMP_NUM_THREADS": "1", **(env or {})}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nnodes),
+         "--nproc-per-node", "1", "--node-rank", str(rank), "--master-addr", "127.0.0.1",
+         "--master-port", str(port), "-m", "ecg_dan", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for rank in range(nnodes)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for rank, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"node {rank} exited {p.returncode}:\n{out[-4000:]}"
+    return outs

@@ -21,7 +21,7 @@ from ecg_dan.config import (
     load_saved_config,
     result_config,
 )
-from ecg_dan.log import get_logger
+from ecg_dan.log import get_logger, is_rank_zero
 from ecg_dan.reporting.flatten import flat_numbers
 from ecg_dan.run_dir import RunDir
 from ecg_dan.trainer import wandb_mode
@@ -45,10 +45,15 @@ def prepare_run_dir(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> Path:
     rd = RunDir(cfg.run_dir)
     run_dir = rd.path
     new = _strip(result_config(cfg), ignore)
+    # Under DDP every rank runs the job (started later by Lightning's launcher, or at once by
+    # torchrun/srun): all check, so that all stop on a changed config, but rank 0 alone moves
+    # and writes the run's files (another rank could move aside the run rank 0 just began).
+    lead = is_rank_zero()
     if cfg.resume == "restart" and run_dir.is_dir() and any(run_dir.iterdir()):
-        aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        shutil.move(str(run_dir), aside)
-        log.info(f"resume=restart: previous run moved to {aside}")
+        if lead:
+            aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            shutil.move(str(run_dir), aside)
+            log.info(f"resume=restart: previous run moved to {aside}")
     elif (recorded := rd.read_record()) is not None:
         old = _strip(recorded, ignore)
         diff = _real_diff(old, new)
@@ -68,8 +73,9 @@ def prepare_run_dir(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> Path:
                 raise ConfigError(f"{run_dir} holds results of another configuration "
                                   f"(differing keys: {', '.join(diff)}). Use a new run name "
                                   "or resume=restart.")
-    rd.save_config(cfg)
-    rd.write_record(cfg)
+    if lead:
+        rd.save_config(cfg)
+        rd.write_record(cfg)
     return run_dir
 
 
