@@ -5,6 +5,7 @@ Usage:
     python benchmarks/bench_sources.py                   # every source, 200 twin records each
     python benchmarks/bench_sources.py --n 100 --blocks 4
     python benchmarks/bench_sources.py --compare 500     # + identity of old/new on 500 records
+    python benchmarks/bench_sources.py --builds --n 100  # each source's whole cache build
 
 A source is one ``SOURCES`` entry: a twin writer (a ``data_modules.synthetic.formats.FORMATS``
 name, or a function writing files) and a reader (items found in the written files -> one
@@ -161,8 +162,14 @@ def mimic_twin(tmp: Path, n: int) -> list[Path]:
 
 
 def muse_twin(tmp: Path, n: int) -> list[Path]:
-    _format("muse")
-    raise NotAvailable("no GE MUSE XML reader registered in bench_sources.SOURCES yet")
+    paths = _format("muse")(tmp / "muse", n, 0, "dense", "standard")
+    return _files(paths, "*.xml")[:n]
+
+
+def muse_median(path: Path) -> None:
+    from data_modules.sources.muse_xml import muse_median as read  # deferred: XML reader
+
+    read(path, path.name)
 
 
 def standin_400hz(tmp: Path, n: int) -> list[tuple[np.ndarray, float]]:
@@ -190,7 +197,7 @@ SOURCES = [
     Source("UK Biobank CardioSoft XML, twin (device median)", ukb_twin, xml_median, False),
     Source("CODE-15% HDF5 400 Hz, twin", code15_twin, hdf5_median),
     Source("MIMIC-IV-ECG WFDB 500 Hz, twin", mimic_twin, wfdb_median),
-    Source("GE MUSE XML, twin", muse_twin, xml_median),
+    Source("GE MUSE XML, twin", muse_twin, muse_median),
     Source("stand-in: 12 x 4096 at 400 Hz in memory", standin_400hz, array_median),
 ]
 
@@ -262,6 +269,57 @@ def compare(n: int, tmp: Path) -> None:
               f"beat count, consistency, skip reason)")
 
 
+def _builds() -> dict[str, tuple[str, Callable[[dict[str, Any], Path], Any]]]:
+    """source -> (twin format, its whole cache build with one worker)."""
+    from data_modules.sources.code15 import build_code15_cache
+    from data_modules.sources.cohort_table import build_cohort_cache
+    from data_modules.sources.mimic_ecg import build_mimic_cache
+    from data_modules.sources.ptbxl import build_ptbxl_cache
+    from data_modules.sources.samitrop import build_samitrop_cache
+    from data_modules.sources.ukb import build_ukb_cache
+
+    kw = {"workers": 1, "progress": False}
+    return {
+        "PTB-XL (WFDB 500 Hz)": ("ptbxl+ukb", lambda p, o: build_ptbxl_cache(p["ptbxl"], o, **kw)),
+        "UK Biobank (CardioSoft XML)": ("ptbxl+ukb", lambda p, o: build_ukb_cache(
+            p["ukb_xml"], p["ukb_outcomes"], o, **kw)),
+        "CODE-15% (HDF5 400 Hz)": ("code15", lambda p, o: build_code15_cache(p["code15"], o,
+                                                                            **kw)),
+        "SaMi-Trop (HDF5 400 Hz)": ("samitrop", lambda p, o: build_samitrop_cache(
+            p["samitrop"], o, **kw)),
+        "MIMIC-IV-ECG (WFDB 500 Hz)": ("mimic", lambda p, o: build_mimic_cache(p["mimic"], o,
+                                                                              **kw)),
+        "own cohort (WFDB 250-1000 Hz, CardioSoft, MUSE)": ("cohort", lambda p, o:
+                                                            build_cohort_cache(
+                                                                p["cohort_ecgs"],
+                                                                p["cohort_table"], o, **kw)),
+    }
+
+
+def bench_builds(n: int, tmp: Path, cores: int) -> None:
+    """Each source's whole cache build (read, beat, checks, HDF5 write) with one worker, in
+    this process: (records written + skipped) / process CPU seconds."""
+    from data_modules.synthetic.formats import FORMATS  # deferred: imports pandas
+
+    print(f"\nwhole cache builds, {n} twin records each, one worker (ECGs/s per core = "
+          "records written and skipped / CPU seconds of this process)")
+    for name, (fmt, build) in _builds().items():
+        kw = {"n_ukb": n} if fmt == "ptbxl+ukb" else {}
+        paths = FORMATS[fmt](tmp / name[:6], n=n, seed=0, events="dense", setting="standard",
+                             **kw)
+        c0, w0 = time.process_time(), time.perf_counter()
+        s = build(paths, tmp / f"{name[:6]}.h5")
+        c, w = time.process_time() - c0, time.perf_counter() - w0
+        done = s.n_records + s.n_skipped
+        per_core = done / c
+        est = {k: v / (per_core * cores) / 60 for k, v in CORPORA.items()}
+        print(f"  {name}: {done} records in {c:.1f} CPU s [CPU/wall {c / w:.2f}]: "
+              f"{per_core:.1f} ECGs/s per core" +
+              (f"; {cores} cores: CODE-15% {est['CODE-15%']:.1f} min" if "CODE" in name else "")
+              + (f"; {cores} cores: MIMIC-IV-ECG {est['MIMIC-IV-ECG']:.1f} min"
+                 if "MIMIC" in name else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="records per source")
@@ -270,7 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", type=int, default=0, metavar="N",
                     help="first check old/new identity on N real and N twin records")
     ap.add_argument("--only", nargs="+", default=[], help="sources whose name contains one")
+    ap.add_argument("--builds", action="store_true",
+                    help="only time each source's whole cache build (one worker, HDF5 write)")
     args = ap.parse_args(argv)
+    if args.builds:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_builds(args.n, Path(tmp), args.cores)
+        return 0
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
           f"{args.n} records per source, {args.blocks} blocks")
     rates: dict[str, dict[str, float]] = {}
