@@ -175,6 +175,8 @@ def main(argv: list[str]) -> int:
                                     str(here)], env=env, capture_output=True, text=True)
                 if r.returncode:
                     raise SystemExit(f"{what} N={n} failed:\n{r.stderr[-3000:]}")
+                if step == "parts":
+                    continue
                 m = json.loads(r.stdout.strip().splitlines()[-1])
                 if step == "code15src":
                     print(f"CODE-15%-shaped source: {m['exams']} exams of {m['patients']} "
