@@ -64,6 +64,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +83,6 @@ from data_modules.cache import (
     parallel_map,
     sha1_file,
     sort_skips,
-    staging_h5,
     write_skipped,
     write_warnings,
 )
@@ -140,10 +140,10 @@ def read_exams(csv: str | os.PathLike, layout: Layout = CODE15) -> pd.DataFrame:
     csv = Path(csv)
     if not csv.is_file():
         raise FileNotFoundError(f"{csv}: exams table not found")
-    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
     need = ["exam_id", "age", "is_male", "death", "timey"]
     if layout.has_patient_id:
         need.append("patient_id")
+    df = pd.read_csv(csv, dtype=str, keep_default_na=False, usecols=lambda c: c in need)
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise DataError(f"{csv}: missing column(s) {missing}")
@@ -295,6 +295,30 @@ def _task(task: tuple[str, int, int, tuple[str, ...], float, float]
         return exam_id, e.reason
 
 
+@dataclass(frozen=True)
+class _Tasks(Sequence):
+    """The exams to extract as arrays, read by :func:`parallel_map` a slice at a time as
+    :func:`_task`'s tuples (a tuple per exam held for the whole build would grow with it)."""
+
+    paths: tuple[str, ...]
+    leads: tuple[tuple[str, ...], ...]
+    part: np.ndarray
+    row: np.ndarray
+    eid: np.ndarray
+    mv_per_unit: float
+    max_abs_mv: float
+
+    def __len__(self) -> int:
+        return int(self.eid.size)
+
+    def __getitem__(self, k):  # noqa: ANN001, ANN204 - an int or a slice, as a list's
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        p = int(self.part[k])
+        return (self.paths[p], int(self.row[k]), int(self.eid[k]), self.leads[p],
+                self.mv_per_unit, self.max_abs_mv)
+
+
 # --------------------------------------------------------------------------- build
 def build_code15_cache(root: str | os.PathLike, out: str | os.PathLike,
                        time_unit: str = "months", workers: int = 2, progress: bool = True,
@@ -336,102 +360,103 @@ def _build(root: Path, out: Path, time_unit: str, workers: int, progress: bool, 
     exams = read_exams(csv, layout)
     table_ids = exams["exam_id"].to_numpy()
 
-    # where each exam's tracing is
-    where: dict[int, list[tuple[Path, int]]] = {}
-    lead_names: dict[Path, tuple[str, ...]] = {}
-    for p in parts:
-        ids, lead_names[p], _ = _part_index(p, layout, table_ids)
-        for r, i in enumerate(ids.tolist()):
-            where.setdefault(int(i), []).append((p, r))
+    # where each exam's tracing is: every HDF5 row's exam_id, part and row, as arrays (a
+    # Python object per exam would make the build's memory grow with the source)
+    leads: list[tuple[str, ...]] = []
+    ids, part, row = [], [], []
+    for k, p in enumerate(parts):
+        i, lp, _ = _part_index(p, layout, table_ids)
+        leads.append(lp)
+        ids.append(i)
+        part.append(np.full(i.size, k, np.int32))
+        row.append(np.arange(i.size, dtype=np.int64))
+    ids, part, row = (np.concatenate(a) for a in (ids, part, row))
 
     skipped: list[tuple[str, str]] = []
     warned: list[tuple[str, str]] = []
-    known = set(table_ids.tolist())
-    for i, locs in where.items():  # tracings without a table row (the padding rows)
-        if i in known:
-            continue
-        for p, r in locs:
-            sid = f"{p.name}#{r}" if i == 0 else str(i)
-            if shard.holds(sid):
-                skipped.append((sid, f"no exams.csv row: exam_id {i} ({p.name} row {r}) is "
-                                     f"not in {csv.name}"))
-    exams = exams[[shard.holds(int(p)) for p in exams["patient_id"]]]
-    first: dict[int, int] = {}  # patient -> exam kept
-    tasks: list[tuple[str, int, int, tuple[str, ...], float, float]] = []
-    keep: dict[int, tuple] = {}
-    for row in exams.sort_values("exam_id").itertuples(index=False):
-        e = int(row.exam_id)
-        problem = _outcome_problem(row)
+    for j in np.flatnonzero(~np.isin(ids, table_ids)):  # tracings without a table row
+        i, p, r = int(ids[j]), parts[int(part[j])], int(row[j])  # (the padding rows)
+        sid = f"{p.name}#{r}" if i == 0 else str(i)
+        if shard.holds(sid):
+            skipped.append((sid, f"no exams.csv row: exam_id {i} ({p.name} row {r}) is not "
+                                 f"in {csv.name}"))
+    by_id = np.argsort(ids, kind="stable")  # an exam's rows stay in (part, row) order
+    ids, part, row = ids[by_id], part[by_id], row[by_id]
+    del by_id, table_ids
+
+    held = np.fromiter((shard.holds(int(p)) for p in exams["patient_id"]), bool, len(exams))
+    exams = exams[held].sort_values("exam_id").reset_index(drop=True)
+    usable = np.zeros(len(exams), bool)  # an outcome and covariates
+    for k, r in enumerate(exams.itertuples(index=False)):
+        e = int(r.exam_id)
+        problem = _outcome_problem(r)
         if problem == "none":
             skipped.append((str(e), f"no outcome: exam_id {e}: death/timey empty (given "
                                     "only for a patient's first exam)"))
-            continue
-        if problem is not None:
+        elif problem is not None:
             skipped.append((str(e), problem))
-            continue
-        if not np.isfinite(row.age) or np.isnan(row.sex):
+        elif not np.isfinite(r.age) or np.isnan(r.sex):
             skipped.append((str(e), f"no covariates: exam_id {e}: age or is_male missing"))
-            continue
-        pid = int(row.patient_id)
-        if pid in first:
-            skipped.append((str(e), f"not first exam: exam_id {e}: patient {pid} already "
-                                    f"has exam {first[pid]} with an outcome"))
-            continue
-        first[pid] = e
-        locs = where.get(e, [])
-        if not locs:
+        else:
+            usable[k] = True
+    exams = exams[usable].reset_index(drop=True)
+    first = exams.groupby("patient_id", sort=False)["exam_id"].transform("first").to_numpy()
+    eid = exams["exam_id"].to_numpy()
+    lo, hi = np.searchsorted(ids, eid, "left"), np.searchsorted(ids, eid, "right")
+    chosen = np.zeros(len(exams), bool)
+    for k in range(len(exams)):
+        e = int(eid[k])
+        if first[k] != e:
+            skipped.append((str(e), f"not first exam: exam_id {e}: patient "
+                                    f"{int(exams.at[k, 'patient_id'])} already has exam "
+                                    f"{int(first[k])} with an outcome"))
+        elif hi[k] == lo[k]:
             skipped.append((str(e), f"no tracing: exam_id {e} is in no {layout.pattern} "
                                     f"file of {root}"))
-            continue
-        if len(locs) > 1:
-            skipped.append((str(e), f"duplicate tracings: exam_id {e} in "
-                                    + ", ".join(f"{p.name} row {r}" for p, r in locs)))
-            continue
-        days = float(row.timey) * DAYS_PER_YEAR
-        if days == 0:
-            warned.append((str(e), f"{csv.name}: exam_id {e}: timey 0 taken as 1 day"))
-            days = 1.0
-        p, r = locs[0]
-        keep[e] = (pid, float(row.age), int(row.sex), int(row.death), days)
-        tasks.append((str(p), r, e, lead_names[p], mv_per_unit, max_abs_mv))
-    del where, exams
+        elif hi[k] - lo[k] > 1:
+            skipped.append((str(e), f"duplicate tracings: exam_id {e} in " + ", ".join(
+                f"{parts[int(part[j])].name} row {int(row[j])}" for j in range(lo[k], hi[k]))))
+        else:
+            chosen[k] = True
+    exams, at = exams[chosen].reset_index(drop=True), lo[chosen]
+    days = exams["timey"].to_numpy(np.float64) * DAYS_PER_YEAR
+    for e in exams.loc[days == 0, "exam_id"]:
+        warned.append((str(e), f"{csv.name}: exam_id {e}: timey 0 taken as 1 day"))
+    days[days == 0] = 1.0
+    tasks = _Tasks(tuple(str(p) for p in parts), tuple(leads), part[at], row[at],
+                   exams["exam_id"].to_numpy(), mv_per_unit, max_abs_mv)
+    del ids, part, row, first, eid, lo, hi, at
 
-    rows: list[int] = []
+    # results come in task order, i.e. by exam_id: written as they come
+    ok = np.zeros(len(tasks), bool)
     with atomic_h5(out, "cohort", config) as f:
-        with staging_h5(out) as stage:
-            staged = Appender(stage, {"median": ((N_LEADS, BEAT_LEN), 16)})
-            try:
-                with contextlib.closing(parallel_map(_task, tasks, workers, progress,
-                                                     f"{layout.name} exams")) as results:
-                    for e, res in results:
-                        if isinstance(res, str):
-                            skipped.append((str(e), res))
-                            continue
-                        staged.add(median=res)
-                        rows.append(e)
-            finally:
-                _close_files()
-            staged.flush()
-            if not rows:
-                raise DataError(f"{root}: no usable exam ({len(skipped)} skipped; first "
-                                f"reasons: {sort_skips(skipped)[:3]}) - "
-                                "refusing to write an empty cache")
-            order = np.argsort(np.asarray(rows, np.int64), kind="stable")
-            app = Appender(f, {"median": ((N_LEADS, BEAT_LEN), 64)})
-            src = stage["median"]
-            for k in order:
-                app.add(median=src[int(k)])
-            app.flush()
-        eids = np.asarray(rows, np.int64)[order]
-        meta = np.array([keep[int(e)] for e in eids], dtype=np.float64)
+        app = Appender(f, {"median": ((N_LEADS, BEAT_LEN), 64)})
+        try:
+            with contextlib.closing(parallel_map(_task, tasks, workers, progress,
+                                                 f"{layout.name} exams")) as results:
+                for k, (e, res) in enumerate(results):
+                    if isinstance(res, str):
+                        skipped.append((str(e), res))
+                        continue
+                    app.add(median=res)
+                    ok[k] = True
+        finally:
+            _close_files()
+        app.flush()
+        if not ok.any():
+            raise DataError(f"{root}: no usable exam ({len(skipped)} skipped; first "
+                            f"reasons: {sort_skips(skipped)[:3]}) - "
+                            "refusing to write an empty cache")
+        eids = tasks.eid[ok]
+        days = days[ok]
         f.create_dataset("eid", data=eids)
-        f.create_dataset("patient_id", data=meta[:, 0].astype(np.int64))
-        f.create_dataset("time", data=days_to_time(meta[:, 4], time_unit).astype(np.float32))
+        f.create_dataset("patient_id", data=exams["patient_id"].to_numpy(np.int64)[ok])
+        f.create_dataset("time", data=days_to_time(days, time_unit).astype(np.float32))
         f["time"].attrs["time_unit"] = time_unit
-        f.create_dataset("time_days", data=meta[:, 4].astype(np.float32))
-        f.create_dataset("event", data=meta[:, 3].astype(np.int8))
-        f.create_dataset("age", data=meta[:, 1].astype(np.float32))
-        f.create_dataset("sex", data=meta[:, 2].astype(np.int8))
+        f.create_dataset("time_days", data=days.astype(np.float32))
+        f.create_dataset("event", data=exams["death"].to_numpy(np.float64)[ok].astype(np.int8))
+        f.create_dataset("age", data=exams["age"].to_numpy(np.float64)[ok].astype(np.float32))
+        f.create_dataset("sex", data=exams["sex"].to_numpy(np.float64)[ok].astype(np.int8))
         f.attrs["time_unit"] = time_unit
         write_skipped(f, sort_skips(skipped))
         kept = {str(e) for e in eids}
