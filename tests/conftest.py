@@ -51,3 +51,13 @@ def tiny_pretrained(tmp_path_factory, tiny_data_root) -> Path:
         "trainer.limit_val_batches=2", "pretrain.evaluate=true"]))
     assert (run / "pretrain_eval.json").is_file()  # the job's own evaluation step ran
     return Path(out["checkpoint"])
+
+
+@pytest.fixture(scope="session")
+def ddp_checks():
+    """Every 2-process DDP check script, run once in one world (tests/scripts/ddp_all.py):
+    multi-process checks cannot run inside pytest (DDP would re-launch pytest), and one
+    subprocess pays the interpreter and torch imports once instead of once per script."""
+    from tests.helpers import run_ddp_checks
+
+    return run_ddp_checks()
