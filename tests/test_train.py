@@ -225,12 +225,8 @@ def test_finetune_honours_the_optim_schedule(tmp_path, data_root):
     assert ckpt["lr_schedulers"] and ckpt["lr_schedulers"][0]["last_epoch"] == 2
 
 
-def test_logistic_hazard_finetuning_end_to_end(tmp_path, data_root):
-    cfg = load_config("demo_finetune", _args(
-        tmp_path, data_root, "finetune.scratch=true", "finetune.objective=logistic_hazard",
-        "finetune.n_time_bins=6", "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=1"))
-    run_dir = run_finetune(cfg)
+def test_logistic_hazard_finetuning_end_to_end(tiny_lh_run):
+    run_dir = tiny_lh_run  # tests/conftest.py: from scratch, n_time_bins=6, through the job
     pred = run_dir / "predictions"
     test = pd.read_csv(pred / "seed42_fold0.csv")
     assert len(test) and np.isfinite(test.risk).all() and (test.risk <= 0).all()
