@@ -39,7 +39,7 @@ def _crafted(tmp_path: Path, like: Path | None = None, name: str = "crafted.ckpt
 
 def _args(tmp_path: Path, root: Path, *extra: str) -> list[str]:
     return ["+tiny", f"data.root={root}", f"run_dir={tmp_path / 'run'}",
-            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", *extra]
+            "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", *extra]
 
 
 def test_crafted_checkpoint_is_refused_at_every_entry_point(tmp_path, tiny_data_root,

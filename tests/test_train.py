@@ -341,7 +341,7 @@ def test_make_ablations_runs_the_matrix_resumably_and_compares(tmp_path, data_ro
     from ecg_dan.make_targets import main as make_main
 
     monkeypatch.chdir(tmp_path)
-    tiny = [*TINY, f"data.root={data_root}", "trainer.limit_train_batches=2",
+    tiny = [*TINY, f"data.root={data_root}", "trainer.limit_train_batches=1",
             "trainer.limit_val_batches=1", "finetune.n_boot=20"]
     cmd = ["ablations", "DATA=synthetic", "COHORT=mi",
            "ABLATIONS=ecgdan_clinical_cox,proposed,no_temporal,clinical_cox"]
@@ -396,7 +396,7 @@ def test_ddp_two_processes_on_cpu(tmp_path, data_root):
     script.write_text(DDP_SCRIPT)
     args = ["finetune", "demo_finetune", *_args(
         tmp_path, data_root, "+ddp_cpu", "finetune.scratch=true",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")]
+        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1")]
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
                           timeout=600, env=env, cwd=tmp_path)
