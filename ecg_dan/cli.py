@@ -137,16 +137,18 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    cfg = load_config(args.experiment, args.overrides)  # a config error: before the imports
     from ecg_dan.jobs.pretrain import run_pretrain  # deferred: torch, Lightning
 
-    run_pretrain(load_config(args.experiment, args.overrides))
+    run_pretrain(cfg)
     return 0
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    cfg = load_config(args.experiment, args.overrides)  # a config error: before the imports
     from ecg_dan.jobs.finetune import run_finetune  # deferred: torch, Lightning
 
-    run_finetune(load_config(args.experiment, args.overrides))
+    run_finetune(cfg)
     return 0
 
 
@@ -408,10 +410,12 @@ def _lift_ckpt(argv: list[str]) -> tuple[list[str], str | None]:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that describe the user's input, not a bug: printed as one line."""
-    from ecg_dan.checkpoints import CheckpointError  # deferred: torch, Lightning
-
     # OSError: a full disk, a missing or unreadable file, a permission problem
-    return (ConfigError, DataError, CheckpointError, OSError)
+    errors: tuple[type[BaseException], ...] = (ConfigError, DataError, OSError)
+    # a CheckpointError comes from ecg_dan.checkpoints, so only once it is imported: a config
+    # error need not import torch and Lightning to be reported
+    checkpoints = sys.modules.get("ecg_dan.checkpoints")
+    return errors + (checkpoints.CheckpointError,) if checkpoints else errors
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,3 +51,39 @@ def tiny_pretrained(tmp_path_factory, tiny_data_root) -> Path:
         "trainer.limit_val_batches=2", "pretrain.evaluate=true"]))
     assert (run / "pretrain_eval.json").is_file()  # the job's own evaluation step ran
     return Path(out["checkpoint"])
+
+
+def _tiny_finetune(tmp_path_factory, data_root: Path, name: str, *extra: str) -> Path:
+    from ecg_dan.config import load_config
+    from ecg_dan.jobs.finetune import run_finetune
+
+    run = tmp_path_factory.mktemp(name) / "run"
+    return run_finetune(load_config("demo_finetune", [
+        "+tiny", f"data.root={data_root}", f"run_dir={run}", "finetune.scratch=true",
+        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", *extra]))
+
+
+@pytest.fixture(scope="session")
+def tiny_cox_run(tmp_path_factory, tiny_data_root) -> Path:
+    """A finished Cox finetuning run from scratch on the tiny twin (one step per fold, two
+    folds, no bootstrap), session-wide: tests read it (``explain`` adds its own folder);
+    copy it before changing anything in it."""
+    return _tiny_finetune(tmp_path_factory, tiny_data_root, "tiny-cox", "finetune.n_boot=0")
+
+
+@pytest.fixture(scope="session")
+def tiny_lh_run(tmp_path_factory, tiny_data_root) -> Path:
+    """A finished logistic-hazard (6 time bins) run from scratch on the tiny twin, as
+    ``tiny_cox_run``."""
+    return _tiny_finetune(tmp_path_factory, tiny_data_root, "tiny-lh",
+                          "finetune.objective=logistic_hazard", "finetune.n_time_bins=6")
+
+
+@pytest.fixture(scope="session")
+def ddp_checks():
+    """Every 2-process DDP check script, run once in one world (tests/scripts/ddp_all.py):
+    multi-process checks cannot run inside pytest (DDP would re-launch pytest), and one
+    subprocess pays the interpreter and torch imports once instead of once per script."""
+    from tests.helpers import run_ddp_checks
+
+    return run_ddp_checks()

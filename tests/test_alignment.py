@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from ecg_dan.losses.alignment import cosine_alignment_loss, infonce_loss
 from ecg_dan.schedules import warmup_cosine
-from tests.helpers import run_check_script
 
 
 def test_cosine_loss_is_mean_one_minus_cos():
@@ -32,8 +31,8 @@ def test_infonce_matches_an_explicit_clip_loss():
     assert infonce_loss(e, e.clone(), 0.01, gather=False) < 1e-3
 
 
-def test_infonce_under_ddp_equals_single_process_global_batch():
-    assert "all checks passed" in run_check_script("ddp_infonce.py")
+def test_infonce_under_ddp_equals_single_process_global_batch(ddp_checks):
+    assert "ddp_infonce: all checks passed" in ddp_checks.passed("ddp_infonce")
 
 
 def test_warmup_cosine_schedule():

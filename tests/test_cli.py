@@ -107,7 +107,7 @@ def test_make_target_runs_as_a_subprocess(tmp_path, tiny_data_root):
     run = tmp_path / "run"
     proc = subprocess.run(
         [make, "-s", "-o", "install", "finetune", "DATA=synthetic", "SCRATCH=1",
-         f"ARGS=+tiny data.root={tiny_data_root} run_dir={run} trainer.limit_train_batches=2 "
+         f"ARGS=+tiny data.root={tiny_data_root} run_dir={run} trainer.limit_train_batches=1 "
          "trainer.limit_val_batches=1 finetune.n_boot=10"],
         capture_output=True, text=True, timeout=600, env=ENV, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -150,7 +150,7 @@ def test_wheel_installs_and_runs_the_demo_from_another_directory(tmp_path, tiny_
     assert str(venv) in where.stdout, where.stdout + where.stderr  # the wheel, not the repo
     demo = subprocess.run(
         [str(venv / "bin" / "ecg-dan"), "demo", "+tiny", f"data.root={tiny_data_root}",
-         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"],
+         "trainer.limit_train_batches=1", "trainer.limit_val_batches=1"],
         capture_output=True, text=True, timeout=900, cwd=elsewhere,
         env={k: v for k, v in ENV.items() if k != "ECG_DAN_EXPERIMENTS"})
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]

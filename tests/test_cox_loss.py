@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from ecg_dan.losses import cox_ph_loss
-from tests.helpers import run_check_script
 
 REFERENCE = sorted((Path(__file__).parent / "reference").glob("survival_*.json"))
 
@@ -234,5 +233,5 @@ def test_gather_is_identity_without_distributed() -> None:
     assert cox_ph_loss(*args, gather=False).item() == pytest.approx(ref, rel=1e-12)
 
 
-def test_two_process_ddp_matches_single_process() -> None:
-    assert "all checks passed" in run_check_script("ddp_cox.py")
+def test_two_process_ddp_matches_single_process(ddp_checks) -> None:
+    assert "ddp_cox: all checks passed" in ddp_checks.passed("ddp_cox")

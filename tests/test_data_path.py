@@ -21,7 +21,6 @@ from data_modules.loading.transforms import (
 )
 from data_modules.loading.ukb_datamodule import UKBDataModule, make_ukb_splits
 from data_modules.signal.leads import LEAD_SUBSET_PROBS, PAD
-from tests.helpers import run_check_script
 from tests.test_datamodules import write_ptbxl_cache, write_ukb_cache
 
 N = 160
@@ -156,5 +155,5 @@ def test_mask_statistics_match_the_method(ptbxl_cache: Path, ukb) -> None:
     assert counts.sum() == len(per_batch) and _chi2(counts, p) > 1e-3
 
 
-def test_ddp_ranks_take_shards_without_rereading() -> None:
-    assert "all checks passed" in run_check_script("ddp_data.py", timeout=180)
+def test_ddp_ranks_take_shards_without_rereading(ddp_checks) -> None:
+    assert "ddp_data: all checks passed" in ddp_checks.passed("ddp_data")

@@ -16,7 +16,6 @@ from ecg_dan.models.batchnorm import (
     revert_sync_batchnorm,
 )
 from ecg_dan.trainer import EcgDanSyncBatchNorm, build_trainer
-from tests.helpers import run_check_script
 
 SMALL = ModelConfig(seq_len=64, n_down=2, latent_dim=16, temporal_heads=2, lead_heads=2)
 
@@ -74,7 +73,7 @@ def test_trainer_synchronises_batchnorm_exactly_when_ddp(tmp_path):
     assert getattr(single.strategy, "_layer_sync", None) is None
 
 
-def test_two_process_ddp_network_matches_single_process() -> None:
-    out = run_check_script("ddp_network.py")
+def test_two_process_ddp_network_matches_single_process(ddp_checks) -> None:
+    out = ddp_checks.passed("ddp_network")
     assert "ddp_network: all checks passed" in out
     assert "unsynchronised: worst relative gradient difference" in out

@@ -33,7 +33,6 @@ from ecg_dan.interpretation.maps import (
 )
 from ecg_dan.interpretation.single import attention_of
 from ecg_dan.jobs.explain import held_out_assignment, run_explain
-from ecg_dan.jobs.finetune import run_finetune
 from ecg_dan.models import ECGDAN, ModelConfig
 
 L, S, T = 12, 608, 19
@@ -158,13 +157,8 @@ def test_explain_ecg_of_one_beat(tmp_path):
 
 # ----------------------------------------------------------------- the command, end to end
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_data_root) -> Path:
-    run = tmp_path_factory.mktemp("explain-run") / "run"
-    cfg = load_config("demo_finetune", ["+tiny", f"data.root={tiny_data_root}",
-                                        f"run_dir={run}", "finetune.scratch=true",
-                                        "trainer.limit_train_batches=1",
-                                        "trainer.limit_val_batches=1"])
-    return run_finetune(cfg)
+def tiny_run(tiny_cox_run) -> Path:
+    return tiny_cox_run  # tests/conftest.py: one step per fold, from scratch
 
 
 def test_each_participant_is_explained_by_its_held_out_model(tiny_run):

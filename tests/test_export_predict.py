@@ -25,30 +25,20 @@ from data_modules.synthetic.cohort_format import write_cohort
 from data_modules.synthetic.ptbxl_format import write_wfdb
 from ecg_dan.cli import main as cli
 from ecg_dan.config import load_config, save_config
-from ecg_dan.jobs.finetune import run_finetune
 from ecg_dan.model_file import FORMAT_VERSION, ModelFileError, export_run, read_model
 from ecg_dan.predict import load_model
 
 YEARS = (1.0, 3.0, 5.0)
-FAST = ["+tiny", "finetune.scratch=true", "trainer.limit_train_batches=1",
-        "trainer.limit_val_batches=1", "finetune.n_boot=0"]
-
-
-def _run(tmp_path_factory, data_root: Path, name: str, *extra: str) -> Path:
-    run = tmp_path_factory.mktemp(name) / "run"
-    return run_finetune(load_config("demo_finetune", [*FAST, f"data.root={data_root}",
-                                                      f"run_dir={run}", *extra]))
 
 
 @pytest.fixture(scope="module")
-def cox_run(tmp_path_factory, tiny_data_root) -> Path:
-    return _run(tmp_path_factory, tiny_data_root, "cox")
+def cox_run(tiny_cox_run) -> Path:
+    return tiny_cox_run  # tests/conftest.py: one step per fold, from scratch
 
 
 @pytest.fixture(scope="module")
-def lh_run(tmp_path_factory, tiny_data_root) -> Path:
-    return _run(tmp_path_factory, tiny_data_root, "lh", "finetune.objective=logistic_hazard",
-                "finetune.n_time_bins=8")
+def lh_run(tiny_lh_run) -> Path:
+    return tiny_lh_run
 
 
 @pytest.fixture(scope="module")

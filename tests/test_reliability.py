@@ -39,7 +39,7 @@ def _crafted(tmp_path: Path, like: Path | None = None, name: str = "crafted.ckpt
 
 def _args(tmp_path: Path, root: Path, *extra: str) -> list[str]:
     return ["+tiny", f"data.root={root}", f"run_dir={tmp_path / 'run'}",
-            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", *extra]
+            "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", *extra]
 
 
 def test_crafted_checkpoint_is_refused_at_every_entry_point(tmp_path, tiny_data_root,
@@ -119,10 +119,8 @@ def test_rerun_with_another_config_is_refused_naming_the_keys(tmp_path, tiny_dat
     assert "alpha: 0.25" in (run_dir / "config.yaml").read_text()
 
 
-def test_finetune_checkpoint_given_to_evaluate_pretrain(tmp_path, tiny_data_root, capsys):
-    run_dir = run_finetune(load_config("demo_finetune", _args(
-        tmp_path, tiny_data_root, "finetune.scratch=true", "finetune.n_boot=10")))
-    fin = next((run_dir / "seed42_fold0" / "checkpoints").glob("best-*.ckpt"))
+def test_finetune_checkpoint_given_to_evaluate_pretrain(tiny_cox_run, capsys):
+    fin = next((tiny_cox_run / "seed42_fold0" / "checkpoints").glob("best-*.ckpt"))
     assert cli(["evaluate", "pretrain", "--ckpt", str(fin)]) == 2
     err = capsys.readouterr().err
     assert "expected a pretraining checkpoint" in err and "found a finetune checkpoint" in err

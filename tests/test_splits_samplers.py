@@ -18,7 +18,6 @@ from data_modules.protocol.splits import (
     save_splits,
     survival_cv_splits,
 )
-from tests.helpers import run_check_script
 
 
 def _events(n: int, n_events: int, seed: int = 0) -> np.ndarray:
@@ -220,6 +219,6 @@ def test_sampler_errors_and_warnings() -> None:
         EventStratifiedBatchSampler(_events(1000, 14), 128)
 
 
-def test_sampler_under_real_ddp_processes() -> None:
+def test_sampler_under_real_ddp_processes(ddp_checks) -> None:
     """Two gloo ranks on CPU in a subprocess (DDP inside pytest would re-run pytest)."""
-    assert "OK: 2 ranks" in run_check_script("ddp_sampler.py")
+    assert "OK: 2 ranks" in ddp_checks.passed("ddp_sampler")

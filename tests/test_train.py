@@ -225,12 +225,8 @@ def test_finetune_honours_the_optim_schedule(tmp_path, data_root):
     assert ckpt["lr_schedulers"] and ckpt["lr_schedulers"][0]["last_epoch"] == 2
 
 
-def test_logistic_hazard_finetuning_end_to_end(tmp_path, data_root):
-    cfg = load_config("demo_finetune", _args(
-        tmp_path, data_root, "finetune.scratch=true", "finetune.objective=logistic_hazard",
-        "finetune.n_time_bins=6", "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=1"))
-    run_dir = run_finetune(cfg)
+def test_logistic_hazard_finetuning_end_to_end(tiny_lh_run):
+    run_dir = tiny_lh_run  # tests/conftest.py: from scratch, n_time_bins=6, through the job
     pred = run_dir / "predictions"
     test = pd.read_csv(pred / "seed42_fold0.csv")
     assert len(test) and np.isfinite(test.risk).all() and (test.risk <= 0).all()
@@ -345,7 +341,7 @@ def test_make_ablations_runs_the_matrix_resumably_and_compares(tmp_path, data_ro
     from ecg_dan.make_targets import main as make_main
 
     monkeypatch.chdir(tmp_path)
-    tiny = [*TINY, f"data.root={data_root}", "trainer.limit_train_batches=2",
+    tiny = [*TINY, f"data.root={data_root}", "trainer.limit_train_batches=1",
             "trainer.limit_val_batches=1", "finetune.n_boot=20"]
     cmd = ["ablations", "DATA=synthetic", "COHORT=mi",
            "ABLATIONS=ecgdan_clinical_cox,proposed,no_temporal,clinical_cox"]
@@ -400,7 +396,7 @@ def test_ddp_two_processes_on_cpu(tmp_path, data_root):
     script.write_text(DDP_SCRIPT)
     args = ["finetune", "demo_finetune", *_args(
         tmp_path, data_root, "+ddp_cpu", "finetune.scratch=true",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")]
+        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1")]
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
                           timeout=600, env=env, cwd=tmp_path)

@@ -39,40 +39,45 @@ def worker(rank: int, init_file: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=WORLD, timeout=timedelta(seconds=60))
     try:
-        event = make_events()
-        sampler = EventStratifiedBatchSampler(event, BATCH, seed=SEED)  # world from dist
-        assert (sampler.num_replicas, sampler.rank) == (WORLD, rank), (sampler.num_replicas,
-                                                                       sampler.rank)
-        per_epoch: list[list[list[int]]] = []
-        for epoch in range(EPOCHS):
-            sampler.set_epoch(epoch)
-            batches = []
-            for batch in sampler:
-                t = torch.tensor([float(len(batch))])
-                dist.all_reduce(t)  # a collective per step, as DDP training does
-                batches.append(batch)
-            per_epoch.append(batches)
-        gathered: list[list[list[list[int]]] | None] = [None] * WORLD
-        dist.all_gather_object(gathered, per_epoch)
-        if rank == 0:
-            reference = EventStratifiedBatchSampler(event, BATCH, seed=SEED, num_replicas=1,
-                                                    rank=0)
-            for epoch in range(EPOCHS):
-                counts = [len(g[epoch]) for g in gathered]  # type: ignore[index]
-                assert len(set(counts)) == 1, f"epoch {epoch}: batch counts differ {counts}"
-                ref = reference.global_batches(epoch)
-                assert counts[0] == len(ref), (counts, len(ref))
-                seen: list[int] = []
-                for i, ref_batch in enumerate(ref):
-                    parts = [set(g[epoch][i]) for g in gathered]  # type: ignore[index]
-                    assert not parts[0] & parts[1], f"epoch {epoch} batch {i}: ranks overlap"
-                    assert parts[0] | parts[1] == set(ref_batch.tolist()), (
-                        f"epoch {epoch} batch {i}: union differs from the global batch")
-                    seen.extend(parts[0] | parts[1])
-                assert sorted(seen) == list(range(N)), f"epoch {epoch}: not every index once"
-            print(f"OK: {WORLD} ranks, {counts[0]} batches per epoch, disjoint, union = global")
+        checks(rank)
     finally:
         dist.destroy_process_group()
+
+
+def checks(rank: int) -> None:
+    """The checks on one rank of an initialised process group (also run by ddp_all.py)."""
+    event = make_events()
+    sampler = EventStratifiedBatchSampler(event, BATCH, seed=SEED)  # world from dist
+    assert (sampler.num_replicas, sampler.rank) == (WORLD, rank), (sampler.num_replicas,
+                                                                   sampler.rank)
+    per_epoch: list[list[list[int]]] = []
+    for epoch in range(EPOCHS):
+        sampler.set_epoch(epoch)
+        batches = []
+        for batch in sampler:
+            t = torch.tensor([float(len(batch))])
+            dist.all_reduce(t)  # a collective per step, as DDP training does
+            batches.append(batch)
+        per_epoch.append(batches)
+    gathered: list[list[list[list[int]]] | None] = [None] * WORLD
+    dist.all_gather_object(gathered, per_epoch)
+    if rank == 0:
+        reference = EventStratifiedBatchSampler(event, BATCH, seed=SEED, num_replicas=1,
+                                                rank=0)
+        for epoch in range(EPOCHS):
+            counts = [len(g[epoch]) for g in gathered]  # type: ignore[index]
+            assert len(set(counts)) == 1, f"epoch {epoch}: batch counts differ {counts}"
+            ref = reference.global_batches(epoch)
+            assert counts[0] == len(ref), (counts, len(ref))
+            seen: list[int] = []
+            for i, ref_batch in enumerate(ref):
+                parts = [set(g[epoch][i]) for g in gathered]  # type: ignore[index]
+                assert not parts[0] & parts[1], f"epoch {epoch} batch {i}: ranks overlap"
+                assert parts[0] | parts[1] == set(ref_batch.tolist()), (
+                    f"epoch {epoch} batch {i}: union differs from the global batch")
+                seen.extend(parts[0] | parts[1])
+            assert sorted(seen) == list(range(N)), f"epoch {epoch}: not every index once"
+        print(f"OK: {WORLD} ranks, {counts[0]} batches per epoch, disjoint, union = global")
 
 
 def main() -> int:
