@@ -6,6 +6,7 @@ Each rank reports itself through ``ECG_DAN_RANK_REPORT`` (ecg_dan.trainer.RankRe
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,19 @@ def test_two_nodes_one_writer_same_weights_and_resume(tmp_path, tiny_data_root):
     assert len(list((run / "csv").glob("version_*"))) == 2  # one log per launch, rank 0's
 
 
-def test_slurm_overlay_takes_the_topology_from_the_job(monkeypatch, tmp_path):
+@pytest.fixture
+def restored_environ():
+    """Lightning's SLURM environment writes MASTER_ADDR / MASTER_PORT into ``os.environ``;
+    left there, every later DDP subprocess of the session would rendezvous at the fake job's
+    node and hang."""
+    saved = os.environ.copy()
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_slurm_overlay_takes_the_topology_from_the_job(monkeypatch, tmp_path,
+                                                       restored_environ):
     """+slurm under a (simulated) 2-node x 2-task job, as its global rank 3: Lightning's
     SLURM environment, the job's topology, and no file written by a rank other than 0."""
     from lightning_utilities.core.rank_zero import rank_zero_only
@@ -76,3 +89,4 @@ def test_slurm_overlay_takes_the_topology_from_the_job(monkeypatch, tmp_path):
     assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 2, 4)
     assert (trainer.global_rank, trainer.node_rank, trainer.local_rank) == (3, 1, 1)
     assert not list((tmp_path / "run").rglob("*.*"))  # config.yaml is rank 0's to write
+    assert os.environ["MASTER_ADDR"] == "node1"  # what restored_environ takes back

@@ -17,12 +17,14 @@ from data_modules.cache.format import (
 from data_modules.cache.lock import build_lock, lock_path
 from data_modules.cache.parallel import parallel_map
 from data_modules.cache.read import (
+    close_handles,
     is_complete_cache,
     open_cache,
     open_rows,
     read_skipped,
     read_warnings,
     validate_cache,
+    worker_handle,
 )
 from data_modules.cache.shard import WHOLE, Shard
 from data_modules.cache.write import (
@@ -40,8 +42,9 @@ from data_modules.cache.write import (
 __all__ = [
     "ID_DATASET", "KIND_NAMES", "KINDS", "PRETRAIN_KINDS", "SCHEMA_VERSION", "STR_DTYPE",
     "SURVIVAL_KINDS", "WHOLE",
-    "Appender", "BuildSummary", "CacheError", "Shard", "atomic_h5", "build_lock", "config_json",
+    "Appender", "BuildSummary", "CacheError", "Shard", "atomic_h5", "build_lock",
+    "close_handles", "config_json",
     "is_complete_cache", "lock_path", "open_cache", "open_rows", "parallel_map", "reason_key",
     "read_skipped", "read_warnings", "sha1_file", "sort_skips", "staging_h5", "validate_cache",
-    "write_skipped", "write_strings", "write_warnings",
+    "worker_handle", "write_skipped", "write_strings", "write_warnings",
 ]

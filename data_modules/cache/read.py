@@ -162,6 +162,31 @@ def open_rows(path: str | os.PathLike, rdcc_nbytes: int | None = None) -> h5py.F
     return h5py.File(path, "r", **kw)
 
 
+_HANDLES: dict[str, h5py.File] = {}  # files this process keeps open (workers open their own)
+_HANDLES_PID = os.getpid()
+
+
+def worker_handle(path: str | os.PathLike) -> h5py.File:
+    """A read-only handle of ``path`` kept open for the life of this process, for many
+    per-record reads without reopening (a cache that :func:`open_cache` accepted, or a
+    source's HDF5 file); a forked worker does not reuse its parent's handles."""
+    global _HANDLES_PID
+    if _HANDLES_PID != os.getpid():
+        _HANDLES.clear()
+        _HANDLES_PID = os.getpid()
+    key = str(path)
+    f = _HANDLES.get(key)
+    if f is None:
+        f = _HANDLES[key] = open_rows(key)
+    return f
+
+
+def close_handles() -> None:
+    """Close the handles :func:`worker_handle` kept open in this process."""
+    while _HANDLES:
+        _HANDLES.popitem()[1].close()
+
+
 def is_complete_cache(path: str | os.PathLike, kind: str,
                       build_config: Mapping[str, Any]) -> bool:
     """True when ``path`` is a complete cache of ``kind`` built with exactly ``build_config``

@@ -79,10 +79,12 @@ from data_modules.cache import (
     Shard,
     atomic_h5,
     build_lock,
+    close_handles,
     is_complete_cache,
     parallel_map,
     sha1_file,
     sort_skips,
+    worker_handle,
     write_skipped,
     write_warnings,
 )
@@ -243,24 +245,8 @@ def strip_padding(x: np.ndarray) -> np.ndarray:
     return x[:, nz[0]:nz[-1] + 1] if nz.size else x[:, :0]
 
 
-_OPEN: dict[str, h5py.File] = {}  # files this worker process opened
-_OPEN_PID = os.getpid()
-
-
 def _tracing(path: str, row: int) -> np.ndarray:
-    global _OPEN_PID
-    if _OPEN_PID != os.getpid():  # a forked worker: the parent's handles are not ours
-        _OPEN.clear()
-        _OPEN_PID = os.getpid()
-    f = _OPEN.get(path)
-    if f is None:
-        f = _OPEN[path] = h5py.File(path, "r")
-    return np.asarray(f["tracings"][row], dtype=np.float64)
-
-
-def _close_files() -> None:
-    while _OPEN:
-        _OPEN.popitem()[1].close()
+    return np.asarray(worker_handle(path)["tracings"][row], dtype=np.float64)
 
 
 def exam_median(x: np.ndarray, leads: tuple[str, ...], exam_id: int, where: str,
@@ -441,7 +427,7 @@ def _build(root: Path, out: Path, time_unit: str, workers: int, progress: bool, 
                     app.add(median=res)
                     ok[k] = True
         finally:
-            _close_files()
+            close_handles()
         app.flush()
         if not ok.any():
             raise DataError(f"{root}: no usable exam ({len(skipped)} skipped; first "

@@ -29,10 +29,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from data_modules.cache import ID_DATASET, CacheError, open_cache, open_rows
+from data_modules.cache import ID_DATASET, CacheError, close_handles, open_cache, worker_handle
 from data_modules.errors import DataError, RecordSkip
 from data_modules.signal.median_beat import MAX_ABS_MV, signal_problem
 from data_modules.sources.cardiosoft_xml import cardiosoft_strip_median, checked_median
@@ -169,25 +168,13 @@ def discover(paths: list[str | os.PathLike]
     return items, skipped
 
 
-_OPEN: dict[str, h5py.File] = {}  # caches opened by this process (workers open their own)
-_OPEN_PID = os.getpid()
-
-
 def _cache_row(path: str, row: int) -> np.ndarray:
-    global _OPEN_PID
-    if _OPEN_PID != os.getpid():  # a forked worker: the parent's handles are not ours
-        _OPEN.clear()
-        _OPEN_PID = os.getpid()
-    f = _OPEN.get(path)
-    if f is None:
-        f = _OPEN[path] = open_rows(path)
-    return np.asarray(f["median"][row], dtype=np.float64)
+    return np.asarray(worker_handle(path)["median"][row], dtype=np.float64)
 
 
 def close_caches() -> None:
     """Close the caches this process opened for :func:`load_beat` (end of a batch)."""
-    while _OPEN:
-        _OPEN.popitem()[1].close()
+    close_handles()
 
 
 def load_beat(item: ECGItem, max_abs_mv: float = MAX_ABS_MV,
