@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,22 +35,29 @@ def _workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def synthetic_dir(cfg: DictConfig) -> Path:
-    """The synthetic twin for this config, generated on first use."""
+def _twin_dir(cfg: DictConfig, what: str, name: str, write: Callable[[Path], object]) -> Path:
+    """``<data.root>/<name>[-<setting>]``, written by ``write`` on first use (atomically)."""
     d = cfg.data
-    name = f"synthetic-n{d.synthetic_n}-s{d.synthetic_seed}-{d.synthetic_events}"
-    if d.synthetic_n_ukb is not None:
-        name += f"-ukb{d.synthetic_n_ukb}"
     if d.synthetic_setting != "standard":
         name += f"-{d.synthetic_setting}"
     final = Path(d.root) / name
 
     def build(tmp: Path) -> None:
-        log.info(f"generating synthetic PTB-XL and UK Biobank data in {final} ...")
-        make_synthetic(tmp, n=d.synthetic_n, seed=d.synthetic_seed, events=d.synthetic_events,
-                       n_ukb=d.synthetic_n_ukb, setting=d.synthetic_setting)
+        log.info(f"generating {what} in {final} ...")
+        write(tmp)
 
     return atomic_dir(final, build)
+
+
+def synthetic_dir(cfg: DictConfig) -> Path:
+    """The synthetic PTB-XL + UK Biobank twin for this config, generated on first use."""
+    d = cfg.data
+    name = f"synthetic-n{d.synthetic_n}-s{d.synthetic_seed}-{d.synthetic_events}"
+    if d.synthetic_n_ukb is not None:
+        name += f"-ukb{d.synthetic_n_ukb}"
+    return _twin_dir(cfg, "synthetic PTB-XL and UK Biobank data", name, lambda tmp: make_synthetic(
+        tmp, n=d.synthetic_n, seed=d.synthetic_seed, events=d.synthetic_events,
+        n_ukb=d.synthetic_n_ukb, setting=d.synthetic_setting))
 
 
 PTBXL_HELP = """no PTB-XL data configured.
@@ -92,16 +100,10 @@ def mimic_synthetic_dir(cfg: DictConfig) -> Path:
     """The synthetic MIMIC-IV-ECG twin for this config, generated on first use."""
     d = cfg.data
     n = d.synthetic_n_mimic if d.synthetic_n_mimic is not None else d.synthetic_n
-    name = f"synthetic-mimic-n{n}-s{d.synthetic_seed}"
-    if d.synthetic_setting != "standard":
-        name += f"-{d.synthetic_setting}"
-
-    def build(tmp: Path) -> None:
-        log.info(f"generating synthetic MIMIC-IV-ECG data in {Path(d.root) / name} ...")
-        write_mimic(tmp, n=int(n), seed=d.synthetic_seed,
-                    setting=twin_setting(d.synthetic_setting))
-
-    return atomic_dir(Path(d.root) / name, build)
+    return _twin_dir(cfg, "synthetic MIMIC-IV-ECG data",
+                     f"synthetic-mimic-n{n}-s{d.synthetic_seed}",
+                     lambda tmp: write_mimic(tmp, n=int(n), seed=d.synthetic_seed,
+                                             setting=twin_setting(d.synthetic_setting)))
 
 
 def mimic_cache(cfg: DictConfig) -> Path:
@@ -142,17 +144,11 @@ def code15_twin_dir(cfg: DictConfig) -> Path:
     patients), generated on first use."""
     d = cfg.data
     n = d.synthetic_n_ukb if d.synthetic_n_ukb is not None else d.synthetic_n
-    name = f"synthetic-code15-n{n}-s{d.synthetic_seed}-{d.synthetic_events}"
-    if d.synthetic_setting != "standard":
-        name += f"-{d.synthetic_setting}"
-    final = Path(d.root) / name
-
-    def build(tmp: Path) -> None:
-        log.info(f"generating a synthetic CODE-15% in {final} ...")
-        write_code15(tmp, n=n, seed=d.synthetic_seed, events=d.synthetic_events,
-                     setting=d.synthetic_setting)
-
-    return atomic_dir(final, build)
+    return _twin_dir(cfg, "a synthetic CODE-15%",
+                     f"synthetic-code15-n{n}-s{d.synthetic_seed}-{d.synthetic_events}",
+                     lambda tmp: write_code15(tmp, n=n, seed=d.synthetic_seed,
+                                              events=d.synthetic_events,
+                                              setting=d.synthetic_setting))
 
 
 def ukb_cache(cfg: DictConfig) -> Path:
