@@ -27,6 +27,7 @@ from data_modules.errors import DataError, RecordSkip
 from data_modules.signal.leads import BEAT_LEN, FS, LEADS, N_LEADS
 from data_modules.signal.median_beat import MAX_ABS_MV, conform_beat, resample_to, signal_problem
 from data_modules.sources.wfdb_record import strip_median
+from data_modules.sources.xml_format import xml_number, xml_text
 
 MEASUREMENT_NAMES: tuple[str, ...] = (
     "VentricularRate", "PQInterval", "PDuration", "QRSDuration", "QTInterval",
@@ -57,29 +58,13 @@ class CardioSoftECG:
     measurements: dict[str, float] = field(default_factory=dict)
 
 
-def _text(root: ET.Element, path: str) -> str | None:
-    el = root.find(path)
-    if el is None or el.text is None:
-        return None
-    t = el.text.strip()
-    return t or None
+_text = xml_text
 
 
 def _number(root: ET.Element, path: str, file: Path, required: bool = True,
             prefix: str = "") -> float:
     """Float value of ``root/path``; NaN when absent/empty unless ``required``."""
-    t = _text(root, path)
-    if t is None:
-        if required:
-            raise CardiologyXMLError(f"{file}: {prefix}{path} missing or empty")
-        return float("nan")
-    try:
-        v = float(t)
-    except ValueError:
-        raise CardiologyXMLError(f"{file}: {prefix}{path}: malformed number {t!r}") from None
-    if not np.isfinite(v):
-        raise CardiologyXMLError(f"{file}: {prefix}{path}: non-finite value {t!r}")
-    return v
+    return xml_number(root, path, file, CardiologyXMLError, required, prefix)
 
 
 def _counts(text: str | None, where: str, file: Path) -> np.ndarray:

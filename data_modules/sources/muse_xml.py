@@ -56,6 +56,7 @@ from data_modules.signal.leads import LEADS
 from data_modules.signal.median_beat import MAX_ABS_MV
 from data_modules.sources.base import RawRecord
 from data_modules.sources.wfdb_record import strip_median
+from data_modules.sources.xml_format import xml_number, xml_text
 
 ROOT = "RestingECG"
 UNIT_MV = {"MICROVOLTS": 1e-3, "MILLIVOLTS": 1.0}  # LeadAmplitudeUnits -> mV per unit
@@ -74,22 +75,11 @@ class MuseXMLError(DataError):
     """A MUSE XML file that cannot be used; the message names the file and field."""
 
 
-def _text(el: ET.Element, path: str) -> str | None:
-    t = el.findtext(path)
-    return t.strip() or None if t is not None else None
+_text = xml_text
 
 
 def _number(el: ET.Element, path: str, file: Path, where: str) -> float:
-    t = _text(el, path)
-    if t is None:
-        raise MuseXMLError(f"{file}: {where}/{path} missing or empty")
-    try:
-        v = float(t)
-    except ValueError:
-        raise MuseXMLError(f"{file}: {where}/{path}: malformed number {t!r}") from None
-    if not np.isfinite(v):
-        raise MuseXMLError(f"{file}: {where}/{path}: non-finite value {t!r} (NaN/inf)")
-    return v
+    return xml_number(el, path, file, MuseXMLError, prefix=f"{where}/")
 
 
 def _rhythm(root: ET.Element, file: Path) -> ET.Element:

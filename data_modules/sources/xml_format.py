@@ -1,10 +1,14 @@
 """Which ECG XML format a file is, told by its root element (read without parsing the rest):
-GE CardioSoft ``CardiologyXML`` (UK Biobank) or GE MUSE ``RestingECG`` (hospital exports)."""
+GE CardioSoft ``CardiologyXML`` (UK Biobank) or GE MUSE ``RestingECG`` (hospital exports);
+and the field readers both formats' parsers share."""
 
 from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
 
 from data_modules.errors import RecordSkip
 
@@ -29,3 +33,27 @@ def xml_format(path: str | os.PathLike, rel: str) -> str:
         raise RecordSkip(f"unknown XML format: {rel}: root element <{tag}> is neither "
                          "CardioSoft <CardiologyXML> nor GE MUSE <RestingECG>")
     return XML_FORMATS[tag]
+
+
+def xml_text(el: ET.Element, path: str) -> str | None:
+    """The stripped text of ``el/path``; None when the element is absent or empty."""
+    t = el.findtext(path)
+    return (t.strip() or None) if t is not None else None
+
+
+def xml_number(el: ET.Element, path: str, file: str | Path, error: type[Exception],
+               required: bool = True, prefix: str = "") -> float:
+    """The finite float of ``el/path`` (NaN when absent or empty, unless ``required``);
+    ``error`` naming the file and ``prefix + path`` when missing, malformed or non-finite."""
+    t = xml_text(el, path)
+    if t is None:
+        if required:
+            raise error(f"{file}: {prefix}{path} missing or empty")
+        return float("nan")
+    try:
+        v = float(t)
+    except ValueError:
+        raise error(f"{file}: {prefix}{path}: malformed number {t!r}") from None
+    if not np.isfinite(v):
+        raise error(f"{file}: {prefix}{path}: non-finite value {t!r} (NaN/inf)")
+    return v
