@@ -20,6 +20,7 @@ from ecg_dan.metrics.survival import (
     survival_curves,
 )
 from ecg_dan.reporting.tables import add_fold_column
+from ecg_dan.run_dir import RunDir, RunDirError
 
 
 def fold_survival(test: pd.DataFrame, train: pd.DataFrame | None, times: ArrayLike,
@@ -84,17 +85,40 @@ def oof_absolute_risk(test: pd.DataFrame, train: pd.DataFrame | None, times: Arr
     return pd.concat([out, pd.DataFrame(risk, columns=[f"risk@{h:g}" for h in t])], axis=1)
 
 
+def participant_risks(pred: pd.DataFrame, horizons: Sequence[float]) -> pd.DataFrame:
+    """Per participant (index ``eid``, sorted): ``time``, ``event`` and ``risk@<h>``, the
+    mean over seeds of :func:`oof_absolute_risk` rows (each from the fold model that did not
+    train on them)."""
+    cols = [f"risk@{h:g}" for h in horizons]
+    return pred.groupby("eid").agg({"time": "first", "event": "first",
+                                    **{c: "mean" for c in cols}})
+
+
+def run_absolute_risk(rd: RunDir, horizons: Sequence[float]) -> pd.DataFrame:
+    """A finetuning or Cox-baseline run's out-of-fold absolute risks by each horizon (in the
+    run's time unit), per participant (:func:`participant_risks`); read from its saved
+    predictions only."""
+    rows = []
+    for ff in rd.scored_folds():
+        test = ff.read_test()
+        train, curves = ff.read_train(), ff.read_curves(test.eid)
+        if train is None and curves is None:
+            raise RunDirError(f"{ff.train_csv}: missing; absolute risks of a Cox model need "
+                              "its training-fold risks")
+        rows.append(oof_absolute_risk(test, train, horizons, curves))
+    return participant_risks(pd.concat(rows, ignore_index=True), horizons)
+
+
 def calibration_results(pred: pd.DataFrame, horizons: Sequence[float], n_groups: int = 10,
                         alpha: float = 0.05) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
     """Calibration at each horizon from :func:`oof_absolute_risk` rows of every fold: each
-    participant's predicted risk is the mean over seeds (each from the fold model that did
-    not train on them, as the Kaplan-Meier figure groups them); then the decile table
+    participant's predicted risk is the mean over seeds (:func:`participant_risks`, as the
+    Kaplan-Meier figure groups them); then the decile table
     (:func:`ecg_dan.metrics.calibration.calibration_table`, with a ``horizon`` column) and
     calibration-in-the-large per horizon (keyed ``f"{h:g}"``)."""
 
     cols = [f"risk@{h:g}" for h in horizons]
-    per = pred.groupby("eid").agg({"time": "first", "event": "first",
-                                   **{c: "mean" for c in cols}})
+    per = participant_risks(pred, horizons)
     tables, large = [], {}
     for h, c in zip(horizons, cols):
         tab = calibration_table(per[c], per.time, per.event, h, min(n_groups, len(per)), alpha)
