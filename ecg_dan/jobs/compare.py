@@ -28,6 +28,7 @@ from data_modules.errors import DataError
 from ecg_dan.config import ConfigError
 from ecg_dan.jobs.common import log_wandb_summary
 from ecg_dan.log import get_logger
+from ecg_dan.reporting.absolute_models import FoldModelRows, fold_models
 from ecg_dan.reporting.comparison import cohort_table, comparison_table
 from ecg_dan.reporting.figures import forest_plot
 from ecg_dan.reporting.json_io import write_json
@@ -49,36 +50,21 @@ def data_label(cfg: DictConfig) -> str:
     return f"cohort cache {Path(str(cache)).name}" if cache else str(cfg.data.source)
 
 def load_run(run_dir: str | os.PathLike
-             ) -> tuple[pd.DataFrame, dict[tuple[int, int], pd.DataFrame], DictConfig]:
-    """(OOF predictions, {(seed, fold): training-fold frame}, config) of a finetuning run."""
+             ) -> tuple[pd.DataFrame, list[FoldModelRows], DictConfig]:
+    """(OOF predictions, its folds with their models of absolute risk, config) of a
+    finetuning run."""
     rd = RunDir(run_dir)
     if not rd.path.is_dir():
         raise FileNotFoundError(f"no run directory {rd}")
     cfg = rd.load_config()
-    folds, train = [], {}
-    for ff in rd.scored_folds():
-        df = ff.read_test()
-        missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-        if missing or df.empty:
-            raise DataError(f"{ff.csv}: {'no rows' if df.empty else f'lacks columns {missing}'};"
+    folds = fold_models(rd)
+    for f in folds:
+        missing = [c for c in REQUIRED_COLUMNS if c not in f.test.columns]
+        if missing or f.test.empty:
+            csv = rd.fold(*f.key).csv
+            raise DataError(f"{csv}: {'no rows' if f.test.empty else f'lacks columns {missing}'};"
                             f" needs {list(REQUIRED_COLUMNS)}")
-        folds.append(df)
-        tr = ff.read_train()
-        if tr is not None:
-            train[(int(df.seed.iloc[0]), int(df.fold.iloc[0]))] = tr
-    return pd.concat(folds, ignore_index=True), train, cfg
-
-
-def load_curves(run_dir: str | os.PathLike, oof: pd.DataFrame
-                ) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
-    """{(seed, fold): (surv, cuts)} of a discrete-time run (its folds' curve sidecars)."""
-    rd = RunDir(run_dir)
-    out = {}
-    for (s, f), g in oof.groupby(["seed", "fold"], sort=True):
-        curves = rd.fold(s, f).read_curves(g.eid)
-        if curves is not None:
-            out[(int(s), int(f))] = curves
-    return out
+    return pd.concat([f.test for f in folds], ignore_index=True), folds, cfg
 
 
 def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
@@ -165,11 +151,9 @@ def _compare_cohort(runs: dict, out_dir: Path, reference: str | None, n_boot: in
     ref = (_resolve_reference(reference, names, run_dirs) if reference
            else default_reference(names, configs))
     table = comparison_table({n: oof for n, (oof, _, _) in zip(names, loaded)}, ref,
-                             train={n: tr for n, (_, tr, _) in zip(names, loaded)},
+                             folds={n: fm for n, (_, fm, _) in zip(names, loaded)},
                              configs=dict(zip(names, configs)), n_boot=n_boot, alpha=alpha,
-                             seed=seed,
-                             curves={n: load_curves(d, oof)
-                                     for n, d, (oof, _, _) in zip(names, run_dirs, loaded)})
+                             seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = {data_label(c) for c in configs}
     cohorts = {str(c.finetune.cohort) for c in configs}
