@@ -242,8 +242,9 @@ def _cox_fit(x: NDArray, time: NDArray, event: NDArray[np.bool_], t: float,
     ev_idx = uniq[ev][order]
     d = np.bincount(ev_idx)
     starts = np.searchsorted(ev_idx, ev_idx, side="left")
+    # l = 0..d-1 numbers the tied events of a time in any order: Efron's sum over l does not
+    # depend on which event gets which l
     frac = (np.arange(ev_idx.size) - starts) / d[ev_idx]
-    # Efron's reduced sums are symmetric in the tied events, so sorting them is harmless
     beta = np.zeros(x.shape[1])
     loglik, grad, hess, _, _ = _efron_terms(beta, xc, uniq, ev_idx, frac, ev)
     for _ in range(max_iter):
