@@ -182,10 +182,10 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
     unit = str(cfg.data.time_unit)
     large = None
     if horizons and all(f.model is not None for f in folds):
-        cal, large = calibration_results(absolute_risks(folds, horizons), horizons)
+        cal, large, curves = calibration_results(absolute_risks(folds, horizons), horizons)
         atomic_write_text(rd.calibration_csv, cal.to_csv(index=False))
-        calibration_plot(cal, rd.calibration_png, time_unit=unit,
-                         title="Calibration by risk decile (out-of-fold)")
+        calibration_plot(cal, rd.calibration_png, time_unit=unit, curves=curves,
+                         title="Calibration out of fold: risk deciles and smoothed curve")
         extra["calibration_in_the_large"] = large
         extra["recalibration"] = _recalibration_summary(folds)
     md = finetune_markdown(table, unit, oracle_cindex=oracle, calibration=large)

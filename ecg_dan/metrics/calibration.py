@@ -49,6 +49,8 @@ from ecg_dan.metrics.cindex import UndefinedMetricError
 from ecg_dan.metrics.survival import breslow_baseline
 
 __all__ = [
+    "CoxFit",
+    "cox_fit",
     "MIN_EVENTS",
     "CalibrationNotEstimated",
     "SmoothedCalibration",
@@ -175,7 +177,7 @@ def rcs_basis(x: ArrayLike, knots: ArrayLike) -> NDArray:
 
 
 @dataclass(frozen=True)
-class _CoxFit:
+class CoxFit:
     """A Cox fit censored at the horizon: coefficients, their covariance, the covariate means
     (the fit is centred), the Breslow ``H0(t)`` at the means and the terms of the delta-method
     variance of ``log H(t | z)``: ``var_h0 + (z - xbar)' cov (z - xbar)``."""
@@ -227,8 +229,8 @@ def _efron_terms(beta: NDArray, x: NDArray, uniq: NDArray[np.int64], ev_idx: NDA
     return loglik, grad, hess, s0, xbar
 
 
-def _cox_fit(x: NDArray, time: NDArray, event: NDArray[np.bool_], t: float,
-             max_iter: int = 50, tol: float = 1e-10) -> _CoxFit:
+def cox_fit(x: NDArray, time: NDArray, event: NDArray[np.bool_], t: float,
+             max_iter: int = 50, tol: float = 1e-10) -> CoxFit:
     """Cox regression of (time, event) censored at ``t`` on the columns of ``x``: Efron's
     partial likelihood maximised by Newton-Raphson with step halving (from beta = 0, as
     lifelines), the Breslow baseline at ``t``."""
@@ -273,7 +275,7 @@ def _cox_fit(x: NDArray, time: NDArray, event: NDArray[np.bool_], t: float,
     # risk-set covariate means (the Breslow sums: Efron's reduction off)
     _, _, _, s0, xbar = _efron_terms(beta, xc, uniq, ev_idx, np.zeros_like(frac), ev)
     inc = 1.0 / s0
-    return _CoxFit(beta=beta, cov=cov, center=center, h0=h0,
+    return CoxFit(beta=beta, cov=cov, center=center, h0=h0,
                    var_h0=float((inc ** 2).sum() / inc.sum() ** 2),
                    xbar=(inc[:, None] * xbar).sum(axis=0) / inc.sum())
 
@@ -304,7 +306,7 @@ def calibration_slope(predicted_risk: ArrayLike, time: ArrayLike, event: ArrayLi
     (Wald ``1 - alpha`` CI), ``n``, ``events`` (before ``t``). Raises
     :class:`CalibrationNotEstimated` with fewer than :data:`MIN_EVENTS` events."""
     _, tm, ev, lp, events = _horizon_data(predicted_risk, time, event, t)
-    fit = _cox_fit(lp[:, None], tm, ev, t)
+    fit = cox_fit(lp[:, None], tm, ev, t)
     slope, se = float(fit.beta[0]), float(math.sqrt(fit.cov[0, 0]))
     z = float(norm.ppf(1 - alpha / 2))
     return {"slope": slope, "slope_se": se, "slope_low": slope - z * se,
@@ -359,7 +361,7 @@ def smoothed_calibration(predicted_risk: ArrayLike, time: ArrayLike, event: Arra
     """
     p, tm, ev, lp, events = _horizon_data(predicted_risk, time, event, t)
     knots = rcs_knots(lp, n_knots)
-    fit = _cox_fit(rcs_basis(lp, knots), tm, ev, t)
+    fit = cox_fit(rcs_basis(lp, knots), tm, ev, t)
     log_h, _ = fit.log_cumhaz(rcs_basis(lp, knots))
     observed = -np.expm1(-np.exp(log_h))
     err = np.abs(observed - p)

@@ -13,11 +13,11 @@ log-risk, fitted on rows the network did not train on (the inner-validation rows
 
 ``offset`` = the mean log-risk of the fold model's own training-fold rows (a Cox log-risk is
 defined up to a constant that differs between fold models; after it, 0 is the typical
-training person of every fold model), ``slope`` = the Cox regression coefficient (1 = the
-network's spread is right, < 1 = too spread) and ``H0_cal`` = the Breslow baseline of
-``slope * (eta - offset)`` on the same rows. With fewer than :data:`MIN_SLOPE_EVENTS` events
-the slope is not estimable with any precision and is held at 1 (the baseline alone is
-refitted), which the result records.
+training person of every fold model), ``slope`` = the Cox regression coefficient (Efron
+ties, :func:`ecg_dan.metrics.calibration.cox_fit`; 1 = the network's spread is right, < 1 =
+too spread) and ``H0_cal`` = the Breslow baseline of ``slope * (eta - offset)`` on the same
+rows. With fewer than :data:`MIN_SLOPE_EVENTS` events the slope is not estimable with any
+precision and is held at 1 (the baseline alone is refitted), which the result records.
 """
 
 from __future__ import annotations
@@ -29,46 +29,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from data_modules.protocol.survival_arrays import check_survival
+from ecg_dan.metrics.calibration import cox_fit
 from ecg_dan.metrics.survival import BreslowBaseline, breslow_baseline
 
-__all__ = ["MIN_SLOPE_EVENTS", "CoxRecalibration", "cox_coefficient", "fit_cox_recalibration"]
+__all__ = ["MIN_SLOPE_EVENTS", "CoxRecalibration", "fit_cox_recalibration"]
 
 #: Fewest events on the calibration rows for a fitted slope (else slope 1, baseline only).
 MIN_SLOPE_EVENTS = 20
-
-
-def cox_coefficient(x: ArrayLike, time: ArrayLike, event: ArrayLike, max_iter: int = 50,
-                    tol: float = 1e-10) -> tuple[float, float]:
-    """Coefficient and standard error of a one-covariate Cox model (Breslow ties, the
-    baseline estimator's convention), by Newton-Raphson on the partial likelihood."""
-    t, e, z = check_survival(time, event, x, where="cox_coefficient")
-    if not e.any():
-        raise ValueError("cox_coefficient: no events")
-    order = np.argsort(-t, kind="stable")  # descending time: risk sets are prefixes
-    t, e, z = t[order], e[order], z[order]
-    # the last row of each tied time closes its risk set
-    last = np.r_[t[1:] != t[:-1], True]
-    z = z - z.mean()  # numerically kinder; the coefficient is unchanged
-    beta = 0.0
-    info = math.nan
-    for _ in range(max_iter):
-        w = np.exp(beta * z - np.max(beta * z))
-        s0 = np.cumsum(w)[last]
-        s1 = np.cumsum(w * z)[last]
-        s2 = np.cumsum(w * z * z)[last]
-        d = np.cumsum(e)[last]
-        d = np.diff(np.r_[0, d])  # events at each distinct time
-        zsum = np.diff(np.r_[0.0, np.cumsum(e * z)[last]])
-        mean = s1 / s0
-        grad = float((zsum - d * mean).sum())
-        info = float((d * (s2 / s0 - mean * mean)).sum())
-        if info <= 0:
-            raise ValueError("cox_coefficient: the covariate does not vary within risk sets")
-        step = grad / info
-        beta += step
-        if abs(step) < tol:
-            break
-    return beta, 1.0 / math.sqrt(info)
 
 
 @dataclass(frozen=True)
@@ -110,7 +77,7 @@ def fit_cox_recalibration(centred: ArrayLike, time: ArrayLike, event: ArrayLike,
                          f"{t.size} rows, {int(e.sum())} events")
     slope, fitted = 1.0, False
     if int(e.sum()) >= MIN_SLOPE_EVENTS and np.ptp(c) > 0:
-        slope, fitted = cox_coefficient(c, t, e)[0], True
+        slope, fitted = float(cox_fit(c[:, None], t, e, math.inf).beta[0]), True
     base = breslow_baseline(slope * c, t, e)
     return CoxRecalibration(float(offset), float(slope), base, int(t.size), int(e.sum()),
                             fitted)

@@ -62,6 +62,7 @@ class FoldModelRows:
     test: pd.DataFrame
     train: pd.DataFrame | None
     model: AbsoluteModel | None
+    val_eid: NDArray | None = None  # its inner-validation rows (scored in ``train``)
 
     def survival(self, times: ArrayLike) -> NDArray:
         """Survival of the held-out rows at ``times``, (n, n_times)."""
@@ -103,13 +104,17 @@ def fold_models(rd: RunDir) -> list[FoldModelRows]:
         folds.append(FoldModelRows(key, test, ff.read_train(),
                                    None if curves is None else DiscreteCurves(*curves)))
     cox = [f for f in folds if f.model is None and f.train is not None]
-    if not cox:
-        return folds
     if not rd.has_splits():
-        log.warning(f"{rd.splits_path}: missing, so the validation rows that recalibrate the "
-                    "Cox fold models are unknown: no absolute risk, calibration or IBS")
+        if cox:
+            log.warning(f"{rd.splits_path}: missing, so the validation rows that recalibrate "
+                        "the Cox fold models are unknown: no absolute risk, calibration or IBS")
         return folds
     parts = _val_eids(rd)
+    for f in folds:
+        if f.key in parts:
+            f.val_eid = parts[f.key][0]
+    if not cox:
+        return folds
     pool = []
     offsets = {}
     for f in cox:

@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from ecg_dan.metrics.calibration import calibration_in_the_large, calibration_table
+from ecg_dan.metrics.calibration import (
+    CalibrationNotEstimated,
+    calibration_in_the_large,
+    calibration_slope,
+    calibration_table,
+    smoothed_calibration,
+)
 from ecg_dan.metrics.cindex import UndefinedMetricError
 from ecg_dan.metrics.survival import antolini_cindex, integrated_brier_score
 from ecg_dan.reporting.absolute_models import FoldModelRows, fold_models
@@ -79,18 +86,30 @@ def run_absolute_risk(rd: RunDir, horizons: Sequence[float]) -> pd.DataFrame:
 
 
 def calibration_results(per: pd.DataFrame, horizons: Sequence[float], n_groups: int = 10,
-                        alpha: float = 0.05) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+                        alpha: float = 0.05
+                        ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]],
+                                   dict[float, pd.DataFrame]]:
     """Calibration at each horizon from :func:`absolute_risks` (one row per participant):
     the decile table (:func:`ecg_dan.metrics.calibration.calibration_table`, with a
-    ``horizon`` column) and calibration-in-the-large per horizon (keyed ``f"{h:g}"``)."""
-    tables, large = [], {}
+    ``horizon`` column); per horizon (keyed ``f"{h:g}"``) calibration-in-the-large (O/E with
+    the KM CI), the calibration slope and the smoothed-curve measures ICI / E50 / E90 / Emax
+    (or ``note`` saying why they were not estimated); and the smoothed curves by horizon."""
+    tables, large, curves = [], {}, {}
     for h in horizons:
         c = f"risk@{h:g}"
         tab = calibration_table(per[c], per.time, per.event, h, min(n_groups, len(per)), alpha)
         tables.append(tab.assign(horizon=float(h)))
-        large[f"{h:g}"] = calibration_in_the_large(per[c], per.time, per.event, h, alpha)
+        row: dict[str, Any] = calibration_in_the_large(per[c], per.time, per.event, h, alpha)
+        try:
+            row |= calibration_slope(per[c], per.time, per.event, h, alpha)
+            smooth = smoothed_calibration(per[c], per.time, per.event, h, alpha=alpha)
+            row |= {k: v for k, v in smooth.summary().items() if k not in ("n", "events")}
+            curves[float(h)] = smooth.curve
+        except CalibrationNotEstimated as e:
+            row["note"] = str(e)
+        large[f"{h:g}"] = row
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    return table[["horizon", *[x for x in table.columns if x != "horizon"]]], large
+    return table[["horizon", *[x for x in table.columns if x != "horizon"]]], large, curves
 
 
 def add_ibs_antolini(table: pd.DataFrame, folds: Iterable[FoldModelRows]) -> pd.DataFrame:
