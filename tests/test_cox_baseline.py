@@ -80,8 +80,6 @@ def ecgdan_clinical_run(tmp_path_factory, tiny_data_root, biomarker_run) -> Path
         df = pd.read_csv(p)
         df["risk"] = -df["time"] * (df["event"] + 0.5)  # informative, like a trained model
         df.to_csv(fake / "predictions" / p.name, index=False)
-    with pytest.raises(ConfigError, match="ecgdan_run"):
-        run_finetune(_cfg("baselines/ecgdan_clinical_cox", tmp / "a", tiny_data_root))
     return run_finetune(_cfg("baselines/ecgdan_clinical_cox", tmp, tiny_data_root,
                              f"baseline.ecgdan_run={fake}"))
 
@@ -111,7 +109,10 @@ def test_fitted_risk_equals_lifelines_on_one_fold(biomarker_run):
     np.testing.assert_allclose(got.risk.to_numpy(), want, rtol=1e-7, atol=1e-9 * np.std(want))
 
 
-def test_ecgdan_clinical_uses_the_ecgdan_run_splits_and_validation_rows(ecgdan_clinical_run):
+def test_ecgdan_clinical_uses_the_ecgdan_run_splits_and_validation_rows(
+        ecgdan_clinical_run, tmp_path, tiny_data_root):
+    with pytest.raises(ConfigError, match="ecgdan_run"):
+        run_finetune(_cfg("baselines/ecgdan_clinical_cox", tmp_path, tiny_data_root))
     run = ecgdan_clinical_run
     fake = run.parent / "ecgdan"
     assert (run / "splits.json").read_bytes() == (fake / "splits.json").read_bytes()
