@@ -21,6 +21,7 @@ from ecg_dan.metrics.reclassification import (
     reclassification_ci,
 )
 from ecg_dan.models.counts import parameter_count
+from ecg_dan.reporting.absolute_models import FoldModelRows
 from ecg_dan.reporting.fold_metrics import add_ibs_antolini
 from ecg_dan.reporting.oof import check_oof, wide
 from ecg_dan.reporting.paper import paper_value
@@ -99,12 +100,11 @@ COMPARISON_COLUMNS = (
 def comparison_table(
     runs: Mapping[str, pd.DataFrame],
     reference: str,
-    train: Mapping[str, Mapping[tuple[int, int], pd.DataFrame]] | None = None,
+    folds: Mapping[str, Sequence[FoldModelRows]] | None = None,
     configs: Mapping[str, Any] | None = None,
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
-    curves: Mapping[str, Mapping[tuple[int, int], tuple[NDArray, NDArray]]] | None = None,
 ) -> pd.DataFrame:
     """One row per run (in the given order): the models, ablations and baselines side by side.
 
@@ -112,13 +112,11 @@ def comparison_table(
         runs: ``{name: OOF predictions}`` (``eid, seed, fold, risk, time, event``); every run
             must hold the reference's participants (same eids per seed).
         reference: the run the paired differences are taken against (the proposed model).
-        train: optional ``{name: {(seed, fold): training-fold frame with risk/time/event}}``
-            (the ``*_train.csv`` files) for the integrated Brier score (:func:`fold_ibs`).
+        folds: optional ``{name: its folds with their models of absolute risk}``
+            (:func:`ecg_dan.reporting.absolute_models.fold_models`) for the integrated Brier
+            score and Antolini's C (``ibs_mean``, ``antolini_c_mean``).
         configs: optional ``{name: run config}`` for the parameter count and the paper value.
         n_boot, alpha, seed: bootstraps of the pooled C (per run) and of the paired difference.
-        curves: optional ``{name: {(seed, fold): (surv, cuts)}}`` of discrete-time runs (their
-            ``*_surv.npz`` sidecars); other runs' curves come from the Breslow baseline of
-            ``train``. Either gives Antolini's C (``antolini_c_mean``, :func:`fold_antolini`).
 
     Columns: ``model``, ``reference`` (bool), ``n``, ``events``, ``c_mean`` / ``c_std_paper``
     (Harrell C of the folds, summarised as the paper does, :func:`summarize_folds`),
@@ -139,11 +137,7 @@ def comparison_table(
     for name, df in runs.items():
         table = results_table(df, train_lookup="oof", n_boot=n_boot, alpha=alpha,
                               boot_seed=seed)
-        folds_train = (train or {}).get(name) or {}
-        folds_curves = (curves or {}).get(name) or {}
-        keys = [((int(s), int(f)), g) for (s, f), g in df.groupby(["seed", "fold"], sort=True)]
-        table = add_ibs_antolini(table, [(k, g, folds_train.get(k), folds_curves.get(k))
-                                         for k, g in keys])
+        table = add_ibs_antolini(table, (folds or {}).get(name) or [])
         summ = summary_row(table)
         pooled = table[table.row == "pooled"].iloc[0]
         row: dict[str, Any] = {
