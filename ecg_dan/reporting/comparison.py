@@ -1,5 +1,6 @@
 """Several runs on the same participants side by side: the paired bootstrap of the fold-mean
-C-index, the comparison table and the paper-shaped table across cohorts."""
+C-index, the comparison table, the paper-shaped table across cohorts and the reclassification
+of one model's absolute risks against another's."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from numpy.typing import NDArray
 from data_modules.errors import DataError
 from ecg_dan.metrics.bootstrap import BootstrapCI, bootstrap_ci
 from ecg_dan.metrics.cindex import UndefinedMetricError
+from ecg_dan.metrics.reclassification import (
+    RECLASSIFICATION_KEYS,
+    reclassification,
+    reclassification_ci,
+)
 from ecg_dan.models.counts import parameter_count
 from ecg_dan.reporting.absolute_models import FoldModelRows
 from ecg_dan.reporting.fold_metrics import add_ibs_antolini
@@ -199,3 +205,48 @@ def cohort_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         params = params.fillna(by["n_params"].reindex(models))
     out["n_params"] = params.to_numpy()
     return out
+
+
+RECLASSIFICATION_COLUMNS = ("horizon", "n", "events", *[f"{k}{s}" for k in RECLASSIFICATION_KEYS
+                                                        for s in ("", "_low", "_high")])
+
+
+def reclassification_table(new: pd.DataFrame, old: pd.DataFrame, horizons: Sequence[float],
+                           names: tuple[str, str] = ("new", "old"), n_boot: int = 1000,
+                           alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """Continuous NRI and IDI of ``new`` against ``old`` at each horizon, with percentile
+    bootstrap CIs (:func:`ecg_dan.metrics.reclassification.reclassification_ci`; none when
+    ``n_boot`` is 0).
+
+    ``new`` / ``old``: per participant (index ``eid``) ``time``, ``event`` and ``risk@<h>``
+    (:func:`ecg_dan.reporting.fold_metrics.run_absolute_risk`); they must hold the same
+    participants with the same follow-up (:class:`DataError` naming ``names`` otherwise).
+    Columns :data:`RECLASSIFICATION_COLUMNS`: ``events`` counts events observed by the
+    horizon; a horizon at which the measures are undefined gives NaN.
+    """
+    if set(new.index) != set(old.index):
+        raise DataError(f"runs '{names[0]}' and '{names[1]}' hold different participants "
+                        f"({len(set(new.index) ^ set(old.index))} eids in one only)")
+    old = old.loc[new.index]
+    if not (np.array_equal(new.time.to_numpy(), old.time.to_numpy())
+            and np.array_equal(new.event.to_numpy(), old.event.to_numpy())):
+        raise DataError(f"runs '{names[0]}' and '{names[1]}' give the same participants "
+                        "different follow-up times or events")
+    time, event = new.time.to_numpy(float), new.event.to_numpy(float)
+    rows = []
+    for h in horizons:
+        col = f"risk@{h:g}"
+        row: dict[str, Any] = {"horizon": float(h), "n": len(new),
+                               "events": int(((event == 1) & (time <= h)).sum())}
+        args = (new[col].to_numpy(float), old[col].to_numpy(float), time, event, float(h))
+        try:
+            if n_boot > 0:
+                for k, ci in reclassification_ci(*args, n_boot=n_boot, alpha=alpha,
+                                                 seed=seed).items():
+                    row.update({k: ci.estimate, f"{k}_low": ci.low, f"{k}_high": ci.high})
+            else:
+                row.update(reclassification(*args))
+        except UndefinedMetricError:
+            pass
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(RECLASSIFICATION_COLUMNS))

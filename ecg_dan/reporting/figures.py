@@ -1,5 +1,5 @@
-"""The result figures: Kaplan-Meier of the risk groups, calibration, the comparison's
-forest plot (Agg canvases, no pyplot state; written by :func:`save_png`)."""
+"""The result figures: Kaplan-Meier of the risk groups, calibration, decision curves, the
+comparison's forest plot (Agg canvases, no pyplot state; written by :func:`save_png`)."""
 
 from __future__ import annotations
 
@@ -173,6 +173,39 @@ def forest_plot(table: pd.DataFrame, out_png: str | os.PathLike[str] = "forest_p
     ax_c.set_ylim(-0.7, n - 0.3)
     ax_c.set_xlabel(f"pooled C-index ({level})")
     ax_d.set_xlabel(f"ΔC vs reference (paired {level})")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_png(fig, out_png)
+
+
+def decision_curve_plot(table: pd.DataFrame, out_png: str | os.PathLike[str],
+                        time_unit: str = "months", title: str | None = None) -> Path:
+    """One panel per horizon of a decision-curve table (the rows of
+    :func:`ecg_dan.metrics.decision.decision_curve` with a ``horizon`` column): net benefit
+    of treating by the model's risk, treat-all and treat-none against the threshold
+    probability; y from a little below 0 (treat-all falls steeply negative past the event
+    rate, which would squash the curves) to a little above the largest net benefit; written
+    atomically as a PNG (Agg, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    horizons = sorted(table.horizon.unique())
+    fig = Figure(figsize=(3.2 * len(horizons) + 0.6, 3.6), dpi=150)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(horizons), squeeze=False)[0]
+    for ax, h in zip(axes, horizons):
+        g = table[table.horizon == h].sort_values("threshold")
+        ax.plot(g.threshold, g.net_benefit_model, color="tab:blue", label="model")
+        ax.plot(g.threshold, g.net_benefit_all, color="grey", linestyle="--", label="treat all")
+        ax.plot(g.threshold, g.net_benefit_none, color="black", linewidth=1, label="treat none")
+        top = float(np.nanmax([g.net_benefit_model.max(), g.net_benefit_all.max(), 1e-3]))
+        ax.set_ylim(-0.25 * top, 1.1 * top)
+        ax.set_xlim(0, float(g.threshold.max()))
+        ax.set_title(f"{h:g} {time_unit}")
+        ax.set_xlabel("threshold probability")
+    axes[0].set_ylabel("net benefit")
+    axes[0].legend(loc="upper right", frameon=False, fontsize="small")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -133,6 +133,37 @@ def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.0
     return md_table(header, rows) + "\n" + "\n".join(f"- {x}" for x in foot) + "\n"
 
 
+def reclassification_markdown(table: pd.DataFrame, new: str, old: str, time_unit: str,
+                              alpha: float = 0.05, n_boot: int | None = None) -> str:
+    """The comparison's reclassification section: NRI and IDI of ``new`` against ``old``
+    per horizon (a :func:`reclassification_table`), with its footnotes."""
+    def ci(r: Mapping[str, Any], k: str) -> str:
+        est = fmt(r[k], 3)
+        lo, hi = fmt(r[f"{k}_low"], 3), fmt(r[f"{k}_high"], 3)
+        return f"{est} [{lo}, {hi}]" if est and lo else est
+
+    level = f"{100 * (1 - alpha):g}%"
+    rows = [[f"{r['horizon']:g} {time_unit}", fmt(r["n"], 0), fmt(r["events"], 0),
+             *[ci(r, k) for k in ("nri_events", "nri_nonevents", "nri", "idi")]]
+            for r in table.to_dict(orient="records")]
+    boot = f"{n_boot} resamples of participants, stratified by event" if n_boot else "none"
+    foot = [
+        "NRI: continuous (category-free) net reclassification improvement of the absolute "
+        "risk by the horizon: events = P(risk up | event) - P(risk down | event), non-events "
+        "= P(down | no event) - P(up | no event), NRI their sum (range -2 to 2); censoring "
+        "by Kaplan-Meier (Pencina, D'Agostino & Steyerberg, Stat Med 2011).",
+        "IDI: integrated discrimination improvement, the gain in the mean risk of those with "
+        "the event by the horizon minus that of those without; the means weighted by inverse "
+        "probability of censoring (Uno et al., Stat Med 2013).",
+        f"events: observed by the horizon; {level} CI: percentile bootstrap ({boot}); "
+        "empty: undefined (no event by the horizon, or nobody followed up to it).",
+    ]
+    header = ["horizon", "n", "events", f"NRI events [{level} CI]",
+              f"NRI non-events [{level} CI]", f"NRI [{level} CI]", f"IDI [{level} CI]"]
+    return (f"## Reclassification: {new} against {old}\n\n" + md_table(header, rows) + "\n"
+            + "\n".join(f"- {x}" for x in foot) + "\n")
+
+
 def cohort_markdown(table: pd.DataFrame, cohorts: Sequence[str], digits: int = 4,
                     alpha: float = 0.05, notes: Sequence[str] = ()) -> str:
     """A :func:`cohort_table` as Markdown: C-index mean ± std (as the paper reports) and the
