@@ -334,6 +334,14 @@ class RunDir:
         return self.path / "calibration.png"
 
     @property
+    def decision_curve_csv(self) -> Path:
+        return self.path / "decision_curve.csv"
+
+    @property
+    def decision_curve_png(self) -> Path:
+        return self.path / "decision_curve.png"
+
+    @property
     def pretrain_eval_json(self) -> Path:
         return self.path / "pretrain_eval.json"
 

@@ -1,8 +1,10 @@
 """``ecg-dan export`` / ``ecg-dan predict`` and the calibration of ``evaluate finetune``, on tiny
 runs (``+tiny``, from scratch, a few steps): the model file reproduces the run's own
 out-of-fold risks fold model by fold model, absolute risks match lifelines' Breslow-based
-survival function, percentiles match scipy, every bad input is a recorded skip, every bad
-model file is refused (a pickle without being unpickled)."""
+survival function on the validation rows that recalibrate each fold model, ``predict`` of
+the run's own cohort from the run directory reproduces its out-of-fold calibration,
+percentiles match scipy, every bad input is a recorded skip, every bad model file is
+refused (a pickle without being unpickled)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from ecg_dan.config import load_config, save_config
 from ecg_dan.model_file import FORMAT_VERSION, ModelFileError, export_run, read_model
 from ecg_dan.predict import load_model
 
-YEARS = (1.0, 3.0, 5.0)
+HZ = (12.0, 24.0)  # months, the tiny run's unit: inside every fold model's follow-up
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,15 @@ def _folds(run: Path) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
             for p in sorted((run / "predictions").glob("seed*_fold?.csv"))]
 
 
+def _val_rows(run: Path, test: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
+    """The rows that recalibrate a fold model of a one-seed run: its inner-validation rows
+    (never trained on), centred on the mean log-risk of its training-fold rows."""
+    splits = json.loads((run / "splits.json").read_text())["splits"]
+    split = next(s for s in splits if (s["seed"], s["fold"]) == (test.seed[0], test.fold[0]))
+    val = train[train.eid.isin(split["val_eid"])]
+    return val.assign(risk=val.risk - train.risk.mean())
+
+
 def _breslow_by_hand(train: pd.DataFrame):
     """H0(t) = sum over event times s <= t of d_s / sum_{T_j >= s} exp(r_j), written out."""
     ev_t = np.unique(train.time[train.event == 1])
@@ -81,6 +92,11 @@ def test_model_file_reproduces_each_fold_models_predictions(cox_run, cox_file, t
             risks = every[i, [pos[e] for e in part.eid]]
             np.testing.assert_allclose(risks, part.risk, atol=2e-6, rtol=0)
     # the ensemble: every fold checkpoint read directly, centred on its training rows' mean
+    # and scaled by its recalibration slope (held at 1: the tiny run's validation rows have
+    # fewer events than a slope needs)
+    assert all(m.slope == 1.0 for m in model.members)
+    assert [m.offset for m in model.members] == pytest.approx([tr.risk.mean()
+                                                               for _, tr in folds], abs=1e-12)
     beats = medians[:40]
     x = model.prepare(beats)
     direct = []
@@ -100,16 +116,19 @@ def test_model_file_reproduces_each_fold_models_predictions(cox_run, cox_file, t
 
 
 def test_absolute_risk_matches_lifelines_breslow_survival(cox_run, cox_file, tiny_data_root):
+    """Each fold model's absolute risk: lifelines' Cox survival function fitted on its
+    validation rows (coefficient held at the recalibration slope, 1 here)."""
     from lifelines import CoxPHFitter
 
     model = load_model(cox_file)
     medians, _ = _cache(tiny_data_root)
     beats = medians[:25]
     member = model.member_risks(beats)
-    months = np.array(YEARS) * 365.25 / 30.0 + 1.0  # the run's unit: months = days / 30 + 1
     expected = []
-    for i, (_, train) in enumerate(_folds(cox_run)):
-        df = pd.DataFrame({"risk": train.risk, "T": train.time, "E": train.event})
+    for i, (test, train) in enumerate(_folds(cox_run)):
+        val = _val_rows(cox_run, test, train)
+        assert model.members[i].max_time == pytest.approx(val.time.max())
+        df = pd.DataFrame({"risk": val.risk, "T": val.time, "E": val.event})
         cph = CoxPHFitter()
         with warnings.catch_warnings():  # the coefficient is held at 1: "not converged"
             warnings.simplefilter("ignore")  # (lifelines starts from beta * std of x)
@@ -118,56 +137,87 @@ def test_absolute_risk_matches_lifelines_breslow_survival(cox_run, cox_file, tin
         assert cph.params_["risk"] == pytest.approx(1.0, abs=1e-12)
         # lifelines' survival function at its own time grid (a step function; with
         # ``times=`` it would interpolate linearly between event times)
-        sf = cph.predict_survival_function(pd.DataFrame({"risk": member[i]}))
-        at = [sf.loc[:t].iloc[-1].to_numpy() for t in months]
+        sf = cph.predict_survival_function(pd.DataFrame({"risk": member[i]
+                                                         - model.members[i].offset}))
+        at = [sf.loc[:t].iloc[-1].to_numpy() for t in HZ]
         expected.append(1.0 - np.stack(at, axis=1))
-    got = model.score(beats, YEARS)["risk"]
+    got = model.score(beats, HZ)["risk"]
     np.testing.assert_allclose(got, np.mean(expected, axis=0), rtol=1e-6, atol=1e-9)
     assert (np.diff(got, axis=1) >= 0).all()  # risk grows with the horizon
+    assert model.horizons == [12.0, 24.0, 36.0, 48.0, 60.0]  # the run's, in its unit
     # past every fold model's follow-up the risk is not estimable: NaN, and said so
-    assert model.past_follow_up([50.0]) == [50.0]
-    assert np.isnan(model.score(beats, [50.0])["risk"]).all()
+    assert model.past_follow_up([500.0]) == [500.0]
+    assert np.isnan(model.score(beats, [500.0])["risk"]).all()
 
 
-def test_recalibration_scales_baselines_by_out_of_fold_observed_over_expected(
-        cox_run, cox_file, tiny_data_root):
-    observed = expected = 0.0
-    hands = []
-    for test, train in _folds(cox_run):
-        h0 = _breslow_by_hand(train)
-        hands.append(h0)
-        # on its own training rows Breslow expects exactly the events that happened
-        assert sum(h0(t) * np.exp(r) for t, r in zip(train.time, train.risk)) == \
-            pytest.approx(train.event.sum(), rel=1e-9)
-        expected += sum(h0(t) * np.exp(r) for t, r in zip(test.time, test.risk))
-        observed += test.event.sum()
-    model = load_model(cox_file, recalibrate=True)
-    assert model.recalibration == pytest.approx(observed / expected, rel=1e-9)
-    medians, _ = _cache(tiny_data_root)
-    beats = medians[:20]
-    member = model.member_risks(beats)
-    t = 3 * 365.25 / 30 + 1
-    want = np.mean([1 - np.exp(-model.recalibration * h0(t) * np.exp(r))
-                    for h0, r in zip(hands, member)], axis=0)
-    np.testing.assert_allclose(model.score(beats, [3.0])["risk"][:, 0], want, rtol=1e-9)
+def test_predict_of_the_runs_own_cohort_from_the_run_reproduces_its_calibration(
+        cox_run, tiny_data_root, tmp_path):
+    """Given the run directory and its own cache, each cohort participant is scored by the
+    fold model that held them out only: the run's out-of-fold risks, calibration table and
+    top-2% group, to float precision; everyone else in the cache by every fold model."""
+    from ecg_dan.metrics.calibration import calibration_table
+
+    cache = next(tiny_data_root.glob("*ukb*.h5"))
+    out = tmp_path / "own.csv"
+    assert cli(["predict", "--model", str(cox_run), str(cache), "--out", str(out),
+                "--workers", "1", "--no-progress"]) == 0
+    pred = pd.read_csv(out).set_index("id")
+    oof = pd.read_csv(cox_run / "oof_predictions.csv")
+    cohort = pred.loc[oof.eid]
+    assert cohort.out_of_fold.all() and cohort.n_models.eq(1).all()
+    others = pred.drop(index=oof.eid)
+    assert len(others) > 0 and (~others.out_of_fold).all() and others.n_models.eq(2).all()
+    np.testing.assert_allclose(cohort.log_risk, oof.risk_cal, atol=2e-6)
+    cal = pd.read_csv(cox_run / "calibration.csv")
+    assert len(cal)
+    for h, want in cal.groupby("horizon"):
+        got = calibration_table(cohort[f"risk@{h:g}"], oof.time, oof.event, h)
+        np.testing.assert_allclose(got.predicted, want.predicted, rtol=1e-5)
+        np.testing.assert_allclose(got.observed, want.observed, rtol=1e-12)
+    # the flag is the run's top-2% group (its Kaplan-Meier figure's)
+    # (away from the threshold: the one-step tiny run's risks lie within 1e-6 of each other)
+    thr = np.percentile(oof.risk_cal, 98)
+    clear = (oof.risk_cal - thr).abs().to_numpy() > 1e-5
+    np.testing.assert_array_equal(cohort.high_risk[clear], (oof.risk_cal >= thr)[clear])
+    assert cohort.high_risk.sum() > 0
 
 
 def test_percentiles_and_high_risk_flag_follow_the_out_of_fold_reference(cox_run, cox_file,
                                                                          tiny_data_root):
+    """The reference: the out-of-fold shared-scale risks. A new person's score (the mean of
+    both fold models) is narrower than an out-of-fold one (one fold model): their
+    percentile and flag are read against the reference rescaled by sqrt((1 + r) / 2), r the
+    correlation of the two fold models' scores of people neither trained on (each one's
+    validation rows, held out by the other)."""
     from scipy.stats import percentileofscore
 
     model = load_model(cox_file)
     cfg_top = 0.02  # finetune_hyp's top_fraction (the paper's HYP high-risk group)
     assert model.top_fraction == cfg_top
-    oof = pd.concat([t.assign(risk=t.risk - tr.risk.mean()) for t, tr in _folds(cox_run)])
+    folds = _folds(cox_run)
+    oof = pd.concat([t.assign(risk=t.risk - tr.risk.mean()) for t, tr in folds])
     reference = np.sort(oof.groupby("eid").risk.mean().to_numpy())
     np.testing.assert_allclose(model.reference, reference, atol=1e-12)
     assert model.threshold == pytest.approx(np.percentile(reference, 98))
+    # unseen by both: (test_a + val_a) and (test_b + val_b) share val_a and val_b
+    (ta, tra), (tb, trb) = folds
+    va, vb = _val_rows(cox_run, ta, tra), _val_rows(cox_run, tb, trb)
+    a = pd.concat([ta.assign(risk=ta.risk - tra.risk.mean()), va]).set_index("eid").risk
+    b = pd.concat([tb.assign(risk=tb.risk - trb.risk.mean()), vb]).set_index("eid").risk
+    both = a.index.intersection(b.index)
+    assert set(both) == set(va.eid) | set(vb.eid)
+    r = np.corrcoef(a.loc[both], b.loc[both])[0, 1]
+    scale = np.sqrt((1 + r) / 2)
+    assert model.manifest["reference"]["new_person_scale"] == pytest.approx(scale, rel=1e-9)
+    centre = reference.mean()
+    new_ref = centre + (reference - centre) * scale
     medians, _ = _cache(tiny_data_root)
     s = model.score(medians)
-    want = [percentileofscore(reference, r, kind="weak") for r in s["log_risk"]]
+    assert not s["out_of_fold"].any()
+    want = [percentileofscore(new_ref, x, kind="weak") for x in s["log_risk"]]
     np.testing.assert_allclose(s["percentile"], want, atol=1e-9)
-    np.testing.assert_array_equal(s["high_risk"], s["log_risk"] >= model.threshold)
+    thr = centre + (model.threshold - centre) * scale
+    np.testing.assert_array_equal(s["high_risk"], s["log_risk"] >= thr)
     assert 0 < s["high_risk"].sum() < len(s["high_risk"])
 
 
@@ -176,8 +226,6 @@ def test_logistic_hazard_run_gives_survival_from_its_discrete_head(lh_run, tmp_p
     out = tmp_path / "lh.safetensors"
     model = load_model(export_run(lh_run, out).source)
     assert model.objective == "logistic_hazard"
-    with pytest.raises(ModelFileError, match="recalibration scales a Cox model"):
-        load_model(out, recalibrate=True)
     medians, pos = _cache(tiny_data_root)
     for i, (test, _) in enumerate(_folds(lh_run)):
         beats = medians[[pos[e] for e in test.eid]]
@@ -188,11 +236,11 @@ def test_logistic_hazard_run_gives_survival_from_its_discrete_head(lh_run, tmp_p
         risks, survs = model.member_outputs(beats)
         np.testing.assert_allclose(survs[i], surv, atol=1e-5)  # the run's own curves
         np.testing.assert_array_equal(model.members[i].cuts, cuts)
-        # 2 years in months; each fold model reads its own curve at its own cuts (step)
-        t = 2.0 * 365.25 / 30 + 1
+        # each fold model reads its own curve at its own cuts (step), t in months
+        t = 25.35
         want = [1 - s[:, np.searchsorted(m.cuts, t, side="right") - 1]
                 for s, m in zip(survs, model.members)]
-        got = model.absolute_risk(risks, [2.0], survs)
+        got = model.absolute_risk(risks, [t], survs)
         np.testing.assert_allclose(got[:, 0], np.mean(want, axis=0), atol=1e-12)
 
 
@@ -382,7 +430,7 @@ def test_predict_batch_scores_good_files_and_records_every_bad_one(cox_file, tin
     out = tmp_path / "res" / "predictions.csv"
     code = cli(["predict", "--model", str(cox_file), *xmls, str(stem), str(bad_dir),
                 str(tmp_path / "photo.jpg"), str(tmp_path / "absent.xml"), str(cache),
-                "--out", str(out), "--horizons", "1", "3", "5", "--workers", "2",
+                "--out", str(out), "--horizons", "12", "24", "--workers", "2",
                 "--no-progress"])
     assert code == 0
     pred = pd.read_csv(out)
@@ -391,10 +439,11 @@ def test_predict_batch_scores_good_files_and_records_every_bad_one(cox_file, tin
         n_cache = f["eid"].shape[0]
     assert len(pred) == 3 + 1 + n_cache
     assert list(pred.columns) == ["id", "source", "log_risk", "log_risk_std", "n_models",
-                                  "percentile", "risk_1y", "risk_3y", "risk_5y", "high_risk",
-                                  "model_id"]
+                                  "out_of_fold", "percentile", "risk@12", "risk@24",
+                                  "high_risk", "model_id"]
     assert (pred.model_id == read_model(cox_file).model_id).all()
-    assert pred.n_models.eq(2).all() and pred[["risk_1y", "risk_5y"]].notna().all().all()
+    assert pred.n_models.eq(2).all() and pred[["risk@12", "risk@24"]].notna().all().all()
+    assert not pred.out_of_fold.any()  # a model file scores everyone as a new person
     # the XML file and its cache row are the same ECG: the same scores
     eid = Path(xmls[0]).name.split("_")[0]
     a = pred[pred.source == xmls[0]].iloc[0]
@@ -407,7 +456,8 @@ def test_predict_batch_scores_good_files_and_records_every_bad_one(cox_file, tin
     assert reasons["absent.xml"].startswith("not found")
     assert len(skipped) == len(bad) + 2
     doc = json.loads(out.with_suffix(".json").read_text())
-    assert doc["model"]["id"] == pred.model_id[0] and doc["horizons_years"] == [1, 3, 5]
+    assert doc["model"]["id"] == pred.model_id[0] and doc["horizons"] == [12, 24]
+    assert doc["time_unit"] == "months"
     assert len(doc["predictions"]) == len(pred) and len(doc["skipped"]) == len(skipped)
     err = capsys.readouterr().err
     assert f"scored {len(pred)} ECG(s), skipped {len(skipped)}" in err and "files/s" in err
@@ -562,18 +612,24 @@ def test_a_bad_record_raises_a_skip_with_its_reason(tiny_data_root, tmp_path):
 def test_evaluate_writes_calibration_that_matches_a_direct_computation(cox_run):
     from lifelines import KaplanMeierFitter
 
-    res = json.loads((cox_run / "results.json").read_text())["calibration_in_the_large"]
+    res = json.loads((cox_run / "results.json").read_text())["calibration"]
     cal = pd.read_csv(cox_run / "calibration.csv")
     assert (cox_run / "calibration.png").stat().st_size > 1000
+    assert (cox_run / "decision_curve.png").stat().st_size > 1000
+    dca = pd.read_csv(cox_run / "decision_curve.csv")
+    assert set(dca.horizon) == set(map(float, res))
     assert "Calibration at the horizons" in (cox_run / "results.md").read_text()
     rows = []
     for test, train in _folds(cox_run):
-        h0_of = _breslow_by_hand(train)
+        # the Breslow baseline of the validation rows (slope 1: too few events for one)
+        val = _val_rows(cox_run, test, train)
+        h0_of = _breslow_by_hand(val)
         for h in map(float, res):
             h0 = h0_of(h)
             rows.append(pd.DataFrame({"eid": test.eid, "h": h, "time": test.time,
                                       "event": test.event,
-                                      "p": 1 - np.exp(-h0 * np.exp(test.risk))}))
+                                      "p": 1 - np.exp(-h0 * np.exp(test.risk
+                                                                   - train.risk.mean()))}))
     direct = pd.concat(rows)
     for h, got in res.items():
         sub = direct[direct.h == float(h)]

@@ -6,7 +6,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +112,12 @@ def _strip(c: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 def log_wandb_summary(cfg: DictConfig, key: str, results: dict[str, Any],
                       table: pd.DataFrame | None = None, image: Path | None = None,
-                      images: Sequence[Path] = ()) -> None:
+                      images: Sequence[Path] = (),
+                      tables: Mapping[str, pd.DataFrame] | None = None) -> None:
     """Results into W&B (offline unless an API key is set): into the training run when one
     is still open, otherwise into a new run of the experiment's group. Each image is logged
-    under ``key/<file stem>`` (e.g. ``finetune/kaplan_meier``, ``compare/forest_plot``)."""
+    under ``key/<file stem>`` (e.g. ``finetune/kaplan_meier``, ``compare/forest_plot``), each
+    of ``tables`` under ``key/<name>`` (e.g. ``finetune/calibration``)."""
     if not cfg.logging.wandb or wandb_mode() == "disabled":
         return
     import wandb
@@ -130,6 +132,8 @@ def log_wandb_summary(cfg: DictConfig, key: str, results: dict[str, Any],
         run.summary.update({f"{key}/{k}": v for k, v in flat_numbers(results).items()})
         if table is not None:
             run.log({f"{key}/table": wandb.Table(dataframe=table.astype(str))})
+        for name, t in (tables or {}).items():
+            run.log({f"{key}/{name}": wandb.Table(dataframe=t.astype(str))})
         for img in ([image] if image is not None else []) + list(images):
             if img.is_file():
                 run.log({f"{key}/{img.stem}": wandb.Image(str(img))})

@@ -17,7 +17,7 @@ from data_modules.loading.corpora_datamodule import CorpusDataset
 from data_modules.loading.datasets import PTBXLDataset, raw_loader
 from data_modules.loading.ptbxl_datamodule import PTBXLDataModule
 from data_modules.loading.transforms import finish_batch
-from data_modules.protocol.splits import ptbxl_split
+from data_modules.protocol.splits import fold_name, ptbxl_split
 from data_modules.signal.leads import SUPERCLASSES
 from ecg_dan.checkpoints import pretrain_module_from_checkpoint
 from ecg_dan.config import load_saved_config
@@ -38,10 +38,11 @@ from ecg_dan.jobs.data import (
 )
 from ecg_dan.log import get_logger
 from ecg_dan.metrics.cindex import harrell_cindex
+from ecg_dan.metrics.decision import decision_curve
 from ecg_dan.metrics.recalibration import CoxRecalibration
 from ecg_dan.models.registry import build_model
 from ecg_dan.reporting.absolute_models import FoldModelRows, fold_models, risk_on_shared_scale
-from ecg_dan.reporting.figures import calibration_plot, kaplan_meier_plot
+from ecg_dan.reporting.figures import calibration_plot, decision_curve_plot, kaplan_meier_plot
 from ecg_dan.reporting.fold_metrics import (
     absolute_risks,
     add_ibs_antolini,
@@ -181,13 +182,24 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
         extra["oracle_cindex"] = oracle
     unit = str(cfg.data.time_unit)
     large = None
+    tables: dict[str, pd.DataFrame] = {}
+    images: list[Path] = []
     if horizons and all(f.model is not None for f in folds):
-        cal, large, curves = calibration_results(absolute_risks(folds, horizons), horizons)
+        per = absolute_risks(folds, horizons)
+        cal, large, curves = calibration_results(per, horizons)
         atomic_write_text(rd.calibration_csv, cal.to_csv(index=False))
         calibration_plot(cal, rd.calibration_png, time_unit=unit, curves=curves,
                          title="Calibration out of fold: risk deciles and smoothed curve")
-        extra["calibration_in_the_large"] = large
+        extra["calibration"] = large
         extra["recalibration"] = _recalibration_summary(folds)
+        dca = pd.concat([decision_curve(per[f"risk@{h:g}"], per.time, per.event, h)
+                         .assign(horizon=float(h)) for h in horizons], ignore_index=True)
+        dca = dca[["horizon", *[c for c in dca.columns if c != "horizon"]]]
+        atomic_write_text(rd.decision_curve_csv, dca.to_csv(index=False))
+        decision_curve_plot(dca, rd.decision_curve_png, time_unit=unit,
+                            title="Decision curves (out-of-fold absolute risk)")
+        tables["calibration"], tables["decision_curve"] = cal, dca
+        images += [rd.calibration_png, rd.decision_curve_png]
     md = finetune_markdown(table, unit, oracle_cindex=oracle, calibration=large)
     grouped = oof.assign(risk=oof.risk_cal) if "risk_cal" in oof else oof
     km = kaplan_meier_plot(grouped, top_fraction=cfg.finetune.top_fraction,
@@ -199,9 +211,10 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
     atomic_write_text(rd.results_csv, table.to_csv(index=False))
     summary = {**summary_row(table), **extra}
     write_json(rd.results_json, summary)
-    log_wandb_summary(cfg, "finetune", summary, table=table, image=png)
+    log_wandb_summary(cfg, "finetune", summary, table=table, image=png, tables=tables,
+                      images=images)
     log.info(md)
-    log.info(f"results: {rd.results_md}; figure: {png}")
+    log.info(f"results: {rd.results_md}; figures: {', '.join(map(str, [png, *images]))}")
     return rd.results_md
 
 
@@ -211,7 +224,7 @@ def _recalibration_summary(folds: list[FoldModelRows]) -> dict[str, dict[str, An
     for f in folds:
         m = f.model
         if isinstance(m, CoxRecalibration):
-            out[f"seed{f.key[0]}_fold{f.key[1]}"] = {
+            out[fold_name(*f.key)] = {
                 "offset": m.offset, "slope": m.slope, "slope_fitted": m.slope_fitted,
                 "n": m.n, "events": m.events}
     return out or None
