@@ -33,7 +33,7 @@ from ecg_dan.reporting.figures import forest_plot
 from ecg_dan.reporting.json_io import write_json
 from ecg_dan.reporting.markdown import cohort_markdown, comparison_markdown
 from ecg_dan.reporting.oof import REQUIRED_COLUMNS
-from ecg_dan.reporting.run_kind import PROPOSED_KIND, model_kind
+from ecg_dan.reporting.run_kind import PROPOSED_KIND, data_label, model_kind
 from ecg_dan.run_dir import RunDir
 
 log = get_logger(__name__)
@@ -41,12 +41,6 @@ log = get_logger(__name__)
 __all__ = ["default_reference", "load_run", "run_compare", "run_names"]
 
 
-
-def data_label(cfg: DictConfig) -> str:
-    """What a run was trained on, for the comparison's notes: a cohort cache by its file name
-    (``data.source`` does not apply to it), else ``synthetic`` / ``real``."""
-    cache = cfg.data.get("cohort_cache")
-    return f"cohort cache {Path(str(cache)).name}" if cache else str(cfg.data.source)
 
 def load_run(run_dir: str | os.PathLike
              ) -> tuple[pd.DataFrame, dict[tuple[int, int], pd.DataFrame], DictConfig]:
