@@ -415,9 +415,10 @@ def _comparison_dirs(root: Path) -> list[Path]:
 
 def _resolve(recorded: str, root: Path) -> Path:
     """A run directory as a comparison recorded it (absolute, or relative to where compare
-    ran), else the folder of that name beside the comparison."""
+    ran: here or a folder above the matrix), else the folder of that name in the matrix."""
     p = Path(recorded)
-    for cand in (p, root / p.name, root.parent / p.name):
+    above = [a / p for a in root.resolve().parents] if not p.is_absolute() else []
+    for cand in (p, *above, root / p.name, root.parent / p.name):
         if cand.is_dir():
             return cand
     return p
