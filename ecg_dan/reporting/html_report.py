@@ -265,11 +265,11 @@ def _run_description(rd: RunDir, cfg: DictConfig) -> list[tuple[str, Any]]:
     task = str(cfg.get("task"))
     rows: list[tuple[str, Any]] = [("run directory", rd.path.resolve()), ("task", task)]
     if task != "pretrain":
-        objective = cfg.finetune.get("objective") if task == "finetune" else None
+        model = (f"Cox regression on {cfg.baseline.features} (no network)"
+                 if task == "cox_baseline"
+                 else f"{cfg.model.name}, objective {cfg.finetune.get('objective')}")
         rows += [("cohort", cfg.finetune.cohort), ("data", data_label(cfg)),
-                 ("model kind", model_kind(cfg)),
-                 ("model", f"{cfg.model.name}" + (f", objective {objective}"
-                                                  if objective else "")),
+                 ("model kind", model_kind(cfg)), ("model", model),
                  ("time unit", cfg.data.get("time_unit"))]
         if rd.has_predictions():
             try:
