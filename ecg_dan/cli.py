@@ -209,7 +209,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = run_predict(args.model, args.inputs, args.out, horizons=args.horizons,
                           workers=args.workers, batch_size=args.batch_size,
                           threads=args.threads, progress=not args.no_progress,
-                          recalibrate=args.recalibrate, explain=args.explain)
+                          explain=args.explain)
     print(summary["report"], file=sys.stderr)
     return 0
 
@@ -375,20 +375,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="score new ECGs (WFDB, CardioSoft or MUSE XML, folders of "
                        "them, PTB-XL / UK Biobank / cohort caches) with an exported model or a "
-                       "run directory")
+                       "run directory (which scores its own cohort's participants out of fold)")
     p.add_argument("--model", required=True, type=Path, metavar="MODEL_FILE|RUN_DIR")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"),
                    help="CSV of the scores (JSON and <stem>_skipped.csv beside it)")
-    p.add_argument("--horizons", type=float, nargs="+", default=[1.0, 3.0, 5.0],
-                   metavar="YEARS", help="absolute-risk horizons in years (default 1 3 5)")
+    p.add_argument("--horizons", type=float, nargs="+", default=None, metavar="T",
+                   help="absolute-risk horizons in the run's time unit (default: the run's "
+                        "finetune.horizons, as in its calibration table)")
     p.add_argument("--workers", type=int, default=2, help="processes reading the inputs")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--recalibrate", action="store_true",
-                   help="Cox models: scale the Breslow baselines by the run's out-of-fold "
-                        "observed / expected events (calibration in the large)")
     p.add_argument("--explain", action="store_true",
                    help="also draw each ECG's attention figure into <out stem>_explain/ "
                         "(~1-3 s per ECG on a CPU)")

@@ -4,23 +4,22 @@ One safetensors file: no pickled object anywhere, so reading it cannot run code.
 
 - every fold model's weights (``m<i>.state.<key>``: the ensemble over folds x seeds, each the
   checkpoint that scored its held-out fold),
-- each Cox fold model's Breslow baseline cumulative hazard from its own training-fold risks
-  (``m<i>.breslow_times`` / ``m<i>.breslow_cumhaz``, from the folds' training-fold risks), or a
-  logistic-hazard model's time cuts (``m<i>.cuts``; its survival comes from its own head),
-- each fold model's offset (manifest ``members[i].offset``): a Cox log-risk is identified
-  only up to an additive constant, which differs from fold model to fold model (by several
-  units on small runs), so Cox log-risks are centred on the mean log-risk of the fold
-  model's own training rows before they are averaged or compared (the Breslow baseline
-  absorbs the constant: absolute risks do not change); a logistic-hazard risk (minus the
-  scaled restricted mean survival time) has an absolute scale and offset 0,
+- each Cox fold model's out-of-fold recalibration (:mod:`ecg_dan.metrics.recalibration`,
+  fitted on rows it did not train on): the calibrated baseline cumulative hazard
+  (``m<i>.baseline_times`` / ``m<i>.baseline_cumhaz``) and, in the manifest's
+  ``members[i]``, its ``offset`` and ``slope``, so its absolute risk is
+  ``1 - exp(-H0(t) exp(slope (eta - offset)))`` and ``slope (eta - offset)`` is its risk on
+  the scale shared by the fold models (a Cox log-risk is identified only up to a constant
+  that differs from fold model to fold model); a logistic-hazard model's time cuts
+  (``m<i>.cuts``; its survival comes from its own head; offset 0, slope 1),
 - the reference distribution of out-of-fold risks (``reference_risk``: per participant, the
-  mean over seeds of the centred log-risk given by the fold model that did not train on
-  them, sorted), for percentiles and the high-risk threshold,
+  mean over seeds of the shared-scale risk given by the fold model that did not train on
+  them, sorted) and how much narrower a new person's all-fold-model score is
+  (``reference.new_person_scale``), for percentiles and the high-risk threshold,
 - a JSON manifest in the header's metadata: format and version, the resolved config, the
   model config, the preprocessing (sample rate, beat geometry, median-beat version,
-  normalisation, lead order), the members, the threshold, the out-of-fold observed /
-  expected events (Cox; ``ecg-dan predict --recalibrate``), and a SHA-256 of the manifest
-  and every tensor (name, dtype, shape, bytes).
+  normalisation, lead order), the members, the threshold, the run's horizons, and a
+  SHA-256 of the manifest and every tensor (name, dtype, shape, bytes).
 
 Reading checks, in order, and refuses with :class:`ModelFileError` naming the file: a
 safetensors header (a pickle or a torch zip is named as such and never unpickled), a file
@@ -55,14 +54,15 @@ from data_modules.sources.ptbxl import MEDIAN_VERSION
 from ecg_dan import __version__
 from ecg_dan.checkpoints import read_checkpoint
 from ecg_dan.config import ModelConfig, config_hash, model_config
-from ecg_dan.metrics.survival import breslow_baseline
+from ecg_dan.metrics.recalibration import CoxRecalibration
+from ecg_dan.reporting.absolute_models import FoldModelRows, fold_models
 from ecg_dan.run_dir import FoldFiles, RunDir, RunDirError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelContents", "ModelFileError", "export_run",
            "model_bytes", "preprocessing", "read_model", "read_model_bytes"]
 
 FORMAT = "ecg-dan-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: recalibrated baselines and slopes (1: training-fold Breslow)
 SUFFIX = ".safetensors"
 _MAX_HEADER = 64 * 1024 * 1024  # a safetensors header of a few hundred models is < 1 MB
 
@@ -150,10 +150,52 @@ def _fold_checkpoint(ff: FoldFiles, want_hash: str) -> Path:
         raise ModelFileError(str(e)) from None
 
 
-def _reference(folds: list[pd.DataFrame], offsets: list[float]) -> np.ndarray:
-    oof = pd.concat([f.assign(risk=f.risk - c) for f, c in zip(folds, offsets)],
-                    ignore_index=True)
-    return np.sort(oof.groupby("eid")["risk"].mean().to_numpy(np.float64))
+def _shared(f: FoldModelRows, frame: pd.DataFrame) -> np.ndarray:
+    """A fold model's risks of ``frame`` on the scale shared by the fold models."""
+    if isinstance(f.model, CoxRecalibration):
+        return f.model.linear_predictor(frame.risk.to_numpy())
+    return frame.risk.to_numpy(np.float64)
+
+
+def _unseen_correlation(folds: list[FoldModelRows], min_rows: int = 30) -> float | None:
+    """Mean correlation between two fold models' shared-scale risks of people neither
+    trained on (each one's held-out and inner-validation rows): how much averaging the
+    fold models narrows the score of a new person. None when no pair shares such rows."""
+    scores = []
+    for f in folds:
+        val = (f.train[f.train.eid.isin(f.val_eid)] if f.train is not None
+               and f.val_eid is not None else f.test.iloc[:0])
+        rows = pd.concat([f.test, val], ignore_index=True)
+        scores.append(pd.Series(_shared(f, rows), index=rows.eid.to_numpy()))
+    corr = []
+    for a in range(len(scores)):
+        for b in range(a + 1, len(scores)):
+            both = scores[a].index.intersection(scores[b].index)
+            if both.size >= min_rows:
+                corr.append(np.corrcoef(scores[a].loc[both], scores[b].loc[both])[0, 1])
+    corr = [c for c in corr if np.isfinite(c)]
+    return float(np.mean(corr)) if corr else None
+
+
+def _reference(folds: list[FoldModelRows]) -> dict[str, Any]:
+    """The out-of-fold reference of the ensemble's score and how a new person's score is
+    spread relative to it.
+
+    A cohort participant's out-of-fold score is the mean over seeds of one fold model each
+    (the one that held them out); a new person's is the mean over all M fold models, which
+    is narrower (averaging models that disagree). With r the mean correlation of two fold
+    models' scores on people neither trained on, the variance of a mean of k models is
+    proportional to (1 + (k - 1) r) / k, so a new person's score is spread around the
+    reference mean by ``scale = sqrt(v(M) / v(S))`` (S seeds); percentiles and the flag of a
+    new person are taken against the reference so rescaled, of a cohort participant scored
+    out of fold against the reference itself."""
+    oof = pd.concat([f.test.assign(risk=_shared(f, f.test)) for f in folds], ignore_index=True)
+    ref = np.sort(oof.groupby("eid")["risk"].mean().to_numpy(np.float64))
+    m, s = len(folds), oof.seed.nunique()
+    r = _unseen_correlation(folds)
+    scale = 1.0 if r is None else float(np.sqrt(((1 + (m - 1) * r) / m)
+                                                 / ((1 + (s - 1) * r) / s)))
+    return {"risk": ref, "unseen_correlation": r, "new_person_scale": scale}
 
 
 def model_bytes(run_dir: str | os.PathLike) -> bytes:
@@ -174,7 +216,7 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
         raise ModelFileError(f"{run_dir} is a task={cfg.task} run; export takes a finetuning "
                              "run (task=finetune)")
     try:
-        folds_files = rd.scored_folds()
+        folds = fold_models(rd)
     except RunDirError as e:
         raise ModelFileError(str(e)) from None
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -182,12 +224,9 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
     want = config_hash(cfg)
     tensors: dict[str, torch.Tensor] = {}
     members: list[dict[str, Any]] = []
-    folds: list[pd.DataFrame] = []
-    expected = 0.0  # Cox: expected events of the held-out rows, sum of H0_fold(t) exp(eta)
-    for i, ff in enumerate(folds_files):
-        test = ff.read_test()
-        folds.append(test)
-        seed, fold = int(test.seed.iloc[0]), int(test.fold.iloc[0])
+    for i, f in enumerate(folds):
+        test, (seed, fold) = f.test, f.key
+        ff = rd.fold(seed, fold)
         ckpt_path = _fold_checkpoint(ff, want)
         ckpt = read_checkpoint(ckpt_path, kind="finetune")
         for k, v in ckpt["state_dict"].items():
@@ -198,32 +237,29 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
                                                     if where.is_relative_to(run_dir.resolve())
                                                     else ckpt_path.name)}
         if objective == "cox":
-            train = ff.read_train()
-            if train is None:
-                raise ModelFileError(f"{ff.train_csv}: missing; the Breslow baseline of fold "
-                                     f"model seed {seed} fold {fold} needs its training-fold "
-                                     "risks")
-            base = breslow_baseline(train.risk.to_numpy(), train.time.to_numpy(),
-                                    train.event.to_numpy())
-            tensors[f"m{i}.breslow_times"] = torch.from_numpy(base.times.astype(np.float64))
-            tensors[f"m{i}.breslow_cumhaz"] = torch.from_numpy(
-                base.cumhaz_values.astype(np.float64))
-            member.update(n_train=len(train), events_train=int(train.event.sum()),
-                          max_train_time=float(train.time.max()),
-                          offset=float(train.risk.mean()))
-            expected += float((base.cumhaz(test.time.to_numpy())
-                               * np.exp(test.risk.to_numpy())).sum())
+            cal = f.model
+            if not isinstance(cal, CoxRecalibration):
+                raise ModelFileError(f"{ff.train_csv} or {rd.splits_path}: missing; the "
+                                     f"absolute risk of fold model seed {seed} fold {fold} "
+                                     "needs its training-fold risks and validation rows")
+            tensors[f"m{i}.baseline_times"] = torch.from_numpy(
+                cal.baseline.times.astype(np.float64))
+            tensors[f"m{i}.baseline_cumhaz"] = torch.from_numpy(
+                cal.baseline.cumhaz_values.astype(np.float64))
+            member.update(offset=cal.offset, slope=cal.slope, slope_fitted=cal.slope_fitted,
+                          calibration_n=cal.n, calibration_events=cal.events,
+                          max_train_time=cal.max_time)
         else:
             cuts = (ckpt.get("hyper_parameters") or {}).get("cuts")
             if not cuts:
                 raise ModelFileError(f"{ckpt_path}: a logistic-hazard checkpoint without its "
                                      "time cuts")
             tensors[f"m{i}.cuts"] = torch.tensor(cuts, dtype=torch.float64)
-            member.update(max_train_time=float(cuts[-1]), offset=0.0)
+            member.update(max_train_time=float(cuts[-1]), offset=0.0, slope=1.0)
         members.append(member)
-    reference = _reference(folds, [m["offset"] for m in members])
+    ref = _reference(folds)
     top = float(cfg.finetune.top_fraction)
-    tensors["reference_risk"] = torch.from_numpy(reference)
+    tensors["reference_risk"] = torch.from_numpy(ref["risk"])
     mc = model_config(cfg)
     manifest = {
         "format": FORMAT,
@@ -231,23 +267,19 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
         "ecg_dan_version": __version__,
         "run": {"name": str(cfg.name), "config_hash": want, "cohort": str(cfg.finetune.cohort),
                 "objective": objective, "time_unit": str(cfg.data.time_unit),
-                "top_fraction": top},
+                "top_fraction": top, "horizons": [float(h) for h in cfg.finetune.horizons]},
         "config": container,
         "model_config": {f.name: getattr(mc, f.name) for f in fields(mc)},
         "preprocessing": preprocessing(cardiosoft_beat(cfg)),
         "members": members,
-        # calibration in the large over the whole follow-up: observed / expected events of
-        # the held-out rows (Breslow makes it exactly 1 on the training rows themselves);
-        # `ecg-dan predict --recalibrate` scales every baseline hazard by it
-        "calibration": ({"observed_events": int(sum(f.event.sum() for f in folds)),
-                         "expected_events": expected,
-                         "oe_ratio": float(sum(f.event.sum() for f in folds) / expected)}
-                        if objective == "cox" and expected > 0 else None),
-        "reference": {"what": "per participant, the mean over seeds of the out-of-fold "
-                              "centred log-risk (the fold model that did not train on them)",
-                      "n": int(reference.size),
+        "reference": {"what": "per participant, the mean over seeds of the out-of-fold risk "
+                              "on the fold models' shared scale (the fold model that did not "
+                              "train on them)",
+                      "n": int(ref["risk"].size),
                       # the run's Kaplan-Meier grouping: risk >= the (1 - top) quantile
-                      "high_risk_threshold": float(np.percentile(reference, 100 * (1 - top)))},
+                      "high_risk_threshold": float(np.percentile(ref["risk"], 100 * (1 - top))),
+                      "unseen_correlation": ref["unseen_correlation"],
+                      "new_person_scale": ref["new_person_scale"]},
     }
     manifest["content_sha256"] = _content_digest(tensors, manifest)
     return save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION),

@@ -4,31 +4,35 @@
 run directory (exported in memory, so both go through the same checks and give the same
 model id) and returns an :class:`EnsembleModel`:
 
-- ``risk(beats)``: the log-risk, mean over the fold models (folds x seeds) of each one's
-  centred log-risk (minus the mean log-risk of its own training rows: a Cox log-risk is
-  only defined up to a constant that differs between fold models, see
-  :mod:`ecg_dan.model_file`); ``member_risks`` gives each fold model's raw log-risk, as
-  its run wrote it;
-- ``score(beats, horizons)``: log-risk mean and spread (population std over the fold
-  models), percentile within the run's out-of-fold risks (the share of the reference at or
-  below it, scipy's ``percentileofscore(kind="weak")``), absolute risk of the event by each
-  horizon in years, averaged over the fold models, and the high-risk flag (log-risk at or
-  above the run's top-``finetune.top_fraction`` threshold: 2% HYP, 4% MI);
+- ``risk(beats)``: the ensemble's risk, the mean over the fold models (folds x seeds) of
+  each one's risk on the scale the fold models share (a Cox model's calibrated log hazard
+  ratio ``slope (eta - offset)``, see :mod:`ecg_dan.model_file`); ``member_risks`` gives each
+  fold model's raw log-risk, as its run wrote it;
+- ``score(beats, horizons, members)``: that risk and its spread (population std over the
+  fold models), its percentile within the run's out-of-fold risks (the share at or below
+  it), the absolute risk of the event by each horizon (in the run's time unit, the run's
+  own horizons by default) averaged over the fold models, and the high-risk flag (the
+  run's top-``finetune.top_fraction`` threshold: 2% HYP, 4% MI);
 - ``members``: the fold models themselves (``SurvivalFinetuneModule`` in eval mode, e.g. for
   attention maps and input gradients).
+
+Who scores whom. A new person is scored by every fold model, and their percentile and flag
+are read against the out-of-fold reference widened or narrowed to the spread of an
+all-fold-model score (``reference.new_person_scale``). A participant of the run's own cohort
+was trained on by some fold models; given the run directory (which knows the splits) and
+the run's own cache, ``predict`` scores each of them with the fold models that held them out
+only (``members_for``), exactly as the run's out-of-fold predictions, so their risks, flags
+and calibration are the run's.
 
 ``beats`` are (B, 12, 600) median beats in mV at 500 Hz with R at sample 240 (what
 :func:`data_modules.sources.files.load_beat` returns); :meth:`EnsembleModel.prepare` applies the
 training normalisation (per-lead z-score, zero padding to 608).
 
-Absolute risk: Cox fold models, ``1 - exp(-H0_m(t) exp(eta_m))`` with ``H0_m`` the Breslow
-baseline of fold model m's own training rows; logistic-hazard fold models, ``1 - S_m(t)``
-from their discrete head (step function over the cuts). ``t`` is the horizon in the run's
-time unit (``data.time_unit``: months = days / 30 + 1, the paper's conversion, with a year
-of 365.25 days). Past a fold model's follow-up (its last training time or cut) the risk is
-not estimable and is NaN. ``recalibrate=True`` (Cox) multiplies every ``H0_m`` by the run's
-out-of-fold observed / expected number of events (calibration in the large over the whole
-follow-up, stored by the export).
+Absolute risk: Cox fold models, ``1 - exp(-H0_m(t) exp(slope_m (eta_m - offset_m)))`` with
+the out-of-fold recalibration of fold model m (:mod:`ecg_dan.metrics.recalibration`);
+logistic-hazard fold models, ``1 - S_m(t)`` from their discrete head (step function over
+the cuts). Past a fold model's follow-up (its last calibration time or cut) the risk is not
+estimable and is NaN.
 """
 
 from __future__ import annotations
@@ -45,7 +49,6 @@ from numpy.typing import ArrayLike, NDArray
 
 from data_modules.loading.transforms import finish_batch
 from data_modules.signal.leads import BEAT_LEN, N_LEADS
-from data_modules.sources.ukb import days_to_time
 from ecg_dan.lit.finetune import SurvivalFinetuneModule
 from ecg_dan.log import get_logger
 from ecg_dan.model_file import (
@@ -56,35 +59,30 @@ from ecg_dan.model_file import (
     read_model_bytes,
 )
 from ecg_dan.models.registry import build_model
+from ecg_dan.run_dir import RunDir
 
 log = get_logger(__name__)
 
-__all__ = ["EnsembleModel", "FoldModel", "horizon_time", "load_model"]
-
-DAYS_PER_YEAR = 365.25
-
-
-def horizon_time(years: ArrayLike, time_unit: str) -> NDArray:
-    """Horizons in years -> the run's time unit (the cache's conversion of days)."""
-    return days_to_time(np.asarray(years, dtype=np.float64) * DAYS_PER_YEAR, time_unit)
+__all__ = ["EnsembleModel", "FoldModel", "load_model"]
 
 
 @dataclass
 class FoldModel:
     """One member of the ensemble: the fold model of (seed, fold) and what gives it
-    absolute risk (a Breslow baseline, or the cuts of a discrete-time head)."""
+    absolute risk (a recalibrated baseline, or the cuts of a discrete-time head)."""
 
     seed: int
     fold: int
     module: Any  # ecg_dan.lit.finetune.SurvivalFinetuneModule, eval mode
-    offset: float = 0.0  # subtracted from the log-risk before averaging over fold models
-    breslow_times: NDArray | None = None
-    breslow_cumhaz: NDArray | None = None
+    offset: float = 0.0  # shared-scale risk = slope * (log-risk - offset)
+    slope: float = 1.0
+    baseline_times: NDArray | None = None
+    baseline_cumhaz: NDArray | None = None
     cuts: NDArray | None = None
 
     @property
     def max_time(self) -> float:
-        return float(self.breslow_times[-1] if self.cuts is None else self.cuts[-1])
+        return float(self.baseline_times[-1] if self.cuts is None else self.cuts[-1])
 
 
 def _build_members(contents: ModelContents) -> list[FoldModel]:
@@ -110,10 +108,10 @@ def _build_members(contents: ModelContents) -> list[FoldModel]:
         module.load_state_dict(state, strict=True)
         module.eval()
         member = FoldModel(int(info["seed"]), int(info["fold"]), module,
-                           offset=float(info["offset"]), cuts=cuts)
+                           offset=float(info["offset"]), slope=float(info["slope"]), cuts=cuts)
         if cuts is None:
-            member.breslow_times = contents.tensors[f"m{i}.breslow_times"].numpy()
-            member.breslow_cumhaz = contents.tensors[f"m{i}.breslow_cumhaz"].numpy()
+            member.baseline_times = contents.tensors[f"m{i}.baseline_times"].numpy()
+            member.baseline_cumhaz = contents.tensors[f"m{i}.baseline_cumhaz"].numpy()
         members.append(member)
     return members
 
@@ -121,25 +119,26 @@ def _build_members(contents: ModelContents) -> list[FoldModel]:
 class EnsembleModel:
     """The fold models of one finetuning run, their baselines and reference risks."""
 
-    def __init__(self, contents: ModelContents, recalibrate: bool = False) -> None:
+    def __init__(self, contents: ModelContents) -> None:
         m = contents.manifest
         self.manifest = m
         self.model_id = contents.model_id
         self.source = contents.source
         self.time_unit = str(m["run"]["time_unit"])
+        self.horizons = [float(h) for h in m["run"]["horizons"]]
         self.objective = str(m["run"]["objective"])
         self.top_fraction = float(m["run"]["top_fraction"])
-        self.threshold = float(m["reference"]["high_risk_threshold"])
+        ref = m["reference"]
         self.reference = contents.tensors["reference_risk"].numpy().astype(np.float64)
+        self.threshold = float(ref["high_risk_threshold"])
+        # a new person's all-fold-model score is narrower than an out-of-fold one
+        centre, scale = float(self.reference.mean()), float(ref["new_person_scale"])
+        self.reference_new = centre + (self.reference - centre) * scale
+        self.threshold_new = centre + (self.threshold - centre) * scale
         self.members = _build_members(contents)
-        self.recalibration = 1.0
-        if recalibrate:
-            cal = m.get("calibration")
-            if not cal:
-                raise ModelFileError(f"{contents.source}: recalibration scales a Cox model's "
-                                     "Breslow baselines; this model has none "
-                                     f"(objective {self.objective})")
-            self.recalibration = float(cal["oe_ratio"])
+        # set by load_model for a run directory: who held out whom, in the run's own cache
+        self.held_out: list[set[str]] | None = None
+        self.cohort_cache: Path | None = None
 
     def __repr__(self) -> str:
         return (f"EnsembleModel({self.source!r}, id={self.model_id}, "
@@ -176,65 +175,107 @@ class EnsembleModel:
         """Raw log-risk of every fold model (as its run's predictions), shape (M, B)."""
         return self.member_outputs(beats)[0]
 
-    def centred(self, member_risks: NDArray) -> NDArray:
-        """Fold models' log-risks minus their offsets, (M, B): comparable across them."""
-        return member_risks - np.array([m.offset for m in self.members])[:, None]
+    def shared(self, member_risks: NDArray) -> NDArray:
+        """Fold models' risks on their shared scale, (M, B)."""
+        off = np.array([m.offset for m in self.members])[:, None]
+        slope = np.array([m.slope for m in self.members])[:, None]
+        return slope * (member_risks - off)
 
     def risk(self, beats: ArrayLike) -> NDArray:
-        """Ensemble log-risk (mean over the fold models of the centred log-risk), (B,)."""
-        return self.centred(self.member_risks(beats)).mean(axis=0)
+        """Ensemble risk of new people (mean over the fold models of the shared-scale risk)."""
+        return self.shared(self.member_risks(beats)).mean(axis=0)
 
-    def percentile(self, risk: ArrayLike) -> NDArray:
-        """Percentage of the reference (out-of-fold) risks at or below ``risk``."""
+    def members_for(self, ids: Sequence[str], source: str | os.PathLike) -> NDArray:
+        """(B, M) bool: the fold models that score each row. Rows of the run's own cache
+        whose participant a fold model held out: those fold models only (out of fold);
+        everyone else: all of them."""
+        mask = np.ones((len(ids), len(self.members)), dtype=bool)
+        if self.held_out is None or self.cohort_cache is None:
+            return mask
+        if Path(source).resolve() != self.cohort_cache:
+            return mask
+        for i, pid in enumerate(ids):
+            held = np.array([str(pid) in h for h in self.held_out])
+            if held.any():
+                mask[i] = held
+        return mask
+
+    def percentile(self, risk: ArrayLike, out_of_fold: ArrayLike | bool = False) -> NDArray:
+        """Percentage of the reference risks at or below ``risk``: the out-of-fold reference
+        for out-of-fold scores, the one rescaled to a new person's score otherwise."""
         r = np.asarray(risk, dtype=np.float64)
-        return 100.0 * np.searchsorted(self.reference, r, side="right") / self.reference.size
+        oof = np.broadcast_to(np.asarray(out_of_fold, dtype=bool), r.shape)
+        a = np.searchsorted(self.reference, r, side="right")
+        b = np.searchsorted(self.reference_new, r, side="right")
+        return 100.0 * np.where(oof, a, b) / self.reference.size
 
-    def absolute_risk(self, member_risks: NDArray, years: Sequence[float],
-                      survs: list[NDArray] | None = None) -> NDArray:
-        """Risk of the event by each horizon (years), mean over fold models, (B, H); NaN
-        past a fold model's follow-up."""
-        t = horizon_time(years, self.time_unit)
-        out = np.zeros((member_risks.shape[1], t.size))
+    def absolute_risk(self, member_risks: NDArray, horizons: Sequence[float],
+                      survs: list[NDArray] | None = None,
+                      members: NDArray | None = None) -> NDArray:
+        """Risk of the event by each horizon (the run's time unit), mean over the fold models
+        scoring each row (``members`` (B, M), default all), (B, H); NaN past a fold model's
+        follow-up."""
+        t = np.asarray(horizons, dtype=np.float64)
+        n = member_risks.shape[1]
+        w = np.ones((n, len(self.members))) if members is None else members.astype(float)
+        lp = self.shared(member_risks)
+        out = np.zeros((n, t.size))
         for i, m in enumerate(self.members):
             if m.cuts is None:
-                idx = np.searchsorted(m.breslow_times, t, side="right") - 1
-                h0 = np.where(idx >= 0, m.breslow_cumhaz[np.clip(idx, 0, None)], 0.0)
-                h0 = h0 * self.recalibration
-                risk = 1.0 - np.exp(-np.outer(np.exp(member_risks[i]), h0))
+                idx = np.searchsorted(m.baseline_times, t, side="right") - 1
+                h0 = np.where(idx >= 0, m.baseline_cumhaz[np.clip(idx, 0, None)], 0.0)
+                risk = 1.0 - np.exp(-np.outer(np.exp(lp[i]), h0))
             else:
                 assert survs is not None  # every fold model of a run has the same head
                 idx = np.clip(np.searchsorted(m.cuts, t, side="right") - 1, 0, None)
                 risk = 1.0 - survs[i][:, idx]
             risk[:, t > m.max_time] = np.nan
-            out += risk
-        return out / len(self.members)
+            out += w[:, i:i + 1] * risk
+        return out / w.sum(axis=1, keepdims=True)
 
-    def score(self, beats: ArrayLike, years: Sequence[float] = (1, 3, 5)) -> dict[str, NDArray]:
+    def score(self, beats: ArrayLike, horizons: Sequence[float] | None = None,
+              members: NDArray | None = None) -> dict[str, NDArray]:
         """Everything ``ecg-dan predict`` reports for a batch of beats (see the module
-        docstring): ``log_risk``, ``log_risk_std``, ``percentile``, ``risk`` (B, H),
-        ``high_risk``."""
+        docstring): ``log_risk``, ``log_risk_std``, ``n_models``, ``out_of_fold``,
+        ``percentile``, ``risk`` (B, H), ``high_risk``. ``members`` (B, M): which fold
+        models score each row (:meth:`members_for`; default all)."""
         member, survs = self.member_outputs(beats)
-        centred = self.centred(member)
-        mean = centred.mean(axis=0)
-        return {"log_risk": mean, "log_risk_std": centred.std(axis=0),
-                "percentile": self.percentile(mean),
-                "risk": self.absolute_risk(member, years, survs),
-                "high_risk": mean >= self.threshold}
+        lp = self.shared(member)
+        w = np.ones(lp.shape[::-1], dtype=bool) if members is None else members
+        k = w.sum(axis=1)
+        mean = (lp.T * w).sum(axis=1) / k
+        std = np.sqrt((((lp.T - mean[:, None]) ** 2) * w).sum(axis=1) / k)
+        oof = k < len(self.members)
+        return {"log_risk": mean, "log_risk_std": std, "n_models": k, "out_of_fold": oof,
+                "percentile": self.percentile(mean, oof),
+                "risk": self.absolute_risk(member, self.horizons if horizons is None
+                                           else horizons, survs, w),
+                "high_risk": mean >= np.where(oof, self.threshold, self.threshold_new)}
 
-    def past_follow_up(self, years: Sequence[float]) -> list[float]:
+    def past_follow_up(self, horizons: Sequence[float]) -> list[float]:
         """Horizons beyond some fold model's follow-up (their absolute risk is NaN)."""
-        t = horizon_time(years, self.time_unit)
         limit = min(m.max_time for m in self.members)
-        return [float(y) for y, ti in zip(years, t) if ti > limit]
+        return [float(h) for h in horizons if h > limit]
 
 
-def load_model(path: str | os.PathLike, recalibrate: bool = False) -> EnsembleModel:
-    """A model file, or a finetuning run directory (exported in memory), ready to score.
-    ``recalibrate`` (Cox only): every Breslow baseline hazard times the run's out-of-fold
-    observed / expected events, so the absolute risks match the cohort's event count."""
+def _held_out(run_dir: Path, contents: ModelContents) -> tuple[list[set[str]], Path | None]:
+    """Per fold model of the file, the participants it held out; and the run's cache."""
+    rd = RunDir(run_dir)
+    out = []
+    for info in contents.manifest["members"]:
+        test = rd.fold(info["seed"], info["fold"]).read_test()
+        out.append(set(test.eid.astype(str)))
+    cache = rd.splits_cache()
+    return out, (None if cache is None else cache.resolve())
+
+
+def load_model(path: str | os.PathLike) -> EnsembleModel:
+    """A model file, or a finetuning run directory (exported in memory), ready to score; a
+    run directory also scores its own cohort's participants out of fold (module docstring)."""
     p = Path(path)
     if p.is_dir():
         contents = read_model_bytes(model_bytes(p), str(p))
-    else:
-        contents = read_model(p)
-    return EnsembleModel(contents, recalibrate)
+        model = EnsembleModel(contents)
+        model.held_out, model.cohort_cache = _held_out(p, contents)
+        return model
+    return EnsembleModel(read_model(p))

@@ -15,8 +15,10 @@ from lifelines import CoxPHFitter
 
 from data_modules.protocol.splits import load_splits
 from ecg_dan.config import ConfigError, load_config
+from ecg_dan.jobs.compare import run_compare
 from ecg_dan.jobs.cox_baseline import _design, cohort_table
 from ecg_dan.jobs.finetune import run_finetune
+from ecg_dan.metrics.reclassification import RECLASSIFICATION_KEYS
 
 GRID = ["baseline.n_penalties=4"]
 
@@ -60,10 +62,31 @@ def test_biomarker_cox_runs_the_protocol(biomarker_run):
     assert {"ventricular_rate", "rbbb", "lvh", "prolonged_qt"} <= set(feats.columns)
 
 
-def test_clinical_cox_runs_the_protocol(tmp_path, tiny_data_root):
-    run = run_finetune(_cfg("baselines/clinical_cox", tmp_path, tiny_data_root))
-    _check_protocol(run)
-    meta = json.loads(next((run / "predictions").glob("seed*_fold0.json")).read_text())
+@pytest.fixture(scope="module")
+def clinical_run(tmp_path_factory, tiny_data_root) -> Path:
+    tmp = tmp_path_factory.mktemp("clinical-cox")
+    return run_finetune(_cfg("baselines/clinical_cox", tmp, tiny_data_root))
+
+
+@pytest.fixture(scope="module")
+def ecgdan_clinical_run(tmp_path_factory, tiny_data_root, biomarker_run) -> Path:
+    """ECG-DAN + age + sex on a stand-in for a finished ECG-DAN run (``<tmp>/ecgdan``): the
+    biomarker run's splits and predictions with informative risks."""
+    tmp = tmp_path_factory.mktemp("ecgdan-clinical")
+    fake = tmp / "ecgdan"
+    (fake / "predictions").mkdir(parents=True)
+    shutil.copy(biomarker_run / "splits.json", fake / "splits.json")
+    for p in (biomarker_run / "predictions").glob("seed*_fold*.csv"):
+        df = pd.read_csv(p)
+        df["risk"] = -df["time"] * (df["event"] + 0.5)  # informative, like a trained model
+        df.to_csv(fake / "predictions" / p.name, index=False)
+    return run_finetune(_cfg("baselines/ecgdan_clinical_cox", tmp, tiny_data_root,
+                             f"baseline.ecgdan_run={fake}"))
+
+
+def test_clinical_cox_runs_the_protocol(clinical_run):
+    _check_protocol(clinical_run)
+    meta = json.loads(next((clinical_run / "predictions").glob("seed*_fold0.json")).read_text())
     assert meta["columns"] == ["age", "sex"]
 
 
@@ -87,25 +110,32 @@ def test_fitted_risk_equals_lifelines_on_one_fold(biomarker_run):
 
 
 def test_ecgdan_clinical_uses_the_ecgdan_run_splits_and_validation_rows(
-        tmp_path, tiny_data_root, biomarker_run):
-    # a stand-in for a finished ECG-DAN run: its splits and training-fold / held-out risks
-    fake = tmp_path / "ecgdan"
-    (fake / "predictions").mkdir(parents=True)
-    shutil.copy(biomarker_run / "splits.json", fake / "splits.json")
-    for p in (biomarker_run / "predictions").glob("seed*_fold*.csv"):
-        df = pd.read_csv(p)
-        df["risk"] = -df["time"] * (df["event"] + 0.5)  # informative, like a trained model
-        df.to_csv(fake / "predictions" / p.name, index=False)
+        ecgdan_clinical_run, tmp_path, tiny_data_root):
     with pytest.raises(ConfigError, match="ecgdan_run"):
-        run_finetune(_cfg("baselines/ecgdan_clinical_cox", tmp_path / "a", tiny_data_root))
-    run = run_finetune(_cfg("baselines/ecgdan_clinical_cox", tmp_path, tiny_data_root,
-                            f"baseline.ecgdan_run={fake}"))
+        run_finetune(_cfg("baselines/ecgdan_clinical_cox", tmp_path, tiny_data_root))
+    run = ecgdan_clinical_run
+    fake = run.parent / "ecgdan"
     assert (run / "splits.json").read_bytes() == (fake / "splits.json").read_bytes()
     split = load_splits(run / "splits.json")[0]
     meta = json.loads((run / "predictions" / f"{split.name}.json").read_text())
     assert meta["fit_rows"] == "val" and meta["n_val"] == split.val_idx.size
     assert meta["columns"][0] == "ecgdan_risk"
     assert (run / "results.md").is_file()
+
+
+def test_compare_of_the_clinical_pair_adds_nri_idi(clinical_run, ecgdan_clinical_run, tmp_path):
+    """``compare`` of ECG-DAN + age + sex with age + sex: the reclassification at each
+    horizon within follow-up, finite, each CI around its estimate, in all three outputs."""
+    md = run_compare([clinical_run, ecgdan_clinical_run], out_dir=tmp_path, n_boot=30)
+    table = pd.read_csv(tmp_path / "reclassification.csv")
+    rec = json.loads((tmp_path / "comparison.json").read_text())["reclassification"]
+    assert rec["new"].startswith("ecgdan-clinical") and rec["old"].startswith("clinical-cox")
+    assert len(rec["table"]) == len(table) >= 1
+    assert set(table.horizon) <= {12.0, 24.0, 36.0, 48.0, 60.0}
+    for k in RECLASSIFICATION_KEYS:
+        est, lo, hi = table[k].to_numpy(), table[f"{k}_low"].to_numpy(), table[f"{k}_high"]
+        assert np.isfinite(est).all() and (lo <= est + 1e-12).all() and (est <= hi + 1e-12).all()
+    assert "## Reclassification: ecgdan-clinical" in md.read_text()
 
 
 def test_synthetic_twin_xml_carries_the_device_measurements(tiny_data_root):

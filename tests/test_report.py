@@ -12,7 +12,7 @@ from sksurv.util import Surv
 
 from ecg_dan.reporting.figures import kaplan_meier_plot
 from ecg_dan.reporting.markdown import to_markdown
-from ecg_dan.reporting.tables import results_table, summarize_folds
+from ecg_dan.reporting.tables import MIN_TD_AUC_EVENTS, results_table, summarize_folds
 
 # UKB-MI per-fold C-indices from docs/method.md section 6 (seed: fold 0, fold 1); paper: 0.5805.
 UKB_MI = {
@@ -197,6 +197,25 @@ def test_results_table_uno_and_td_auc_with_oof_lookup() -> None:
     mean_uno = _row(table, "mean")["uno_c"]
     fold_uno = table.loc[table.row == "fold", ["seed", "uno_c"]]
     assert mean_uno == pytest.approx(fold_uno.groupby("seed")["uno_c"].mean().mean())
+
+
+def test_td_auc_left_empty_below_the_minimum_of_events() -> None:
+    """A horizon before which a fold has fewer than MIN_TD_AUC_EVENTS events gets no AUC in
+    that fold, and no mean / std either (not the one fold's value with std 0)."""
+    df = _synthetic_oof(seeds=(1,))
+    first = df[df.fold == 0].sort_values("time")
+    # the earliest events of fold 0: a horizon just after its (MIN - 1)-th event
+    ev_times = first.time[first.event == 1].to_numpy()
+    h = float(ev_times[MIN_TD_AUC_EVENTS - 2]) + 1e-3
+    other = df[df.fold == 1]
+    n_other = int(((other.time <= h) & (other.event == 1)).sum())
+    table = results_table(df, train_lookup="oof", horizons=[h, 20.0], n_boot=0)
+    col = f"td_auc@{h:g}"
+    assert np.isnan(_row(table, "fold", seed=1, fold=0)[col])
+    assert np.isnan(_row(table, "mean")[col]) and np.isnan(_row(table, "std_paper")[col])
+    if n_other >= MIN_TD_AUC_EVENTS:  # the other fold still has its own AUC
+        assert np.isfinite(_row(table, "fold", seed=1, fold=1)[col])
+    assert np.isfinite(_row(table, "mean")["td_auc@20"])
 
 
 def test_mapping_lookup_equals_oof_lookup() -> None:

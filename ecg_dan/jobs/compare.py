@@ -6,6 +6,13 @@ is retrained or re-predicted: the table, the paired bootstrap differences and th
 plot come from the saved predictions only
 (:func:`ecg_dan.reporting.comparison.comparison_table`).
 
+When the runs include the two clinical Cox baselines (``baseline.features=ecgdan_clinical``,
+ECG-DAN's risk + age + sex, and ``clinical``, age + sex;
+:func:`ecg_dan.reporting.run_kind.clinical_pair`), the comparison adds their
+reclassification: continuous NRI and IDI of the first against the second at each of the
+config's ``finetune.horizons`` within follow-up, from their out-of-fold absolute risks
+(:func:`ecg_dan.reporting.comparison.reclassification_table`).
+
 Reference (the model the paired differences are taken against): ``reference`` when given
 (a run name or a run directory); otherwise the one run whose model kind
 (:func:`ecg_dan.reporting.run_kind.model_kind`) is the proposed model ``ecg_dan``; when no
@@ -28,12 +35,22 @@ from data_modules.errors import DataError
 from ecg_dan.config import ConfigError
 from ecg_dan.jobs.common import log_wandb_summary
 from ecg_dan.log import get_logger
-from ecg_dan.reporting.comparison import cohort_table, comparison_table
+from ecg_dan.reporting.absolute_models import FoldModelRows, fold_models
+from ecg_dan.reporting.comparison import (
+    cohort_table,
+    comparison_table,
+    reclassification_table,
+)
 from ecg_dan.reporting.figures import forest_plot
+from ecg_dan.reporting.fold_metrics import absolute_risks
 from ecg_dan.reporting.json_io import write_json
-from ecg_dan.reporting.markdown import cohort_markdown, comparison_markdown
+from ecg_dan.reporting.markdown import (
+    cohort_markdown,
+    comparison_markdown,
+    reclassification_markdown,
+)
 from ecg_dan.reporting.oof import REQUIRED_COLUMNS
-from ecg_dan.reporting.run_kind import PROPOSED_KIND, data_label, model_kind
+from ecg_dan.reporting.run_kind import PROPOSED_KIND, clinical_pair, data_label, model_kind
 from ecg_dan.run_dir import RunDir
 
 log = get_logger(__name__)
@@ -43,36 +60,21 @@ __all__ = ["default_reference", "load_run", "run_compare", "run_names"]
 
 
 def load_run(run_dir: str | os.PathLike
-             ) -> tuple[pd.DataFrame, dict[tuple[int, int], pd.DataFrame], DictConfig]:
-    """(OOF predictions, {(seed, fold): training-fold frame}, config) of a finetuning run."""
+             ) -> tuple[pd.DataFrame, list[FoldModelRows], DictConfig]:
+    """(OOF predictions, its folds with their models of absolute risk, config) of a
+    finetuning run."""
     rd = RunDir(run_dir)
     if not rd.path.is_dir():
         raise FileNotFoundError(f"no run directory {rd}")
     cfg = rd.load_config()
-    folds, train = [], {}
-    for ff in rd.scored_folds():
-        df = ff.read_test()
-        missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-        if missing or df.empty:
-            raise DataError(f"{ff.csv}: {'no rows' if df.empty else f'lacks columns {missing}'};"
+    folds = fold_models(rd)
+    for f in folds:
+        missing = [c for c in REQUIRED_COLUMNS if c not in f.test.columns]
+        if missing or f.test.empty:
+            csv = rd.fold(*f.key).csv
+            raise DataError(f"{csv}: {'no rows' if f.test.empty else f'lacks columns {missing}'};"
                             f" needs {list(REQUIRED_COLUMNS)}")
-        folds.append(df)
-        tr = ff.read_train()
-        if tr is not None:
-            train[(int(df.seed.iloc[0]), int(df.fold.iloc[0]))] = tr
-    return pd.concat(folds, ignore_index=True), train, cfg
-
-
-def load_curves(run_dir: str | os.PathLike, oof: pd.DataFrame
-                ) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
-    """{(seed, fold): (surv, cuts)} of a discrete-time run (its folds' curve sidecars)."""
-    rd = RunDir(run_dir)
-    out = {}
-    for (s, f), g in oof.groupby(["seed", "fold"], sort=True):
-        curves = rd.fold(s, f).read_curves(g.eid)
-        if curves is not None:
-            out[(int(s), int(f))] = curves
-    return out
+    return pd.concat([f.test for f in folds], ignore_index=True), folds, cfg
 
 
 def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
@@ -148,6 +150,29 @@ def run_compare(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     return out_dir / "comparison.md"
 
 
+def clinical_reclassification(runs: dict, names: Sequence[str], n_boot: int, alpha: float,
+                              seed: int) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """NRI / IDI of ECG-DAN + age + sex against age + sex (``{run_dir: load_run(run_dir)}``
+    of one cohort, their display names) at the horizons of the first's config within
+    follow-up: ``(reclassification_table, its JSON record)``; None without the pair."""
+    by_name = dict(zip(names, runs.values()))
+    pair = clinical_pair(names, [c for _, _, c in runs.values()])
+    if pair is None:
+        return None
+    (oof, new_folds, cfg), (_, old_folds, _) = by_name[pair[0]], by_name[pair[1]]
+    horizons = [float(h) for h in cfg.finetune.horizons if h < oof.time.max()]
+    if not horizons:
+        log.warning(f"reclassification: no horizon of {list(cfg.finetune.horizons)} within "
+                    f"the follow-up (max {oof.time.max():g}); skipped")
+        return None
+    table = reclassification_table(absolute_risks(new_folds, horizons),
+                                   absolute_risks(old_folds, horizons), horizons,
+                                   names=pair, n_boot=n_boot, alpha=alpha, seed=seed)
+    unit = str(cfg.data.time_unit)
+    return table, {"new": pair[0], "old": pair[1], "time_unit": unit,
+                   "table": _records(table)}
+
+
 def _compare_cohort(runs: dict, out_dir: Path, reference: str | None, n_boot: int, seed: int,
                     alpha: float) -> tuple[Path, pd.DataFrame]:
     """The comparison of runs of one cohort (``{run_dir: load_run(run_dir)}``; see
@@ -159,11 +184,9 @@ def _compare_cohort(runs: dict, out_dir: Path, reference: str | None, n_boot: in
     ref = (_resolve_reference(reference, names, run_dirs) if reference
            else default_reference(names, configs))
     table = comparison_table({n: oof for n, (oof, _, _) in zip(names, loaded)}, ref,
-                             train={n: tr for n, (_, tr, _) in zip(names, loaded)},
+                             folds={n: fm for n, (_, fm, _) in zip(names, loaded)},
                              configs=dict(zip(names, configs)), n_boot=n_boot, alpha=alpha,
-                             seed=seed,
-                             curves={n: load_curves(d, oof)
-                                     for n, d, (oof, _, _) in zip(names, run_dirs, loaded)})
+                             seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = {data_label(c) for c in configs}
     cohorts = {str(c.finetune.cohort) for c in configs}
@@ -173,6 +196,16 @@ def _compare_cohort(runs: dict, out_dir: Path, reference: str | None, n_boot: in
              f"bootstrap seed {seed}."]
     md = "# Model comparison\n\n" + comparison_markdown(table, alpha=alpha, n_boot=n_boot,
                                                          notes=notes)
+    recl = clinical_reclassification(runs, names, n_boot, alpha, seed)
+    if recl is not None:
+        recl_table, recl_json = recl
+        atomic_write_text(out_dir / "reclassification.csv", recl_table.to_csv(index=False))
+        md += "\n" + reclassification_markdown(
+            recl_table, f"{recl_json['new']} (ECG-DAN + age + sex)",
+            f"{recl_json['old']} (age + sex)", recl_json["time_unit"], alpha=alpha,
+            n_boot=n_boot)
+    else:
+        (out_dir / "reclassification.csv").unlink(missing_ok=True)  # not from an older compare
     png = forest_plot(table, out_dir / "forest_plot.png", alpha=alpha,
                       title=f"cohort {', '.join(sorted(cohorts))} ({', '.join(sorted(sources))})")
     atomic_write_text(out_dir / "comparison.md", md)
@@ -182,7 +215,8 @@ def _compare_cohort(runs: dict, out_dir: Path, reference: str | None, n_boot: in
         "runs": {n: {"dir": str(d), "kind": model_kind(c), "cohort": str(c.finetune.cohort),
                      "source": data_label(c)}
                  for n, d, c in zip(names, run_dirs, configs)},
-        "table": _records(table)})
+        "table": _records(table),
+        **({"reclassification": recl[1]} if recl is not None else {})})
     ref_cfg = configs[names.index(ref)].copy()
     OmegaConf.update(ref_cfg, "run_dir", str(out_dir))
     summary = {r["model"]: {k: v for k, v in r.items() if k not in ("model", "paper")}

@@ -38,12 +38,14 @@ from ecg_dan.jobs.data import (
 )
 from ecg_dan.log import get_logger
 from ecg_dan.metrics.cindex import harrell_cindex
+from ecg_dan.metrics.recalibration import CoxRecalibration
 from ecg_dan.models.registry import build_model
+from ecg_dan.reporting.absolute_models import FoldModelRows, fold_models, risk_on_shared_scale
 from ecg_dan.reporting.figures import calibration_plot, kaplan_meier_plot
 from ecg_dan.reporting.fold_metrics import (
+    absolute_risks,
     add_ibs_antolini,
     calibration_results,
-    oof_absolute_risk,
 )
 from ecg_dan.reporting.json_io import write_json
 from ecg_dan.reporting.markdown import finetune_markdown, results_markdown
@@ -159,41 +161,36 @@ def _corpus_retrieval(module, cache: Path, text_emb: np.ndarray, data_seed: int
 
 
 def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None) -> Path:
-    """Results table, Kaplan-Meier figure, calibration (absolute risk from each fold's
-    Breslow baseline or discrete-time curves vs Kaplan-Meier, per risk decile and in the
-    large, at the config's horizons) and W&B summary from the saved predictions."""
+    """Results table, Kaplan-Meier figure, calibration (absolute risk from each fold model's
+    out-of-fold recalibration or discrete-time curves vs Kaplan-Meier, per risk decile and
+    in the large, at the config's horizons) and W&B summary from the saved predictions."""
     rd = RunDir(run_dir)
     if cfg is None:
         cfg = rd.load_config()
-    folds = [(ff, ff.read_test()) for ff in rd.scored_folds()]
-    oof = pd.concat([test for _, test in folds], ignore_index=True)
+    folds = fold_models(rd)
+    # risk_cal: the risk on a scale shared by the fold models, to rank people across folds
+    oof = pd.concat([f.test.assign(risk_cal=risk_on_shared_scale(f)) if f.model is not None
+                     else f.test for f in folds], ignore_index=True)
     atomic_write_text(rd.oof_csv, oof.to_csv(index=False))
     horizons = [h for h in cfg.finetune.horizons if h < oof.time.max()] or None
     table = results_table(oof, train_lookup="oof", horizons=horizons, n_boot=cfg.finetune.n_boot)
-    per_fold = []  # (key, held-out rows, training-fold rows, curves) of each fold
-    for ff, test in folds:
-        # logistic hazard: the model's own curves; Cox: Breslow curves of the training fold
-        per_fold.append(((int(test.seed[0]), int(test.fold[0])), test, ff.read_train(),
-                         ff.read_curves(test.eid)))
-    table = add_ibs_antolini(table, per_fold)
-    # held-out rows with predicted risk at the horizons, for calibration
-    absolute = [oof_absolute_risk(test, train, horizons, curves)
-                for _, test, train, curves in per_fold
-                if horizons and (train is not None or curves is not None)]
+    table = add_ibs_antolini(table, folds)
     extra: dict[str, Any] = {}
     oracle = _oracle_cindex(rd, oof)
     if oracle is not None:
         extra["oracle_cindex"] = oracle
     unit = str(cfg.data.time_unit)
     large = None
-    if absolute and len(absolute) == len(folds):
-        cal, large = calibration_results(pd.concat(absolute, ignore_index=True), horizons)
+    if horizons and all(f.model is not None for f in folds):
+        cal, large, curves = calibration_results(absolute_risks(folds, horizons), horizons)
         atomic_write_text(rd.calibration_csv, cal.to_csv(index=False))
-        calibration_plot(cal, rd.calibration_png, time_unit=unit,
-                         title="Calibration by risk decile (out-of-fold)")
+        calibration_plot(cal, rd.calibration_png, time_unit=unit, curves=curves,
+                         title="Calibration out of fold: risk deciles and smoothed curve")
         extra["calibration_in_the_large"] = large
+        extra["recalibration"] = _recalibration_summary(folds)
     md = finetune_markdown(table, unit, oracle_cindex=oracle, calibration=large)
-    km = kaplan_meier_plot(oof, top_fraction=cfg.finetune.top_fraction,
+    grouped = oof.assign(risk=oof.risk_cal) if "risk_cal" in oof else oof
+    km = kaplan_meier_plot(grouped, top_fraction=cfg.finetune.top_fraction,
                            out_png=rd.kaplan_meier_png,
                            time_label=f"Time since ECG ({cfg.data.time_unit})")
     png = Path(km["path"])
@@ -206,6 +203,18 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
     log.info(md)
     log.info(f"results: {rd.results_md}; figure: {png}")
     return rd.results_md
+
+
+def _recalibration_summary(folds: list[FoldModelRows]) -> dict[str, dict[str, Any]] | None:
+    """Each Cox fold model's recalibration (offset, slope, rows and events it was fitted on)."""
+    out = {}
+    for f in folds:
+        m = f.model
+        if isinstance(m, CoxRecalibration):
+            out[f"seed{f.key[0]}_fold{f.key[1]}"] = {
+                "offset": m.offset, "slope": m.slope, "slope_fitted": m.slope_fitted,
+                "n": m.n, "events": m.events}
+    return out or None
 
 
 def _oracle_cindex(rd: RunDir, oof: pd.DataFrame) -> float | None:

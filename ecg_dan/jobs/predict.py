@@ -8,11 +8,14 @@ them in batches in the main process, and writes, atomically:
   description and the horizons): ``id`` (unique: a file's path below the folder given
   without extension, a file given alone: its name without extension, a cache row: its
   ecg_id / eid; :func:`data_modules.sources.files.discover`), ``source``, ``log_risk``
-  (mean over the fold models of the centred log-risk), ``log_risk_std`` (their spread),
-  ``n_models``, ``percentile``
-  (within the run's out-of-fold risks), ``risk_<h>y`` (absolute risk of the event by each
-  horizon), ``high_risk`` (at the run's top-``finetune.top_fraction`` threshold) and
-  ``model_id``;
+  (mean over the fold models of their risk on a shared scale, :mod:`ecg_dan.predict`),
+  ``log_risk_std`` (their spread),
+  ``n_models`` (the fold models that scored it), ``out_of_fold`` (True for a participant of
+  the run's own cohort scored, from the run directory, by the fold models that held them out
+  only), ``percentile`` (within the run's out-of-fold risks), ``risk@<h>`` (absolute risk of
+  the event by each horizon, in the run's time unit: the run's own horizons unless
+  ``horizons`` says otherwise, the same as its calibration table), ``high_risk`` (at the
+  run's top-``finetune.top_fraction`` threshold) and ``model_id``;
 - when an input is a survival cache (kind ukb or cohort, e.g. SaMi-Trop scored by a CODE-15%
   model), the C-index of ``log_risk`` against its ``time``/``event`` with a bootstrap 95% CI
   (:func:`external_validation`), in the JSON (``validation``) and the report;
@@ -52,7 +55,6 @@ from ecg_dan.reporting.json_io import json_default
 
 log = get_logger(__name__)
 
-DEFAULT_HORIZONS = (1.0, 3.0, 5.0)
 VALIDATION_BOOT = 1000  # bootstrap resamples of the external-validation C-index
 
 
@@ -79,25 +81,27 @@ def _load(item: ECGItem, cardiosoft: str = "device") -> tuple[ECGItem, np.ndarra
         return item, f"unreadable: {Path(item.source).name}: {type(e).__name__}: {e}"
 
 
-def _rows(model, batch: list[tuple[ECGItem, np.ndarray]], years: Sequence[float]
+def _rows(model, batch: list[tuple[ECGItem, np.ndarray]], horizons: Sequence[float]
           ) -> Iterator[dict[str, Any]]:
-    s = model.score(np.stack([b for _, b in batch]), years)
+    members = np.concatenate([model.members_for([it.id], it.source) for it, _ in batch])
+    s = model.score(np.stack([b for _, b in batch]), horizons, members)
     for i, (item, _) in enumerate(batch):
         row: dict[str, Any] = {"id": item.id, "source": item.source,
                                "log_risk": float(s["log_risk"][i]),
                                "log_risk_std": float(s["log_risk_std"][i]),
-                               "n_models": len(model.members),
+                               "n_models": int(s["n_models"][i]),
+                               "out_of_fold": bool(s["out_of_fold"][i]),
                                "percentile": float(s["percentile"][i])}
-        for k, y in enumerate(years):
-            row[f"risk_{y:g}y"] = float(s["risk"][i, k])
+        for k, h in enumerate(horizons):
+            row[f"risk@{h:g}"] = float(s["risk"][i, k])
         row["high_risk"] = bool(s["high_risk"][i])
         row["model_id"] = model.model_id
         yield row
 
 
-def _scored(model, batch: list[tuple[ECGItem, np.ndarray]], years: Sequence[float],
+def _scored(model, batch: list[tuple[ECGItem, np.ndarray]], horizons: Sequence[float],
             explain_dir: Path | None) -> list[dict[str, Any]]:
-    rows = list(_rows(model, batch, years))
+    rows = list(_rows(model, batch, horizons))
     if explain_dir is not None:
         for row, png in zip(rows, _explain(model, batch, explain_dir)):
             row["explain_png"] = png
@@ -159,21 +163,21 @@ def skipped_path(out: Path) -> Path:
 
 
 def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
-                horizons: Sequence[float] = DEFAULT_HORIZONS, workers: int = 2,
+                horizons: Sequence[float] | None = None, workers: int = 2,
                 batch_size: int = 256, threads: int | None = None,
-                progress: bool = True, recalibrate: bool = False,
-                explain: bool = False) -> dict[str, Any]:
+                progress: bool = True, explain: bool = False) -> dict[str, Any]:
     """Score every ECG of ``inputs`` (see the module docstring); returns a summary with
     counts, files/s and ``report`` (the lines the CLI prints on stderr)."""
     import torch
 
     if threads:
         torch.set_num_threads(int(threads))
-    years = [float(h) for h in horizons]
-    if not years or any(not np.isfinite(y) or y <= 0 for y in years):
-        raise ConfigError(f"--horizons must be positive numbers of years, got {list(horizons)}")
     out = Path(out)
-    model = load_model(model_path, recalibrate=recalibrate)
+    model = load_model(model_path)
+    hz = model.horizons if horizons is None else [float(h) for h in horizons]
+    if not hz or any(not np.isfinite(h) or h <= 0 for h in hz):
+        raise ConfigError(f"--horizons must be positive times in the run's unit "
+                          f"({model.time_unit}), got {list(horizons or [])}")
     explain_dir = out.with_name(out.stem + "_explain") if explain else None
     if explain:
         cfg = model.manifest["model_config"]
@@ -181,10 +185,10 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
                 and cfg.get("name", "ecg_dan") == "ecg_dan"):
             raise ConfigError(f"--explain needs a model with both attention branches; "
                               f"{model.source} has model config {cfg}")
-    late = model.past_follow_up(years)
+    late = model.past_follow_up(hz)
     if late:
-        log.warning(f"horizon(s) {late} y lie beyond the follow-up of some fold model: their "
-                    "absolute risk is not estimable and is left empty (NaN)")
+        log.warning(f"horizon(s) {late} {model.time_unit} lie beyond the follow-up of some "
+                    "fold model: their absolute risk is not estimable and is left empty (NaN)")
     t0 = time.perf_counter()
     items, skipped = discover(list(inputs))
     rows: list[dict[str, Any]] = []
@@ -202,18 +206,18 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
                     continue
                 batch.append((item, res))
                 if len(batch) >= batch_size:
-                    rows += _scored(model, batch, years, explain_dir)
+                    rows += _scored(model, batch, hz, explain_dir)
                     batch = []
     finally:
         close_caches()
     if batch:
-        rows += _scored(model, batch, years, explain_dir)
+        rows += _scored(model, batch, hz, explain_dir)
     seconds = time.perf_counter() - t0
     n_files = len(items) + len(skipped)
-    risk_cols = [f"risk_{y:g}y" for y in years]
+    risk_cols = [f"risk@{h:g}" for h in hz]
     table = pd.DataFrame(rows, columns=["id", "source", "log_risk", "log_risk_std", "n_models",
-                                        "percentile", *risk_cols, "high_risk", "model_id",
-                                        *(["explain_png"] if explain else [])])
+                                        "out_of_fold", "percentile", *risk_cols, "high_risk",
+                                        "model_id", *(["explain_png"] if explain else [])])
     skips = pd.DataFrame(skipped, columns=["id", "source", "reason"])
     atomic_write_text(out, table.to_csv(index=False))
     atomic_write_text(skipped_path(out), skips.to_csv(index=False))
@@ -228,9 +232,9 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
                       "time_unit": model.time_unit, "n_models": len(model.members),
                       "top_fraction": model.top_fraction,
                       "high_risk_threshold": model.threshold,
-                      "reference_n": int(model.reference.size),
-                      "recalibration_factor": model.recalibration},
-               horizons_years=years, summary=summary, validation=validation,
+                      "high_risk_threshold_new_person": model.threshold_new,
+                      "reference_n": int(model.reference.size)},
+               horizons=hz, time_unit=model.time_unit, summary=summary, validation=validation,
                predictions=json.loads(table.to_json(orient="records", double_precision=15)),
                skipped=skips.to_dict(orient="records"))
     atomic_write_text(out.with_suffix(".json"), json.dumps(doc, indent=2, default=json_default))

@@ -10,7 +10,7 @@ comparable pair) are skipped and counted rather than crashing or biasing the CI 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ecg_dan.metrics.cindex import UndefinedMetricError
 
-__all__ = ["BootstrapCI", "bootstrap_ci"]
+__all__ = ["BootstrapCI", "bootstrap_ci", "bootstrap_cis"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,23 @@ def bootstrap_ci(
         :class:`BootstrapCI`; ``estimate`` is the metric on the original data (not the bootstrap
         mean).
     """
+    return bootstrap_cis(lambda *a: {"value": metric_fn(*a)}, *arrays, n_boot=n_boot,
+                         alpha=alpha, seed=seed, stratify=stratify, undefined=undefined)["value"]
+
+
+def bootstrap_cis(
+    metric_fn: Callable[..., Mapping[str, float]],
+    *arrays: ArrayLike,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    stratify: ArrayLike | None = None,
+    undefined: tuple[type[BaseException], ...] = UNDEFINED_ERRORS,
+) -> dict[str, BootstrapCI]:
+    """:func:`bootstrap_ci` of several metrics computed together (``metric_fn`` returns
+    ``{name: value}``, the same names each call) on the same resamples: ``{name:
+    BootstrapCI}``. A resample raising one of ``undefined`` is skipped for every metric; a
+    non-finite value only for its own."""
     if not arrays:
         raise ValueError("bootstrap_ci needs at least one array")
     if not 0 < alpha < 1:
@@ -117,20 +134,26 @@ def bootstrap_ci(
         if strata.shape[0] != n:
             raise ValueError(f"stratify has length {strata.shape[0]}, expected {n}")
 
-    estimate = float(metric_fn(*data))
+    estimate = {k: float(v) for k, v in metric_fn(*data).items()}
     rng = np.random.default_rng(seed)
     idx = _resample_indices(rng, n, n_boot, strata)
-    values = np.full(n_boot, np.nan)
+    values = {k: np.full(n_boot, np.nan) for k in estimate}
     for b in range(n_boot):
         try:
-            values[b] = float(metric_fn(*(a[idx[b]] for a in data)))
+            got = metric_fn(*(a[idx[b]] for a in data))
         except undefined:
             continue
-    valid = values[np.isfinite(values)]
-    n_skipped = n_boot - valid.shape[0]
-    if n_skipped:
-        log.warning("bootstrap_ci: %d of %d resamples undefined and skipped", n_skipped, n_boot)
-    if valid.shape[0] == 0:
-        raise UndefinedMetricError(f"metric undefined on all {n_boot} bootstrap resamples")
-    low, high = np.percentile(valid, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return BootstrapCI(estimate, float(low), float(high), n_boot, n_skipped, valid)
+        for k in estimate:
+            values[k][b] = float(got[k])
+    out = {}
+    for k, vals in values.items():
+        valid = vals[np.isfinite(vals)]
+        n_skipped = n_boot - valid.shape[0]
+        if n_skipped:
+            log.warning("bootstrap_ci: %d of %d resamples undefined and skipped", n_skipped,
+                        n_boot)
+        if valid.shape[0] == 0:
+            raise UndefinedMetricError(f"metric undefined on all {n_boot} bootstrap resamples")
+        low, high = np.percentile(valid, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        out[k] = BootstrapCI(estimate[k], float(low), float(high), n_boot, n_skipped, valid)
+    return out

@@ -1,10 +1,11 @@
 """Several runs on the same participants side by side: the paired bootstrap of the fold-mean
-C-index, the comparison table and the paper-shaped table across cohorts."""
+C-index, the comparison table, the paper-shaped table across cohorts and the reclassification
+of one model's absolute risks against another's."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,13 @@ from numpy.typing import NDArray
 from data_modules.errors import DataError
 from ecg_dan.metrics.bootstrap import BootstrapCI, bootstrap_ci
 from ecg_dan.metrics.cindex import UndefinedMetricError
+from ecg_dan.metrics.reclassification import (
+    RECLASSIFICATION_KEYS,
+    reclassification,
+    reclassification_ci,
+)
 from ecg_dan.models.counts import parameter_count
+from ecg_dan.reporting.absolute_models import FoldModelRows
 from ecg_dan.reporting.fold_metrics import add_ibs_antolini
 from ecg_dan.reporting.oof import check_oof, wide
 from ecg_dan.reporting.paper import paper_value
@@ -93,12 +100,11 @@ COMPARISON_COLUMNS = (
 def comparison_table(
     runs: Mapping[str, pd.DataFrame],
     reference: str,
-    train: Mapping[str, Mapping[tuple[int, int], pd.DataFrame]] | None = None,
+    folds: Mapping[str, Sequence[FoldModelRows]] | None = None,
     configs: Mapping[str, Any] | None = None,
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int = 0,
-    curves: Mapping[str, Mapping[tuple[int, int], tuple[NDArray, NDArray]]] | None = None,
 ) -> pd.DataFrame:
     """One row per run (in the given order): the models, ablations and baselines side by side.
 
@@ -106,13 +112,11 @@ def comparison_table(
         runs: ``{name: OOF predictions}`` (``eid, seed, fold, risk, time, event``); every run
             must hold the reference's participants (same eids per seed).
         reference: the run the paired differences are taken against (the proposed model).
-        train: optional ``{name: {(seed, fold): training-fold frame with risk/time/event}}``
-            (the ``*_train.csv`` files) for the integrated Brier score (:func:`fold_ibs`).
+        folds: optional ``{name: its folds with their models of absolute risk}``
+            (:func:`ecg_dan.reporting.absolute_models.fold_models`) for the integrated Brier
+            score and Antolini's C (``ibs_mean``, ``antolini_c_mean``).
         configs: optional ``{name: run config}`` for the parameter count and the paper value.
         n_boot, alpha, seed: bootstraps of the pooled C (per run) and of the paired difference.
-        curves: optional ``{name: {(seed, fold): (surv, cuts)}}`` of discrete-time runs (their
-            ``*_surv.npz`` sidecars); other runs' curves come from the Breslow baseline of
-            ``train``. Either gives Antolini's C (``antolini_c_mean``, :func:`fold_antolini`).
 
     Columns: ``model``, ``reference`` (bool), ``n``, ``events``, ``c_mean`` / ``c_std_paper``
     (Harrell C of the folds, summarised as the paper does, :func:`summarize_folds`),
@@ -133,11 +137,7 @@ def comparison_table(
     for name, df in runs.items():
         table = results_table(df, train_lookup="oof", n_boot=n_boot, alpha=alpha,
                               boot_seed=seed)
-        folds_train = (train or {}).get(name) or {}
-        folds_curves = (curves or {}).get(name) or {}
-        keys = [((int(s), int(f)), g) for (s, f), g in df.groupby(["seed", "fold"], sort=True)]
-        table = add_ibs_antolini(table, [(k, g, folds_train.get(k), folds_curves.get(k))
-                                         for k, g in keys])
+        table = add_ibs_antolini(table, (folds or {}).get(name) or [])
         summ = summary_row(table)
         pooled = table[table.row == "pooled"].iloc[0]
         row: dict[str, Any] = {
@@ -205,3 +205,48 @@ def cohort_table(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         params = params.fillna(by["n_params"].reindex(models))
     out["n_params"] = params.to_numpy()
     return out
+
+
+RECLASSIFICATION_COLUMNS = ("horizon", "n", "events", *[f"{k}{s}" for k in RECLASSIFICATION_KEYS
+                                                        for s in ("", "_low", "_high")])
+
+
+def reclassification_table(new: pd.DataFrame, old: pd.DataFrame, horizons: Sequence[float],
+                           names: tuple[str, str] = ("new", "old"), n_boot: int = 1000,
+                           alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """Continuous NRI and IDI of ``new`` against ``old`` at each horizon, with percentile
+    bootstrap CIs (:func:`ecg_dan.metrics.reclassification.reclassification_ci`; none when
+    ``n_boot`` is 0).
+
+    ``new`` / ``old``: per participant (index ``eid``) ``time``, ``event`` and ``risk@<h>``
+    (:func:`ecg_dan.reporting.fold_metrics.run_absolute_risk`); they must hold the same
+    participants with the same follow-up (:class:`DataError` naming ``names`` otherwise).
+    Columns :data:`RECLASSIFICATION_COLUMNS`: ``events`` counts events observed by the
+    horizon; a horizon at which the measures are undefined gives NaN.
+    """
+    if set(new.index) != set(old.index):
+        raise DataError(f"runs '{names[0]}' and '{names[1]}' hold different participants "
+                        f"({len(set(new.index) ^ set(old.index))} eids in one only)")
+    old = old.loc[new.index]
+    if not (np.array_equal(new.time.to_numpy(), old.time.to_numpy())
+            and np.array_equal(new.event.to_numpy(), old.event.to_numpy())):
+        raise DataError(f"runs '{names[0]}' and '{names[1]}' give the same participants "
+                        "different follow-up times or events")
+    time, event = new.time.to_numpy(float), new.event.to_numpy(float)
+    rows = []
+    for h in horizons:
+        col = f"risk@{h:g}"
+        row: dict[str, Any] = {"horizon": float(h), "n": len(new),
+                               "events": int(((event == 1) & (time <= h)).sum())}
+        args = (new[col].to_numpy(float), old[col].to_numpy(float), time, event, float(h))
+        try:
+            if n_boot > 0:
+                for k, ci in reclassification_ci(*args, n_boot=n_boot, alpha=alpha,
+                                                 seed=seed).items():
+                    row.update({k: ci.estimate, f"{k}_low": ci.low, f"{k}_high": ci.high})
+            else:
+                row.update(reclassification(*args))
+        except UndefinedMetricError:
+            pass
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(RECLASSIFICATION_COLUMNS))

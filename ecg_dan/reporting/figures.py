@@ -1,9 +1,10 @@
-"""The result figures: Kaplan-Meier of the risk groups, calibration, the comparison's
-forest plot (Agg canvases, no pyplot state; written by :func:`save_png`)."""
+"""The result figures: Kaplan-Meier of the risk groups, calibration, decision curves, the
+comparison's forest plot (Agg canvases, no pyplot state; written by :func:`save_png`)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,29 +90,49 @@ def kaplan_meier_plot(
 
 
 def calibration_plot(table: pd.DataFrame, out_png: str | os.PathLike[str],
-                     time_unit: str = "months", title: str | None = None) -> Path:
+                     time_unit: str = "months", title: str | None = None,
+                     curves: Mapping[float, pd.DataFrame] | None = None) -> Path:
     """One panel per horizon: mean predicted risk (x) vs Kaplan-Meier observed risk (y) of
     each risk decile, with the KM CI as error bars and the diagonal of perfect calibration;
-    written atomically as a PNG (Agg, no pyplot state)."""
+    written atomically as a PNG (Agg, no pyplot state).
+
+    ``curves`` maps a horizon to its smoothed calibration curve (columns ``predicted,
+    observed, observed_low, observed_high``, as
+    :attr:`ecg_dan.metrics.calibration.SmoothedCalibration.curve`), drawn with its CI band
+    under the decile points; NaN rows are left out, a horizon without a curve has none."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    curves = {float(h): c for h, c in (curves or {}).items()}
     horizons = sorted(table.horizon.unique())
     fig = Figure(figsize=(3.2 * len(horizons) + 0.6, 3.6), dpi=150)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(horizons), squeeze=False)[0]
     for ax, h in zip(axes, horizons):
         g = table[table.horizon == h]
-        top = float(np.nanmax([g.predicted.max(), g.observed_high.max(), 1e-3])) * 1.05
+        top = float(np.nanmax([g.predicted.max(), g.observed_high.max(), 1e-3]))
+        curve = curves.get(float(h))
+        if curve is not None:
+            c = curve[np.isfinite(curve[["predicted", "observed"]]).all(axis=1)]
+            c = c.sort_values("predicted")
+            band = np.isfinite(c[["observed_low", "observed_high"]]).all(axis=1)
+            ax.fill_between(c.predicted, c.observed_low, c.observed_high, where=band,
+                            color="tab:orange", alpha=0.25, linewidth=0, zorder=1)
+            ax.plot(c.predicted, c.observed, color="tab:orange", linewidth=1.5, zorder=2,
+                    label="smoothed (CI)")
+            top = float(np.nanmax([top, c.predicted.max(), c.observed.max()]))
+        top = min(top * 1.05, 1.0)
         ax.plot([0, top], [0, top], color="grey", linestyle=":", linewidth=1)
         err = np.vstack([g.observed - g.observed_low, g.observed_high - g.observed])
         ax.errorbar(g.predicted, g.observed, yerr=np.nan_to_num(err), fmt="o", color="tab:blue",
-                    capsize=2, markersize=4)
+                    capsize=2, markersize=4, zorder=3, label="deciles (KM, CI)")
         ax.set_xlim(0, top)
         ax.set_ylim(0, top)
         ax.set_title(f"{h:g} {time_unit}")
         ax.set_xlabel("mean predicted risk")
-    axes[0].set_ylabel("observed risk (Kaplan-Meier)")
+    axes[0].set_ylabel("observed risk" if curves else "observed risk (Kaplan-Meier)")
+    if curves:
+        axes[0].legend(loc="upper left", fontsize=7, frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -152,6 +173,39 @@ def forest_plot(table: pd.DataFrame, out_png: str | os.PathLike[str] = "forest_p
     ax_c.set_ylim(-0.7, n - 0.3)
     ax_c.set_xlabel(f"pooled C-index ({level})")
     ax_d.set_xlabel(f"ΔC vs reference (paired {level})")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_png(fig, out_png)
+
+
+def decision_curve_plot(table: pd.DataFrame, out_png: str | os.PathLike[str],
+                        time_unit: str = "months", title: str | None = None) -> Path:
+    """One panel per horizon of a decision-curve table (the rows of
+    :func:`ecg_dan.metrics.decision.decision_curve` with a ``horizon`` column): net benefit
+    of treating by the model's risk, treat-all and treat-none against the threshold
+    probability; y from a little below 0 (treat-all falls steeply negative past the event
+    rate, which would squash the curves) to a little above the largest net benefit; written
+    atomically as a PNG (Agg, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    horizons = sorted(table.horizon.unique())
+    fig = Figure(figsize=(3.2 * len(horizons) + 0.6, 3.6), dpi=150)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(horizons), squeeze=False)[0]
+    for ax, h in zip(axes, horizons):
+        g = table[table.horizon == h].sort_values("threshold")
+        ax.plot(g.threshold, g.net_benefit_model, color="tab:blue", label="model")
+        ax.plot(g.threshold, g.net_benefit_all, color="grey", linestyle="--", label="treat all")
+        ax.plot(g.threshold, g.net_benefit_none, color="black", linewidth=1, label="treat none")
+        top = float(np.nanmax([g.net_benefit_model.max(), g.net_benefit_all.max(), 1e-3]))
+        ax.set_ylim(-0.25 * top, 1.1 * top)
+        ax.set_xlim(0, float(g.threshold.max()))
+        ax.set_title(f"{h:g} {time_unit}")
+        ax.set_xlabel("threshold probability")
+    axes[0].set_ylabel("net benefit")
+    axes[0].legend(loc="upper right", frameon=False, fontsize="small")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -1,87 +1,65 @@
-"""Per held-out fold: predicted survival curves (Breslow from the training-fold risks, or a
-discrete-time model's own), the integrated Brier score, Antolini's C, absolute risk and the
-calibration built from it."""
+"""Per held-out fold: predicted survival curves (a Cox-type model's out-of-fold
+recalibration, or a discrete-time model's own curves; :mod:`ecg_dan.reporting.absolute_models`),
+the integrated Brier score, Antolini's C, absolute risk and the calibration built from it."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
-from ecg_dan.metrics.calibration import calibration_in_the_large, calibration_table
-from ecg_dan.metrics.cindex import UndefinedMetricError
-from ecg_dan.metrics.survival import (
-    antolini_cindex,
-    breslow_baseline,
-    integrated_brier_score,
-    survival_curves,
+from ecg_dan.metrics.calibration import (
+    CalibrationNotEstimated,
+    calibration_in_the_large,
+    calibration_slope,
+    calibration_table,
+    smoothed_calibration,
 )
+from ecg_dan.metrics.cindex import UndefinedMetricError
+from ecg_dan.metrics.survival import antolini_cindex, integrated_brier_score
+from ecg_dan.reporting.absolute_models import FoldModelRows, fold_models
 from ecg_dan.reporting.tables import add_fold_column
-from ecg_dan.run_dir import RunDir, RunDirError
+from ecg_dan.run_dir import RunDir
 
 
-def fold_survival(test: pd.DataFrame, train: pd.DataFrame | None, times: ArrayLike,
-                  curves: tuple[NDArray, NDArray] | None = None) -> NDArray:
-    """Predicted survival of the held-out rows at ``times``, shape (n, n_times).
-
-    ``curves`` = (surv (n, K), cuts) of a discrete-time model: read as a step function (the
-    last cut at or before t, pycox's ``steps="post"``). Without them (Cox) the curves are
-    ``exp(-H0(t) exp(risk))`` with the Breslow baseline H0 of the training-fold risks."""
-
-    t = np.atleast_1d(np.asarray(times, dtype=float))
-    if curves is not None:
-        surv, cuts = curves
-        idx = np.clip(np.searchsorted(cuts, t, side="right") - 1, 0, len(cuts) - 1)
-        return np.asarray(surv, dtype=float)[:, idx]
-    if train is None:
-        raise ValueError("Cox survival curves need the training-fold predictions")
-    base = breslow_baseline(train.risk.to_numpy(), train.time.to_numpy(),
-                            train.event.to_numpy())
-    return survival_curves(base, test.risk.to_numpy(), t)
-
-
-def fold_ibs(test: pd.DataFrame, train: pd.DataFrame, n_times: int = 20,
-             curves: tuple[NDArray, NDArray] | None = None) -> float:
+def fold_ibs(rows: FoldModelRows, n_times: int = 20) -> float:
     """Integrated Brier score of one fold over the held-out fold's 10th-90th percentile of
-    event times: Breslow curves from the training-fold risks, or a discrete-time model's own
-    ``curves`` (see :func:`fold_survival`)."""
-
+    event times (censoring weights from the training fold); NaN without two event times."""
+    test, train = rows.test, rows.train
     ev_times = test.time[test.event == 1].to_numpy()
-    if ev_times.size < 2:
+    if ev_times.size < 2 or train is None:
         return float("nan")
     lo, hi = np.quantile(ev_times, [0.1, 0.9])
     hi = min(hi, train.time.max(), test.time.max())
     times = np.unique(np.linspace(lo, hi, n_times, endpoint=False))
     if times.size < 2:
         return float("nan")
-    surv = fold_survival(test, train, times, curves)
     return float(integrated_brier_score(train.time.to_numpy(), train.event.to_numpy(),
-                                        test.time.to_numpy(), test.event.to_numpy(), surv,
-                                        times))
+                                        test.time.to_numpy(), test.event.to_numpy(),
+                                        rows.survival(times), times))
 
 
-def fold_antolini(test: pd.DataFrame, train: pd.DataFrame | None,
-                  curves: tuple[NDArray, NDArray] | None = None) -> float:
+def fold_antolini(rows: FoldModelRows) -> float:
     """Antolini's time-dependent C of one held-out fold (pycox), the curves evaluated at its
     distinct event times (all the metric reads); NaN without events."""
-
+    test = rows.test
     times = np.unique(test.time[test.event == 1].to_numpy(dtype=float))
     if times.size == 0:
         return float("nan")
-    surv = fold_survival(test, train, times, curves)
-    return antolini_cindex(surv.T, times, test.time.to_numpy(), test.event.to_numpy())
+    return antolini_cindex(rows.survival(times).T, times, test.time.to_numpy(),
+                           test.event.to_numpy())
 
 
-def oof_absolute_risk(test: pd.DataFrame, train: pd.DataFrame | None, times: ArrayLike,
-                      curves: tuple[NDArray, NDArray] | None = None) -> pd.DataFrame:
+def oof_absolute_risk(rows: FoldModelRows, times: ArrayLike) -> pd.DataFrame:
     """Held-out rows of one fold with their predicted risk of the event by each time
-    (``risk@<t>`` = 1 - S(t), :func:`fold_survival`): the input of calibration."""
+    (``risk@<t>`` = 1 - S(t)): the input of calibration."""
     t = np.atleast_1d(np.asarray(times, dtype=float))
-    risk = 1.0 - fold_survival(test, train, t, curves)
-    out = test[["eid", "seed", "fold", "time", "event"]].reset_index(drop=True)
+    risk = 1.0 - rows.survival(t)
+    out = rows.test[["eid", "seed", "fold", "time", "event"]].reset_index(drop=True)
     return pd.concat([out, pd.DataFrame(risk, columns=[f"risk@{h:g}" for h in t])], axis=1)
 
 
@@ -94,61 +72,59 @@ def participant_risks(pred: pd.DataFrame, horizons: Sequence[float]) -> pd.DataF
                                     **{c: "mean" for c in cols}})
 
 
+def absolute_risks(folds: Iterable[FoldModelRows], horizons: Sequence[float]) -> pd.DataFrame:
+    """Out-of-fold absolute risks by each horizon per participant (:func:`participant_risks`)
+    of folds that all have a model of absolute risk."""
+    return participant_risks(pd.concat([oof_absolute_risk(f, horizons) for f in folds],
+                                       ignore_index=True), horizons)
+
+
 def run_absolute_risk(rd: RunDir, horizons: Sequence[float]) -> pd.DataFrame:
     """A finetuning or Cox-baseline run's out-of-fold absolute risks by each horizon (in the
-    run's time unit), per participant (:func:`participant_risks`); read from its saved
-    predictions only."""
-    rows = []
-    for ff in rd.scored_folds():
-        test = ff.read_test()
-        train, curves = ff.read_train(), ff.read_curves(test.eid)
-        if train is None and curves is None:
-            raise RunDirError(f"{ff.train_csv}: missing; absolute risks of a Cox model need "
-                              "its training-fold risks")
-        rows.append(oof_absolute_risk(test, train, horizons, curves))
-    return participant_risks(pd.concat(rows, ignore_index=True), horizons)
+    run's time unit), per participant; read from its saved predictions only."""
+    return absolute_risks(fold_models(rd), horizons)
 
 
-def calibration_results(pred: pd.DataFrame, horizons: Sequence[float], n_groups: int = 10,
-                        alpha: float = 0.05) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
-    """Calibration at each horizon from :func:`oof_absolute_risk` rows of every fold: each
-    participant's predicted risk is the mean over seeds (:func:`participant_risks`, as the
-    Kaplan-Meier figure groups them); then the decile table
-    (:func:`ecg_dan.metrics.calibration.calibration_table`, with a ``horizon`` column) and
-    calibration-in-the-large per horizon (keyed ``f"{h:g}"``)."""
-
-    cols = [f"risk@{h:g}" for h in horizons]
-    per = participant_risks(pred, horizons)
-    tables, large = [], {}
-    for h, c in zip(horizons, cols):
+def calibration_results(per: pd.DataFrame, horizons: Sequence[float], n_groups: int = 10,
+                        alpha: float = 0.05
+                        ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]],
+                                   dict[float, pd.DataFrame]]:
+    """Calibration at each horizon from :func:`absolute_risks` (one row per participant):
+    the decile table (:func:`ecg_dan.metrics.calibration.calibration_table`, with a
+    ``horizon`` column); per horizon (keyed ``f"{h:g}"``) calibration-in-the-large (O/E with
+    the KM CI), the calibration slope and the smoothed-curve measures ICI / E50 / E90 / Emax
+    (or ``note`` saying why they were not estimated); and the smoothed curves by horizon."""
+    tables, large, curves = [], {}, {}
+    for h in horizons:
+        c = f"risk@{h:g}"
         tab = calibration_table(per[c], per.time, per.event, h, min(n_groups, len(per)), alpha)
         tables.append(tab.assign(horizon=float(h)))
-        large[f"{h:g}"] = calibration_in_the_large(per[c], per.time, per.event, h, alpha)
+        row: dict[str, Any] = calibration_in_the_large(per[c], per.time, per.event, h, alpha)
+        try:
+            row |= calibration_slope(per[c], per.time, per.event, h, alpha)
+            smooth = smoothed_calibration(per[c], per.time, per.event, h, alpha=alpha)
+            row |= {k: v for k, v in smooth.summary().items() if k not in ("n", "events")}
+            curves[float(h)] = smooth.curve
+        except CalibrationNotEstimated as e:
+            row["note"] = str(e)
+        large[f"{h:g}"] = row
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    return table[["horizon", *[x for x in table.columns if x != "horizon"]]], large
+    return table[["horizon", *[x for x in table.columns if x != "horizon"]]], large, curves
 
 
-FoldKey = tuple[int, int]
-
-
-def add_ibs_antolini(table: pd.DataFrame,
-                     folds: Iterable[tuple[FoldKey, pd.DataFrame, pd.DataFrame | None,
-                                           tuple[NDArray, NDArray] | None]]) -> pd.DataFrame:
-    """The integrated Brier score and Antolini's C of each held-out fold (``(key, held-out
-    rows, training-fold rows or None, curves or None)``) added to a results table: the IBS
-    where the training-fold risks exist, Antolini's C where curves can be built (NaN where it
-    is undefined)."""
+def add_ibs_antolini(table: pd.DataFrame, folds: Iterable[FoldModelRows]) -> pd.DataFrame:
+    """The integrated Brier score and Antolini's C of each held-out fold added to a results
+    table, where the fold has a model of absolute risk (NaN where a metric is undefined)."""
     ibs, anto = {}, {}
-    for key, test, train, curves in folds:
-        if train is not None:
-            ibs[key] = fold_ibs(test, train, curves=curves)
-        if train is not None or curves is not None:
-            try:
-                anto[key] = fold_antolini(test, train, curves)
-            except UndefinedMetricError:
-                anto[key] = math.nan
+    for rows in folds:
+        if rows.model is None:
+            continue
+        ibs[rows.key] = fold_ibs(rows)
+        try:
+            anto[rows.key] = fold_antolini(rows)
+        except UndefinedMetricError:
+            anto[rows.key] = math.nan
     if ibs:
         table = add_fold_column(table, "ibs", ibs)
-    if anto:
         table = add_fold_column(table, "antolini_c", anto)
     return table

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ecg_dan.reporting.comparison import COHORT_FIELDS
 from ecg_dan.reporting.flatten import flatten_results, flatten_run
+from ecg_dan.reporting.tables import MIN_TD_AUC_EVENTS
 from ecg_dan.run_dir import TRAIN_SUFFIX
 
 
@@ -66,15 +67,21 @@ def results_markdown(results: Mapping[str, Any], digits: int = 3) -> str:
     return md_table(["metric", *runs], rows)
 
 
-def calibration_markdown(large: Mapping[str, Mapping[str, float]], time_unit: str,
+def calibration_markdown(large: Mapping[str, Mapping[str, Any]], time_unit: str,
                          alpha: float = 0.05) -> str:
-    """Calibration-in-the-large as a Markdown table (one row per horizon)."""
+    """Calibration at the horizons as a Markdown table (one row per horizon): O/E with the
+    KM CI, the calibration slope with its CI, ICI / E50 / E90 of the smoothed curve."""
     level = f"{100 * (1 - alpha):g}%"
-    rows = [[f"{h} {time_unit}", fmt(v["predicted"], 4), fmt(v["observed"], 4),
-             f"[{fmt(v['observed_low'], 4)}, {fmt(v['observed_high'], 4)}]",
-             fmt(v["difference"], 4), fmt(v["ratio"], 3)] for h, v in large.items()]
+    rows = []
+    for h, v in large.items():
+        slope = (f"{fmt(v['slope'], 2)} [{fmt(v['slope_low'], 2)}, {fmt(v['slope_high'], 2)}]"
+                 if "slope" in v else v.get("note", ""))
+        rows.append([f"{h} {time_unit}", fmt(v["predicted"], 4), fmt(v["observed"], 4),
+                     f"[{fmt(v['observed_low'], 4)}, {fmt(v['observed_high'], 4)}]",
+                     fmt(v["ratio"], 3), slope, fmt(v.get("ici"), 4), fmt(v.get("e50"), 4),
+                     fmt(v.get("e90"), 4)])
     return md_table(["horizon", "mean predicted risk", "observed risk (KM)", f"{level} CI",
-                   "observed - predicted", "O/E"], rows)
+                     "O/E", f"slope [{level} CI]", "ICI", "E50", "E90"], rows)
 
 
 def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.05,
@@ -126,6 +133,37 @@ def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.0
     return md_table(header, rows) + "\n" + "\n".join(f"- {x}" for x in foot) + "\n"
 
 
+def reclassification_markdown(table: pd.DataFrame, new: str, old: str, time_unit: str,
+                              alpha: float = 0.05, n_boot: int | None = None) -> str:
+    """The comparison's reclassification section: NRI and IDI of ``new`` against ``old``
+    per horizon (a :func:`reclassification_table`), with its footnotes."""
+    def ci(r: Mapping[str, Any], k: str) -> str:
+        est = fmt(r[k], 3)
+        lo, hi = fmt(r[f"{k}_low"], 3), fmt(r[f"{k}_high"], 3)
+        return f"{est} [{lo}, {hi}]" if est and lo else est
+
+    level = f"{100 * (1 - alpha):g}%"
+    rows = [[f"{r['horizon']:g} {time_unit}", fmt(r["n"], 0), fmt(r["events"], 0),
+             *[ci(r, k) for k in ("nri_events", "nri_nonevents", "nri", "idi")]]
+            for r in table.to_dict(orient="records")]
+    boot = f"{n_boot} resamples of participants, stratified by event" if n_boot else "none"
+    foot = [
+        "NRI: continuous (category-free) net reclassification improvement of the absolute "
+        "risk by the horizon: events = P(risk up | event) - P(risk down | event), non-events "
+        "= P(down | no event) - P(up | no event), NRI their sum (range -2 to 2); censoring "
+        "by Kaplan-Meier (Pencina, D'Agostino & Steyerberg, Stat Med 2011).",
+        "IDI: integrated discrimination improvement, the gain in the mean risk of those with "
+        "the event by the horizon minus that of those without; the means weighted by inverse "
+        "probability of censoring (Uno et al., Stat Med 2013).",
+        f"events: observed by the horizon; {level} CI: percentile bootstrap ({boot}); "
+        "empty: undefined (no event by the horizon, or nobody followed up to it).",
+    ]
+    header = ["horizon", "n", "events", f"NRI events [{level} CI]",
+              f"NRI non-events [{level} CI]", f"NRI [{level} CI]", f"IDI [{level} CI]"]
+    return (f"## Reclassification: {new} against {old}\n\n" + md_table(header, rows) + "\n"
+            + "\n".join(f"- {x}" for x in foot) + "\n")
+
+
 def cohort_markdown(table: pd.DataFrame, cohorts: Sequence[str], digits: int = 4,
                     alpha: float = 0.05, notes: Sequence[str] = ()) -> str:
     """A :func:`cohort_table` as Markdown: C-index mean ± std (as the paper reports) and the
@@ -160,15 +198,36 @@ def cohort_markdown(table: pd.DataFrame, cohorts: Sequence[str], digits: int = 4
 
 
 def finetune_markdown(table: pd.DataFrame, time_unit: str, oracle_cindex: float | None = None,
-                      calibration: Mapping[str, Mapping[str, float]] | None = None) -> str:
-    """A finetuning run's ``results.md``: the results table, the synthetic cohort's oracle
-    C-index when known, calibration-in-the-large at the horizons when computed."""
+                      calibration: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """A finetuning run's ``results.md``: the results table with what its columns are, the
+    simulated cohort's oracle C-index when its cache records the true log-hazard, and
+    calibration at the horizons when computed."""
     md = to_markdown(table)
+    notes = ["harrell_c / uno_c / td_auc@h / antolini_c: per held-out fold, then mean and std "
+             "over folds; pooled: the C-index of each seed's pooled out-of-fold risks with a "
+             "bootstrap CI (ci_low, ci_high)."]
+    empty = [c for c in table.columns if c.startswith("td_auc@")
+             and table.loc[table.row == "mean", c].isna().all()]
+    if empty:
+        notes.append(f"{', '.join(empty)}: not reported: a held-out fold has fewer than "
+                     f"{MIN_TD_AUC_EVENTS} events before the horizon (or it lies past the "
+                     "fold's follow-up), too few cases for an AUC.")
     if oracle_cindex is not None:
-        md += (f"\n\nOracle C-index (true log-hazard of the synthetic cohort, same "
-               f"participants): {oracle_cindex:.4f}\n")
+        notes.append(f"Oracle C-index {oracle_cindex:.4f}: Harrell's C of the true log-hazard "
+                     "that simulated this cohort (its cache's true_log_hazard; synthetic "
+                     "twins only) on the same participants, the ceiling a model can reach.")
+    md += "\n" + "\n".join(f"- {x}" for x in notes) + "\n"
     if calibration is not None:
-        md += ("\n\n## Calibration at the horizons (out-of-fold absolute risk vs Kaplan-Meier)"
-               f"\n\n{calibration_markdown(calibration, time_unit)}\nPer risk decile: "
-               "calibration.csv, calibration.png.\n")
+        md += ("\n## Calibration at the horizons (out-of-fold absolute risk vs Kaplan-Meier)"
+               f"\n\n{calibration_markdown(calibration, time_unit)}\n"
+               "- Absolute risk: each Cox-type fold model recalibrated on rows it did not train "
+               "on (inner-validation rows; docs/method.md, calibration); a discrete-time model's "
+               "own curves.\n"
+               "- O/E: Kaplan-Meier observed over mean predicted risk (ideal 1). Slope: Cox "
+               "regression of the outcome on cloglog(predicted risk), follow-up censored at "
+               "the horizon (ideal 1; below 1: risks too extreme). ICI / E50 / E90: mean, "
+               "median and 90th percentile of |smoothed observed - predicted| (Austin, "
+               "Harrell & van Klaveren 2020).\n"
+               "- Per risk decile: calibration.csv; figure: calibration.png (deciles with KM "
+               "CIs, smoothed curve with its CI).\n")
     return md

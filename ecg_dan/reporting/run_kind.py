@@ -3,6 +3,7 @@ run's own saved config: for the paper's values and the default reference of a co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,19 @@ def model_kind(cfg: Any) -> str:
 def paper_experiment(cohort: str) -> str:
     """The name of the paper's finetuning experiment of a cohort (``finetune_hyp``)."""
     return f"finetune_{cohort}"
+
+
+def baseline_features(cfg: Any) -> str | None:
+    """The features of a Cox-baseline run (``baseline.features``: ``biomarkers``,
+    ``clinical`` = age + sex, ``ecgdan_clinical`` = ECG-DAN's risk + age + sex); None for a
+    network run."""
+    return str(cfg.baseline.features) if cfg.get("task") == "cox_baseline" else None
+
+
+def clinical_pair(names: Sequence[str], configs: Sequence[Any]) -> tuple[str, str] | None:
+    """``(ECG-DAN + age + sex, age + sex)``: the names of the one run of each of the two Cox
+    baselines among the runs, for reclassification; None unless there is exactly one of each."""
+    feats = [baseline_features(c) for c in configs]
+    new = [n for n, f in zip(names, feats) if f == "ecgdan_clinical"]
+    old = [n for n, f in zip(names, feats) if f == "clinical"]
+    return (new[0], old[0]) if len(new) == 1 and len(old) == 1 else None

@@ -34,6 +34,12 @@ TrainLookup = (
 )
 
 
+#: Fewest events before a horizon in a held-out fold for its time-dependent AUC: below it
+#: the AUC rests on a handful of cases (one event gave 0.036 in a demo fold) and is left
+#: empty, and so is its summary over folds.
+MIN_TD_AUC_EVENTS = 10
+
+
 def oof_train_lookup(df: pd.DataFrame) -> Callable[[Any, Any], tuple[NDArray, NDArray]]:
     """Training-fold survival data taken from the OOF frame itself.
 
@@ -124,8 +130,9 @@ def results_table(
             seed, see :func:`oof_train_lookup`), a mapping ``(seed, fold) -> DataFrame`` with
             ``time``/``event``, or a callable ``(seed, fold) -> (time, event)``. Uno's C is
             truncated at the largest training time (beyond it G is not estimable).
-        horizons: td-AUC horizons (default: quartiles of the event times); horizons outside a
-            fold's follow-up give NaN for that fold.
+        horizons: td-AUC horizons (default: quartiles of the event times); a horizon outside
+            a fold's follow-up, or with fewer than :data:`MIN_TD_AUC_EVENTS` events before it
+            in the fold, gives NaN for that fold, and then NaN in the summary rows.
         n_boot, alpha, boot_seed: bootstrap of the pooled C-index (0 disables it).
 
     Returns:
@@ -163,7 +170,9 @@ def results_table(
             except ValueError as err:  # includes UndefinedMetricError
                 warnings.warn(f"Uno C undefined for seed={seed} fold={fold}: {err}", stacklevel=2)
                 row["uno_c"] = math.nan
-            ok = (hz >= t.min()) & (hz < t.max())
+            # a horizon inside the fold's follow-up with enough cases (events by it)
+            cases = np.array([int(((t <= h) & (e == 1)).sum()) for h in hz], dtype=int)
+            ok = (hz >= t.min()) & (hz < t.max()) & (cases >= MIN_TD_AUC_EVENTS)
             aucs = np.full(hz.shape[0], math.nan)
             row["td_auc_mean"] = math.nan
             if ok.any():
@@ -197,6 +206,9 @@ def results_table(
         )
 
     summaries = {col: summarize_folds(folds, col) for col in metric_cols}
+    for col in auc_cols:  # a summary of some folds only would pass for all of them
+        if folds[col].isna().any():
+            summaries[col] = dict.fromkeys(summaries[col], math.nan)
     for name in ("mean", "std_paper", "std_all"):
         rows.append({"row": name, **{col: summaries[col][name] for col in metric_cols}})
 
