@@ -1,5 +1,5 @@
 """``ecg-dan`` command line: info, synth, cache, pretrain, finetune, evaluate, compare,
-explain, export, predict, import-weights, demo.
+explain, report, export, predict, import-weights, demo.
 
 Heavy imports (torch, Lightning, the data readers' numpy/pandas/h5py) happen inside each
 command so ``ecg-dan --help`` stays fast (tests/test_cli.py checks it). Expected user
@@ -189,6 +189,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from ecg_dan.jobs.report import run_report  # deferred: pandas, Lightning (W&B logging)
+
+    print(run_report(args.target, args.out))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ecg_dan.jobs.predict import run_export  # deferred: torch, Lightning
 
@@ -346,6 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "group (a seeded random sample; one backward pass per token each)")
     p.add_argument("--seed", type=int, default=0, help="seed of that sample")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("report", help="one self-contained HTML file (figures embedded, "
+                       "viewable offline) of a finetuning run or of a comparison / matrix "
+                       "folder: tables, C-index with CIs, calibration, decision curve, "
+                       "Kaplan-Meier, attention figures, config, versions")
+    p.add_argument("target", type=Path, metavar="RUN_DIR|MATRIX_DIR",
+                   help="a run directory, or a folder with comparison.md in it or its "
+                        "subfolders (ecg-dan compare output, runs/matrix_<cohort>)")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE.html",
+                   help="where to write it (default: RUN_DIR|MATRIX_DIR/report.html)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="one portable model file (safetensors + JSON manifest) "
                        "from a finetuning run: every fold model, Breslow baselines, reference "

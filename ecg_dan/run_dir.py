@@ -15,7 +15,8 @@ format change touches this file only::
     <run>/predictions/seed<s>_fold<f>.json       config hash, the checkpoint that scored the
                                                  fold, counts (+ a baseline's fit)
     <run>/oof_predictions.csv, results.{md,csv,json}, kaplan_meier.png, calibration.{csv,png}
-    <run>/pretrain_eval.{json,md}, biomarkers.csv, explain/
+    <run>/decision_curve.{csv,png}, pretrain_eval.{json,md}, biomarkers.csv, explain/
+    <run>/report.html          ``ecg-dan report`` (ecg_dan/reporting/html_report.py)
 """
 
 from __future__ import annotations
@@ -218,9 +219,13 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         return save_config(cfg, self.config_path)
 
+    @property
+    def record_path(self) -> Path:
+        return self.path / RECORD
+
     def read_record(self) -> dict[str, Any] | None:
         """``run.json``'s result config (None for a new run or one made before it existed)."""
-        record = self.path / RECORD
+        record = self.record_path
         return json.loads(record.read_text())["result_config"] if record.is_file() else None
 
     def write_record(self, cfg: DictConfig) -> None:

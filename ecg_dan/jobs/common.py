@@ -113,11 +113,13 @@ def _strip(c: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 def log_wandb_summary(cfg: DictConfig, key: str, results: dict[str, Any],
                       table: pd.DataFrame | None = None, image: Path | None = None,
                       images: Sequence[Path] = (),
-                      tables: Mapping[str, pd.DataFrame] | None = None) -> None:
+                      tables: Mapping[str, pd.DataFrame] | None = None,
+                      html: Path | None = None) -> None:
     """Results into W&B (offline unless an API key is set): into the training run when one
     is still open, otherwise into a new run of the experiment's group. Each image is logged
     under ``key/<file stem>`` (e.g. ``finetune/kaplan_meier``, ``compare/forest_plot``), each
-    of ``tables`` under ``key/<name>`` (e.g. ``finetune/calibration``)."""
+    of ``tables`` under ``key/<name>`` (e.g. ``finetune/calibration``), an HTML page
+    (``ecg-dan report``) under ``key/<file stem>`` as a W&B HTML panel."""
     if not cfg.logging.wandb or wandb_mode() == "disabled":
         return
     import wandb
@@ -137,6 +139,8 @@ def log_wandb_summary(cfg: DictConfig, key: str, results: dict[str, Any],
         for img in ([image] if image is not None else []) + list(images):
             if img.is_file():
                 run.log({f"{key}/{img.stem}": wandb.Image(str(img))})
+        if html is not None and html.is_file():
+            run.log({f"{key}/{html.stem}": wandb.Html(str(html), inject=False)})
     finally:
         if own:
             run.finish()

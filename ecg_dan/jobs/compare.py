@@ -50,7 +50,7 @@ from ecg_dan.reporting.markdown import (
     reclassification_markdown,
 )
 from ecg_dan.reporting.oof import REQUIRED_COLUMNS
-from ecg_dan.reporting.run_kind import PROPOSED_KIND, clinical_pair, model_kind
+from ecg_dan.reporting.run_kind import PROPOSED_KIND, clinical_pair, data_label, model_kind
 from ecg_dan.run_dir import RunDir
 
 log = get_logger(__name__)
@@ -58,12 +58,6 @@ log = get_logger(__name__)
 __all__ = ["default_reference", "load_run", "run_compare", "run_names"]
 
 
-
-def data_label(cfg: DictConfig) -> str:
-    """What a run was trained on, for the comparison's notes: a cohort cache by its file name
-    (``data.source`` does not apply to it), else ``synthetic`` / ``real``."""
-    cache = cfg.data.get("cohort_cache")
-    return f"cohort cache {Path(str(cache)).name}" if cache else str(cfg.data.source)
 
 def load_run(run_dir: str | os.PathLike
              ) -> tuple[pd.DataFrame, list[FoldModelRows], DictConfig]:

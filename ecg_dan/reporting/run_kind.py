@@ -4,6 +4,7 @@ run's own saved config: for the paper's values and the default reference of a co
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 PROPOSED_KIND = "ecg_dan"
@@ -11,6 +12,13 @@ PROPOSED_KIND = "ecg_dan"
 _KIND_ALIASES = {"ecg-dan": "ecg_dan", "ecgdan": "ecg_dan", "proposed": "ecg_dan",
                  "biomarkers": "biomarker_cox", "cox_biomarkers": "biomarker_cox",
                  "biomarker-cox": "biomarker_cox"}
+
+
+def data_label(cfg: Any) -> str:
+    """What a run was trained on, for comparisons and reports: a cohort cache by its file
+    name (``data.source`` does not apply to it), else ``synthetic`` / ``real``."""
+    cache = cfg.data.get("cohort_cache")
+    return f"cohort cache {Path(str(cache)).name}" if cache else str(cfg.data.source)
 
 
 def model_kind(cfg: Any) -> str:
