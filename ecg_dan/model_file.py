@@ -12,10 +12,11 @@ One safetensors file: no pickled object anywhere, so reading it cannot run code.
   the scale shared by the fold models (a Cox log-risk is identified only up to a constant
   that differs from fold model to fold model); a logistic-hazard model's time cuts
   (``m<i>.cuts``; its survival comes from its own head; offset 0, slope 1),
-- the reference distribution of out-of-fold risks (``reference_risk``: per participant, the
-  mean over seeds of the shared-scale risk given by the fold model that did not train on
-  them, sorted) and how much narrower a new person's all-fold-model score is
-  (``reference.new_person_scale``), for percentiles and the high-risk threshold,
+- what percentiles and the flag are read against (:mod:`ecg_dan.reporting.risk_ranks`):
+  each fold model's sorted held-out risks on the shared scale (``m<i>.heldout_risk``: a
+  risk's rank among them is its normal score), the reference distribution of out-of-fold
+  scores (``reference_risk``: per participant, the mean over seeds of the normal score by
+  the fold model that did not train on them, sorted) and its high-risk threshold,
 - a JSON manifest in the header's metadata: format and version, the resolved config, the
   model config, the preprocessing (sample rate, beat geometry, median-beat version,
   normalisation, lead order), the members, the threshold, the run's horizons, and a
@@ -41,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
@@ -55,7 +55,8 @@ from ecg_dan import __version__
 from ecg_dan.checkpoints import read_checkpoint
 from ecg_dan.config import ModelConfig, config_hash, model_config
 from ecg_dan.metrics.recalibration import CoxRecalibration
-from ecg_dan.reporting.absolute_models import FoldModelRows, fold_models
+from ecg_dan.reporting.absolute_models import fold_models
+from ecg_dan.reporting.risk_ranks import rank_reference
 from ecg_dan.run_dir import FoldFiles, RunDir, RunDirError
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelContents", "ModelFileError", "export_run",
@@ -150,54 +151,6 @@ def _fold_checkpoint(ff: FoldFiles, want_hash: str) -> Path:
         raise ModelFileError(str(e)) from None
 
 
-def _shared(f: FoldModelRows, frame: pd.DataFrame) -> np.ndarray:
-    """A fold model's risks of ``frame`` on the scale shared by the fold models."""
-    if isinstance(f.model, CoxRecalibration):
-        return f.model.linear_predictor(frame.risk.to_numpy())
-    return frame.risk.to_numpy(np.float64)
-
-
-def _unseen_correlation(folds: list[FoldModelRows], min_rows: int = 30) -> float | None:
-    """Mean correlation between two fold models' shared-scale risks of people neither
-    trained on (each one's held-out and inner-validation rows): how much averaging the
-    fold models narrows the score of a new person. None when no pair shares such rows."""
-    scores = []
-    for f in folds:
-        val = (f.train[f.train.eid.isin(f.val_eid)] if f.train is not None
-               and f.val_eid is not None else f.test.iloc[:0])
-        rows = pd.concat([f.test, val], ignore_index=True)
-        scores.append(pd.Series(_shared(f, rows), index=rows.eid.to_numpy()))
-    corr = []
-    for a in range(len(scores)):
-        for b in range(a + 1, len(scores)):
-            both = scores[a].index.intersection(scores[b].index)
-            if both.size >= min_rows:
-                corr.append(np.corrcoef(scores[a].loc[both], scores[b].loc[both])[0, 1])
-    corr = [c for c in corr if np.isfinite(c)]
-    return float(np.mean(corr)) if corr else None
-
-
-def _reference(folds: list[FoldModelRows]) -> dict[str, Any]:
-    """The out-of-fold reference of the ensemble's score and how a new person's score is
-    spread relative to it.
-
-    A cohort participant's out-of-fold score is the mean over seeds of one fold model each
-    (the one that held them out); a new person's is the mean over all M fold models, which
-    is narrower (averaging models that disagree). With r the mean correlation of two fold
-    models' scores on people neither trained on, the variance of a mean of k models is
-    proportional to (1 + (k - 1) r) / k, so a new person's score is spread around the
-    reference mean by ``scale = sqrt(v(M) / v(S))`` (S seeds); percentiles and the flag of a
-    new person are taken against the reference so rescaled, of a cohort participant scored
-    out of fold against the reference itself."""
-    oof = pd.concat([f.test.assign(risk=_shared(f, f.test)) for f in folds], ignore_index=True)
-    ref = np.sort(oof.groupby("eid")["risk"].mean().to_numpy(np.float64))
-    m, s = len(folds), oof.seed.nunique()
-    r = _unseen_correlation(folds)
-    scale = 1.0 if r is None else float(np.sqrt(((1 + (m - 1) * r) / m)
-                                                 / ((1 + (s - 1) * r) / s)))
-    return {"risk": ref, "unseen_correlation": r, "new_person_scale": scale}
-
-
 def model_bytes(run_dir: str | os.PathLike) -> bytes:
     """The model file of a finished finetuning run, as bytes (see the module docstring)."""
     from safetensors.torch import save
@@ -257,9 +210,11 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
             tensors[f"m{i}.cuts"] = torch.tensor(cuts, dtype=torch.float64)
             member.update(max_train_time=float(cuts[-1]), offset=0.0, slope=1.0)
         members.append(member)
-    ref = _reference(folds)
     top = float(cfg.finetune.top_fraction)
+    ref = rank_reference(folds, top)
     tensors["reference_risk"] = torch.from_numpy(ref["risk"])
+    for i, member_ref in enumerate(ref["members"]):
+        tensors[f"m{i}.heldout_risk"] = torch.from_numpy(member_ref)
     mc = model_config(cfg)
     manifest = {
         "format": FORMAT,
@@ -272,14 +227,12 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
         "model_config": {f.name: getattr(mc, f.name) for f in fields(mc)},
         "preprocessing": preprocessing(cardiosoft_beat(cfg)),
         "members": members,
-        "reference": {"what": "per participant, the mean over seeds of the out-of-fold risk "
-                              "on the fold models' shared scale (the fold model that did not "
-                              "train on them)",
+        "reference": {"what": "per participant, the mean over seeds of the normal score of "
+                              "their risk within the held-out risks of the fold model that "
+                              "did not train on them (ecg_dan.reporting.risk_ranks)",
                       "n": int(ref["risk"].size),
-                      # the run's Kaplan-Meier grouping: risk >= the (1 - top) quantile
-                      "high_risk_threshold": float(np.percentile(ref["risk"], 100 * (1 - top))),
-                      "unseen_correlation": ref["unseen_correlation"],
-                      "new_person_scale": ref["new_person_scale"]},
+                      # the run's Kaplan-Meier grouping: score >= the (1 - top) quantile
+                      "high_risk_threshold": ref["threshold"]},
     }
     manifest["content_sha256"] = _content_digest(tensors, manifest)
     return save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION),

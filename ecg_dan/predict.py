@@ -9,20 +9,24 @@ model id) and returns an :class:`EnsembleModel`:
   ratio ``slope (eta - offset)``, see :mod:`ecg_dan.model_file`); ``member_risks`` gives each
   fold model's raw log-risk, as its run wrote it;
 - ``score(beats, horizons, members)``: that risk and its spread (population std over the
-  fold models), its percentile within the run's out-of-fold risks (the share at or below
-  it), the absolute risk of the event by each horizon (in the run's time unit, the run's
-  own horizons by default) averaged over the fold models, and the high-risk flag (the
-  run's top-``finetune.top_fraction`` threshold: 2% HYP, 4% MI);
+  fold models), its percentile within the run's out-of-fold scores (each fold model's risk
+  as the normal score of its rank among that fold model's held-out risks, averaged:
+  :mod:`ecg_dan.reporting.risk_ranks`), the absolute risk of the event by each horizon (in
+  the run's time unit, the run's own horizons by default) averaged over the fold models,
+  and the high-risk flag (the run's top-``finetune.top_fraction`` threshold: 2% HYP, 4% MI);
 - ``members``: the fold models themselves (``SurvivalFinetuneModule`` in eval mode, e.g. for
   attention maps and input gradients).
 
-Who scores whom. A new person is scored by every fold model, and their percentile and flag
-are read against the out-of-fold reference widened or narrowed to the spread of an
-all-fold-model score (``reference.new_person_scale``). A participant of the run's own cohort
-was trained on by some fold models; given the run directory (which knows the splits) and
-the run's own cache, ``predict`` scores each of them with the fold models that held them out
-only (``members_for``), exactly as the run's out-of-fold predictions, so their risks, flags
-and calibration are the run's.
+Who scores whom. A new person is scored by every fold model; their absolute risk and
+log-risk are the mean over all of them, their percentile and flag come from the same kind
+of score as the run's out-of-fold reference (one fold model per seed; every such choice,
+:mod:`ecg_dan.reporting.risk_ranks`): ``percentile`` the mean over the choices,
+``high_risk_share`` the fraction of choices that put them in the top group, ``high_risk``
+a share of at least one half. A participant of the run's own cohort was trained on by some
+fold models; given the run directory (which knows the splits) and the run's own cache,
+``predict`` scores each of them with the fold models that held them out only
+(``members_for``), exactly as the run's out-of-fold predictions, so their risks, flags and
+calibration are the run's.
 
 ``beats`` are (B, 12, 600) median beats in mV at 500 Hz with R at sample 240 (what
 :func:`data_modules.sources.files.load_beat` returns); :meth:`EnsembleModel.prepare` applies the
@@ -37,6 +41,7 @@ estimable and is NaN.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,11 +64,16 @@ from ecg_dan.model_file import (
     read_model_bytes,
 )
 from ecg_dan.models.registry import build_model
+from ecg_dan.reporting.risk_ranks import normal_score
 from ecg_dan.run_dir import RunDir
 
 log = get_logger(__name__)
 
-__all__ = ["EnsembleModel", "FoldModel", "load_model"]
+__all__ = ["MAX_CHOICES", "EnsembleModel", "FoldModel", "load_model"]
+
+#: Most choices of one fold model per seed enumerated for a new person's percentile and flag
+#: (2 folds x 5 seeds: 32; beyond the cap, that many drawn with a fixed seed).
+MAX_CHOICES = 1024
 
 
 @dataclass
@@ -76,6 +86,7 @@ class FoldModel:
     module: Any  # ecg_dan.lit.finetune.SurvivalFinetuneModule, eval mode
     offset: float = 0.0  # shared-scale risk = slope * (log-risk - offset)
     slope: float = 1.0
+    heldout: NDArray | None = None  # its held-out rows' shared-scale risks, sorted
     baseline_times: NDArray | None = None
     baseline_cumhaz: NDArray | None = None
     cuts: NDArray | None = None
@@ -108,7 +119,8 @@ def _build_members(contents: ModelContents) -> list[FoldModel]:
         module.load_state_dict(state, strict=True)
         module.eval()
         member = FoldModel(int(info["seed"]), int(info["fold"]), module,
-                           offset=float(info["offset"]), slope=float(info["slope"]), cuts=cuts)
+                           offset=float(info["offset"]), slope=float(info["slope"]), cuts=cuts,
+                           heldout=contents.tensors[f"m{i}.heldout_risk"].numpy())
         if cuts is None:
             member.baseline_times = contents.tensors[f"m{i}.baseline_times"].numpy()
             member.baseline_cumhaz = contents.tensors[f"m{i}.baseline_cumhaz"].numpy()
@@ -131,10 +143,6 @@ class EnsembleModel:
         ref = m["reference"]
         self.reference = contents.tensors["reference_risk"].numpy().astype(np.float64)
         self.threshold = float(ref["high_risk_threshold"])
-        # a new person's all-fold-model score is narrower than an out-of-fold one
-        centre, scale = float(self.reference.mean()), float(ref["new_person_scale"])
-        self.reference_new = centre + (self.reference - centre) * scale
-        self.threshold_new = centre + (self.threshold - centre) * scale
         self.members = _build_members(contents)
         # set by load_model for a run directory: who held out whom, in the run's own cache
         self.held_out: list[set[str]] | None = None
@@ -200,14 +208,29 @@ class EnsembleModel:
                 mask[i] = held
         return mask
 
-    def percentile(self, risk: ArrayLike, out_of_fold: ArrayLike | bool = False) -> NDArray:
-        """Percentage of the reference risks at or below ``risk``: the out-of-fold reference
-        for out-of-fold scores, the one rescaled to a new person's score otherwise."""
-        r = np.asarray(risk, dtype=np.float64)
-        oof = np.broadcast_to(np.asarray(out_of_fold, dtype=bool), r.shape)
-        a = np.searchsorted(self.reference, r, side="right")
-        b = np.searchsorted(self.reference_new, r, side="right")
-        return 100.0 * np.where(oof, a, b) / self.reference.size
+    def ranks(self, member_risks: NDArray) -> NDArray:
+        """Each fold model's risk as the normal score of its rank within the fold model's own
+        held-out risks (:mod:`ecg_dan.reporting.risk_ranks`), (M, B)."""
+        shared = self.shared(member_risks)
+        return np.stack([normal_score(m.heldout, shared[i])
+                         for i, m in enumerate(self.members)])
+
+    def percentile(self, score: ArrayLike) -> NDArray:
+        """Percentage of the reference (out-of-fold) scores at or below ``score``."""
+        r = np.asarray(score, dtype=np.float64)
+        return 100.0 * np.searchsorted(self.reference, r, side="right") / self.reference.size
+
+    def choices(self) -> NDArray:
+        """Every way of taking one fold model per seed (C, S) as member indices (at most
+        :data:`MAX_CHOICES`, drawn with a fixed seed beyond): each gives a score of the
+        out-of-fold reference's kind."""
+        seeds = sorted({m.seed for m in self.members})
+        per = [[i for i, m in enumerate(self.members) if m.seed == s] for s in seeds]
+        total = int(np.prod([len(p) for p in per]))
+        if total <= MAX_CHOICES:
+            return np.array(list(itertools.product(*per)), dtype=np.int64).reshape(total, -1)
+        rng = np.random.default_rng(0)
+        return np.stack([rng.choice(p, MAX_CHOICES) for p in per], axis=1)
 
     def absolute_risk(self, member_risks: NDArray, horizons: Sequence[float],
                       survs: list[NDArray] | None = None,
@@ -217,7 +240,7 @@ class EnsembleModel:
         follow-up."""
         t = np.asarray(horizons, dtype=np.float64)
         n = member_risks.shape[1]
-        w = np.ones((n, len(self.members))) if members is None else members.astype(float)
+        w = np.ones((n, len(self.members)), dtype=bool) if members is None else members
         lp = self.shared(member_risks)
         out = np.zeros((n, t.size))
         for i, m in enumerate(self.members):
@@ -230,15 +253,15 @@ class EnsembleModel:
                 idx = np.clip(np.searchsorted(m.cuts, t, side="right") - 1, 0, None)
                 risk = 1.0 - survs[i][:, idx]
             risk[:, t > m.max_time] = np.nan
-            out += w[:, i:i + 1] * risk
+            out += np.where(w[:, i:i + 1] > 0, risk, 0.0)
         return out / w.sum(axis=1, keepdims=True)
 
     def score(self, beats: ArrayLike, horizons: Sequence[float] | None = None,
               members: NDArray | None = None) -> dict[str, NDArray]:
         """Everything ``ecg-dan predict`` reports for a batch of beats (see the module
         docstring): ``log_risk``, ``log_risk_std``, ``n_models``, ``out_of_fold``,
-        ``percentile``, ``risk`` (B, H), ``high_risk``. ``members`` (B, M): which fold
-        models score each row (:meth:`members_for`; default all)."""
+        ``percentile``, ``high_risk_share``, ``risk`` (B, H), ``high_risk``. ``members``
+        (B, M): which fold models score each row (:meth:`members_for`; default all)."""
         member, survs = self.member_outputs(beats)
         lp = self.shared(member)
         w = np.ones(lp.shape[::-1], dtype=bool) if members is None else members
@@ -246,11 +269,19 @@ class EnsembleModel:
         mean = (lp.T * w).sum(axis=1) / k
         std = np.sqrt((((lp.T - mean[:, None]) ** 2) * w).sum(axis=1) / k)
         oof = k < len(self.members)
+        z = self.ranks(member)  # (M, B)
+        by_choice = z[self.choices()].mean(axis=1)  # (C, B): one fold model per seed
+        pct = self.percentile(by_choice).mean(axis=0)
+        share = (by_choice >= self.threshold).mean(axis=0)
+        if oof.any():  # out of fold: the held-out fold models, one per seed, are the choice
+            own = (z.T * w).sum(axis=1) / k
+            pct = np.where(oof, self.percentile(own), pct)
+            share = np.where(oof, (own >= self.threshold).astype(float), share)
         return {"log_risk": mean, "log_risk_std": std, "n_models": k, "out_of_fold": oof,
-                "percentile": self.percentile(mean, oof),
+                "percentile": pct, "high_risk_share": share,
                 "risk": self.absolute_risk(member, self.horizons if horizons is None
                                            else horizons, survs, w),
-                "high_risk": mean >= np.where(oof, self.threshold, self.threshold_new)}
+                "high_risk": share >= 0.5}
 
     def past_follow_up(self, horizons: Sequence[float]) -> list[float]:
         """Horizons beyond some fold model's follow-up (their absolute risk is NaN)."""

@@ -168,6 +168,7 @@ def test_predict_of_the_runs_own_cohort_from_the_run_reproduces_its_calibration(
     others = pred.drop(index=oof.eid)
     assert len(others) > 0 and (~others.out_of_fold).all() and others.n_models.eq(2).all()
     np.testing.assert_allclose(cohort.log_risk, oof.risk_cal, atol=2e-6)
+    assert set(cohort.high_risk_share) <= {0.0, 1.0}
     cal = pd.read_csv(cox_run / "calibration.csv")
     assert len(cal)
     for h, want in cal.groupby("horizon"):
@@ -176,48 +177,47 @@ def test_predict_of_the_runs_own_cohort_from_the_run_reproduces_its_calibration(
         np.testing.assert_allclose(got.observed, want.observed, rtol=1e-12)
     # the flag is the run's top-2% group (its Kaplan-Meier figure's)
     # (away from the threshold: the one-step tiny run's risks lie within 1e-6 of each other)
-    thr = np.percentile(oof.risk_cal, 98)
-    clear = (oof.risk_cal - thr).abs().to_numpy() > 1e-5
-    np.testing.assert_array_equal(cohort.high_risk[clear], (oof.risk_cal >= thr)[clear])
+    thr = np.percentile(oof.risk_rank, 98)
+    clear = (oof.risk_rank - thr).abs().to_numpy() > 1e-5
+    np.testing.assert_array_equal(cohort.high_risk[clear], (oof.risk_rank >= thr)[clear])
     assert cohort.high_risk.sum() > 0
 
 
 def test_percentiles_and_high_risk_flag_follow_the_out_of_fold_reference(cox_run, cox_file,
                                                                          tiny_data_root):
-    """The reference: the out-of-fold shared-scale risks. A new person's score (the mean of
-    both fold models) is narrower than an out-of-fold one (one fold model): their
-    percentile and flag are read against the reference rescaled by sqrt((1 + r) / 2), r the
-    correlation of the two fold models' scores of people neither trained on (each one's
-    validation rows, held out by the other)."""
-    from scipy.stats import percentileofscore
+    """The reference: per participant, the normal score of their risk's mid-rank among the
+    held-out risks of the fold model that held them out. A new person gets one such score
+    per choice of one fold model per seed (here: either fold model): the percentile is the
+    mean over the choices, the flag share the fraction at or above the threshold."""
+    from scipy.stats import norm, percentileofscore
 
     model = load_model(cox_file)
     cfg_top = 0.02  # finetune_hyp's top_fraction (the paper's HYP high-risk group)
     assert model.top_fraction == cfg_top
     folds = _folds(cox_run)
-    oof = pd.concat([t.assign(risk=t.risk - tr.risk.mean()) for t, tr in folds])
-    reference = np.sort(oof.groupby("eid").risk.mean().to_numpy())
-    np.testing.assert_allclose(model.reference, reference, atol=1e-12)
+    held = [np.sort(t.risk - tr.risk.mean()) for t, tr in folds]  # slope 1 in the tiny run
+
+    def z(h, v):
+        n = len(h)
+        return norm.ppf(np.clip([percentileofscore(h, x, kind="mean") / 100 for x in v],
+                                0.5 / n, 1 - 0.5 / n))
+
+    oof = pd.concat([t.assign(z=z(h, t.risk - tr.risk.mean()))
+                     for (t, tr), h in zip(folds, held)])
+    reference = np.sort(oof.groupby("eid").z.mean().to_numpy())
+    np.testing.assert_allclose(model.reference, reference, atol=1e-9)
     assert model.threshold == pytest.approx(np.percentile(reference, 98))
-    # unseen by both: (test_a + val_a) and (test_b + val_b) share val_a and val_b
-    (ta, tra), (tb, trb) = folds
-    va, vb = _val_rows(cox_run, ta, tra), _val_rows(cox_run, tb, trb)
-    a = pd.concat([ta.assign(risk=ta.risk - tra.risk.mean()), va]).set_index("eid").risk
-    b = pd.concat([tb.assign(risk=tb.risk - trb.risk.mean()), vb]).set_index("eid").risk
-    both = a.index.intersection(b.index)
-    assert set(both) == set(va.eid) | set(vb.eid)
-    r = np.corrcoef(a.loc[both], b.loc[both])[0, 1]
-    scale = np.sqrt((1 + r) / 2)
-    assert model.manifest["reference"]["new_person_scale"] == pytest.approx(scale, rel=1e-9)
-    centre = reference.mean()
-    new_ref = centre + (reference - centre) * scale
     medians, _ = _cache(tiny_data_root)
     s = model.score(medians)
     assert not s["out_of_fold"].any()
-    want = [percentileofscore(new_ref, x, kind="weak") for x in s["log_risk"]]
-    np.testing.assert_allclose(s["percentile"], want, atol=1e-9)
-    thr = centre + (model.threshold - centre) * scale
-    np.testing.assert_array_equal(s["high_risk"], s["log_risk"] >= thr)
+    shared = model.member_risks(medians) - np.array([[tr.risk.mean()] for _, tr in folds])
+    zs = [z(h, v) for h, v in zip(held, shared)]
+    want = np.mean([[percentileofscore(reference, x, kind="weak") for x in zm] for zm in zs],
+                   axis=0)
+    np.testing.assert_allclose(s["percentile"], want, atol=1e-6)
+    share = np.mean([zm >= model.threshold for zm in zs], axis=0)
+    np.testing.assert_array_equal(s["high_risk_share"], share)
+    np.testing.assert_array_equal(s["high_risk"], share >= 0.5)
     assert 0 < s["high_risk"].sum() < len(s["high_risk"])
 
 
@@ -439,8 +439,8 @@ def test_predict_batch_scores_good_files_and_records_every_bad_one(cox_file, tin
         n_cache = f["eid"].shape[0]
     assert len(pred) == 3 + 1 + n_cache
     assert list(pred.columns) == ["id", "source", "log_risk", "log_risk_std", "n_models",
-                                  "out_of_fold", "percentile", "risk@12", "risk@24",
-                                  "high_risk", "model_id"]
+                                  "out_of_fold", "percentile", "high_risk_share", "risk@12",
+                                  "risk@24", "high_risk", "model_id"]
     assert (pred.model_id == read_model(cox_file).model_id).all()
     assert pred.n_models.eq(2).all() and pred[["risk@12", "risk@24"]].notna().all().all()
     assert not pred.out_of_fold.any()  # a model file scores everyone as a new person

@@ -3,7 +3,7 @@ ecg_dan.reporting.absolute_models) on a hand-built run directory with a known an
 models whose log-risks are twice the true log-hazard (too spread) plus a constant of their
 own. The recalibration must find slope ~0.5, use no held-out outcome, match lifelines fitted
 on the rows it should use, and give out-of-fold risks whose O/E is ~1, where the training-fold
-Breslow baseline of an over-fitted network is not."""
+Breslow baseline of an over-spread log-risk is not."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def run(tmp_path_factory) -> tuple[RunDir, pd.DataFrame, dict]:
     return rd, coh, {"splits": splits, "consts": consts}
 
 
-def test_slope_offset_and_pool_match_lifelines_on_the_rows_it_should_use(run) -> None:
+def test_slope_offset_pool_and_baseline_on_the_rows_they_should_use(run) -> None:
     from lifelines import CoxPHFitter
 
     rd, coh, info = run
@@ -78,12 +78,16 @@ def test_slope_offset_and_pool_match_lifelines_on_the_rows_it_should_use(run) ->
                                 "T", "E")
         assert m.slope == pytest.approx(cph.params_["c"], abs=1e-6)
         assert 0.4 < m.slope < 0.6  # the scores are twice the true log-hazard
-        # the baseline: survival of held-out rows as lifelines' Breslow survival function
+        # the baseline: Breslow of slope * centred log-risk over the fold model's own
+        # training-fold rows, written out
+        own = f.train.assign(lp=m.slope * (f.train.risk - m.offset))
         probe = f.test.head(5)
-        sf = cph.predict_survival_function(pd.DataFrame({"c": probe.risk - m.offset}))
         for t in HORIZONS:
-            want = sf.loc[:t].iloc[-1].to_numpy()
-            np.testing.assert_allclose(m.survival(probe.risk, [t])[:, 0], want, atol=1e-6)
+            ev_t = np.unique(own.time[(own.event == 1) & (own.time <= t)])
+            h0 = sum(((own.time == s) & (own.event == 1)).sum()
+                     / np.exp(own.lp[own.time >= s]).sum() for s in ev_t)
+            want = np.exp(-h0 * np.exp(m.slope * (probe.risk - m.offset)))
+            np.testing.assert_allclose(m.survival(probe.risk, [t])[:, 0], want, rtol=1e-9)
         # on the shared scale the fold models' constants are gone: slope x true log-hazard
         shared = risk_on_shared_scale(f)
         x = coh.set_index("eid").loc[f.test.eid, "x"].to_numpy()
@@ -99,26 +103,20 @@ def test_out_of_fold_absolute_risk_is_calibrated(run) -> None:
         assert observed / per[f"risk@{t:g}"].mean() == pytest.approx(1.0, abs=0.08)
 
 
-def test_training_fold_breslow_of_an_overfitted_score_is_too_low_and_recalibration_fixes_it(
-) -> None:
-    """The defect this module fixes, reproduced: the training rows' scores carry the fitted
-    noise (events scored higher than the held-out rows' score them), so a Breslow baseline
-    fitted on them under-predicts held-out risk; fitted on unseen rows it does not."""
+def test_an_over_spread_log_risk_with_a_breslow_baseline_is_miscalibrated(run) -> None:
+    """The defect this recalibration fixes (the demo's: log-risks five times too spread,
+    slope 0.2): with slope 1 and the training fold's Breslow baseline, the same fold models
+    under-predict at long horizons (high risks saturate at 1, the many low ones stay near 0)."""
     from ecg_dan.metrics.survival import breslow_baseline
 
-    coh = _cohort(5000, seed=3)
-    rng = np.random.default_rng(4)
-    train, val, test = coh.iloc[:2400], coh.iloc[2400:3700], coh.iloc[3700:]
-    # an over-fitted network: on its training rows the score leans towards the outcome
-    fitted = train.x + 1.2 * (train.event - train.event.mean()) + 0.3 * rng.normal(size=2400)
-    base = breslow_baseline(fitted, train.time, train.event)
-    t = 12.0
-    observed = km_risk(test.time, test.event, t)[0]
-    naive = 1 - np.exp(-base.cumhaz(t) * np.exp(test.x))
-    assert observed / naive.mean() > 1.2  # the defect: held-out risks too low
-    cal = fit_cox_recalibration(val.x, val.time, val.event, offset=0.0)
-    fixed = 1 - cal.survival(test.x, [t])[:, 0]
-    assert observed / fixed.mean() == pytest.approx(1.0, abs=0.1)
+    rd, _, _ = run
+    rows = []
+    for f in fold_models(rd):
+        base = breslow_baseline(f.train.risk, f.train.time, f.train.event)
+        rows.append(f.test.assign(p=1 - np.exp(-base.cumhaz(60.0) * np.exp(f.test.risk))))
+    per = pd.concat(rows).groupby("eid").agg(p=("p", "mean"), time=("time", "first"),
+                                             event=("event", "first"))
+    assert km_risk(per.time, per.event, 60.0)[0] / per.p.mean() > 1.1
 
 
 def test_too_few_events_hold_the_slope_at_one_and_no_events_refuse() -> None:

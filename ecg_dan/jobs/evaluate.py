@@ -41,7 +41,7 @@ from ecg_dan.metrics.cindex import harrell_cindex
 from ecg_dan.metrics.decision import decision_curve
 from ecg_dan.metrics.recalibration import CoxRecalibration
 from ecg_dan.models.registry import build_model
-from ecg_dan.reporting.absolute_models import FoldModelRows, fold_models, risk_on_shared_scale
+from ecg_dan.reporting.absolute_models import FoldModelRows, fold_models
 from ecg_dan.reporting.figures import calibration_plot, decision_curve_plot, kaplan_meier_plot
 from ecg_dan.reporting.fold_metrics import (
     absolute_risks,
@@ -50,6 +50,7 @@ from ecg_dan.reporting.fold_metrics import (
 )
 from ecg_dan.reporting.json_io import write_json
 from ecg_dan.reporting.markdown import finetune_markdown, results_markdown
+from ecg_dan.reporting.risk_ranks import oof_ranked
 from ecg_dan.reporting.tables import results_table, summary_row
 from ecg_dan.run_dir import RunDir
 from ecg_dan.text.recipes import load_statements
@@ -169,9 +170,10 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
     if cfg is None:
         cfg = rd.load_config()
     folds = fold_models(rd)
-    # risk_cal: the risk on a scale shared by the fold models, to rank people across folds
-    oof = pd.concat([f.test.assign(risk_cal=risk_on_shared_scale(f)) if f.model is not None
-                     else f.test for f in folds], ignore_index=True)
+    # risk_cal: the risk on a scale shared by the fold models; risk_rank: its normal score
+    # within the fold model's held-out risks, what ranks and groups people across folds
+    oof = (oof_ranked(folds) if all(f.model is not None for f in folds)
+           else pd.concat([f.test for f in folds], ignore_index=True))
     atomic_write_text(rd.oof_csv, oof.to_csv(index=False))
     horizons = [h for h in cfg.finetune.horizons if h < oof.time.max()] or None
     table = results_table(oof, train_lookup="oof", horizons=horizons, n_boot=cfg.finetune.n_boot)
@@ -201,7 +203,7 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
         tables["calibration"], tables["decision_curve"] = cal, dca
         images += [rd.calibration_png, rd.decision_curve_png]
     md = finetune_markdown(table, unit, oracle_cindex=oracle, calibration=large)
-    grouped = oof.assign(risk=oof.risk_cal) if "risk_cal" in oof else oof
+    grouped = oof.assign(risk=oof.risk_rank) if "risk_rank" in oof else oof
     km = kaplan_meier_plot(grouped, top_fraction=cfg.finetune.top_fraction,
                            out_png=rd.kaplan_meier_png,
                            time_label=f"Time since ECG ({cfg.data.time_unit})")

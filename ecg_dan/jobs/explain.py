@@ -8,9 +8,10 @@ The recomputed log-risk must equal the saved one, so a rebuilt cache or a replac
 checkpoint is caught.
 
 Per participant the maps are averaged over seeds (each seed's held-out model), as the
-risk groups average the log-risk (``reporting.oof.mean_risk_groups``, the Kaplan-Meier figure's
-top ``finetune.top_fraction``). The gradient maps cost one backward pass per token (12 x 19
-per batch), so they are computed for at most ``max_gradient_subjects`` participants of each
+risk groups average the rank score (``reporting.risk_ranks``, ``reporting.oof.
+mean_risk_groups``: the Kaplan-Meier figure's top ``finetune.top_fraction``). The gradient
+maps cost one backward pass per token (12 x 19 per batch), so they are computed for at most
+``max_gradient_subjects`` participants of each
 group (a seeded random sample; all when the group is smaller).
 """
 
@@ -49,9 +50,11 @@ from ecg_dan.interpretation.single import attention_of, explain_ecg
 from ecg_dan.jobs.common import log_wandb_summary
 from ecg_dan.jobs.data import ukb_cache
 from ecg_dan.log import get_logger
+from ecg_dan.reporting.absolute_models import fold_models
 from ecg_dan.reporting.figures import kaplan_meier_plot
 from ecg_dan.reporting.json_io import write_json
 from ecg_dan.reporting.oof import mean_risk_groups
+from ecg_dan.reporting.risk_ranks import oof_ranked
 from ecg_dan.run_dir import RunDir
 
 log = get_logger(__name__)
@@ -180,7 +183,15 @@ def run_explain(run_dir: str | os.PathLike, eids: Sequence[int] = (),
     assign = held_out_assignment(run_dir)
     cache = _cache(rd, cfg)
     top = float(cfg.finetune.top_fraction)
-    groups, threshold = mean_risk_groups(assign, top)
+    # people are grouped across fold models by their rank within their fold model's
+    # held-out risks (ecg_dan.reporting.risk_ranks), as the run's Kaplan-Meier figure
+    folds = fold_models(rd)
+    grouped = assign
+    if all(f.model is not None for f in folds):
+        ranks = oof_ranked(folds)[["eid", "seed", "risk_rank"]]
+        grouped = assign.merge(ranks, on=["eid", "seed"], how="left", validate="1:1")
+        grouped = grouped.assign(risk=grouped.risk_rank)
+    groups, threshold = mean_risk_groups(grouped, top)
     if groups.high.all() or not groups.high.any():
         raise DataError(f"{rd.predictions_dir}: the top {100 * top:g}% risk threshold "
                         f"({threshold:.6g}) leaves an empty group (all risks tied?)")
@@ -232,7 +243,7 @@ def run_explain(run_dir: str | os.PathLike, eids: Sequence[int] = (),
     arrays: dict[str, np.ndarray] = {"eid": all_eids, "risk": groups.risk.to_numpy(),
                                      "high": groups.high.to_numpy(), "threshold": threshold}
     hi, lo = groups.high.to_numpy(), ~groups.high.to_numpy()
-    km = kaplan_meier_plot(assign, top_fraction=top, out_png=out_dir / "kaplan_meier.png",
+    km = kaplan_meier_plot(grouped, top_fraction=top, out_png=out_dir / "kaplan_meier.png",
                            time_label=f"Time since ECG ({cfg.data.time_unit})",
                            title=f"{name}: top {100 * top:g}% vs rest")
     figures.append((km["path"], "Kaplan-Meier curves of the high-risk group vs the rest "

@@ -91,7 +91,8 @@ def _rows(model, batch: list[tuple[ECGItem, np.ndarray]], horizons: Sequence[flo
                                "log_risk_std": float(s["log_risk_std"][i]),
                                "n_models": int(s["n_models"][i]),
                                "out_of_fold": bool(s["out_of_fold"][i]),
-                               "percentile": float(s["percentile"][i])}
+                               "percentile": float(s["percentile"][i]),
+                               "high_risk_share": float(s["high_risk_share"][i])}
         for k, h in enumerate(horizons):
             row[f"risk@{h:g}"] = float(s["risk"][i, k])
         row["high_risk"] = bool(s["high_risk"][i])
@@ -216,8 +217,9 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
     n_files = len(items) + len(skipped)
     risk_cols = [f"risk@{h:g}" for h in hz]
     table = pd.DataFrame(rows, columns=["id", "source", "log_risk", "log_risk_std", "n_models",
-                                        "out_of_fold", "percentile", *risk_cols, "high_risk",
-                                        "model_id", *(["explain_png"] if explain else [])])
+                                        "out_of_fold", "percentile", "high_risk_share",
+                                        *risk_cols, "high_risk", "model_id",
+                                        *(["explain_png"] if explain else [])])
     skips = pd.DataFrame(skipped, columns=["id", "source", "reason"])
     atomic_write_text(out, table.to_csv(index=False))
     atomic_write_text(skipped_path(out), skips.to_csv(index=False))
@@ -232,7 +234,6 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
                       "time_unit": model.time_unit, "n_models": len(model.members),
                       "top_fraction": model.top_fraction,
                       "high_risk_threshold": model.threshold,
-                      "high_risk_threshold_new_person": model.threshold_new,
                       "reference_n": int(model.reference.size)},
                horizons=hz, time_unit=model.time_unit, summary=summary, validation=validation,
                predictions=json.loads(table.to_json(orient="records", double_precision=15)),

@@ -3,12 +3,16 @@
 - A discrete-time head (logistic hazard): its own survival curves (the ``*_surv.npz``
   sidecar of its held-out rows).
 - A Cox-type model (the network with the Cox objective, the Cox baselines): its log-risk and
-  an out-of-fold recalibration (:mod:`ecg_dan.metrics.recalibration`) fitted on rows it did
-  not train on. Rows of the pool of fold model m: every fold model's inner-validation rows
-  (scored by that model, centred on its own offset), except rows of m's held-out fold, so no
-  held-out outcome ever calibrates the model that scores it. With one seed the pool is m's
-  own validation rows; with five seeds it holds about five times as many events, which the
-  slope needs (a 20% validation split of a small cohort has a handful).
+  an out-of-fold recalibration (:mod:`ecg_dan.metrics.recalibration`): the slope is fitted
+  on rows it did not train on, the baseline on its training-fold rows. The slope's rows for
+  fold model m: every fold model's inner-validation rows (scored by that model, centred on
+  its own offset), except rows of m's held-out fold, so no held-out outcome ever calibrates
+  the model that scores it. With one seed they are m's own validation rows; with five seeds
+  about five times as many events, which a slope needs (a 20% validation split of a small
+  cohort has a handful). The baseline of ``slope * (eta - offset)`` comes from m's whole
+  training fold (train + validation), five times the events of its validation rows: measured
+  on the demo (benchmarks/bench_calibration.py, docs/benchmarks.md), the slope is what fixes
+  the calibration and a validation-only baseline only adds noise.
 
 The same objects give the evaluation's calibration (:mod:`ecg_dan.reporting.fold_metrics`),
 the comparison's integrated Brier score, the model file's baselines and ``predict``'s
@@ -74,14 +78,15 @@ class FoldModelRows:
                           "(a Cox model without its training-fold risks)")
 
 
-def risk_on_shared_scale(rows: FoldModelRows) -> NDArray:
-    """The held-out rows' risk on a scale shared by every fold model, for ranking or
-    grouping people across folds: a Cox model's calibrated log hazard ratio against the
-    typical training person (``slope * (eta - offset)``); a discrete-time model's risk as
-    it is (it has an absolute scale)."""
+def risk_on_shared_scale(rows: FoldModelRows, frame: pd.DataFrame | None = None) -> NDArray:
+    """The risks of ``frame`` (default: the held-out rows) by this fold model on a scale
+    shared by every fold model: a Cox model's calibrated log hazard ratio against the
+    typical training person (``slope * (eta - offset)``); a discrete-time model's risk as it
+    is (it has an absolute scale)."""
+    risk = (rows.test if frame is None else frame).risk.to_numpy(np.float64)
     if isinstance(rows.model, CoxRecalibration):
-        return rows.model.linear_predictor(rows.test.risk.to_numpy())
-    return rows.test.risk.to_numpy(np.float64)
+        return rows.model.linear_predictor(risk)
+    return risk
 
 
 def _val_eids(rd: RunDir) -> dict[tuple[int, int], tuple[NDArray, NDArray]]:
@@ -129,9 +134,13 @@ def fold_models(rd: RunDir) -> list[FoldModelRows]:
     pool_df = pd.concat(pool, ignore_index=True)
     for f in cox:
         rows = pool_df[~pool_df.eid.isin(parts[f.key][1])]
+        own = f.train
         try:
-            f.model = fit_cox_recalibration(rows.centred.to_numpy(), rows.time.to_numpy(),
-                                            rows.event.to_numpy(), offset=offsets[f.key])
+            f.model = fit_cox_recalibration(
+                rows.centred.to_numpy(), rows.time.to_numpy(), rows.event.to_numpy(),
+                offset=offsets[f.key],
+                baseline_rows=(own.risk.to_numpy() - offsets[f.key], own.time.to_numpy(),
+                               own.event.to_numpy()))
         except ValueError as e:
             raise DataError(f"{rd.predictions_dir}: fold seed {f.key[0]} fold {f.key[1]}: "
                             f"{e}") from None
