@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/bench_calibration.py runs/demo_finetune [more run dirs]
+    python benchmarks/bench_calibration.py runs/demo_finetune --new-people-seed 7
 
 For each run, from its saved predictions only (nothing is retrained), the out-of-fold O/E
 (Kaplan-Meier observed over mean predicted risk) and calibration slope at each of its
@@ -18,6 +19,12 @@ Also prints, per fold, the spread (sd) of the log-risks on training, validation 
 held-out rows and the Cox slope of the outcome on the held-out rows' centred log-risk:
 equal spreads with a slope far below 1 say the network's log-risks are too spread
 everywhere (not over-fitted to its training rows).
+
+``--new-people-seed S`` (synthetic runs): builds the run's twin again with
+``data.synthetic_seed=S`` (new people of the same generator) under ``--root``, scores its
+cohort with the run as new persons (``ecg_dan.predict``, every fold model each) and prints
+the C-index, the share flagged high-risk against the run's ``top_fraction``, and O/E and
+calibration slope at the run's horizons.
 """
 
 from __future__ import annotations
@@ -90,11 +97,47 @@ def bench(run_dir: str) -> None:
     print(f"  {'shipped':24s}{_row(absolute_risks(folds, hz), hz)}")
 
 
+def new_people(run_dir: str, seed: int, root: str) -> None:
+    import h5py
+
+    from data_modules.sources.ukb import select_cohort
+    from ecg_dan.jobs.data import ukb_cache
+    from ecg_dan.metrics.cindex import harrell_cindex
+    from ecg_dan.predict import load_model
+
+    rd = RunDir(run_dir)
+    cfg = rd.load_config([f"data.root={root}", f"data.synthetic_seed={seed}"])
+    cache = ukb_cache(cfg)
+    rows = select_cohort(cache, str(cfg.finetune.cohort))
+    with h5py.File(cache, "r") as f:
+        med = f["median"][...][rows]
+        time, event = f["time"][...][rows], f["event"][...][rows]
+    model = load_model(run_dir)
+    model.held_out = None  # none of them is in the run's cohort
+    parts = [model.score(med[i:i + 256]) for i in range(0, len(med), 256)]
+    s = {k: np.concatenate([p[k] for p in parts]) for k in ("log_risk", "risk", "high_risk",
+                                                           "high_risk_share")}
+    print(f"\n{run_dir} on new people ({cache.name}, cohort {cfg.finetune.cohort}: "
+          f"{len(med)} participants, {int(event.sum())} events): C-index "
+          f"{harrell_cindex(time, s['log_risk'], event):.3f}; flagged "
+          f"{100 * s['high_risk'].mean():.1f}% (target {100 * model.top_fraction:g}%, mean "
+          f"flag share {100 * s['high_risk_share'].mean():.1f}%)")
+    per = pd.DataFrame({"time": time, "event": event,
+                        **{f"risk@{h:g}": s["risk"][:, k] for k, h in enumerate(model.horizons)}})
+    hz = [h for h in model.horizons if h < time.max() and per[f"risk@{h:g}"].notna().all()]
+    print(f"  {'new people':24s}{_row(per, hz)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+")
-    for run in ap.parse_args().runs:
+    ap.add_argument("--new-people-seed", type=int, default=None)
+    ap.add_argument("--root", default="data/new_people", help="where the new twin is built")
+    args = ap.parse_args()
+    for run in args.runs:
         bench(run)
+        if args.new_people_seed is not None:
+            new_people(run, args.new_people_seed, args.root)
 
 
 if __name__ == "__main__":
