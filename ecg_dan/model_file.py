@@ -10,8 +10,9 @@ One safetensors file: no pickled object anywhere, so reading it cannot run code.
   ``members[i]``, its ``offset`` and ``slope``, so its absolute risk is
   ``1 - exp(-H0(t) exp(slope (eta - offset)))`` and ``slope (eta - offset)`` is its risk on
   the scale shared by the fold models (a Cox log-risk is identified only up to a constant
-  that differs from fold model to fold model); a logistic-hazard model's time cuts
-  (``m<i>.cuts``; its survival comes from its own head; offset 0, slope 1),
+  that differs from fold model to fold model); a logistic-hazard model is recalibrated the
+  same way on its scalar risk (its own curves were badly calibrated early in follow-up) and
+  also keeps its time cuts (``m<i>.cuts``, the width of its output layer),
 - what percentiles and the flag are read against (:mod:`ecg_dan.reporting.risk_ranks`):
   each fold model's sorted held-out risks on the shared scale (``m<i>.heldout_risk``: a
   risk's rank among them is its normal score), the reference distribution of out-of-fold
@@ -189,26 +190,23 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
                                   "checkpoint": str(where.relative_to(run_dir.resolve())
                                                     if where.is_relative_to(run_dir.resolve())
                                                     else ckpt_path.name)}
-        if objective == "cox":
-            cal = f.model
-            if not isinstance(cal, CoxRecalibration):
-                raise ModelFileError(f"{ff.train_csv} or {rd.splits_path}: missing; the "
-                                     f"absolute risk of fold model seed {seed} fold {fold} "
-                                     "needs its training-fold risks and validation rows")
-            tensors[f"m{i}.baseline_times"] = torch.from_numpy(
-                cal.baseline.times.astype(np.float64))
-            tensors[f"m{i}.baseline_cumhaz"] = torch.from_numpy(
-                cal.baseline.cumhaz_values.astype(np.float64))
-            member.update(offset=cal.offset, slope=cal.slope, slope_fitted=cal.slope_fitted,
-                          calibration_n=cal.n, calibration_events=cal.events,
-                          max_train_time=cal.max_time)
-        else:
+        cal = f.model
+        if not isinstance(cal, CoxRecalibration):
+            raise ModelFileError(f"{ff.train_csv} or {rd.splits_path}: missing; the "
+                                 f"absolute risk of fold model seed {seed} fold {fold} "
+                                 "needs its training-fold risks and validation rows")
+        tensors[f"m{i}.baseline_times"] = torch.from_numpy(cal.baseline.times.astype(np.float64))
+        tensors[f"m{i}.baseline_cumhaz"] = torch.from_numpy(
+            cal.baseline.cumhaz_values.astype(np.float64))
+        member.update(offset=cal.offset, slope=cal.slope, slope_fitted=cal.slope_fitted,
+                      calibration_n=cal.n, calibration_events=cal.events,
+                      max_train_time=cal.max_time)
+        if objective != "cox":  # a discrete-time head: its cuts make its output layer
             cuts = (ckpt.get("hyper_parameters") or {}).get("cuts")
             if not cuts:
                 raise ModelFileError(f"{ckpt_path}: a logistic-hazard checkpoint without its "
                                      "time cuts")
             tensors[f"m{i}.cuts"] = torch.tensor(cuts, dtype=torch.float64)
-            member.update(max_train_time=float(cuts[-1]), offset=0.0, slope=1.0)
         members.append(member)
     top = float(cfg.finetune.top_fraction)
     ref = rank_reference(folds, top)

@@ -32,11 +32,10 @@ calibration are the run's.
 :func:`data_modules.sources.files.load_beat` returns); :meth:`EnsembleModel.prepare` applies the
 training normalisation (per-lead z-score, zero padding to 608).
 
-Absolute risk: Cox fold models, ``1 - exp(-H0_m(t) exp(slope_m (eta_m - offset_m)))`` with
-the out-of-fold recalibration of fold model m (:mod:`ecg_dan.metrics.recalibration`);
-logistic-hazard fold models, ``1 - S_m(t)`` from their discrete head (step function over
-the cuts). Past a fold model's follow-up (its last calibration time or cut) the risk is not
-estimable and is NaN.
+Absolute risk: ``1 - exp(-H0_m(t) exp(slope_m (eta_m - offset_m)))`` with the out-of-fold
+recalibration of fold model m (:mod:`ecg_dan.metrics.recalibration`; a logistic-hazard
+fold model's eta is its scalar risk). Past a fold model's follow-up (its last baseline
+time) the risk is not estimable and is NaN.
 """
 
 from __future__ import annotations
@@ -93,7 +92,7 @@ class FoldModel:
 
     @property
     def max_time(self) -> float:
-        return float(self.baseline_times[-1] if self.cuts is None else self.cuts[-1])
+        return float(self.baseline_times[-1])
 
 
 def _build_members(contents: ModelContents) -> list[FoldModel]:
@@ -121,9 +120,8 @@ def _build_members(contents: ModelContents) -> list[FoldModel]:
         member = FoldModel(int(info["seed"]), int(info["fold"]), module,
                            offset=float(info["offset"]), slope=float(info["slope"]), cuts=cuts,
                            heldout=contents.tensors[f"m{i}.heldout_risk"].numpy())
-        if cuts is None:
-            member.baseline_times = contents.tensors[f"m{i}.baseline_times"].numpy()
-            member.baseline_cumhaz = contents.tensors[f"m{i}.baseline_cumhaz"].numpy()
+        member.baseline_times = contents.tensors[f"m{i}.baseline_times"].numpy()
+        member.baseline_cumhaz = contents.tensors[f"m{i}.baseline_cumhaz"].numpy()
         members.append(member)
     return members
 
@@ -233,7 +231,6 @@ class EnsembleModel:
         return np.stack([rng.choice(p, MAX_CHOICES) for p in per], axis=1)
 
     def absolute_risk(self, member_risks: NDArray, horizons: Sequence[float],
-                      survs: list[NDArray] | None = None,
                       members: NDArray | None = None) -> NDArray:
         """Risk of the event by each horizon (the run's time unit), mean over the fold models
         scoring each row (``members`` (B, M), default all), (B, H); NaN past a fold model's
@@ -244,14 +241,9 @@ class EnsembleModel:
         lp = self.shared(member_risks)
         out = np.zeros((n, t.size))
         for i, m in enumerate(self.members):
-            if m.cuts is None:
-                idx = np.searchsorted(m.baseline_times, t, side="right") - 1
-                h0 = np.where(idx >= 0, m.baseline_cumhaz[np.clip(idx, 0, None)], 0.0)
-                risk = 1.0 - np.exp(-np.outer(np.exp(lp[i]), h0))
-            else:
-                assert survs is not None  # every fold model of a run has the same head
-                idx = np.clip(np.searchsorted(m.cuts, t, side="right") - 1, 0, None)
-                risk = 1.0 - survs[i][:, idx]
+            idx = np.searchsorted(m.baseline_times, t, side="right") - 1
+            h0 = np.where(idx >= 0, m.baseline_cumhaz[np.clip(idx, 0, None)], 0.0)
+            risk = 1.0 - np.exp(-np.outer(np.exp(lp[i]), h0))
             risk[:, t > m.max_time] = np.nan
             out += np.where(w[:, i:i + 1] > 0, risk, 0.0)
         return out / w.sum(axis=1, keepdims=True)
@@ -262,7 +254,7 @@ class EnsembleModel:
         docstring): ``log_risk``, ``log_risk_std``, ``n_models``, ``out_of_fold``,
         ``percentile``, ``high_risk_share``, ``risk`` (B, H), ``high_risk``. ``members``
         (B, M): which fold models score each row (:meth:`members_for`; default all)."""
-        member, survs = self.member_outputs(beats)
+        member = self.member_risks(beats)
         lp = self.shared(member)
         w = np.ones(lp.shape[::-1], dtype=bool) if members is None else members
         k = w.sum(axis=1)
@@ -280,7 +272,7 @@ class EnsembleModel:
         return {"log_risk": mean, "log_risk_std": std, "n_models": k, "out_of_fold": oof,
                 "percentile": pct, "high_risk_share": share,
                 "risk": self.absolute_risk(member, self.horizons if horizons is None
-                                           else horizons, survs, w),
+                                           else horizons, w),
                 "high_risk": share >= 0.5}
 
     def past_follow_up(self, horizons: Sequence[float]) -> list[float]:

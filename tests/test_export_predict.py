@@ -60,15 +60,6 @@ def _folds(run: Path) -> list[tuple[pd.DataFrame, pd.DataFrame]]:
             for p in sorted((run / "predictions").glob("seed*_fold?.csv"))]
 
 
-def _val_rows(run: Path, test: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
-    """The rows that recalibrate a fold model of a one-seed run: its inner-validation rows
-    (never trained on), centred on the mean log-risk of its training-fold rows."""
-    splits = json.loads((run / "splits.json").read_text())["splits"]
-    split = next(s for s in splits if (s["seed"], s["fold"]) == (test.seed[0], test.fold[0]))
-    val = train[train.eid.isin(split["val_eid"])]
-    return val.assign(risk=val.risk - train.risk.mean())
-
-
 def _breslow_by_hand(train: pd.DataFrame):
     """H0(t) = sum over event times s <= t of d_s / sum_{T_j >= s} exp(r_j), written out."""
     ev_t = np.unique(train.time[train.event == 1])
@@ -116,8 +107,9 @@ def test_model_file_reproduces_each_fold_models_predictions(cox_run, cox_file, t
 
 
 def test_absolute_risk_matches_lifelines_breslow_survival(cox_run, cox_file, tiny_data_root):
-    """Each fold model's absolute risk: lifelines' Cox survival function fitted on its
-    validation rows (coefficient held at the recalibration slope, 1 here)."""
+    """Each fold model's absolute risk: lifelines' Cox survival function of its training
+    rows' centred log-risk, the coefficient held at the recalibration slope (fitted on
+    validation rows; 1 here: too few events for one)."""
     from lifelines import CoxPHFitter
 
     model = load_model(cox_file)
@@ -125,10 +117,10 @@ def test_absolute_risk_matches_lifelines_breslow_survival(cox_run, cox_file, tin
     beats = medians[:25]
     member = model.member_risks(beats)
     expected = []
-    for i, (test, train) in enumerate(_folds(cox_run)):
-        val = _val_rows(cox_run, test, train)
-        assert model.members[i].max_time == pytest.approx(val.time.max())
-        df = pd.DataFrame({"risk": val.risk, "T": val.time, "E": val.event})
+    for i, (_, train) in enumerate(_folds(cox_run)):
+        own = train.assign(risk=train.risk - train.risk.mean())
+        assert model.members[i].max_time == pytest.approx(own.time.max())
+        df = pd.DataFrame({"risk": own.risk, "T": own.time, "E": own.event})
         cph = CoxPHFitter()
         with warnings.catch_warnings():  # the coefficient is held at 1: "not converged"
             warnings.simplefilter("ignore")  # (lifelines starts from beta * std of x)
@@ -221,13 +213,17 @@ def test_percentiles_and_high_risk_flag_follow_the_out_of_fold_reference(cox_run
     assert 0 < s["high_risk"].sum() < len(s["high_risk"])
 
 
-def test_logistic_hazard_run_gives_survival_from_its_discrete_head(lh_run, tmp_path,
-                                                                   tiny_data_root):
+def test_logistic_hazard_run_reproduces_its_head_and_its_recalibrated_risk(lh_run, tmp_path,
+                                                                           tiny_data_root):
+    """A logistic-hazard model file reproduces the run's scalar risks and curves, and its
+    absolute risk is the run's out-of-fold recalibration of that scalar risk (the Breslow
+    baseline of its centred training-fold risks; slope 1 here), written out by hand."""
     out = tmp_path / "lh.safetensors"
     model = load_model(export_run(lh_run, out).source)
     assert model.objective == "logistic_hazard"
     medians, pos = _cache(tiny_data_root)
-    for i, (test, _) in enumerate(_folds(lh_run)):
+    t = 25.35  # months
+    for i, (test, train) in enumerate(_folds(lh_run)):
         beats = medians[[pos[e] for e in test.eid]]
         np.testing.assert_allclose(model.member_risks(beats)[i], test.risk, atol=2e-6)
         with np.load(lh_run / "predictions" / f"seed{test.seed[0]}_fold{test.fold[0]}"
@@ -236,12 +232,13 @@ def test_logistic_hazard_run_gives_survival_from_its_discrete_head(lh_run, tmp_p
         risks, survs = model.member_outputs(beats)
         np.testing.assert_allclose(survs[i], surv, atol=1e-5)  # the run's own curves
         np.testing.assert_array_equal(model.members[i].cuts, cuts)
-        # each fold model reads its own curve at its own cuts (step), t in months
-        t = 25.35
-        want = [1 - s[:, np.searchsorted(m.cuts, t, side="right") - 1]
-                for s, m in zip(survs, model.members)]
-        got = model.absolute_risk(risks, [t], survs)
-        np.testing.assert_allclose(got[:, 0], np.mean(want, axis=0), atol=1e-12)
+        assert model.members[i].slope == 1.0
+        h0 = _breslow_by_hand(train.assign(risk=train.risk - train.risk.mean()))(t)
+        want = 1 - np.exp(-h0 * np.exp(test.risk - train.risk.mean()))
+        only = np.zeros((len(test), len(model.members)), dtype=bool)
+        only[:, i] = True
+        got = model.absolute_risk(risks, [t], only)[:, 0]
+        np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def test_cox_baseline_runs_are_refused_clearly(tmp_path, tiny_data_root):
@@ -621,9 +618,9 @@ def test_evaluate_writes_calibration_that_matches_a_direct_computation(cox_run):
     assert "Calibration at the horizons" in (cox_run / "results.md").read_text()
     rows = []
     for test, train in _folds(cox_run):
-        # the Breslow baseline of the validation rows (slope 1: too few events for one)
-        val = _val_rows(cox_run, test, train)
-        h0_of = _breslow_by_hand(val)
+        # the Breslow baseline of the training rows' centred log-risk (slope 1: too few
+        # validation events for one)
+        h0_of = _breslow_by_hand(train.assign(risk=train.risk - train.risk.mean()))
         for h in map(float, res):
             h0 = h0_of(h)
             rows.append(pd.DataFrame({"eid": test.eid, "h": h, "time": test.time,

@@ -220,9 +220,9 @@ def finetune_markdown(table: pd.DataFrame, time_unit: str, oracle_cindex: float 
     if calibration is not None:
         md += ("\n## Calibration at the horizons (out-of-fold absolute risk vs Kaplan-Meier)"
                f"\n\n{calibration_markdown(calibration, time_unit)}\n"
-               "- Absolute risk: each Cox-type fold model recalibrated on rows it did not train "
-               "on (inner-validation rows; docs/method.md, calibration); a discrete-time model's "
-               "own curves.\n"
+               "- Absolute risk: each fold model's risk recalibrated out of fold (slope from "
+               "inner-validation rows it did not train on, baseline from its training fold; "
+               "docs/usage.md, calibration).\n"
                "- O/E: Kaplan-Meier observed over mean predicted risk (ideal 1). Slope: Cox "
                "regression of the outcome on cloglog(predicted risk), follow-up censored at "
                "the horizon (ideal 1; below 1: risks too extreme). ICI / E50 / E90: mean, "
