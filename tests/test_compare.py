@@ -168,6 +168,9 @@ def test_comparison_table_mean_and_std_as_the_paper(runs):
     synthetic = loaded["finetune_hyp"][2].copy()
     OmegaConf.update(synthetic, "data.source", "synthetic")
     assert paper_value(synthetic) == ""  # not comparable with the paper
+    other = loaded["finetune_hyp"][2].copy()  # real data, but another cohort's cache
+    OmegaConf.update(other, "data.cohort_cache", "code15.h5")
+    assert paper_value(other) == ""
 
 
 def test_comparison_refuses_different_participants(runs):

@@ -122,12 +122,12 @@ def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.0
         "bootstrap (both models scored on the same resampled participants, each in its "
         "held-out fold).",
         "Uno's C: truncated at the training fold's largest time; Antolini's C (pycox) and IBS "
-        f"(integrated Brier score): from Breslow curves of the *{TRAIN_SUFFIX} risks, or a "
-        "discrete-time model's own curves (empty without them); parameters: encoder + decoder + "
-        "risk head.",
-        "paper: the paper's reported C-index (docs/method.md section 6), shown only for runs "
-        "on real data (data.source=real); numbers on synthetic data are not comparable with "
-        "the paper's.",
+        "(integrated Brier score): from each fold model's recalibrated curves (its "
+        f"*{TRAIN_SUFFIX} risks and validation rows; empty without them); parameters: encoder "
+        "+ decoder + risk head.",
+        "paper: the paper's reported C-index on UK Biobank (docs/method.md section 6), shown "
+        "only for runs on UK Biobank data; numbers on synthetic data or another cohort are not "
+        "comparable with it.",
         *notes,
     ]
     return md_table(header, rows) + "\n" + "\n".join(f"- {x}" for x in foot) + "\n"

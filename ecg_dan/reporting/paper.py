@@ -16,9 +16,10 @@ PAPER_CINDEX: dict[tuple[str, str], float | tuple[float, float]] = {
 
 
 def paper_value(cfg: Any) -> str:
-    """The paper's C-index for this run's (model kind, cohort) as text (``""`` when the paper
-    has none, and always for synthetic data, whose numbers are not comparable)."""
-    if str(cfg.data.source) != "real":
+    """The paper's C-index for this run's (model kind, cohort) as text: only for a run on
+    UK Biobank data (``""`` for synthetic data and for another cohort's cache, e.g.
+    CODE-15% or a user's own, whose numbers are not comparable)."""
+    if str(cfg.data.source) != "real" or cfg.data.get("cohort_cache"):
         return ""
     v = PAPER_CINDEX.get((model_kind(cfg), str(cfg.finetune.cohort)))
     if v is None:
