@@ -29,6 +29,7 @@ from ecg_dan.cli import main as cli
 from ecg_dan.config import load_config, save_config
 from ecg_dan.model_file import FORMAT_VERSION, ModelFileError, export_run, read_model
 from ecg_dan.predict import load_model
+from ecg_dan.reporting.risk_ranks import RANK_TOLERANCE
 
 HZ = (12.0, 24.0)  # months, the tiny run's unit: inside every fold model's follow-up
 
@@ -167,12 +168,12 @@ def test_predict_of_the_runs_own_cohort_from_the_run_reproduces_its_calibration(
         got = calibration_table(cohort[f"risk@{h:g}"], oof.time, oof.event, h)
         np.testing.assert_allclose(got.predicted, want.predicted, rtol=1e-5)
         np.testing.assert_allclose(got.observed, want.observed, rtol=1e-12)
-    # the flag is the run's top-2% group (its Kaplan-Meier figure's)
-    # (away from the threshold: the one-step tiny run's risks lie within 1e-6 of each other)
-    thr = np.percentile(oof.risk_rank, 98)
-    clear = (oof.risk_rank - thr).abs().to_numpy() > 1e-5
-    np.testing.assert_array_equal(cohort.high_risk[clear], (oof.risk_rank >= thr)[clear])
+    # the flag is the run's top-2% group (its Kaplan-Meier figure's), up to the ranks of
+    # risks the one-step tiny run leaves within 1e-6 of each other (recomputed, they may
+    # swap places)
+    top = (oof.risk_rank >= np.percentile(oof.risk_rank, 98)).to_numpy()
     assert cohort.high_risk.sum() > 0
+    assert (cohort.high_risk.to_numpy() != top).sum() <= max(2, 0.03 * len(top))
 
 
 def test_percentiles_and_high_risk_flag_follow_the_out_of_fold_reference(cox_run, cox_file,
@@ -189,10 +190,10 @@ def test_percentiles_and_high_risk_flag_follow_the_out_of_fold_reference(cox_run
     folds = _folds(cox_run)
     held = [np.sort(t.risk - tr.risk.mean()) for t, tr in folds]  # slope 1 in the tiny run
 
-    def z(h, v):
+    def z(h, v, tol=RANK_TOLERANCE):  # mid-rank, risks within tol tied
         n = len(h)
-        return norm.ppf(np.clip([percentileofscore(h, x, kind="mean") / 100 for x in v],
-                                0.5 / n, 1 - 0.5 / n))
+        return norm.ppf(np.clip([((h < x - tol).sum() + 0.5 * (np.abs(h - x) <= tol).sum())
+                                 / n for x in v], 0.5 / n, 1 - 0.5 / n))
 
     oof = pd.concat([t.assign(z=z(h, t.risk - tr.risk.mean()))
                      for (t, tr), h in zip(folds, held)])

@@ -32,18 +32,24 @@ from scipy.stats import norm
 
 from ecg_dan.reporting.absolute_models import FoldModelRows, risk_on_shared_scale
 
-__all__ = ["normal_score", "oof_ranked", "rank_reference"]
+__all__ = ["RANK_TOLERANCE", "normal_score", "oof_ranked", "rank_reference"]
+
+
+#: Risks closer than this count as tied when ranked: the same ECG scored again may differ in
+#: the last float32 digits, and a fold model whose risks saturate has many exact ties.
+RANK_TOLERANCE = 1e-6
 
 
 def normal_score(reference: ArrayLike, values: ArrayLike) -> NDArray:
     """``Phi^-1`` of the mid-rank of ``values`` within the sorted ``reference``
-    ((#below + #equal / 2) / n, kept inside [0.5 / n, 1 - 0.5 / n])."""
+    ((#below + #tied / 2) / n, tied = within :data:`RANK_TOLERANCE`, kept inside
+    [0.5 / n, 1 - 0.5 / n])."""
     ref = np.asarray(reference, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
     n = ref.size
-    below = np.searchsorted(ref, v, side="left")
-    equal = np.searchsorted(ref, v, side="right") - below
-    p = np.clip((below + 0.5 * equal) / n, 0.5 / n, 1 - 0.5 / n)
+    below = np.searchsorted(ref, v - RANK_TOLERANCE, side="left")
+    tied = np.searchsorted(ref, v + RANK_TOLERANCE, side="right") - below
+    p = np.clip((below + 0.5 * tied) / n, 0.5 / n, 1 - 0.5 / n)
     return norm.ppf(p)
 
 
