@@ -100,7 +100,7 @@ def run(tiny_cox_run, tmp_path_factory) -> Path:
     """A copy of the tiny Cox run with the files other jobs add (explain/, decision curve)
     and two the report does not know by name."""
     rd = RunDir(tmp_path_factory.mktemp("report") / "run")
-    shutil.copytree(tiny_cox_run, rd.path, ignore=shutil.ignore_patterns("*.ckpt"))
+    shutil.copytree(tiny_cox_run, rd.path, ignore=shutil.ignore_patterns("*.ckpt", "explain"))
     rd.explain_dir.mkdir(exist_ok=True)
     _plot(rd.explain_dir / "cross_lead.png", "cross-lead")
     (rd.explain_dir / "explain.md").write_text(
