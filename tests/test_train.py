@@ -52,6 +52,23 @@ def pretrained(tiny_pretrained) -> Path:
 # The ResNet1d101 baseline takes tens of seconds per batch-64 step on a CPU.
 _SLOW_EXPERIMENTS = {"baselines/resnet1d101_ae"}
 
+# run key (see _run_key) -> results of the cell that ran it in this session
+_RAN: dict[str, Path] = {}
+
+
+def _run_key(cfg) -> str:
+    """What a run reads of its config: not its name, run directory or W&B labels (W&B is off
+    under +tiny), nor, finetuning from scratch, the pretraining section (read only to check a
+    checkpoint). Cells with the same key are the same run: the pretraining ablations,
+    finetuned here from scratch, are ``ablations/scratch``; ``pretrain_short`` under +tiny is
+    ``demo_pretrain``."""
+    d = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("name", "run_dir", "logging"):
+        d.pop(key)
+    if d["task"] == "finetune" and d["finetune"]["scratch"]:
+        d.pop("pretrain")
+    return json.dumps(d, sort_keys=True, default=str)
+
 
 @pytest.mark.parametrize("experiment", [
     pytest.param(e, marks=pytest.mark.slow) if e in _SLOW_EXPERIMENTS else e
@@ -60,8 +77,10 @@ def test_every_experiment_runs_one_step(experiment, tmp_path, data_root, pretrai
     cfg = load_config(experiment, _args(tmp_path, data_root, "trainer.limit_train_batches=1",
                                         "trainer.limit_val_batches=1", "trainer.max_epochs=1"))
     if cfg.task == "pretrain":
-        out = run_pretrain(cfg)
-        assert read_checkpoint(out["checkpoint"], kind="pretrain")
+        key = _run_key(cfg)  # an earlier cell's identical run: its checkpoint
+        ckpt = _RAN.get(key) or Path(run_pretrain(cfg)["checkpoint"])
+        assert read_checkpoint(ckpt, kind="pretrain")
+        _RAN[key] = ckpt
         return
     if cfg.task == "cox_baseline":  # no network; end to end in tests/test_cox_baseline.py
         if cfg.baseline.features == "ecgdan_clinical":
@@ -80,11 +99,13 @@ def test_every_experiment_runs_one_step(experiment, tmp_path, data_root, pretrai
         cfg.finetune.ckpt = str(pretrained)  # the real pretrained -> finetuning path
     else:
         cfg.finetune.scratch = True  # another architecture or objective: no checkpoint fits
-    run_dir = run_finetune(cfg)
+    key = _run_key(cfg)
+    run_dir = _RAN.get(key) or run_finetune(cfg)  # an earlier cell's identical run: its results
     assert (run_dir / "results.md").is_file()
     hashes = {json.loads(p.read_text())["config_hash"]
               for p in (run_dir / "predictions").glob("seed*_fold?.json")}
     assert len(hashes) == 1  # every fold records the config that produced it
+    _RAN[key] = run_dir
 
 
 def test_finetuning_starts_from_the_pretrained_weights(data_root, pretrained, tmp_path):
