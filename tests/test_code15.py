@@ -185,8 +185,8 @@ def test_code15_finetune_export_predict_on_samitrop(cache: Path, tmp_path: Path,
     err = capsys.readouterr().err
     assert "C-index against the outcomes of" in err and "95% CI" in err
     p = pd.read_csv(tmp_path / "p.csv")
-    assert list(p.columns[:6]) == ["id", "source", "log_risk", "log_risk_std", "n_models",
-                                   "percentile"]
+    assert list(p.columns[:7]) == ["id", "source", "log_risk", "log_risk_std", "n_models",
+                                   "out_of_fold", "percentile"]
     assert sorted(p["id"]) == sorted(pd.read_csv(sami / "exams.csv")["exam_id"])
 
 

@@ -623,6 +623,8 @@ def test_antolini_matches_the_direct_pairwise_computation(grid_kind) -> None:
 def test_fold_antolini_with_breslow_and_discrete_curves() -> None:
     import pandas as pd
 
+    from ecg_dan.metrics.recalibration import CoxRecalibration
+    from ecg_dan.reporting.absolute_models import DiscreteCurves, FoldModelRows
     from ecg_dan.reporting.fold_metrics import fold_antolini
 
     rng = np.random.default_rng(5)
@@ -631,7 +633,8 @@ def test_fold_antolini_with_breslow_and_discrete_curves() -> None:
                                  "event": (rng.random(n) < 0.4).astype(int)})
     train, test = mk(80), mk(40)
     base = breslow_baseline(train.risk, train.time, train.event)
-    cox = fold_antolini(test, train)
+    cal = CoxRecalibration(0.0, 1.0, base, len(train), int(train.event.sum()), False)
+    cox = fold_antolini(FoldModelRows((0, 0), test, train, cal))
     grid = np.unique(train.time)
     surv = survival_curves(base, test.risk, grid).T
     want = _antolini_direct(_step_lookup(surv, grid), test.time.to_numpy(),
@@ -639,7 +642,7 @@ def test_fold_antolini_with_breslow_and_discrete_curves() -> None:
     assert cox == pytest.approx(want, abs=1e-12)
     cuts = np.array([0.0, 5.0, 10.0, 15.0, 20.0])
     curves = np.exp(-np.outer(np.exp(test.risk), cuts) / 20.0)  # (n, K)
-    disc = fold_antolini(test, None, (curves, cuts))
+    disc = fold_antolini(FoldModelRows((0, 0), test, None, DiscreteCurves(curves, cuts)))
     want = _antolini_direct(_step_lookup(curves.T, cuts), test.time.to_numpy(),
                             test.event.to_numpy())
     assert disc == pytest.approx(want, abs=1e-12)
