@@ -14,7 +14,7 @@ One safetensors file: no pickled object anywhere, so reading it cannot run code.
   same way on its scalar risk (its own curves were badly calibrated early in follow-up) and
   also keeps its time cuts (``m<i>.cuts``, the width of its output layer),
 - what percentiles and the flag are read against (:mod:`ecg_dan.reporting.risk_ranks`):
-  each fold model's sorted held-out risks on the shared scale (``m<i>.heldout_risk``: a
+  each fold model's sorted held-out risks (``m<i>.heldout_risk``, as its run wrote them: a
   risk's rank among them is its normal score), the reference distribution of out-of-fold
   scores (``reference_risk``: per participant, the mean over seeds of the normal score by
   the fold model that did not train on them, sorted) and its high-risk threshold,

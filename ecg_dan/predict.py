@@ -85,7 +85,7 @@ class FoldModel:
     module: Any  # ecg_dan.lit.finetune.SurvivalFinetuneModule, eval mode
     offset: float = 0.0  # shared-scale risk = slope * (log-risk - offset)
     slope: float = 1.0
-    heldout: NDArray | None = None  # its held-out rows' shared-scale risks, sorted
+    heldout: NDArray | None = None  # its held-out rows' risks as its run wrote them, sorted
     baseline_times: NDArray | None = None
     baseline_cumhaz: NDArray | None = None
     cuts: NDArray | None = None
@@ -209,8 +209,7 @@ class EnsembleModel:
     def ranks(self, member_risks: NDArray) -> NDArray:
         """Each fold model's risk as the normal score of its rank within the fold model's own
         held-out risks (:mod:`ecg_dan.reporting.risk_ranks`), (M, B)."""
-        shared = self.shared(member_risks)
-        return np.stack([normal_score(m.heldout, shared[i])
+        return np.stack([normal_score(m.heldout, member_risks[i])
                          for i, m in enumerate(self.members)])
 
     def percentile(self, score: ArrayLike) -> NDArray:

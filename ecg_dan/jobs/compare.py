@@ -50,6 +50,7 @@ from ecg_dan.reporting.markdown import (
     reclassification_markdown,
 )
 from ecg_dan.reporting.oof import REQUIRED_COLUMNS
+from ecg_dan.reporting.risk_ranks import oof_ranked
 from ecg_dan.reporting.run_kind import PROPOSED_KIND, clinical_pair, data_label, model_kind
 from ecg_dan.run_dir import RunDir
 
@@ -74,6 +75,11 @@ def load_run(run_dir: str | os.PathLike
             csv = rd.fold(*f.key).csv
             raise DataError(f"{csv}: {'no rows' if f.test.empty else f'lacks columns {missing}'};"
                             f" needs {list(REQUIRED_COLUMNS)}")
+    # people ranked across fold models on the shared rank scale (the pooled C); fold-level
+    # metrics are unchanged by it
+    if all(f.model is not None for f in folds):
+        oof = oof_ranked(folds)
+        return oof.assign(risk=oof.risk_rank), folds, cfg
     return pd.concat([f.test for f in folds], ignore_index=True), folds, cfg
 
 

@@ -176,7 +176,11 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
            else pd.concat([f.test for f in folds], ignore_index=True))
     atomic_write_text(rd.oof_csv, oof.to_csv(index=False))
     horizons = [h for h in cfg.finetune.horizons if h < oof.time.max()] or None
-    table = results_table(oof, train_lookup="oof", horizons=horizons, n_boot=cfg.finetune.n_boot)
+    # ranked on the shared rank scale: fold-level metrics are unchanged (a monotone map
+    # within each fold model), the pooled C no longer mixes fold models' scales
+    ranked = oof.assign(risk=oof.risk_rank) if "risk_rank" in oof else oof
+    table = results_table(ranked, train_lookup="oof", horizons=horizons,
+                          n_boot=cfg.finetune.n_boot)
     table = add_ibs_antolini(table, folds)
     extra: dict[str, Any] = {}
     oracle = _oracle_cindex(rd, oof)
@@ -203,8 +207,7 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
         tables["calibration"], tables["decision_curve"] = cal, dca
         images += [rd.calibration_png, rd.decision_curve_png]
     md = finetune_markdown(table, unit, oracle_cindex=oracle, calibration=large)
-    grouped = oof.assign(risk=oof.risk_rank) if "risk_rank" in oof else oof
-    km = kaplan_meier_plot(grouped, top_fraction=cfg.finetune.top_fraction,
+    km = kaplan_meier_plot(ranked, top_fraction=cfg.finetune.top_fraction,
                            out_png=rd.kaplan_meier_png,
                            time_label=f"Time since ECG ({cfg.data.time_unit})")
     png = Path(km["path"])

@@ -54,24 +54,25 @@ def normal_score(reference: ArrayLike, values: ArrayLike) -> NDArray:
 
 
 def member_references(folds: Sequence[FoldModelRows]) -> list[NDArray]:
-    """Each fold model's held-out risks on the shared scale, sorted."""
-    return [np.sort(risk_on_shared_scale(f, f.test)) for f in folds]
+    """Each fold model's held-out risks as it wrote them, sorted (raw: a rank must not depend
+    on the recalibration, whose slope could even be negative for a useless fold model)."""
+    return [np.sort(f.test.risk.to_numpy(np.float64)) for f in folds]
 
 
 def oof_ranked(folds: Sequence[FoldModelRows]) -> pd.DataFrame:
-    """The out-of-fold frame with ``risk_cal`` (shared-scale risk) and ``risk_rank`` (its
-    normal score within the fold model's held-out risks)."""
+    """The out-of-fold frame with ``risk_cal`` (shared-scale risk) and ``risk_rank`` (the
+    normal score of the risk's rank within the fold model's held-out risks)."""
     refs = member_references(folds)
     out = []
     for f, ref in zip(folds, refs):
-        shared = risk_on_shared_scale(f, f.test)
-        out.append(f.test.assign(risk_cal=shared, risk_rank=normal_score(ref, shared)))
+        out.append(f.test.assign(risk_cal=risk_on_shared_scale(f, f.test),
+                                 risk_rank=normal_score(ref, f.test.risk.to_numpy())))
     return pd.concat(out, ignore_index=True)
 
 
 def rank_reference(folds: Sequence[FoldModelRows], top_fraction: float) -> dict[str, Any]:
     """What percentiles and the high-risk flag are read against (module docstring):
-    ``members`` (each fold model's sorted held-out shared-scale risks), ``risk`` (sorted
+    ``members`` (each fold model's sorted held-out risks), ``risk`` (sorted
     out-of-fold scores per participant) and ``threshold`` (its top-``top_fraction``
     quantile)."""
     ref = np.sort(oof_ranked(folds).groupby("eid")["risk_rank"].mean().to_numpy(np.float64))
