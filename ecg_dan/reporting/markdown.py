@@ -115,8 +115,9 @@ def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.0
     foot = [
         "C-index: Harrell's, higher risk = earlier event. mean ± std: mean over seeds of the "
         "fold means ± mean over seeds of the across-fold np.std (ddof 0), as the paper reports.",
-        f"pooled C: mean over seeds of each seed's pooled out-of-fold C, percentile bootstrap "
-        f"({boot}resamples of participants, stratified by event).",
+        f"pooled C: mean over seeds of each seed's pooled out-of-fold C (risks ranked within "
+        f"the fold model that scored them where the run has its validation rows), percentile "
+        f"bootstrap ({boot}resamples of participants, stratified by event).",
         "ΔC: C-index mean minus the reference's (the paper's fold-mean C, which does not "
         "mix the risk scales of different fold models as the pooled C does), paired "
         "bootstrap (both models scored on the same resampled participants, each in its "
@@ -204,8 +205,9 @@ def finetune_markdown(table: pd.DataFrame, time_unit: str, oracle_cindex: float 
     calibration at the horizons when computed."""
     md = to_markdown(table)
     notes = ["harrell_c / uno_c / td_auc@h / antolini_c: per held-out fold, then mean and std "
-             "over folds; pooled: the C-index of each seed's pooled out-of-fold risks with a "
-             "bootstrap CI (ci_low, ci_high)."]
+             "over folds; pooled: the C-index of each seed's pooled out-of-fold risks, each "
+             "ranked within the fold model that scored it (risk_rank), with a bootstrap CI "
+             "(ci_low, ci_high)."]
     empty = [c for c in table.columns if c.startswith("td_auc@")
              and table.loc[table.row == "mean", c].isna().all()]
     if empty:
