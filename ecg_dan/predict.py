@@ -162,24 +162,25 @@ class EnsembleModel:
         return finish_batch({"median": torch.from_numpy(x)})["x"]
 
     @torch.inference_mode()
-    def member_outputs(self, beats: ArrayLike) -> tuple[NDArray, list[NDArray] | None]:
-        """Each fold model's log-risk (M, B) and, for discrete-time heads, survival at the
-        cuts (M arrays (B, K)). Runs the encoder and the head only: the module's forward
-        also decodes the beat, which a score does not need (the risk is the same; a VAE
-        backbone's z is its encoder's mean, as in its forward)."""
+    def member_outputs(self, beats: ArrayLike, curves: bool = True
+                       ) -> tuple[NDArray, list[NDArray] | None]:
+        """Each fold model's log-risk (M, B) and, for discrete-time heads with ``curves``,
+        survival at the cuts (M arrays (B, K)). Runs the encoder and the head only: the
+        module's forward also decodes the beat, which a score does not need (the risk is the
+        same; a VAE backbone's z is its encoder's mean, as in its forward)."""
         x = self.prepare(beats)
         risks, survs = [], []
         for m in self.members:
             z = m.module.backbone.encoder(x)
             head = m.module.risk_head(z[0] if isinstance(z, tuple) else z)
             risks.append(m.module.objective.risk(head).double().numpy())
-            if m.cuts is not None:
+            if curves and m.cuts is not None:
                 survs.append(m.module.objective.survival(head).double().numpy())
         return np.stack(risks), (survs or None)
 
     def member_risks(self, beats: ArrayLike) -> NDArray:
         """Raw log-risk of every fold model (as its run's predictions), shape (M, B)."""
-        return self.member_outputs(beats)[0]
+        return self.member_outputs(beats, curves=False)[0]
 
     def shared(self, member_risks: NDArray) -> NDArray:
         """Fold models' risks on their shared scale, (M, B)."""

@@ -145,10 +145,10 @@ def test_comparison_table_mean_and_std_as_the_paper(runs):
                         for _, g in oof[oof.seed == s].groupby("fold")] for s in SEEDS}
         assert row.c_mean == pytest.approx(np.mean([np.mean(v) for v in per_seed.values()]))
         assert row.c_std_paper == pytest.approx(np.mean([np.std(v) for v in per_seed.values()]))
-        if name == "finetune_hyp":  # recalibrated: pooled across folds on the rank scale,
-            # the normal score of the mid-rank within each fold (written out with scipy)
-            oof = oof.assign(risk=oof.groupby(["seed", "fold"]).risk.transform(
-                lambda r: norm.ppf((rankdata(r) - 0.5) / len(r))))
+        # pooled across folds on the rank scale: the normal score of the mid-rank within
+        # each fold (written out with scipy)
+        oof = oof.assign(risk=oof.groupby(["seed", "fold"]).risk.transform(
+            lambda r: norm.ppf((rankdata(r) - 0.5) / len(r))))
         pooled = np.mean([concordance_index(g.time, -g.risk, g.event)
                           for _, g in oof.groupby("seed")])
         assert row.c_pooled == pytest.approx(pooled)
@@ -183,6 +183,14 @@ def test_comparison_refuses_different_participants(runs):
     with pytest.raises(DataError, match="'other'.*'finetune_hyp'"):
         comparison_table({"finetune_hyp": a, "other": b[b.eid != 1003]}, "finetune_hyp",
                          n_boot=10)
+
+
+def test_a_fold_file_without_its_columns_is_refused_naming_it(runs):
+    run, _ = runs["ablation_no_attention"]
+    csv = sorted((run / "predictions").glob("seed*_fold*.csv"))[0]
+    pd.read_csv(csv).drop(columns=["event"]).to_csv(csv, index=False)
+    with pytest.raises(DataError, match=rf"{csv.name}: lacks columns \['event'\]"):
+        load_run(run)
 
 
 def test_cli_compare_end_to_end(runs, tmp_path, capsys):
@@ -249,8 +257,10 @@ def test_compare_across_cohorts_gives_the_papers_table_shape(runs, tmp_path):
         assert wide.set_index("model")[f"{cohort}_reference"].to_dict() == {
             "finetune_hyp": True, "ablation_no_attention": False}
     # the MI columns are the MI runs' own C-index, not the HYP ones
+    ranked = mi["proposed"].assign(risk=mi["proposed"].groupby(["seed", "fold"]).risk.transform(
+        lambda r: norm.ppf((rankdata(r) - 0.5) / len(r))))  # pooled on the rank scale
     mi_c = np.mean([concordance_index(g.time, -g.risk, g.event)
-                    for _, g in mi["proposed"].groupby("seed")])
+                    for _, g in ranked.groupby("seed")])
     assert wide.mi_c_pooled[0] == pytest.approx(mi_c)
     text = (out / "comparison.md").read_text()
     assert "hyp: C mean ± std" in text and "mi: ΔC vs reference" in text

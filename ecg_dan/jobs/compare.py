@@ -31,7 +31,6 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from data_modules.atomic import atomic_write_text
-from data_modules.errors import DataError
 from ecg_dan.config import ConfigError
 from ecg_dan.jobs.common import log_wandb_summary
 from ecg_dan.log import get_logger
@@ -49,7 +48,6 @@ from ecg_dan.reporting.markdown import (
     comparison_markdown,
     reclassification_markdown,
 )
-from ecg_dan.reporting.oof import REQUIRED_COLUMNS
 from ecg_dan.reporting.risk_ranks import oof_ranked
 from ecg_dan.reporting.run_kind import PROPOSED_KIND, clinical_pair, data_label, model_kind
 from ecg_dan.run_dir import RunDir
@@ -69,18 +67,9 @@ def load_run(run_dir: str | os.PathLike
         raise FileNotFoundError(f"no run directory {rd}")
     cfg = rd.load_config()
     folds = fold_models(rd)
-    for f in folds:
-        missing = [c for c in REQUIRED_COLUMNS if c not in f.test.columns]
-        if missing or f.test.empty:
-            csv = rd.fold(*f.key).csv
-            raise DataError(f"{csv}: {'no rows' if f.test.empty else f'lacks columns {missing}'};"
-                            f" needs {list(REQUIRED_COLUMNS)}")
-    # people ranked across fold models on the shared rank scale (the pooled C); fold-level
-    # metrics are unchanged by it
-    if all(f.model is not None for f in folds):
-        oof = oof_ranked(folds)
-        return oof.assign(risk=oof.risk_rank), folds, cfg
-    return pd.concat([f.test for f in folds], ignore_index=True), folds, cfg
+    # people ranked across fold models on the rank scale (the pooled C)
+    oof = oof_ranked(folds)
+    return oof.assign(risk=oof.risk_rank), folds, cfg
 
 
 def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:

@@ -172,13 +172,11 @@ def evaluate_finetune(run_dir: str | os.PathLike, cfg: DictConfig | None = None)
     folds = fold_models(rd)
     # risk_cal: the risk on a scale shared by the fold models; risk_rank: its normal score
     # within the fold model's held-out risks, what ranks and groups people across folds
-    oof = (oof_ranked(folds) if all(f.model is not None for f in folds)
-           else pd.concat([f.test for f in folds], ignore_index=True))
+    oof = oof_ranked(folds)
     atomic_write_text(rd.oof_csv, oof.to_csv(index=False))
     horizons = [h for h in cfg.finetune.horizons if h < oof.time.max()] or None
-    # ranked on the shared rank scale: fold-level metrics are unchanged (a monotone map
-    # within each fold model), the pooled C no longer mixes fold models' scales
-    ranked = oof.assign(risk=oof.risk_rank) if "risk_rank" in oof else oof
+    # the pooled C and the risk groups do not mix fold models' scales
+    ranked = oof.assign(risk=oof.risk_rank)
     table = results_table(ranked, train_lookup="oof", horizons=horizons,
                           n_boot=cfg.finetune.n_boot)
     table = add_ibs_antolini(table, folds)

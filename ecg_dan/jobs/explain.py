@@ -185,12 +185,9 @@ def run_explain(run_dir: str | os.PathLike, eids: Sequence[int] = (),
     top = float(cfg.finetune.top_fraction)
     # people are grouped across fold models by their rank within their fold model's
     # held-out risks (ecg_dan.reporting.risk_ranks), as the run's Kaplan-Meier figure
-    folds = fold_models(rd)
-    grouped = assign
-    if all(f.model is not None for f in folds):
-        ranks = oof_ranked(folds)[["eid", "seed", "risk_rank"]]
-        grouped = assign.merge(ranks, on=["eid", "seed"], how="left", validate="1:1")
-        grouped = grouped.assign(risk=grouped.risk_rank)
+    ranks = oof_ranked(fold_models(rd))[["eid", "seed", "risk_rank"]]
+    grouped = assign.merge(ranks, on=["eid", "seed"], how="left", validate="1:1")
+    grouped = grouped.assign(risk=grouped.risk_rank)
     groups, threshold = mean_risk_groups(grouped, top)
     if groups.high.all() or not groups.high.any():
         raise DataError(f"{rd.predictions_dir}: the top {100 * top:g}% risk threshold "

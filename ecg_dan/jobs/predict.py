@@ -83,7 +83,11 @@ def _load(item: ECGItem, cardiosoft: str = "device") -> tuple[ECGItem, np.ndarra
 
 def _rows(model, batch: list[tuple[ECGItem, np.ndarray]], horizons: Sequence[float]
           ) -> Iterator[dict[str, Any]]:
-    members = np.concatenate([model.members_for([it.id], it.source) for it, _ in batch])
+    members = np.ones((len(batch), len(model.members)), dtype=bool)
+    sources = np.array([it.source for it, _ in batch])
+    for src in set(sources):  # a cache's rows share one source: resolved once per batch
+        rows = np.flatnonzero(sources == src)
+        members[rows] = model.members_for([batch[i][0].id for i in rows], src)
     s = model.score(np.stack([b for _, b in batch]), horizons, members)
     for i, (item, _) in enumerate(batch):
         row: dict[str, Any] = {"id": item.id, "source": item.source,

@@ -33,6 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 from data_modules.errors import DataError
 from ecg_dan.log import get_logger
 from ecg_dan.metrics.recalibration import CoxRecalibration, fit_cox_recalibration
+from ecg_dan.reporting.oof import REQUIRED_COLUMNS
 from ecg_dan.run_dir import RunDir, RunDirError
 
 log = get_logger(__name__)
@@ -84,8 +85,8 @@ class FoldModelRows:
 def risk_on_shared_scale(rows: FoldModelRows, frame: pd.DataFrame | None = None) -> NDArray:
     """The risks of ``frame`` (default: the held-out rows) by this fold model on a scale
     shared by every fold model: a Cox model's calibrated log hazard ratio against the
-    typical training person (``slope * (eta - offset)``); a discrete-time model's risk as it
-    is (it has an absolute scale)."""
+    typical training person (``slope * (eta - offset)``); a fold model that could not be
+    recalibrated (a run without its validation rows): its risk as it is."""
     risk = (rows.test if frame is None else frame).risk.to_numpy(np.float64)
     if isinstance(rows.model, CoxRecalibration):
         return rows.model.linear_predictor(risk)
@@ -107,28 +108,32 @@ def fold_models(rd: RunDir) -> list[FoldModelRows]:
     folds = []
     for ff in rd.scored_folds():
         test = ff.read_test()
+        missing = [c for c in REQUIRED_COLUMNS if c not in test.columns]
+        if missing or test.empty:
+            raise DataError(f"{ff.csv}: {'no rows' if test.empty else f'lacks columns {missing}'}"
+                            f"; needs {list(REQUIRED_COLUMNS)}")
         key = (int(test.seed.iloc[0]), int(test.fold.iloc[0]))
-        curves = ff.read_curves(test.eid)
-        folds.append(FoldModelRows(key, test, ff.read_train(),
+        train = ff.read_train()
+        # a discrete-time head's own curves only where it cannot be recalibrated (they were
+        # off by O/E 2.0 at 12 months in the demo: benchmarks.md)
+        curves = ff.read_curves(test.eid) if train is None else None
+        folds.append(FoldModelRows(key, test, train,
                                    None if curves is None else DiscreteCurves(*curves)))
-    # every fold model with its training-fold risks is recalibrated, a discrete-time one on
-    # its scalar risk too (its own curves, read when it cannot be, were off by O/E 2.0 at
-    # 12 months in the demo: benchmarks.md)
-    cox = [f for f in folds if f.train is not None]
+    calibrated = [f for f in folds if f.train is not None]
     if not rd.has_splits():
-        if cox:
+        if calibrated:
             log.warning(f"{rd.splits_path}: missing, so the validation rows that recalibrate "
-                        "the Cox fold models are unknown: no absolute risk, calibration or IBS")
+                        "the fold models are unknown: no absolute risk, calibration or IBS")
         return folds
     parts = _val_eids(rd)
     for f in folds:
         if f.key in parts:
             f.val_eid = parts[f.key][0]
-    if not cox:
+    if not calibrated:
         return folds
     pool = []
     offsets = {}
-    for f in cox:
+    for f in calibrated:
         if f.key not in parts:
             raise RunDirError(f"{rd.splits_path}: no split for fold seed {f.key[0]} fold "
                               f"{f.key[1]} of the predictions")
@@ -138,7 +143,7 @@ def fold_models(rd: RunDir) -> list[FoldModelRows]:
                                   "event": val.event.to_numpy(),
                                   "centred": val.risk.to_numpy() - offsets[f.key]}))
     pool_df = pd.concat(pool, ignore_index=True)
-    for f in cox:
+    for f in calibrated:
         rows = pool_df[~pool_df.eid.isin(parts[f.key][1])]
         own = f.train
         try:

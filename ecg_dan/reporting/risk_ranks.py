@@ -61,7 +61,9 @@ def member_references(folds: Sequence[FoldModelRows]) -> list[NDArray]:
 
 def oof_ranked(folds: Sequence[FoldModelRows]) -> pd.DataFrame:
     """The out-of-fold frame with ``risk_cal`` (shared-scale risk) and ``risk_rank`` (the
-    normal score of the risk's rank within the fold model's held-out risks)."""
+    normal score of the risk's rank within the fold model's held-out risks). Ranking
+    people across fold models: ``frame.assign(risk=frame.risk_rank)``; fold-level metrics
+    are unchanged by it (a monotone map within each fold model)."""
     refs = member_references(folds)
     out = []
     for f, ref in zip(folds, refs):
