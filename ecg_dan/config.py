@@ -235,6 +235,11 @@ class FinetuneConfig:
     top_fraction: float = rng(0.02, 0, 1, lo_open=True, hi_open=True)  # high-risk KM group
     horizons: list[float] = rng([12.0, 24.0, 36.0, 48.0, 60.0], 0, lo_open=True, items=True)
     n_boot: int = rng(1000, 0)
+    # Label efficiency (docs/method.md section 8): the share of each training fold used, drawn
+    # from the training and the inner-validation rows alike, stratified by event and nested
+    # (a smaller fraction's rows lie inside a larger one's); the held-out folds never change.
+    # Training runs trainer.max_epochs / train_fraction epochs: the same number of samples.
+    train_fraction: float = rng(1.0, 0, 1, lo_open=True)
 
 
 @dataclass
