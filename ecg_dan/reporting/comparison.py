@@ -1,6 +1,7 @@
-"""Several runs on the same participants side by side: the paired bootstrap of the fold-mean
-C-index, the comparison table, the paper-shaped table across cohorts and the reclassification
-of one model's absolute risks against another's."""
+"""Several runs on the same participants side by side: the bootstrap of the fold-mean C-index
+(one model's, and the paired difference of two), the comparison table with the power line of
+each difference, the paper-shaped table across cohorts and the reclassification of one
+model's absolute risks against another's."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from data_modules.errors import DataError
+from ecg_dan.log import get_logger
 from ecg_dan.metrics.bootstrap import BootstrapCI, bootstrap_ci
 from ecg_dan.metrics.cindex import UndefinedMetricError
+from ecg_dan.metrics.power import power_columns, power_line
 from ecg_dan.metrics.reclassification import (
     RECLASSIFICATION_KEYS,
     reclassification,
@@ -27,6 +30,8 @@ from ecg_dan.reporting.oof import check_oof, wide
 from ecg_dan.reporting.paper import paper_value
 from ecg_dan.reporting.tables import mean_fold_cindex, results_table, summary_row
 
+log = get_logger(__name__)
+
 
 def _mismatch(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> str | None:
     ka = set(zip(a["seed"].tolist(), a["eid"].tolist()))
@@ -38,24 +43,42 @@ def _mismatch(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> str
             f"'{name_b}'); a paired comparison needs the same eids per seed")
 
 
+def _wide_folds(df: pd.DataFrame) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+    """(risk, fold) as (n_eid, n_seed) and (time, event) (n_eid,), rows sorted by eid and
+    columns by seed."""
+    df = check_oof(df.copy())
+    df["event"] = df["event"].astype(float)
+    r, t, e = wide(df)
+    f = df.pivot(index="eid", columns="seed", values="fold").to_numpy(np.int64)
+    return r, f, t, e
+
+
 def _paired_wide(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]
                  ) -> tuple[NDArray, NDArray, NDArray, NDArray, NDArray, NDArray]:
     """(risk_a, risk_b, fold_a, fold_b) as (n_eid, n_seed) and (time, event) (n_eid,), rows
     in the same eid order for both runs."""
-    a, b = check_oof(a.copy()), check_oof(b.copy())
-    msg = _mismatch(a, b, *names)
+    msg = _mismatch(check_oof(a), check_oof(b), *names)
     if msg:
         raise DataError(msg)
-    for df in (a, b):
-        df["event"] = df["event"].astype(float)
-    ra, ta, ea = wide(a)  # rows sorted by eid, columns by seed: the same order for both
-    rb, tb, eb = wide(b)
+    ra, fa, ta, ea = _wide_folds(a)  # the same eid and seed order for both
+    rb, fb, tb, eb = _wide_folds(b)
     if not (np.array_equal(ta, tb) and np.array_equal(ea, eb)):
         raise DataError(f"runs '{names[0]}' and '{names[1]}' give the same participants "
                         "different follow-up times or events")
-    fa, fb = (df.pivot(index="eid", columns="seed", values="fold").to_numpy(np.int64)
-              for df in (a, b))
     return ra, rb, fa, fb, ta, ea
+
+
+def fold_mean_bootstrap(df: pd.DataFrame, n_boot: int = 1000, alpha: float = 0.05,
+                        seed: int = 0) -> BootstrapCI:
+    """One model's fold-mean C (mean over seeds of the mean over folds of each held-out
+    fold's Harrell C) with a percentile bootstrap CI, resampled as
+    :func:`paired_bootstrap_diff` resamples (participants with replacement, stratified by
+    event, each in its held-out fold, all seeds together): with the same ``seed`` both draw
+    the same resamples, so a difference's replicates are the two models' replicates'
+    difference."""
+    r, f, t, e = _wide_folds(df)
+    return bootstrap_ci(mean_fold_cindex, r, f, t, e, n_boot=n_boot, alpha=alpha, seed=seed,
+                        stratify=e)
 
 
 def paired_bootstrap_diff(
@@ -93,7 +116,7 @@ def paired_bootstrap_diff(
 COMPARISON_COLUMNS = (
     "model", "reference", "n", "events", "c_mean", "c_std_paper", "c_pooled", "c_pooled_low",
     "c_pooled_high", "diff_vs_ref", "diff_low", "diff_high", "diff_excludes_0", "uno_c_mean",
-    "ibs_mean", "antolini_c_mean", "n_params", "paper",
+    "ibs_mean", "antolini_c_mean", "n_params", "paper", *power_columns(),
 )
 
 
@@ -123,8 +146,12 @@ def comparison_table(
     ``c_pooled`` with ``c_pooled_low``/``c_pooled_high`` (:func:`results_table`'s pooled row),
     ``diff_vs_ref`` = C-index mean (``c_mean``) minus the reference's with its paired CI
     ``diff_low``/``diff_high`` (:func:`paired_bootstrap_diff`) and ``diff_excludes_0`` (empty
-    for the reference), ``uno_c_mean``, ``ibs_mean``, ``n_params`` (:func:`parameter_count`) and
-    ``paper`` (:func:`paper_value`).
+    for the reference), ``uno_c_mean``, ``ibs_mean``, ``n_params`` (:func:`parameter_count`),
+    ``paper`` (:func:`paper_value`), and the power line of the difference
+    (:func:`ecg_dan.metrics.power.power_line` of its bootstrap replicates at the ``events``
+    the held-out folds hold: ``diff_se``, ``events_for_<delta>`` needed for 80% power and
+    ``power_<delta>`` at the observed events, delta 0.01 / 0.02 / 0.05; empty for the
+    reference and without a bootstrap).
     """
     if reference not in runs:
         raise ValueError(f"reference {reference!r} is none of the runs: {', '.join(runs)}")
@@ -164,6 +191,11 @@ def comparison_table(
                                               seed=seed, names=(name, reference))
                     row.update(diff_vs_ref=d.estimate, diff_low=d.low, diff_high=d.high,
                                diff_excludes_0=bool(d.low > 0 or d.high < 0))
+                    try:
+                        row.update(power_line(d.replicates, row["events"],
+                                              alpha=alpha).columns())
+                    except ValueError as err:  # fewer than 2 valid resamples, or no spread
+                        log.warning(f"{name}: no power line ({err})")
                 else:
                     ra, rb, fa, fb, t, e = _paired_wide(df, ref_df, (name, reference))
                     row["diff_vs_ref"] = (mean_fold_cindex(ra, fa, t, e)

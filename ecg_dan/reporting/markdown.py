@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ecg_dan.metrics.power import POWER_DELTAS
 from ecg_dan.reporting.comparison import COHORT_FIELDS
 from ecg_dan.reporting.flatten import flatten_results, flatten_run
 from ecg_dan.reporting.tables import MIN_TD_AUC_EVENTS
@@ -131,6 +132,73 @@ def comparison_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.0
         "comparable with it.",
         *notes,
     ]
+    md = md_table(header, rows) + "\n" + "\n".join(f"- {x}" for x in foot) + "\n"
+    power = power_markdown(table, alpha=alpha)
+    return md + ("\n## Power of the differences\n\n" + power if power else "")
+
+
+def _events(v: Any) -> str:
+    return f"{v:,.0f}" if isinstance(v, (int, float, np.number)) and np.isfinite(v) else ""
+
+
+def power_verdict(row: Mapping[str, Any], deltas: Sequence[float] = POWER_DELTAS,
+                  power: float = 0.8) -> str:
+    """In words, what a paired difference (a row of a comparison or label-efficiency table)
+    shows: "shown" when its CI excludes 0; otherwise, from its power line, whether "not
+    shown" means that a difference of the smallest ``delta`` with ``power`` at the observed
+    events is unlikely, or that there were too few events to detect 0.02 (or even 0.05)."""
+    excl = row.get("diff_excludes_0")
+    if excl is None or excl is pd.NA or (isinstance(excl, float) and math.isnan(excl)):
+        return ""
+    if bool(excl):
+        side = "above" if row["diff_vs_ref"] > 0 else "below"
+        return f"shown: {side} the reference (CI excludes 0)"
+    pw = {d: row.get(f"power_{d:g}") for d in deltas}
+    if any(v is None or not np.isfinite(v) for v in pw.values()):
+        return "not shown (CI includes 0)"
+    powered = [d for d in deltas if pw[d] >= power]
+    pct = f"{100 * power:g}%"
+    if powered and powered[0] <= 0.02:
+        return (f"not shown, with {pct} power for a difference of {powered[0]:g}: a true "
+                f"difference of {powered[0]:g} or more is unlikely")
+    small = 0.02 if 0.02 in deltas else deltas[0]
+    need = _events(row.get(f"events_for_{small:g}"))
+    if powered:
+        return (f"not shown: too few events to detect {small:g} (power {pw[small]:.2f}; "
+                f"{pct} needs {need} events); powered only for {powered[0]:g}")
+    big = deltas[-1]
+    return (f"not shown: too few events to detect even {big:g} (power {pw[big]:.2f}; {pct} "
+            f"needs {_events(row.get(f'events_for_{big:g}'))} events; {small:g} needs "
+            f"{need})")
+
+
+def power_markdown(table: pd.DataFrame, alpha: float = 0.05,
+                   deltas: Sequence[float] = POWER_DELTAS, label: str = "model") -> str:
+    """The power line of each non-reference row of a table with the columns of
+    :meth:`ecg_dan.metrics.power.PowerLine.columns`: events needed for each delta at 80%
+    power, the power at the observed events and :func:`power_verdict`; "" when no row has
+    one."""
+    if "diff_se" not in table.columns:
+        return ""
+    rows = []
+    for r in table.to_dict(orient="records"):
+        if r.get("reference") or not np.isfinite(r.get("diff_se", math.nan)):
+            continue
+        rows.append([str(r[label]), _events(r["events"]), fmt(r["diff_se"], 4),
+                     *[_events(r[f"events_for_{d:g}"]) for d in deltas],
+                     *[fmt(r[f"power_{d:g}"], 2) for d in deltas], power_verdict(r, deltas)])
+    if not rows:
+        return ""
+    level = f"{100 * alpha:g}%"
+    header = [label, "events (held out)", "SE of ΔC",
+              *[f"events for ΔC {d:g} (80% power)" for d in deltas],
+              *[f"power for {d:g} now" for d in deltas], "reading"]
+    foot = [f"Events at which a true ΔC of each size would be detected with 80% power at the "
+            f"two-sided {level} level, and the power at the events the held-out folds hold: "
+            "normal approximation, the SE of ΔC from its paired bootstrap, its variance "
+            "proportional to 1/events at the same event rate and case mix, the true difference "
+            "taken as fixed (ecg_dan/metrics/power.py). \"not shown\" with too little power "
+            "means too few events, not no effect."]
     return md_table(header, rows) + "\n" + "\n".join(f"- {x}" for x in foot) + "\n"
 
 
