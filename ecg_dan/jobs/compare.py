@@ -17,6 +17,11 @@ Reference (the model the paired differences are taken against): ``reference`` wh
 (a run name or a run directory); otherwise the one run whose model kind
 (:func:`ecg_dan.reporting.run_kind.model_kind`) is the proposed model ``ecg_dan``; when no
 run or more than one run is of that kind, the first run given.
+
+Runs of several training fractions (``finetune.train_fraction``, the label-efficiency
+matrix): each fraction is compared on its own (``comparison_frac<f>/``), against the run
+named ``scratch`` at that fraction unless ``reference`` names another cell, and the
+label-efficiency curve joins them (:mod:`ecg_dan.reporting.label_efficiency`).
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ from ecg_dan.reporting.comparison import (
 from ecg_dan.reporting.figures import forest_plot
 from ecg_dan.reporting.fold_metrics import absolute_risks
 from ecg_dan.reporting.json_io import write_json
+from ecg_dan.reporting.label_efficiency import (
+    fraction_of,
+    label_efficiency_table,
+    write_label_efficiency,
+)
 from ecg_dan.reporting.markdown import (
     cohort_markdown,
     comparison_markdown,
@@ -54,8 +64,11 @@ from ecg_dan.run_dir import RunDir
 
 log = get_logger(__name__)
 
-__all__ = ["default_reference", "load_run", "run_compare", "run_names"]
+__all__ = ["LABEL_EFFICIENCY_REFERENCE", "default_reference", "load_run", "run_compare",
+           "run_names"]
 
+#: The cell the label-efficiency differences are taken against at each fraction.
+LABEL_EFFICIENCY_REFERENCE = "scratch"
 
 
 def load_run(run_dir: str | os.PathLike
@@ -118,7 +131,12 @@ def run_compare(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     Runs of several cohorts are compared within each cohort (``out_dir/comparison_<cohort>``,
     each with its own reference) and joined into one table of the paper's shape, one row per
     model and columns per cohort (``out_dir/comparison.{md,csv}``).
-    Returns the Markdown file."""
+    Runs of several training fractions (of one cohort, or within each cohort) are compared
+    within each fraction (``comparison_frac<f>/``) and the label-efficiency curve is written
+    beside (``label_efficiency.{md,csv,json,png}``, see the module doc); a cohort then
+    enters the paper-shaped table with its largest fraction.
+    Returns the Markdown file (``label_efficiency.md`` for one cohort of several fractions).
+    """
     if not run_dirs:
         raise ConfigError("compare needs at least one run directory")
     if out_dir is None:
@@ -130,12 +148,13 @@ def run_compare(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLik
     for d, run in loaded.items():
         by_cohort.setdefault(str(run[2].finetune.cohort), {})[d] = run
     if len(by_cohort) == 1:
-        return _compare_cohort(loaded, out_dir, reference, n_boot, seed, alpha)[0]
-    tables = {c: _compare_cohort(runs, out_dir / f"comparison_{c}",
-                                 reference and Path(reference).name, n_boot, seed, alpha)[1]
-              for c, runs in by_cohort.items()}
+        return _compare_fractions(loaded, out_dir, reference, n_boot, seed, alpha)[0]
+    done = {c: _compare_fractions(runs, out_dir / f"comparison_{c}",
+                                  reference and Path(reference).name, n_boot, seed, alpha)
+            for c, runs in by_cohort.items()}
+    tables = {c: t for c, (_, t) in done.items()}
     table = cohort_table(tables)
-    notes = [f"{c}: `{out_dir / f'comparison_{c}' / 'comparison.md'}`" for c in tables]
+    notes = [f"{c}: `{md}`" for c, (md, _) in done.items()]
     md = "# Model comparison across cohorts\n\n" + cohort_markdown(table, list(tables),
                                                                      alpha=alpha, notes=notes)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +185,43 @@ def clinical_reclassification(runs: dict, names: Sequence[str], n_boot: int, alp
     unit = str(cfg.data.time_unit)
     return table, {"new": pair[0], "old": pair[1], "time_unit": unit,
                    "table": _records(table)}
+
+
+def _compare_fractions(runs: dict, out_dir: Path, reference: str | None, n_boot: int,
+                       seed: int, alpha: float) -> tuple[Path, pd.DataFrame]:
+    """The runs of one cohort (``{run_dir: load_run(run_dir)}``): one comparison when they
+    share a training fraction; otherwise one per fraction and the label-efficiency curve
+    (:func:`run_compare`). Returns (its Markdown, the table of the largest fraction)."""
+    by_frac: dict[float, dict] = {}
+    for d, run in runs.items():
+        by_frac.setdefault(fraction_of(run[2]), {})[d] = run
+    if len(by_frac) == 1:
+        return _compare_cohort(runs, out_dir, reference, n_boot, seed, alpha)
+    tables, comparisons, named = {}, {}, {}
+    for f in sorted(by_frac):
+        group = by_frac[f]
+        cells = [Path(d).name for d in group]
+        ref = (Path(reference).name if reference
+               else LABEL_EFFICIENCY_REFERENCE if LABEL_EFFICIENCY_REFERENCE in cells else None)
+        comparisons[f], tables[f] = _compare_cohort(group, out_dir / f"comparison_frac{f:g}",
+                                                    ref, n_boot, seed, alpha)
+        named[f] = dict(zip(run_names(list(group)), group.values()))
+    table = label_efficiency_table(named, tables, n_boot=n_boot, alpha=alpha, seed=seed)
+    configs = [c for _, _, c in runs.values()]
+    cohorts = ", ".join(sorted({str(c.finetune.cohort) for c in configs}))
+    sources = ", ".join(sorted({data_label(c) for c in configs}))
+    paths = write_label_efficiency(table, out_dir, comparisons, n_boot, alpha, seed,
+                                   title=f"label efficiency: cohort {cohorts} ({sources})")
+    ref_cfg = named[max(named)][table.reference_cell.iloc[-1]][2].copy()
+    OmegaConf.update(ref_cfg, "run_dir", str(out_dir))
+    summary = {f"{r['cell']}@{r['fraction']:g}": {k: v for k, v in r.items()
+                                                  if k not in ("cell", "fraction",
+                                                               "reference_cell")}
+               for r in _records(table)}
+    log_wandb_summary(ref_cfg, "label_efficiency", summary, table=table, image=paths["png"])
+    log.info(paths["md"].read_text())
+    log.info(f"label efficiency: {paths['md']}; figure: {paths['png']}")
+    return paths["md"], tables[max(tables)]
 
 
 def _compare_cohort(runs: dict, out_dir: Path, reference: str | None, n_boot: int, seed: int,

@@ -210,3 +210,61 @@ def decision_curve_plot(table: pd.DataFrame, out_png: str | os.PathLike[str],
         fig.suptitle(title)
     fig.tight_layout()
     return save_png(fig, out_png)
+
+
+def label_efficiency_plot(table: pd.DataFrame,
+                          out_png: str | os.PathLike[str] = "label_efficiency.png",
+                          alpha: float = 0.05, title: str | None = None) -> Path:
+    """The label-efficiency curve of a :func:`ecg_dan.reporting.label_efficiency.
+    label_efficiency_table`: fold-mean C against the training events (log x), one line per
+    cell with its CI band (left); the paired ΔC to the reference with its CI per fraction
+    and a line at 0 (middle); the IBS where any cell has one (right). Without training
+    events for every row, x is the training fraction. Written atomically as a PNG (Agg, no
+    pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    by_events = bool(np.isfinite(table.train_events.to_numpy(float)).all())
+    xcol, xlabel = (("train_events", "training events (mean over folds)") if by_events
+                    else ("fraction", "training fraction"))
+    has_ibs = bool(np.isfinite(table.ibs_mean.to_numpy(float)).any())
+    fig = Figure(figsize=(4.2 * (3 if has_ibs else 2) + 0.6, 4.0), dpi=150)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3 if has_ibs else 2, sharex=True)
+    ax_c, ax_d = axes[0], axes[1]
+    level = f"{100 * (1 - alpha):g}% CI"
+    cells = list(dict.fromkeys(table.cell))
+    colors = {c: f"C{i % 10}" for i, c in enumerate(cells)}
+    ref_cells = set(table.reference_cell)
+    for i, cell in enumerate(cells):
+        g = table[table.cell == cell].sort_values(xcol)
+        x = g[xcol].to_numpy(float)
+        color = colors[cell]
+        ax_c.plot(x, g.c_mean, "o-", color=color, label=cell, markersize=4)
+        band = np.isfinite(g[["c_low", "c_high"]].to_numpy(float)).all(axis=1)
+        if band.any():
+            ax_c.fill_between(x, g.c_low, g.c_high, where=band, color=color, alpha=0.15,
+                              linewidth=0)
+        d = g[~g.reference.astype(bool) & g.diff_vs_ref.notna()]
+        if len(d):
+            # cells side by side at each fraction (a small multiplicative offset, log x)
+            xd = d[xcol].to_numpy(float) * 1.04 ** (i - (len(cells) - 1) / 2)
+            lo = np.nan_to_num((d.diff_vs_ref - d.diff_low).to_numpy(float))
+            hi = np.nan_to_num((d.diff_high - d.diff_vs_ref).to_numpy(float))
+            ax_d.errorbar(xd, d.diff_vs_ref, yerr=[lo, hi], fmt="o-", color=color,
+                          capsize=3, markersize=4, label=cell)
+        if has_ibs:
+            axes[2].plot(x, g.ibs_mean, "o-", color=color, markersize=4)
+    ax_d.axhline(0.0, color="black", linewidth=1)
+    ax_c.set_ylabel(f"fold-mean C-index ({level})")
+    ax_d.set_ylabel(f"ΔC vs {', '.join(sorted(map(str, ref_cells)))} (paired {level})")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+    if has_ibs:
+        axes[2].set_ylabel("integrated Brier score (lower is better)")
+    ax_c.legend(loc="best", frameon=False, fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_png(fig, out_png)

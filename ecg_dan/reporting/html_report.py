@@ -11,7 +11,9 @@ directory already holds, the Markdown the jobs wrote (``results.md``, ``comparis
 A *run* is a directory with its config and ``results.md`` (or a pretraining run's
 ``pretrain_eval.md``); a *matrix* is a directory with ``comparison.md`` in it or in its
 subfolders (``ecg-dan compare`` output, ``runs/matrix_<cohort>/``, ``runs/matrix_all/``):
-its comparison tables and forest plots, then each compared run's key figures.
+its label-efficiency curve where compare wrote one (``label_efficiency.{md,png}``, runs of
+several training fractions), its comparison tables and forest plots, then each compared
+run's key figures.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ __all__ = ["Report", "build_report", "default_out"]
 REPORT_NAME = "report.html"
 # written by ecg-dan compare (ecg_dan/jobs/compare.py)
 COMPARISON_MD, COMPARISON_JSON = "comparison.md", "comparison.json"
+# written by ecg-dan compare over runs of several training fractions
+LABEL_EFFICIENCY_MD, LABEL_EFFICIENCY_PNG = "label_efficiency.md", "label_efficiency.png"
 # written by ecg-dan explain (ecg_dan/jobs/explain.py)
 EXPLAIN_MD = "explain.md"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -403,14 +407,32 @@ def _run_page(rd: RunDir, cfg: DictConfig) -> str:
 
 
 # ----------------------------------------------------------------------------- a matrix
-def _comparison_dirs(root: Path) -> list[Path]:
-    """Folders with a comparison.md: the root, its subfolders and theirs (a matrix's
-    ``comparison/``, ``comparison_vs_clinical/``, a multi-cohort ``comparison_<cohort>/``)."""
+def _matrix_folders(root: Path) -> list[Path]:
+    """The root, its subfolders and theirs, run directories left out."""
     cands = [root]
     for child in sorted(p for p in root.iterdir() if p.is_dir()):
         cands.append(child)
         cands += sorted(p for p in child.iterdir() if p.is_dir())
-    return [d for d in cands if (d / COMPARISON_MD).is_file() and not RunDir(d).has_config()]
+    return [d for d in cands if not RunDir(d).has_config()]
+
+
+def _comparison_dirs(root: Path) -> list[Path]:
+    """Folders with a comparison.md: the root, its subfolders and theirs (a matrix's
+    ``comparison/``, ``comparison_vs_clinical/``, a multi-cohort ``comparison_<cohort>/``,
+    a label-efficiency matrix's ``comparison/comparison_frac<f>/``)."""
+    return [d for d in _matrix_folders(root) if (d / COMPARISON_MD).is_file()]
+
+
+def _label_efficiency_section(root: Path) -> str:
+    """Each label-efficiency curve under the matrix: its table and figure."""
+    parts = []
+    for d in _matrix_folders(root):
+        if (d / LABEL_EFFICIENCY_MD).is_file():
+            parts.append(f"<h2>Label efficiency: <code>{esc(_rel(d, root))}</code></h2>")
+            parts.append(_markdown((d / LABEL_EFFICIENCY_MD).read_text(), shift=2))
+            parts.append(_figures([d / LABEL_EFFICIENCY_PNG]
+                                  if (d / LABEL_EFFICIENCY_PNG).is_file() else []))
+    return "".join(parts)
 
 
 def _resolve(recorded: str, root: Path) -> Path:
@@ -452,10 +474,12 @@ def _rel(p: Path, root: Path) -> str:
 def _matrix_page(root: Path, comparisons: list[Path], runs: dict[str, Path]) -> str:
     parts = [_meta_table([("directory", root.resolve()), ("comparisons", len(comparisons)),
                           ("runs", len(runs))])]
+    parts.append(_label_efficiency_section(root))
     for d in comparisons:
         parts.append(f"<h2>Comparison: <code>{esc(_rel(d, root))}</code></h2>")
         parts.append(_markdown((d / COMPARISON_MD).read_text(), shift=2))
-        parts.append(_figures(sorted(d.glob("*.png"))))
+        parts.append(_figures(p for p in sorted(d.glob("*.png"))
+                              if p.name != LABEL_EFFICIENCY_PNG))
     for name, run in runs.items():
         rd = RunDir(run)
         parts.append(f'<div class="run"><h2>Run: <code>{esc(name)}</code></h2>')

@@ -301,3 +301,50 @@ def finetune_markdown(table: pd.DataFrame, time_unit: str, oracle_cindex: float 
                "- Per risk decile: calibration.csv; figure: calibration.png (deciles with KM "
                "CIs, smoothed curve with its CI).\n")
     return md
+
+
+def label_efficiency_markdown(table: pd.DataFrame, digits: int = 4, alpha: float = 0.05,
+                              n_boot: int | None = None, notes: Sequence[str] = ()) -> str:
+    """A label-efficiency table (:func:`ecg_dan.reporting.label_efficiency.
+    label_efficiency_table`) as Markdown: per fraction and cell the training events, the
+    fold-mean C with its CI, the IBS, the paired difference to the fraction's reference and
+    in words whether it is shown; then the power line of each difference."""
+    def f(v: Any) -> str:
+        return fmt(v, digits)
+
+    level = f"{100 * (1 - alpha):g}%"
+    rows = []
+    for r in table.to_dict(orient="records"):
+        c = f(r["c_mean"]) + (f" [{f(r['c_low'])}, {f(r['c_high'])}]" if f(r["c_low"]) else "")
+        if r["reference"]:
+            diff, reading = "— (reference)", ""
+        else:
+            diff = f(r["diff_vs_ref"]) + (f" [{f(r['diff_low'])}, {f(r['diff_high'])}]"
+                                         if f(r["diff_low"]) else "")
+            reading = power_verdict(r)
+        rows.append([f"{r['fraction']:g}", str(r["cell"]), _events(r["train_participants"]),
+                     _events(r["train_events"]), c, f(r["ibs_mean"]), diff, reading])
+    header = ["fraction", "cell", "training participants", "training events",
+              f"C-index mean [{level} CI]", "IBS", f"ΔC vs reference [{level} CI]", "reading"]
+    refs = sorted({str(x) for x in table.reference_cell})
+    boot = f"{n_boot} " if n_boot else ""
+    foot = [
+        "fraction: finetune.train_fraction, the share of each training fold drawn (nested, "
+        "stratified by event); the held-out folds, and so the participants every C is "
+        "measured on, are the same at every fraction.",
+        "training participants / events: mean over the fold models of their training rows "
+        "(training and inner validation, *_train.csv).",
+        f"C-index mean: the paper's fold-mean Harrell C (mean over seeds of the mean over "
+        f"held-out folds), percentile bootstrap ({boot}resamples of participants within their "
+        "held-out folds, stratified by event); IBS: integrated Brier score of the "
+        "recalibrated curves (empty without training-fold risks).",
+        f"ΔC: C-index mean minus that of the reference at the same fraction ({', '.join(refs)}"
+        "), paired bootstrap on the same resamples; reading: \"shown\" when its CI excludes 0, "
+        "otherwise whether the events sufficed to detect a difference (power below).",
+        *notes,
+    ]
+    md = md_table(header, rows) + "\n" + "\n".join(f"- {x}" for x in foot) + "\n"
+    power = power_markdown(table.assign(model=[f"{c} @ {fr:g}" for c, fr in
+                                               zip(table.cell, table.fraction)]),
+                           alpha=alpha)
+    return md + ("\n## Power of the differences\n\n" + power if power else "")
