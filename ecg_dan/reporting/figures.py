@@ -223,9 +223,11 @@ def label_efficiency_plot(table: pd.DataFrame,
     pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
 
     by_events = bool(np.isfinite(table.train_events.to_numpy(float)).all())
-    xcol, xlabel = (("train_events", "training events (mean over folds)") if by_events
+    xcol, xlabel = (("train_events", "training events, mean over folds (fraction)")
+                    if by_events
                     else ("fraction", "training fraction"))
     has_ibs = bool(np.isfinite(table.ibs_mean.to_numpy(float)).any())
     fig = Figure(figsize=(4.2 * (3 if has_ibs else 2) + 0.6, 4.0), dpi=150)
@@ -258,8 +260,14 @@ def label_efficiency_plot(table: pd.DataFrame,
     ax_d.axhline(0.0, color="black", linewidth=1)
     ax_c.set_ylabel(f"fold-mean C-index ({level})")
     ax_d.set_ylabel(f"ΔC vs {', '.join(sorted(map(str, ref_cells)))} (paired {level})")
+    # a tick at each fraction: its training events (mean over cells) and the fraction
+    ticks = table.groupby("fraction")[xcol].mean()
+    labels = [f"{x:,.0f}\n({100 * f:g}%)" if by_events else f"{f:g}"
+              for f, x in ticks.items()]
     for ax in axes:
         ax.set_xscale("log")
+        ax.set_xticks(ticks.to_numpy(float), labels)
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel(xlabel)
     if has_ibs:
         axes[2].set_ylabel("integrated Brier score (lower is better)")
