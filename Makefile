@@ -12,6 +12,7 @@ PTBXL_DIR ?=
 MIMIC_DIR ?=
 CORPUS ?= ptbxl
 ABLATIONS ?=
+FRACTIONS ?=
 
 export WANDB_SILENT := true
 
@@ -47,7 +48,7 @@ finetune: install
 	$(BIN)/python -m ecg_dan.make_targets finetune "DATA=$(DATA)" "COHORT=$(COHORT)" "CKPT=$(CKPT)" "SCRATCH=$(SCRATCH)" -- $(ARGS)
 
 ablations: install
-	$(BIN)/python -m ecg_dan.make_targets ablations "DATA=$(DATA)" "COHORT=$(COHORT)" "CKPT=$(CKPT)" "ABLATIONS=$(ABLATIONS)" "PTBXL_DIR=$(PTBXL_DIR)" -- $(ARGS)
+	$(BIN)/python -m ecg_dan.make_targets ablations "DATA=$(DATA)" "COHORT=$(COHORT)" "CKPT=$(CKPT)" "ABLATIONS=$(ABLATIONS)" "FRACTIONS=$(FRACTIONS)" "PTBXL_DIR=$(PTBXL_DIR)" -- $(ARGS)
 
 clean:
 	rm -rf runs data .pytest_cache

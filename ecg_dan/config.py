@@ -212,6 +212,10 @@ class PretrainConfig:
     corpora: list[str] = field(default_factory=lambda: ["ptbxl"])
     embedding_cache: str | None = None  # default <data.root>/text_embeddings
     evaluate: bool = True  # linear probe, retrieval, zero-shot after training
+    # Negative control (docs/method.md section 8): each record is aligned to another
+    # record's report (one fixed permutation per corpus, seeded by `seed`), so alignment
+    # can teach nothing about the ECG; the encoder evaluation still uses the true reports.
+    shuffle_reports: bool = False
 
 
 @dataclass
@@ -249,7 +253,9 @@ class BaselineConfig:
 
     # biomarkers: the 15 ECG biomarkers; clinical: age + sex; ecgdan_clinical: an ECG-DAN
     # run's risk + age + sex (fitted on that run's inner-validation rows)
-    features: Literal["biomarkers", "clinical", "ecgdan_clinical"] = "biomarkers"
+    # encoder: the frozen encoder's z (finetune.ckpt, or random with finetune.scratch=true)
+    features: Literal["biomarkers", "clinical", "ecgdan_clinical", "encoder"] = "biomarkers"
+    probe_components: int = rng(32, 1)  # encoder: principal components of z kept
     ecgdan_run: str | None = None  # finished ECG-DAN finetuning run dir (ecgdan_clinical)
     # L2 penalty grid, log-spaced: 10**linspace(log10_penalty_min, log10_penalty_max, n)
     log10_penalty_min: float = rng(-2.0, -6, 6)
@@ -572,6 +578,8 @@ def pretrain_objective(pretrain: Mapping[str, Any]) -> dict[str, Any]:
     if align != "none":
         out |= {"w_align": float(pretrain["w_align"]),
                 "text_recipe": str(pretrain["text_recipe"])}
+        if pretrain.get("shuffle_reports"):  # absent when false, as in older checkpoints
+            out["shuffle_reports"] = True
     corpora = list(pretrain.get("corpora") or ["ptbxl"])
     if corpora != ["ptbxl"]:  # absent for PTB-XL alone, as in checkpoints before corpora
         out["corpora"] = corpora

@@ -25,7 +25,7 @@ from ecg_dan.config import (
 )
 from ecg_dan.jobs.data import MIMIC_HELP, PTBXL_HELP
 from ecg_dan.jobs.finetune import run_finetune
-from ecg_dan.jobs.matrix import run_cohorts, run_matrix
+from ecg_dan.jobs.matrix import parse_fractions, run_cohorts, run_matrix
 from ecg_dan.jobs.pretrain import run_pretrain
 
 
@@ -119,10 +119,12 @@ def ablations(v: dict[str, str], extra: list[str]) -> None:
     see ecg_dan/jobs/matrix.py. ``ABLATIONS=a,b`` selects cells; ``COHORT=all`` runs the
     paper's UK Biobank cohorts' matrices (hyp, mi) and joins them in one table, columns per
     cohort; ``COHORT=code15`` runs the matrix on a cohort cache (cells that need the UK
-    Biobank device measurements are skipped)."""
+    Biobank device measurements are skipped). ``FRACTIONS=0.05,0.1,0.25,1`` runs the cells
+    at each fraction of the training folds (label efficiency; default cells: the proposed
+    model, scratch, the two encoder probes and the clinical Cox model)."""
     cells = [a.strip() for a in (v.get("ABLATIONS") or "").split(",") if a.strip()]
     kw = {"ptbxl_dir": v.get("PTBXL_DIR") or None, "ckpt": v.get("CKPT") or None,
-          "extra": extra}
+          "extra": extra, "fractions": parse_fractions(v.get("FRACTIONS"))}
     if v.get("COHORT") == "all":
         run_cohorts(paper_cohorts(), _synthetic(v), cells or None, **kw)
     else:

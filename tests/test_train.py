@@ -86,6 +86,8 @@ def test_every_experiment_runs_one_step(experiment, tmp_path, data_root, pretrai
         if cfg.baseline.features == "ecgdan_clinical":
             pytest.skip("needs a finished ECG-DAN run (tests/test_cox_baseline.py fakes one)")
         cfg.baseline.n_penalties = 3
+        if cfg.baseline.features == "encoder" and not cfg.finetune.scratch:
+            cfg.finetune.ckpt = str(pretrained)  # the survival probe of a pretrained encoder
         assert (run_finetune(cfg) / "results.md").is_file()
         return
     meta = read_checkpoint(pretrained)["ecg_dan"]

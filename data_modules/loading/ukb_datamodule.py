@@ -23,7 +23,12 @@ from data_modules.loading.datamodule import STAGES, CacheDataModule
 from data_modules.loading.datasets import DEFAULT_MAX_BYTES, BeatStore, UKBDataset, raw_loader
 from data_modules.loading.samplers import EventStratifiedBatchSampler
 from data_modules.loading.transforms import BatchLeadMask, LeadMasker
-from data_modules.protocol.splits import PAPER_SEEDS, Split, survival_cv_splits
+from data_modules.protocol.splits import (
+    PAPER_SEEDS,
+    Split,
+    nested_fraction,
+    survival_cv_splits,
+)
 from data_modules.sources.ukb import COHORTS, select_cohort
 
 
@@ -33,15 +38,22 @@ def make_ukb_splits(
     n_folds: int = 2,
     seeds: Sequence[int] = PAPER_SEEDS,
     val_fraction: float = 0.2,
+    train_fraction: float = 1.0,
 ) -> list[Split]:
-    """The paper's repeated stratified CV over one cohort of a cache (rows and eids)."""
+    """The paper's repeated stratified CV over one cohort of a cache (rows and eids);
+    ``train_fraction`` < 1 keeps a nested share of each training fold
+    (:func:`~data_modules.protocol.splits.nested_fraction`)."""
     rows = select_cohort(cache_path, cohort)
     with open_cache(cache_path, SURVIVAL_KINDS) as f:
         event = f["event"][...][rows]
         eid = f["eid"][...][rows]
     if rows.size == 0:
         raise ValueError(f"cohort {cohort!r} of {cache_path} is empty")
-    return survival_cv_splits(event, n_folds, seeds, val_fraction, rows=rows, eids=eid)
+    splits = survival_cv_splits(event, n_folds, seeds, val_fraction, rows=rows, eids=eid)
+    if train_fraction == 1.0:
+        return splits
+    event_of_row = dict(zip(rows.tolist(), np.asarray(event).astype(int).tolist()))
+    return [nested_fraction(s, event_of_row, train_fraction) for s in splits]
 
 
 class UKBDataModule(CacheDataModule):

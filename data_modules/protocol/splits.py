@@ -10,7 +10,8 @@ split verified against a rebuilt cache.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,42 @@ def survival_cv_splits(
             (tr, tr_e), (va, va_e), (te, te_e) = pick(tr_pos), pick(va_pos), pick(test_pos)
             splits.append(Split(int(seed), fold, tr, va, te, tr_e, va_e, te_e))
     return splits
+
+
+# --------------------------------------------------------------------------- label efficiency
+def nested_fraction(split: Split, event_of_row: Mapping[int, int] | np.ndarray,
+                    fraction: float) -> Split:
+    """``split`` with ``fraction`` of its training rows and of its inner-validation rows each,
+    stratified by event; the held-out rows unchanged (label-efficiency runs).
+
+    Nested: each (seed, fold, part, event stratum) has one fixed random order of its rows
+    (a generator keyed by those four, not by the fraction), and a fraction keeps the first
+    ``ceil(fraction * n)`` of them, so a smaller fraction's rows lie inside a larger one's
+    and every stratum keeps at least one row. ``event_of_row[r]``: the event (0/1) of
+    cache row ``r``.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return split
+    kept: dict[str, Any] = {}
+    for code, part in enumerate(("train", "val")):
+        idx = getattr(split, f"{part}_idx")
+        eid = getattr(split, f"{part}_eid")
+        ev = np.asarray([int(event_of_row[int(r)]) for r in idx], dtype=np.int64)
+        pos: list[np.ndarray] = []
+        for stratum in (0, 1):
+            members = np.flatnonzero(ev == stratum)
+            if members.size == 0:
+                continue
+            order = np.random.default_rng([int(split.seed), int(split.fold), code, stratum]
+                                          ).permutation(members.size)
+            pos.append(members[order[:math.ceil(fraction * members.size)]])
+        take = np.sort(np.concatenate(pos)) if pos else np.empty(0, dtype=np.int64)
+        kept[f"{part}_idx"] = idx[take]
+        kept[f"{part}_eid"] = None if eid is None else eid[take]
+    return Split(split.seed, split.fold, test_idx=split.test_idx, test_eid=split.test_eid,
+                 **kept)
 
 
 # --------------------------------------------------------------------------- persistence

@@ -8,6 +8,7 @@ re-run resumes finished folds only when the config is the same.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,13 @@ def fold_time_grid(cfg: DictConfig, dm) -> dict[str, list[float]] | None:
             "init_hazards": baseline_hazards(cuts, train["time"], train["event"])}
 
 
+def fraction_epochs(cfg: DictConfig) -> int:
+    """Epochs of a run on ``finetune.train_fraction`` of each training fold:
+    ``trainer.max_epochs / train_fraction`` (rounded up), so every fraction sees the same
+    number of training samples and a small fraction is not also an under-trained one."""
+    return math.ceil(int(cfg.trainer.max_epochs) / float(cfg.finetune.train_fraction) - 1e-9)
+
+
 class NetworkFitter(FoldFitter):
     """The network of the config, finetuned per fold: checkpoint selection by the inner
     validation C-index, the held-out fold scored once by the selected checkpoint."""
@@ -99,6 +107,7 @@ class NetworkFitter(FoldFitter):
         fold_cfg = cfg.copy()
         fold_cfg.logging.group = cfg.logging.group or cfg.name
         fold_cfg.name = f"{cfg.name}-{fold.name}"
+        fold_cfg.trainer.max_epochs = fraction_epochs(cfg)
         maybe_compile(module, cfg)
         trainer = build_trainer(fold_cfg, fold_dir)
         if f.lr_find and resume_path(cfg, fold_dir) is None:

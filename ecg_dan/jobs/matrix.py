@@ -15,6 +15,15 @@ the reconstruction baselines); the others share one default pretraining (or ``ck
 no network, and ``ecgdan_clinical_cox`` combines the ``proposed`` cell's risks with age and
 sex, so it runs after it.
 
+Label efficiency (``fractions``, ``make ablations FRACTIONS=0.05,0.1,0.25,1``): every
+selected cell runs at each fraction of each training fold (``finetune.train_fraction``:
+nested, stratified by event, the held-out folds unchanged) in ``frac<f>/<cell>``; the
+pretrainings are shared by all fractions (they use no outcome). Without ``cells`` the
+label-efficiency cells run (:data:`LABEL_EFFICIENCY_CELLS`): the proposed model, scratch,
+the frozen pretrained and random encoders' survival probes and the clinical Cox model.
+The comparison groups the runs by fraction (differences to ``scratch``) and draws the
+curve.
+
 Resumable: a cell whose predictions exist for the same config is skipped, a partial cell
 resumes from ``last.ckpt``, a cell whose config changed is refused with the keys named
 (the run-directory rule of every job). ``cells`` selects cells by name. At the end
@@ -43,6 +52,8 @@ log = get_logger(__name__)
 PROPOSED = "proposed"
 CLINICAL, CLINICAL_PLUS = "clinical_cox", "ecgdan_clinical_cox"
 GROUPS = ("ablations", "baselines")
+SCRATCH = "scratch"
+LABEL_EFFICIENCY_CELLS = (PROPOSED, SCRATCH, "probe_pretrained", "probe_random", CLINICAL)
 
 
 def matrix_cells() -> dict[str, str]:
@@ -67,6 +78,30 @@ def select_cells(wanted: Sequence[str] | None) -> dict[str, str]:
     return {k: v for k, v in cells.items() if k in wanted}
 
 
+def parse_fractions(text: str | Sequence[float] | None) -> list[float] | None:
+    """``FRACTIONS=0.05,0.1,1`` -> sorted unique fractions in (0, 1]; None when empty."""
+    if text is None or text == "":
+        return None
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        out = sorted({float(str(v).strip()) for v in items if str(v).strip()})
+    except ValueError:
+        raise ConfigError(f"FRACTIONS={text}: expected comma-separated numbers in (0, 1], "
+                          "e.g. 0.05,0.1,0.25,1") from None
+    bad = [f for f in out if not 0 < f <= 1]
+    if bad or not out:
+        raise ConfigError(f"FRACTIONS={text}: every fraction must be in (0, 1] (got {bad})")
+    return out
+
+
+def uses_pretraining(cfg: DictConfig) -> bool:
+    """A cell that starts from a pretraining checkpoint: a network finetuned from it or a
+    probe of its frozen encoder (not from scratch)."""
+    encoder = cfg.task == "finetune" or (cfg.task == "cox_baseline"
+                                         and cfg.baseline.features == "encoder")
+    return bool(encoder and not cfg.finetune.scratch)
+
+
 def _pretrain_overrides(raw: DictConfig) -> list[str]:
     """A cell's own pretraining: its YAML's ``model:`` and ``pretrain:`` keys. A variant
     that does not train the decoder (``pretrain.w_recon=0``) keeps the checkpoint with the
@@ -89,6 +124,7 @@ class Matrix:
         self.pretrain_extra = list(pretrain_extra)
         self.tag = f"matrix_{cohort}{'_synthetic' if synthetic else ''}"
         self.root = Path(root) / self.tag
+        self.fraction: float | None = None  # label-efficiency runs: cells in frac<f>/
         # the cohort's rows as its own experiment selects them (finetune_code15: all)
         self.rows = str(load_config(finetune_experiment(cohort)).finetune.cohort)
 
@@ -104,11 +140,20 @@ class Matrix:
                                  f"logging.group={self.tag}", *overrides, *self.extra,
                                  *self.pretrain_extra])
 
+    @property
+    def cells_root(self) -> Path:
+        """Where the cells' run directories are: ``root``, or ``root/frac<f>``."""
+        return self.root if self.fraction is None else self.root / f"frac{self.fraction:g}"
+
     def finetune_config(self, cell: str, experiment: str, ckpt: str | None) -> DictConfig:
         ov = [f"+{experiment}"] if experiment else []
         if self.synthetic:
             ov += ["+synthetic", "+cpu_finetune"]
-        ov += [f"name={self.tag}-{cell}", f"run_dir={self.root / cell}",
+        name = f"{self.tag}-{cell}"
+        if self.fraction is not None:
+            name = f"{self.tag}-frac{self.fraction:g}-{cell}"
+            ov.append(f"finetune.train_fraction={self.fraction}")
+        ov += [f"name={name}", f"run_dir={self.cells_root / cell}",
                f"logging.group={self.tag}", f"finetune.cohort={self.rows}"]
         if cell == PROPOSED:
             ov.append("logging.compare_label=ecg_dan")
@@ -116,22 +161,48 @@ class Matrix:
             ov.append(f"finetune.ckpt={ckpt}")
         cfg = load_config(finetune_experiment(self.cohort), [*ov, *self.extra])
         if cfg.task == "cox_baseline" and cfg.baseline.features == "ecgdan_clinical":
-            cfg.baseline.ecgdan_run = str(self.root / PROPOSED)
+            cfg.baseline.ecgdan_run = str(self.cells_root / PROPOSED)
         return cfg
 
 
 def run_matrix(cohort: str, synthetic: bool, cells: Sequence[str] | None = None,
                ptbxl_dir: str | None = None, ckpt: str | None = None,
                extra: Sequence[str] = (), n_boot: int | None = None,
-               pretrain_extra: Sequence[str] = (), root: str | Path = "runs") -> Path:
+               pretrain_extra: Sequence[str] = (), root: str | Path = "runs",
+               fractions: Sequence[float] | None = None) -> Path:
     """Run (or resume) the selected cells, then compare them. Returns comparison.md.
-    ``extra`` applies to every run, ``pretrain_extra`` to the pretraining runs only."""
+    ``extra`` applies to every run, ``pretrain_extra`` to the pretraining runs only;
+    ``fractions``: the label-efficiency axis (see the module doc)."""
     m = Matrix(cohort, synthetic, ptbxl_dir, ckpt, extra, root=root,
                pretrain_extra=pretrain_extra)
+    if fractions and not cells:
+        cells = list(LABEL_EFFICIENCY_CELLS)
     chosen = select_cells(cells)
-    shared = ckpt
-    by_cell: dict[str, Path] = {}
+    kw = {"n_boot": n_boot} if n_boot is not None else {}
+    pretrained: dict[str, str | None] = {"default": ckpt}
+    done: list[Path] = []
+    for fraction in fractions or [None]:
+        m.fraction = fraction
+        by_cell = _run_cells(m, chosen, pretrained)
+        done += by_cell.values()
+        if {CLINICAL, CLINICAL_PLUS} <= set(by_cell):
+            # incremental value of the ECG over age and sex: paired difference to the
+            # clinical model on the same participants (what clinical readers ask first)
+            incr = [by_cell[c] for c in (CLINICAL, CLINICAL_PLUS, PROPOSED) if c in by_cell]
+            run_compare(incr, m.cells_root / "comparison_vs_clinical", reference=CLINICAL,
+                        **kw)
+    if fractions:  # grouped by fraction, each against scratch, and the curve
+        return run_compare(done, m.root / "comparison", **kw)
+    reference = PROPOSED if any(d.name == PROPOSED for d in done) else None
+    return run_compare(done, m.root / "comparison", reference=reference, **kw)
+
+
+def _run_cells(m: Matrix, chosen: dict[str, str], pretrained: dict[str, str | None]
+               ) -> dict[str, Path]:
+    """Run the cells of one matrix (one fraction); ``pretrained``: the pretraining
+    checkpoints made so far by name (``default``: the shared one), reused across fractions."""
     kind: str | None = None
+    by_cell: dict[str, Path] = {}
     for cell, experiment in chosen.items():
         raw = OmegaConf.load(EXPERIMENTS_DIR / f"{experiment}.yaml") if experiment \
             else OmegaConf.create()
@@ -143,28 +214,17 @@ def run_matrix(cohort: str, synthetic: bool, cells: Sequence[str] | None = None,
                             "reads the UK Biobank device measurements, which a "
                             f"{kind} cache does not have")
                 continue
-        needs_net = cfg.task == "finetune" and not cfg.finetune.scratch
         cell_ckpt = None
-        if needs_net:
+        if uses_pretraining(cfg):
             own = _pretrain_overrides(raw)
-            if own:
-                out = run_pretrain(m.pretrain_config(cell, own))
-                cell_ckpt = str(out["checkpoint"])
-            else:
-                if shared is None:
-                    shared = str(run_pretrain(m.pretrain_config("default"))["checkpoint"])
-                cell_ckpt = shared
-        log.info(f"[matrix {m.tag}] cell {cell}")
+            name = cell if own else "default"
+            if pretrained.get(name) is None:
+                pretrained[name] = str(run_pretrain(m.pretrain_config(name, own))["checkpoint"])
+            cell_ckpt = pretrained[name]
+        where = f" (training fraction {m.fraction:g})" if m.fraction is not None else ""
+        log.info(f"[matrix {m.tag}] cell {cell}{where}")
         by_cell[cell] = run_finetune(m.finetune_config(cell, experiment, cell_ckpt))
-    done = list(by_cell.values())
-    reference = PROPOSED if PROPOSED in by_cell else None
-    kw = {"n_boot": n_boot} if n_boot is not None else {}
-    if {CLINICAL, CLINICAL_PLUS} <= set(by_cell):
-        # incremental value of the ECG over age and sex: paired difference to the clinical
-        # model on the same participants (what clinical readers ask first)
-        incr = [by_cell[c] for c in (CLINICAL, CLINICAL_PLUS, PROPOSED) if c in by_cell]
-        run_compare(incr, m.root / "comparison_vs_clinical", reference=CLINICAL, **kw)
-    return run_compare(done, m.root / "comparison", reference=reference, **kw)
+    return by_cell
 
 
 def run_cohorts(cohorts: Sequence[str], synthetic: bool, cells: Sequence[str] | None = None,

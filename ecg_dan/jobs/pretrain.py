@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ecg_dan.config import ConfigError
@@ -23,6 +24,23 @@ log = get_logger(__name__)
 RESUMABLE_KEYS = ("trainer.max_epochs", "trainer.max_steps")
 
 
+def shuffled_reports(cfg: DictConfig, texts: dict[str, np.ndarray] | None
+                     ) -> dict[str, np.ndarray] | None:
+    """The text embeddings training aligns to: the records' own, or with
+    ``pretrain.shuffle_reports`` each corpus's rows in a fixed random order seeded by
+    ``seed`` (the negative control of docs/method.md section 8)."""
+    if texts is None or not cfg.pretrain.shuffle_reports:
+        return texts
+    out = {}
+    for i, (name, emb) in enumerate(texts.items()):
+        perm = np.random.default_rng([int(cfg.seed), i]).permutation(len(emb))
+        out[name] = emb[perm]
+        moved = int((perm != np.arange(len(perm))).sum())
+        log.info(f"{name}: reports shuffled across records ({moved} of {len(perm)} records "
+                 "aligned to another record's report)")
+    return out
+
+
 def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
     """Alignment pretraining; then the encoder evaluation. Returns checkpoint and results."""
     if cfg.task != "pretrain":
@@ -37,7 +55,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
         texts = {}
         for name, path in caches.items():
             texts[name], text_id = corpus_text_embeddings(cfg, name, path)
-    dm = pretrain_datamodule(cfg, caches, texts)
+    dm = pretrain_datamodule(cfg, caches, shuffled_reports(cfg, texts))
     emb = None if texts is None else next(iter(texts.values()))
     for name, path in caches.items():
         log.info(f"{name} cache {path}")

@@ -58,8 +58,10 @@ class FoldFitter(ABC):
         if run.has_splits():
             return run.load_splits()
         f = cfg.finetune
-        splits = make_ukb_splits(cache, f.cohort, f.n_folds, list(f.seeds), f.val_fraction)
-        run.save_splits(splits, meta={"cache": str(cache), "cohort": f.cohort})
+        splits = make_ukb_splits(cache, f.cohort, f.n_folds, list(f.seeds), f.val_fraction,
+                                 float(f.train_fraction))
+        run.save_splits(splits, meta={"cache": str(cache), "cohort": f.cohort,
+                                      "train_fraction": float(f.train_fraction)})
         return splits
 
     def prepare(self, run: RunDir, cache: Path, splits: list[Split]) -> None:
