@@ -333,7 +333,7 @@ def label_efficiency_markdown(table: pd.DataFrame, digits: int = 4, alpha: float
         "stratified by event); the held-out folds, and so the participants every C is "
         "measured on, are the same at every fraction.",
         "training participants / events: mean over the fold models of their training rows "
-        "(training and inner validation, *_train.csv).",
+        f"(training and inner validation, *{TRAIN_SUFFIX}).",
         f"C-index mean: the paper's fold-mean Harrell C (mean over seeds of the mean over "
         f"held-out folds), percentile bootstrap ({boot}resamples of participants within their "
         "held-out folds, stratified by event); IBS: integrated Brier score of the "
