@@ -68,12 +68,12 @@ def test_label_efficiency_groups_fractions_and_pairs_with_scratch(matrix):
     assert list(zip(table.fraction, table.cell)) == [
         (0.5, "proposed"), (0.5, "scratch"), (1.0, "proposed"), (1.0, "scratch")]
     assert list(table.reference) == [False, True, False, True]  # scratch, not the proposed
+    loaded = {k: load_run(d) for k, d in dirs.items()}
     for r in table.itertuples():
-        _, folds, _ = load_run(dirs[r.fraction, r.cell])
+        oof, folds, _ = loaded[r.fraction, r.cell]
         train = [f.train for f in folds]
         assert r.train_events == pytest.approx(np.mean([t.event.sum() for t in train]))
         assert r.train_participants == pytest.approx(np.mean([len(t) for t in train]))
-        oof = load_run(dirs[r.fraction, r.cell])[0]
         c = fold_mean_bootstrap(oof, n_boot=N_BOOT)
         assert (r.c_mean, r.c_low, r.c_high) == pytest.approx(tuple(c))
         assert r.events == int(oof[oof.seed == oof.seed.iloc[0]].event.sum())
@@ -82,7 +82,7 @@ def test_label_efficiency_groups_fractions_and_pairs_with_scratch(matrix):
     assert (half.events.to_numpy() == full.events.to_numpy()).all()  # same held-out people
     # the paired difference is paired_bootstrap_diff's, its SE the replicates' SD
     for frac in (0.5, 1.0):
-        a, b = (load_run(dirs[frac, c])[0] for c in ("proposed", "scratch"))
+        a, b = (loaded[frac, c][0] for c in ("proposed", "scratch"))
         d = paired_bootstrap_diff(a, b, n_boot=N_BOOT)
         row = table[(table.fraction == frac) & (table.cell == "proposed")].iloc[0]
         assert (row.diff_vs_ref, row.diff_low, row.diff_high) == pytest.approx(tuple(d))
