@@ -212,7 +212,7 @@ class PretrainConfig:
     corpora: list[str] = field(default_factory=lambda: ["ptbxl"])
     embedding_cache: str | None = None  # default <data.root>/text_embeddings
     evaluate: bool = True  # linear probe, retrieval, zero-shot after training
-    # Negative control (docs/method.md section 8): each record is aligned to another
+    # Negative control (docs/method.md section 7): each record is aligned to another
     # record's report (one fixed permutation per corpus, seeded by `seed`), so alignment
     # can teach nothing about the ECG; the encoder evaluation still uses the true reports.
     shuffle_reports: bool = False
@@ -239,7 +239,7 @@ class FinetuneConfig:
     top_fraction: float = rng(0.02, 0, 1, lo_open=True, hi_open=True)  # high-risk KM group
     horizons: list[float] = rng([12.0, 24.0, 36.0, 48.0, 60.0], 0, lo_open=True, items=True)
     n_boot: int = rng(1000, 0)
-    # Label efficiency (docs/method.md section 8): the share of each training fold used, drawn
+    # Label efficiency (docs/method.md section 7): the share of each training fold used, drawn
     # from the training and the inner-validation rows alike, stratified by event and nested
     # (a smaller fraction's rows lie inside a larger one's); the held-out folds never change.
     # Training runs trainer.max_epochs / train_fraction epochs: the same number of samples.

@@ -1,4 +1,4 @@
-"""Label-efficiency runs (docs/method.md section 8): nested, event-stratified fractions of the
+"""Label-efficiency runs (docs/method.md section 7): nested, event-stratified fractions of the
 training folds with the held-out folds untouched, the epochs that keep the samples seen
 equal, the encoder probes and the shuffled-reports control, and the FRACTIONS axis of
 ``make ablations`` end to end."""

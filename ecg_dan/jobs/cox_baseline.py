@@ -25,7 +25,7 @@ away from 0 and from float round-off ties); the model is then refitted on the tr
 with that penalty (as ECG-DAN's checkpoint is trained on the training rows only). Columns that are
 constant on the training rows (e.g. a missing indicator that is never 1) are dropped.
 
-``encoder`` (a survival linear probe, docs/method.md section 8): the frozen encoder's z of
+``encoder`` (a survival linear probe, docs/method.md section 7): the frozen encoder's z of
 every participant (eval mode, all leads), from the pretraining checkpoint ``finetune.ckpt``
 or, with ``finetune.scratch=true``, from a randomly initialised encoder (seeded by the
 split's seed: the control of a random-encoder probe). z is standardised and reduced to its

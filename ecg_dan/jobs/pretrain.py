@@ -28,7 +28,7 @@ def shuffled_reports(cfg: DictConfig, texts: dict[str, np.ndarray] | None
                      ) -> dict[str, np.ndarray] | None:
     """The text embeddings training aligns to: the records' own, or with
     ``pretrain.shuffle_reports`` each corpus's rows in a fixed random order seeded by
-    ``seed`` (the negative control of docs/method.md section 8)."""
+    ``seed`` (the negative control of docs/method.md section 7)."""
     if texts is None or not cfg.pretrain.shuffle_reports:
         return texts
     out = {}
