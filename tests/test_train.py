@@ -87,7 +87,13 @@ def test_every_experiment_runs_one_step(experiment, tmp_path, data_root, pretrai
             pytest.skip("needs a finished ECG-DAN run (tests/test_cox_baseline.py fakes one)")
         cfg.baseline.n_penalties = 3
         if cfg.baseline.features == "encoder" and not cfg.finetune.scratch:
-            cfg.finetune.ckpt = str(pretrained)  # the survival probe of a pretrained encoder
+            # the survival probe of the pretrained encoder, of a random one for another
+            # objective (its own pretraining is `make ablations`' job)
+            objective = read_checkpoint(pretrained)["ecg_dan"]["objective"]
+            if objective == pretrain_objective(cfg.pretrain):
+                cfg.finetune.ckpt = str(pretrained)
+            else:
+                cfg.finetune.scratch = True
         assert (run_finetune(cfg) / "results.md").is_file()
         return
     meta = read_checkpoint(pretrained)["ecg_dan"]

@@ -179,7 +179,7 @@ def run_matrix(cohort: str, synthetic: bool, cells: Sequence[str] | None = None,
         cells = list(LABEL_EFFICIENCY_CELLS)
     chosen = select_cells(cells)
     kw = {"n_boot": n_boot} if n_boot is not None else {}
-    pretrained: dict[str, str | None] = {"default": ckpt}
+    pretrained: dict[str, str | None] = {"default": ckpt}  # pretraining keys -> checkpoint
     done: list[Path] = []
     for fraction in fractions or [None]:
         m.fraction = fraction
@@ -200,7 +200,8 @@ def run_matrix(cohort: str, synthetic: bool, cells: Sequence[str] | None = None,
 def _run_cells(m: Matrix, chosen: dict[str, str], pretrained: dict[str, str | None]
                ) -> dict[str, Path]:
     """Run the cells of one matrix (one fraction); ``pretrained``: the pretraining
-    checkpoints made so far by name (``default``: the shared one), reused across fractions."""
+    checkpoints made so far by their keys (``default``: the shared one), reused across cells
+    and fractions."""
     kind: str | None = None
     by_cell: dict[str, Path] = {}
     for cell, experiment in chosen.items():
@@ -216,11 +217,13 @@ def _run_cells(m: Matrix, chosen: dict[str, str], pretrained: dict[str, str | No
                 continue
         cell_ckpt = None
         if uses_pretraining(cfg):
+            # one pretraining per distinct set of keys, named by the first cell using it
             own = _pretrain_overrides(raw)
-            name = cell if own else "default"
-            if pretrained.get(name) is None:
-                pretrained[name] = str(run_pretrain(m.pretrain_config(name, own))["checkpoint"])
-            cell_ckpt = pretrained[name]
+            key = "\n".join(own) or "default"
+            if pretrained.get(key) is None:
+                name = cell if own else "default"
+                pretrained[key] = str(run_pretrain(m.pretrain_config(name, own))["checkpoint"])
+            cell_ckpt = pretrained[key]
         where = f" (training fraction {m.fraction:g})" if m.fraction is not None else ""
         log.info(f"[matrix {m.tag}] cell {cell}{where}")
         by_cell[cell] = run_finetune(m.finetune_config(cell, experiment, cell_ckpt))
