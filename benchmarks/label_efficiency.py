@@ -39,14 +39,15 @@ def main() -> None:
     ap.add_argument("--cells", default=CELLS)
     ap.add_argument("--pretrain-epochs", type=int, default=4)
     ap.add_argument("--finetune-epochs", type=int, default=10)
-    ap.add_argument("--seeds", default="42", help="finetuning seeds, comma-separated")
+    ap.add_argument("--seeds", default="", help="finetuning seeds, comma-separated "
+                    "(default: the +cpu_finetune overlay's, 42)")
     ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--root", default="runs/bench_le")
     args = ap.parse_args()
     extra = ["logging.wandb=false", "trainer.enable_progress_bar=false",
              f"data.synthetic_setting={args.setting}", f"data.synthetic_events={args.events}",
-             "pretrain.evaluate=false", f"finetune.seeds=[{args.seeds}]",
-             f"finetune.n_boot={args.n_boot}"]
+             "pretrain.evaluate=false", f"finetune.n_boot={args.n_boot}",
+             *([f"finetune.seeds=[{args.seeds}]"] if args.seeds else [])]
     t0 = time.perf_counter()
     md = run_matrix(args.cohort, synthetic=True, cells=args.cells.split(","),
                     extra=[*extra, f"trainer.max_epochs={args.finetune_epochs}"],
@@ -56,7 +57,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     print(Path(md).read_text())
     print(f"wall time: {wall / 60:.1f} min ({args.cohort}, {args.setting} twin, fractions "
-          f"{args.fractions}, seeds {args.seeds}, pretraining {args.pretrain_epochs} epochs, "
+          f"{args.fractions}, seeds {args.seeds or 42}, pretraining {args.pretrain_epochs} epochs, "
           f"finetuning {args.finetune_epochs} epochs at fraction 1)")
 
 
