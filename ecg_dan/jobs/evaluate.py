@@ -102,8 +102,7 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
         titles |= {"linear_probe": "Linear probe, test AUROC (fold 10; C chosen on fold 9)",
                    "retrieval": "ECG-to-text retrieval on the test fold",
                    "zero_shot": "Zero-shot superclass detection on the test fold",
-                   "few_shot_probe": "Few-shot probe, mean macro AUROC (CIs and notes: "
-                                     "probe_few_shot.md)"}
+                   "few_shot_probe": "Few-shot linear probe (probe_few_shot.{md,csv,png})"}
     for name, path in caches.items():
         if name == "ptbxl" or not use_text or texts is None:
             continue
@@ -113,7 +112,9 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
     out_json = write_json(rd.pretrain_eval_json, results)
     md = f"# Pretrained encoder evaluation\n\ncheckpoint: `{ckpt}`\n"
     for key, title in titles.items():
-        if key in results:
+        if key == "few_shot_probe" and key in results:
+            md += f"\n## {title}\n\n{few_shot_markdown(results[key])}"
+        elif key in results:
             md += f"\n## {title}\n\n{results_markdown(results[key])}\n"
     atomic_write_text(rd.pretrain_eval_md, md)
     log_wandb_summary(cfg, "pretrain_eval", {k: v for k, v in results.items()
@@ -165,7 +166,7 @@ def _ptbxl_results(module, cfg: DictConfig, cache: Path, dm, text_emb: np.ndarra
 def _few_shot(cfg: DictConfig, rd: RunDir, feats: dict[str, dict[str, np.ndarray]],
               y: dict[str, np.ndarray], sizes: list[int | str], draws: int) -> dict[str, Any]:
     """The few-shot probe curve (labelled subsets of the training folds, test fold 10):
-    ``probe_few_shot.{json,csv,md,png}`` in the run directory and W&B; returns a summary."""
+    ``probe_few_shot.{json,csv,md,png}`` in the run directory and W&B; returns the curve."""
     curve = few_shot_curve({n: (f["train"], f["test"]) for n, f in feats.items()},
                            y["train"], y["test"], SUPERCLASSES, sizes=sizes, n_draws=draws,
                            seed=int(cfg.seed))
@@ -178,8 +179,7 @@ def _few_shot(cfg: DictConfig, rd: RunDir, feats: dict[str, dict[str, np.ndarray
     summary = {f"{r['labels_per_class']}/{k}": v for r in curve["rows"]
                for k, v in r["estimate"].items()}
     log_wandb_summary(cfg, "probe_few_shot", summary, table=table, image=png)
-    log.info(md)
-    return {"kind": "few_shot_summary", "macro_auroc": summary}
+    return curve
 
 
 def _corpus_retrieval(module, cache: Path, text_emb: np.ndarray, data_seed: int
