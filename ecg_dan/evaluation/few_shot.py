@@ -168,6 +168,8 @@ def few_shot_curve(features: Mapping[str, tuple[np.ndarray, np.ndarray]], train_
     rows (:func:`few_shot_subsets`; one draw for ``"all"``), a probe per encoder on each,
     and :func:`paired_curve` over the draws. ``features``: encoder name -> (train, test)
     feature arrays, rows aligned with ``train_y`` / ``test_y``; exactly two encoders."""
+    if n_draws < 1:
+        raise ValueError(f"n_draws must be >= 1, got {n_draws}")
     train_y = np.asarray(train_y) > 0.5
     test_y = np.asarray(test_y) > 0.5
     draws = [few_shot_subsets(train_y, sizes, d, seed) for d in range(n_draws)]
