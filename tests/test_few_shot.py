@@ -88,8 +88,8 @@ def test_paired_curve_against_sklearn():
     y = rng.random((n, 5)) < [0.5, 0.3, 0.3, 0.3, 0.05]  # HYP: 3 positives -> excluded
     y[:3, 4], y[3:, 4] = True, False
     signal = y.astype(float)
-    a = signal[None] + rng.normal(0, 1.0, (D, n, 5))
-    b = signal[None] + rng.normal(0, 2.0, (D, n, 5))
+    a = signal[None] + rng.normal(0, 0.5, (D, n, 5))
+    b = signal[None] + rng.normal(0, 3.0, (D, n, 5))
     res = paired_curve({"pretrained": a, "random init": b}, y, SUPERCLASSES, n_boot=12, seed=5)
     classes = [0, 1, 2, 3]
     assert res["classes"] == ["NORM", "MI", "STTC", "CD"]
