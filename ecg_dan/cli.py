@@ -160,9 +160,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         what = "--ckpt PATH" if args.what == "pretrain" else "RUN_DIR"
         raise SystemExit(f"ecg-dan evaluate {args.what}: give {what}")
     if args.what == "pretrain":
+        from ecg_dan.evaluation.few_shot import parse_sizes  # deferred: numpy, sklearn
         from ecg_dan.jobs.evaluate import evaluate_pretrain  # deferred: torch, Lightning
 
-        evaluate_pretrain(target, overrides=args.overrides)
+        sizes = parse_sizes(args.few_shot) if args.few_shot else None
+        evaluate_pretrain(target, overrides=args.overrides, few_shot=sizes,
+                          few_shot_draws=int(args.few_shot_draws))
     else:
         from ecg_dan.jobs.evaluate import evaluate_finetune  # deferred: torch, Lightning
         from ecg_dan.run_dir import RunDir  # deferred: pandas, omegaconf
@@ -326,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=("pretrain", "finetune"))
     p.add_argument("target", nargs="?", help="checkpoint (pretrain) or run directory (finetune)")
     p.add_argument("--ckpt", default=None, help="pretraining checkpoint (same as target)")
+    p.add_argument("--few-shot", default=None, metavar="SIZES",
+                   help="pretrain: also the few-shot probe curve at these labels per class, "
+                        "e.g. 5,10,20,all (probe_few_shot.{md,csv,json,png})")
+    p.add_argument("--few-shot-draws", default="10", metavar="N",
+                   help="random labelled subsets per size (default 10)")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.ptbxl_dir=...")
     p.set_defaults(func=cmd_evaluate)
 
@@ -408,20 +416,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _lift_ckpt(argv: list[str]) -> tuple[list[str], str | None]:
-    """Take ``--ckpt X`` out of argv: argparse cannot match overrides that follow it."""
-    out, ckpt, i = [], None, 0
+#: ``evaluate``'s options with a value, lifted out of argv before parsing.
+_EVALUATE_OPTIONS = ("--ckpt", "--few-shot", "--few-shot-draws")
+
+
+def _lift_options(argv: list[str], names: tuple[str, ...] = _EVALUATE_OPTIONS
+                  ) -> tuple[list[str], dict[str, str]]:
+    """Take ``--name X`` / ``--name=X`` out of argv: argparse cannot match overrides that
+    follow them. Returns the rest and {name: value}."""
+    out, found, i = [], {}, 0
     while i < len(argv):
         a = argv[i]
-        if a == "--ckpt" and i + 1 < len(argv):
-            ckpt, i = argv[i + 1], i + 2
+        if a in names and i + 1 < len(argv):
+            found[a], i = argv[i + 1], i + 2
             continue
-        if a.startswith("--ckpt="):
-            ckpt = a.split("=", 1)[1]
+        key = a.split("=", 1)[0]
+        if "=" in a and key in names:
+            found[key] = a.split("=", 1)[1]
         else:
             out.append(a)
         i += 1
-    return out, ckpt
+    return out, found
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -439,12 +454,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    ckpt = None
+    lifted: dict[str, str] = {}
     if argv[:1] == ["evaluate"]:
-        argv, ckpt = _lift_ckpt(argv)
+        argv, lifted = _lift_options(argv)
     args = build_parser().parse_args(argv)
-    if ckpt is not None:
-        args.ckpt = ckpt
+    for name, value in lifted.items():
+        setattr(args, name.lstrip("-").replace("-", "_"), value)
     try:
         return args.func(args)
     except user_errors() as e:

@@ -280,8 +280,14 @@ def test_finetune_requires_a_checkpoint_or_scratch(tmp_path, data_root):
 def test_evaluate_pretrain_cli_with_ckpt_flag_and_overrides(pretrained, capsys):
     json_path = pretrained.parent.parent / "pretrain_eval.json"
     json_path.unlink()
-    assert cli(["evaluate", "pretrain", "--ckpt", str(pretrained), "logging.wandb=false"]) == 0
+    assert cli(["evaluate", "pretrain", "--ckpt", str(pretrained), "--few-shot", "5,all",
+                "logging.wandb=false", "--few-shot-draws=2"]) == 0
     res = json.loads(json_path.read_text())
+    curve = res["few_shot_probe"]  # and its files beside pretrain_eval.json
+    assert [r["labels_per_class"] for r in curve["rows"]] == [5, "all"]
+    assert [r["n_draws"] for r in curve["rows"]] == [2, 1]
+    for ext in ("md", "csv", "json", "png"):
+        assert (json_path.parent / f"probe_few_shot.{ext}").is_file()
     probe = res["linear_probe"]
     assert probe["columns"] == ["pretrained", "random init"]
     macro = probe["macro"]

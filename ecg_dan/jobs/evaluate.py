@@ -21,6 +21,7 @@ from data_modules.protocol.splits import fold_name, ptbxl_split
 from data_modules.signal.leads import SUPERCLASSES
 from ecg_dan.checkpoints import pretrain_module_from_checkpoint
 from ecg_dan.config import load_saved_config
+from ecg_dan.evaluation.few_shot import few_shot_curve
 from ecg_dan.evaluation.pretrain_eval import (
     compare_probes,
     linear_probe,
@@ -42,6 +43,7 @@ from ecg_dan.metrics.decision import decision_curve
 from ecg_dan.metrics.recalibration import CoxRecalibration
 from ecg_dan.models.registry import build_model
 from ecg_dan.reporting.absolute_models import FoldModelRows, fold_models
+from ecg_dan.reporting.few_shot import few_shot_markdown, few_shot_plot, few_shot_table
 from ecg_dan.reporting.figures import calibration_plot, decision_curve_plot, kaplan_meier_plot
 from ecg_dan.reporting.fold_metrics import (
     absolute_risks,
@@ -71,11 +73,14 @@ def _unmasked_train(dm):
 
 def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
                       datamodule=None, texts: dict[str, np.ndarray] | None = None,
-                      overrides: list[str] | None = None) -> Path:
+                      overrides: list[str] | None = None,
+                      few_shot: list[int | str] | None = None, few_shot_draws: int = 10
+                      ) -> Path:
     """Linear probe (pretrained vs random init), retrieval and zero-shot on PTB-XL's test
     fold; ECG-to-text retrieval on the test fold of each other corpus (no SCP labels there:
     no probe, no zero-shot). ``datamodule`` and ``texts`` (per corpus) are the training
-    run's, reused when given."""
+    run's, reused when given. ``few_shot`` (labels per class, e.g. ``[5, 10, 20, "all"]``)
+    adds the few-shot probe curve over ``few_shot_draws`` draws (``probe_few_shot.*``)."""
     ckpt = Path(ckpt)
     module = pretrain_module_from_checkpoint(ckpt)
     if cfg is None:
@@ -92,10 +97,12 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
         text_emb = None if texts is None else texts["ptbxl"]
         dm = datamodule if isinstance(datamodule, PTBXLDataModule) else \
             ptbxl_datamodule(cfg, caches["ptbxl"], text_emb, for_training=False)
-        results |= _ptbxl_results(module, cfg, caches["ptbxl"], dm, text_emb)
+        results |= _ptbxl_results(module, cfg, caches["ptbxl"], dm, text_emb,
+                                  (rd, few_shot, few_shot_draws) if few_shot else None)
         titles |= {"linear_probe": "Linear probe, test AUROC (fold 10; C chosen on fold 9)",
                    "retrieval": "ECG-to-text retrieval on the test fold",
-                   "zero_shot": "Zero-shot superclass detection on the test fold"}
+                   "zero_shot": "Zero-shot superclass detection on the test fold",
+                   "few_shot_probe": "Few-shot linear probe (probe_few_shot.{md,csv,png})"}
     for name, path in caches.items():
         if name == "ptbxl" or not use_text or texts is None:
             continue
@@ -105,7 +112,9 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
     out_json = write_json(rd.pretrain_eval_json, results)
     md = f"# Pretrained encoder evaluation\n\ncheckpoint: `{ckpt}`\n"
     for key, title in titles.items():
-        if key in results:
+        if key == "few_shot_probe" and key in results:
+            md += f"\n## {title}\n\n{few_shot_markdown(results[key])}"
+        elif key in results:
             md += f"\n## {title}\n\n{results_markdown(results[key])}\n"
     atomic_write_text(rd.pretrain_eval_md, md)
     log_wandb_summary(cfg, "pretrain_eval", {k: v for k, v in results.items()
@@ -114,9 +123,11 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
     return out_json
 
 
-def _ptbxl_results(module, cfg: DictConfig, cache: Path, dm,
-                   text_emb: np.ndarray | None) -> dict[str, Any]:
-    """Probes (pretrained vs random init), retrieval and zero-shot on PTB-XL's test fold."""
+def _ptbxl_results(module, cfg: DictConfig, cache: Path, dm, text_emb: np.ndarray | None,
+                   few_shot: tuple[RunDir, list[int | str], int] | None = None
+                   ) -> dict[str, Any]:
+    """Probes (pretrained vs random init), retrieval and zero-shot on PTB-XL's test fold;
+    with ``few_shot`` = (run, sizes, draws) also the few-shot curve (:func:`_few_shot`)."""
     loaders = {s: raw_loader(dm.make_dataset("val" if s == "val" else "test")
                              if s != "train" else _unmasked_train(dm), batch_size=256)
                for s in ("train", "val", "test")}
@@ -133,6 +144,9 @@ def _ptbxl_results(module, cfg: DictConfig, cache: Path, dm,
               for name, f in feats.items()}
     results: dict[str, Any] = {"linear_probe": compare_probes(probes["pretrained"],
                                                               probes["random init"])}
+    if few_shot is not None:
+        rd, sizes, draws = few_shot
+        results["few_shot_probe"] = _few_shot(cfg, rd, feats, y, sizes, draws)
     if module.align != "none" and text_emb is not None:
         with torch.no_grad():
             z = torch.from_numpy(feats["pretrained"]["test"])
@@ -147,6 +161,25 @@ def _ptbxl_results(module, cfg: DictConfig, cache: Path, dm,
             results["zero_shot"] = zero_shot_superclass(e, cls_proj, y["test"],
                                                         class_names=list(SUPERCLASSES))
     return results
+
+
+def _few_shot(cfg: DictConfig, rd: RunDir, feats: dict[str, dict[str, np.ndarray]],
+              y: dict[str, np.ndarray], sizes: list[int | str], draws: int) -> dict[str, Any]:
+    """The few-shot probe curve (labelled subsets of the training folds, test fold 10):
+    ``probe_few_shot.{json,csv,md,png}`` in the run directory and W&B; returns the curve."""
+    curve = few_shot_curve({n: (f["train"], f["test"]) for n, f in feats.items()},
+                           y["train"], y["test"], SUPERCLASSES, sizes=sizes, n_draws=draws,
+                           seed=int(cfg.seed))
+    table = few_shot_table(curve)
+    write_json(rd.path / "probe_few_shot.json", curve)
+    atomic_write_text(rd.path / "probe_few_shot.csv", table.to_csv(index=False))
+    md = "# Few-shot linear probe: pretrained vs random encoder\n\n" + few_shot_markdown(curve)
+    atomic_write_text(rd.path / "probe_few_shot.md", md)
+    png = few_shot_plot(curve, rd.path / "probe_few_shot.png")
+    summary = {f"{r['labels_per_class']}/{k}": v for r in curve["rows"]
+               for k, v in r["estimate"].items()}
+    log_wandb_summary(cfg, "probe_few_shot", summary, table=table, image=png)
+    return curve
 
 
 def _corpus_retrieval(module, cache: Path, text_emb: np.ndarray, data_seed: int
