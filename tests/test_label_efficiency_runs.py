@@ -160,3 +160,24 @@ def test_make_ablations_fractions_end_to_end(tmp_path, tiny_data_root, tiny_pret
     assert meta["encoder"] == str(tiny_pretrained) and meta["features"] == "encoder"
     assert len(meta["columns"]) >= 1 and all(c.startswith("pc") for c in meta["columns"])
     assert (root / "comparison" / "comparison.md").is_file()
+
+
+def test_report_agreement_detects_a_collapsed_alignment(caplog):
+    import torch
+
+    from ecg_dan.jobs.pretrain import warn_collapse
+    from ecg_dan.losses.alignment import projected_report_agreement
+
+    g = torch.Generator().manual_seed(0)
+    text = torch.randn(6, 16, generator=g).repeat(2, 1)  # 6 reports, each twice
+    distinct = torch.randn(6, 8, generator=g).repeat(2, 1)
+    collapsed = torch.ones(12, 8) + 1e-3 * torch.randn(12, 8, generator=g)
+    a = projected_report_agreement(text, distinct)
+    # only pairs of different reports count: the hand mean over them
+    p = torch.nn.functional.normalize(distinct, dim=-1)
+    same = torch.arange(12)[:, None] % 6 == torch.arange(12)[None, :] % 6
+    assert a.item() == pytest.approx((p @ p.T)[~same].mean().item(), abs=1e-6)
+    assert a < 0.9 and projected_report_agreement(text, collapsed) > 0.999
+    assert torch.isnan(projected_report_agreement(text[:1].repeat(4, 1), distinct[:4]))
+    assert warn_collapse(torch.tensor(0.9995)) and "collapsed" in caplog.text
+    assert not warn_collapse(torch.tensor(0.5)) and not warn_collapse(None)

@@ -41,6 +41,23 @@ def shuffled_reports(cfg: DictConfig, texts: dict[str, np.ndarray] | None
     return out
 
 
+#: Mean cosine between different reports' projections above which the alignment collapsed.
+COLLAPSED_AGREEMENT = 0.99
+
+
+def warn_collapse(agreement) -> bool:
+    """Say so when the last validation found every report projected to one direction (the
+    alignment term then teaches nothing; ``val/report_agreement``). True when collapsed."""
+    if agreement is None or not float(agreement) > COLLAPSED_AGREEMENT:
+        return False
+    log.warning(f"the text alignment has collapsed: different reports' projections agree "
+                f"(mean cosine {float(agreement):.4f} > {COLLAPSED_AGREEMENT}), so the "
+                "alignment term teaches the encoder nothing about the reports; the cosine "
+                "loss has no negatives to prevent it (pretrain.alignment=infonce has; "
+                "docs/method.md section 5)")
+    return True
+
+
 def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
     """Alignment pretraining; then the encoder evaluation. Returns checkpoint and results."""
     if cfg.task != "pretrain":
@@ -70,6 +87,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
     trainer = build_trainer(cfg, run_dir)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, run_dir))
     best = trainer.checkpoint_callback.best_model_path or str(RunDir(run_dir).last_checkpoint)
+    warn_collapse(trainer.callback_metrics.get("val/report_agreement"))
     out: dict[str, Path] = {"checkpoint": Path(best)}
     if trainer.is_global_zero and cfg.pretrain.evaluate:
         out["results"] = evaluate_pretrain(best, cfg=cfg, datamodule=dm, texts=texts)

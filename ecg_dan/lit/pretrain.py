@@ -12,7 +12,11 @@ from torch import Tensor, nn
 
 from data_modules.loading.transforms import finish_batch
 from ecg_dan.config import pretrain_objective
-from ecg_dan.losses.alignment import cosine_alignment_loss, infonce_loss
+from ecg_dan.losses.alignment import (
+    cosine_alignment_loss,
+    infonce_loss,
+    projected_report_agreement,
+)
 from ecg_dan.losses.reconstruction import reconstruction_mse
 from ecg_dan.models import ClassificationHead, Projector
 from ecg_dan.models.dropout import BatchwiseDropout
@@ -178,6 +182,11 @@ class AlignmentPretrainModule(FinishBatchOnDevice, L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._log("val", self._losses(batch), batch["x"].shape[0])
+        if self.align != "none":  # collapse watch (docs/method.md section 5)
+            agree = projected_report_agreement(batch["text"], self.text_proj(batch["text"]))
+            if torch.isfinite(agree):
+                self.log("val/report_agreement", agree, on_epoch=True,
+                         batch_size=batch["x"].shape[0], sync_dist=True)
 
     def configure_optimizers(self):
         o = self.hparams.optim

@@ -19,6 +19,23 @@ def cosine_alignment_loss(ecg: Tensor, text: Tensor) -> Tensor:
     return (1.0 - F.cosine_similarity(ecg, text, dim=-1)).mean()
 
 
+def projected_report_agreement(text: Tensor, projected: Tensor,
+                               same: float = 0.999) -> Tensor:
+    """Mean cosine similarity between the projections of *different* reports in a batch
+    (raw embeddings' cosine below ``same``); NaN when the batch holds one report.
+
+    Near 1 means the alignment has collapsed: the text projector sends every report to one
+    direction, which the cosine loss (no negatives) allows, and the ECG projector follows;
+    the loss then falls to ~0 while aligning teaches the encoder nothing about the report.
+    """
+    raw = F.normalize(text.float(), dim=-1)
+    proj = F.normalize(projected.float(), dim=-1)
+    different = (raw @ raw.T) < same
+    if not bool(different.any()):
+        return torch.tensor(float("nan"), device=text.device)
+    return (proj @ proj.T)[different].mean()
+
+
 def infonce_loss(ecg: Tensor, text: Tensor, temperature: Tensor | float,
                  gather: bool = True) -> Tensor:
     """Symmetric InfoNCE over the (global) batch; row i's positive is column i.
