@@ -159,7 +159,11 @@ def test_make_ablations_fractions_end_to_end(tmp_path, tiny_data_root, tiny_pret
     meta = json.loads((half / "predictions/seed42_fold0.json").read_text())
     assert meta["encoder"] == str(tiny_pretrained) and meta["features"] == "encoder"
     assert len(meta["columns"]) >= 1 and all(c.startswith("pc") for c in meta["columns"])
-    assert (root / "comparison" / "comparison.md").is_file()
+    # compared within each fraction, joined in the label-efficiency curve
+    for f in ("0.5", "1"):
+        assert (root / "comparison" / f"comparison_frac{f}" / "comparison.md").is_file()
+    curve = pd.read_csv(root / "comparison" / "label_efficiency.csv")
+    assert sorted(curve.fraction.unique().tolist()) == [0.5, 1.0]
 
 
 def test_report_agreement_detects_a_collapsed_alignment(caplog):
