@@ -49,6 +49,7 @@ from omegaconf import OmegaConf
 from data_modules.atomic import atomic_write_bytes
 from data_modules.cache import SURVIVAL_KINDS, open_cache
 from data_modules.errors import DataError
+from data_modules.limits import LimitExceeded, check_file_size
 from data_modules.signal.leads import BEAT_LEN, FS, LEADS, PAD, R_INDEX
 from data_modules.signal.median_beat import MAX_ABS_MV
 from data_modules.sources.ptbxl import MEDIAN_VERSION
@@ -354,4 +355,8 @@ def read_model(path: str | os.PathLike) -> ModelContents:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
+    try:  # before the file is read whole (data_modules.limits)
+        check_file_size(path, "MODEL_MB", str(path))
+    except LimitExceeded as e:
+        raise ModelFileError(e.reason) from None
     return read_model_bytes(path.read_bytes(), str(path))

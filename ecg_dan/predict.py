@@ -95,18 +95,26 @@ class FoldModel:
         return float(self.baseline_times[-1])
 
 
+def _fold_module(manifest: dict[str, Any], cuts: NDArray | None) -> SurvivalFinetuneModule:
+    """A fold model as the manifest describes it (weights not loaded)."""
+    cfg = manifest["config"]
+    return SurvivalFinetuneModule(build_model(manifest["model_config"]), finetune=cfg["finetune"],
+                                  optim=cfg["optim"], config=None,
+                                  cuts=None if cuts is None else cuts.tolist())
+
+
 def _build_members(contents: ModelContents) -> list[FoldModel]:
     m = contents.manifest
-    cfg = m["config"]
     members = []
     for i, info in enumerate(m["members"]):
         cuts_t = contents.tensors.get(f"m{i}.cuts")
         cuts = None if cuts_t is None else cuts_t.numpy().astype(np.float64)
-        module = SurvivalFinetuneModule(build_model(m["model_config"]), finetune=cfg["finetune"],
-                                        optim=cfg["optim"], config=None,
-                                        cuts=None if cuts is None else cuts.tolist())
+        # the shapes the manifest's config makes, on the meta device (nothing allocated), are
+        # compared with the tensors present before a real module is built: a manifest that
+        # declares a huge model costs nothing (its hash is an integrity check, not a limit)
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in _fold_module(m, cuts).state_dict().items()}
         state = contents.member_state(i)
-        want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         have = {k: tuple(v.shape) for k, v in state.items()}
         diff = [f"{k}: file {have.get(k, 'absent')} vs this code {want.get(k, 'absent')}"
                 for k in sorted(set(want) | set(have)) if want.get(k) != have.get(k)]
@@ -115,6 +123,7 @@ def _build_members(contents: ModelContents) -> list[FoldModel]:
                                  f"model seed {info['seed']} fold {info['fold']}): "
                                  f"{'; '.join(diff[:5])}"
                                  f"{f' and {len(diff) - 5} more' if len(diff) > 5 else ''}")
+        module = _fold_module(m, cuts)
         module.load_state_dict(state, strict=True)
         module.eval()
         member = FoldModel(int(info["seed"]), int(info["fold"]), module,

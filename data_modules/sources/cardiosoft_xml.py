@@ -27,7 +27,7 @@ from data_modules.errors import DataError, RecordSkip
 from data_modules.signal.leads import BEAT_LEN, FS, LEADS, N_LEADS
 from data_modules.signal.median_beat import MAX_ABS_MV, conform_beat, resample_to, signal_problem
 from data_modules.sources.wfdb_record import strip_median
-from data_modules.sources.xml_format import xml_number, xml_text
+from data_modules.sources.xml_format import parse_xml, xml_number, xml_text
 
 MEASUREMENT_NAMES: tuple[str, ...] = (
     "VentricularRate", "PQInterval", "PDuration", "QRSDuration", "QTInterval",
@@ -180,7 +180,7 @@ def parse_cardiology_xml(path: str | os.PathLike, strip: bool = True) -> CardioS
     """
     p = Path(path)
     try:
-        root = ET.parse(p).getroot()
+        root = parse_xml(p)
     except ET.ParseError as e:
         raise CardiologyXMLError(f"{p}: not well-formed XML ({e})") from None
     except OSError as e:
@@ -213,7 +213,7 @@ def _eid_of_file(path: Path) -> int | None:
     if m:
         return int(m.group(1))
     with contextlib.suppress(Exception):
-        return _eid(ET.parse(path).getroot(), path)
+        return _eid(parse_xml(path), path)
     return None
 
 

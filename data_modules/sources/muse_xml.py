@@ -56,7 +56,7 @@ from data_modules.signal.leads import LEADS
 from data_modules.signal.median_beat import MAX_ABS_MV
 from data_modules.sources.base import RawRecord
 from data_modules.sources.wfdb_record import strip_median
-from data_modules.sources.xml_format import xml_number, xml_text
+from data_modules.sources.xml_format import parse_xml, xml_number, xml_text
 
 ROOT = "RestingECG"
 UNIT_MV = {"MICROVOLTS": 1e-3, "MILLIVOLTS": 1.0}  # LeadAmplitudeUnits -> mV per unit
@@ -155,7 +155,7 @@ def read_muse_xml(path: str | os.PathLike) -> RawRecord:
     derived); :class:`MuseXMLError` naming the file and field for anything unusable."""
     p = Path(path)
     try:
-        root = ET.parse(p).getroot()
+        root = parse_xml(p)
     except ET.ParseError as e:
         raise MuseXMLError(f"{p}: not well-formed XML ({e})") from None
     except OSError as e:

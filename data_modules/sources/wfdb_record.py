@@ -4,6 +4,7 @@ names in the header, never by position; the median beat of a strip with the shar
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from data_modules.errors import RecordSkip
+from data_modules.limits import check_file_size, over
 from data_modules.signal.median_beat import (
     MAX_ABS_MV,
     BeatExtractionError,
@@ -45,14 +47,58 @@ def _read_header_lenient(stem: Path) -> tuple[float, int, list[dict[str, Any]]]:
     return fs, n, sigs
 
 
+# bytes per sample of the WFDB storage formats (format 212 packs two 12-bit samples in 3)
+_FORMAT_BYTES = {"8": 1.0, "16": 2.0, "61": 2.0, "80": 1.0, "160": 2.0, "212": 1.5,
+                 "24": 3.0, "32": 4.0}
+
+
+def check_wfdb_limits(stem: Path) -> None:
+    """Refuse a record beyond the limits of :mod:`data_modules.limits` (header size, signal
+    count, samples per signal, size of its signal files) or with signal files shorter than
+    its header declares, from the header text and ``stat`` alone: before the WFDB reader
+    parses it (its time grows with the square of the signal count) or allocates its samples.
+    Malformed headers are left to the readers."""
+    hea = stem.with_suffix(".hea")
+    check_file_size(hea, "WFDB_HEADER_KB", hea.name)
+    lines = [ln.split() for ln in hea.read_text(errors="replace").splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    try:
+        n_sig = int(lines[0][1])
+        n = int(lines[0][3]) if len(lines[0]) > 3 else -1
+    except (IndexError, ValueError):
+        return
+    for name, value in (("WFDB_SIGNALS", n_sig), ("WFDB_SAMPLES", n)):
+        err = over(name, value, hea.name)
+        if err is not None:
+            raise err
+    need: dict[str, float] = {}
+    for t in lines[1:1 + n_sig]:
+        fmt = t[1].split("x")[0].split(":")[0].split("+")[0] if len(t) > 1 else ""
+        name = os.path.basename(t[0])
+        need[name] = need.get(name, 0.0) + _FORMAT_BYTES.get(fmt, float("nan")) * max(n, 0)
+    sizes = {}
+    for name in need:
+        with contextlib.suppress(OSError):
+            sizes[name] = (stem.parent / name).stat().st_size
+    err = over("WFDB_DAT_MB", sum(sizes.values()), f"{stem.name} signal files")
+    if err is not None:
+        raise err
+    short = [f"{k} holds {sizes[k]} bytes, the header declares {need[k]:.0f} ({n} samples "
+             "per signal)" for k in sizes if n > 0 and sizes[k] < need[k]]
+    if short:
+        raise ValueError(f"truncated: {'; '.join(short)}")  # read_wfdb_12lead names it
+
+
 def read_wfdb(stem: str | os.PathLike) -> RawRecord:
     """One WFDB record as its files hold it (signal in physical units, the header's lead
-    names); the wfdb package first, a lenient reader as fallback."""
+    names); the wfdb package first, a lenient reader as fallback. The record is checked
+    against the input limits first (:func:`check_wfdb_limits`)."""
     stem = Path(stem)
     import wfdb
 
     if not stem.with_suffix(".hea").is_file():
         raise FileNotFoundError(f"{stem.with_suffix('.hea')} not found")
+    check_wfdb_limits(stem)
     try:
         header = _read_header_lenient(stem)[2]
     except Exception:  # noqa: BLE001 - the readers below report an unreadable header
@@ -91,6 +137,8 @@ def read_wfdb_12lead(stem: str | os.PathLike, rel: str) -> tuple[np.ndarray, flo
         rec = read_wfdb(stem)
     except FileNotFoundError as e:
         raise RecordSkip(f"record files not found: {rel} ({e})") from e
+    except RecordSkip:
+        raise  # over a limit or truncated: the reason already names the file
     except Exception as e:  # noqa: BLE001 - any reader failure means an unusable file
         raise RecordSkip(f"unreadable WFDB record {rel}: {type(e).__name__}: {e}") from e
     try:

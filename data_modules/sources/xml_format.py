@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from data_modules.errors import RecordSkip
+from data_modules.limits import LimitExceeded, check_file_size
 
 XML_FORMATS = {"CardiologyXML": "cardiosoft", "RestingECG": "muse"}  # root element -> format
 
@@ -18,7 +19,12 @@ XML_FORMATS = {"CardiologyXML": "cardiosoft", "RestingECG": "muse"}  # root elem
 def xml_format(path: str | os.PathLike, rel: str) -> str:
     """``cardiosoft`` or ``muse`` by the root element of ``path`` (only the first element is
     read); :class:`RecordSkip` naming ``rel`` and the root element for any other XML, or a
-    file that is not well-formed XML."""
+    file that is not well-formed XML, or one over the XML size limit
+    (:mod:`data_modules.limits`, checked before anything is parsed)."""
+    try:
+        check_file_size(path, "XML_MB", rel)
+    except LimitExceeded as e:
+        raise RecordSkip(f"unusable XML: {e.reason}") from None
     try:
         for _, el in ET.iterparse(path, events=("start",)):
             tag = el.tag.rpartition("}")[2]  # without a namespace
@@ -33,6 +39,15 @@ def xml_format(path: str | os.PathLike, rel: str) -> str:
         raise RecordSkip(f"unknown XML format: {rel}: root element <{tag}> is neither "
                          "CardioSoft <CardiologyXML> nor GE MUSE <RestingECG>")
     return XML_FORMATS[tag]
+
+
+def parse_xml(path: str | os.PathLike) -> ET.Element:
+    """The root of the XML file ``path`` after the size limit (:mod:`data_modules.limits`;
+    :class:`LimitExceeded` beyond it, before parsing). Entity expansion is bounded by expat
+    itself (its billion-laughs protection, expat >= 2.4); ElementTree never fetches
+    external entities."""
+    check_file_size(path, "XML_MB", Path(path).name)
+    return ET.parse(path).getroot()
 
 
 def xml_text(el: ET.Element, path: str) -> str | None:
