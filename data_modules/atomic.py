@@ -9,6 +9,7 @@ file, never a truncated one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -41,16 +42,37 @@ def _umask() -> int:
 def atomic_path(final: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``final``, on error it goes."""
     final = Path(final)
-    tmp = tmp_name(final, suffix)
+    try:
+        tmp = tmp_name(final, suffix)
+    except OSError as e:
+        raise _named(final, e) from None
     try:
         yield tmp
         with contextlib.suppress(OSError), open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError):
+            raise _named(final, e) from None
         raise
+
+
+# a write that failed for want of room or permission (not e.g. a source file not found)
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def _named(final: Path, e: OSError) -> OSError:
+    """A failed write as one line naming the output, not its temporary file (the CLI
+    prints it and exits 2); other errors, and one that names the output already, as they
+    are."""
+    if e.errno not in _WRITE_ERRNOS or str(final) in str(e):
+        return e
+    why = " ".join((e.strerror or str(e)).split())
+    hint = " (disk full?)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return OSError(e.errno, f"{final}: writing failed: {why}{hint}; it was left as it was "
+                   "(the temporary file was removed)")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -83,7 +105,9 @@ def atomic_dir(final: str | os.PathLike, build: Callable[[Path], None]) -> Path:
             if not final.exists():  # not a lost race with another builder
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise _named(final, e) from None
         raise
     return final

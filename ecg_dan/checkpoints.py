@@ -24,6 +24,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from data_modules.atomic import atomic_path
+from data_modules.guarded import guarded_write
 from ecg_dan.config import pretrain_objective
 from ecg_dan.lit.finetune import SurvivalFinetuneModule
 from ecg_dan.lit.pretrain import AlignmentPretrainModule
@@ -193,8 +194,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
         if storage_options is not None:
             raise TypeError("SafeCheckpointIO takes no storage_options")
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        with atomic_path(path) as tmp, guarded_write(tmp) as f:
+            torch.save(checkpoint, f)  # a failed write: an OSError, not torch's RuntimeError
         self.written.append(str(path))
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from data_modules.cache.format import (
     config_json,
 )
 from data_modules.cache.read import open_cache, read_skipped, read_warnings
+from data_modules.guarded import check_writes, guarded_h5, release
 from data_modules.signal.leads import R_INDEX
 
 # errno of OSErrors that mean "the cache could not be written" (None: an HDF5 error)
@@ -32,7 +33,7 @@ _WRITE_ERRNOS = (None, errno_.ENOSPC, errno_.EDQUOT, errno_.EIO, errno_.EFBIG, e
 
 
 def _write_error(out: Path, e: OSError) -> OSError:
-    why = e.strerror or str(e)
+    why = " ".join((e.strerror or str(e)).split())  # one line (HDF5 messages hold newlines)
     hint = " (disk full?)" if e.errno in (errno_.ENOSPC, errno_.EDQUOT) else ""
     return OSError(e.errno, f"{out}: writing the cache failed: {why}{hint}; no cache was "
                    "written (the temporary file was removed)")
@@ -54,9 +55,9 @@ def atomic_h5(out_path: str | os.PathLike, kind: str,
     if kind not in KINDS:
         raise ValueError(f"unknown cache kind {kind!r}; expected one of {KINDS}")
     out = Path(out_path)
-    try:
-        with atomic_path(out, suffix=".h5.tmp") as tmp:
-            f = h5py.File(tmp, "w")
+    with atomic_path(out, suffix=".h5.tmp") as tmp:
+        try:
+            f, raw = guarded_h5(tmp)  # a failed write never reaches HDF5 (guarded.py)
             try:
                 f.attrs["schema_version"] = SCHEMA_VERSION
                 f.attrs["kind"] = kind
@@ -68,15 +69,22 @@ def atomic_h5(out_path: str | os.PathLike, kind: str,
                 if "n_records" not in f.attrs:
                     f.attrs["n_records"] = 0
                 f.attrs["complete"] = True
-            except BaseException:
+            except BaseException as e:
+                release(f)
                 with contextlib.suppress(Exception):
                     f.close()
+                raw.close()
+                if isinstance(e, Exception):
+                    raw.raise_error()  # a failed write is the cause of what followed
                 raise
+            release(f)
             f.close()
-    except OSError as e:
-        if e.errno not in _WRITE_ERRNOS or str(out) in str(e):
-            raise  # e.g. a source file not found: not about writing the cache
-        raise _write_error(out, e) from None
+            raw.close()
+            raw.raise_error()
+        except OSError as e:
+            if e.errno not in _WRITE_ERRNOS or str(out) in str(e):
+                raise  # e.g. a source file not found: not about writing the cache
+            raise _write_error(out, e) from None
 
 
 
@@ -87,8 +95,15 @@ def staging_h5(out: str | os.PathLike) -> Iterator[h5py.File]:
     size); deleted on exit, whatever happens."""
     path = tmp_name(out, ".stage.tmp")
     try:
-        with h5py.File(path, "w") as f:
+        f, raw = guarded_h5(path)
+        try:
             yield f
+        finally:
+            release(f)
+            with contextlib.suppress(Exception):
+                f.close()
+            raw.close()
+        raw.raise_error()
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
@@ -231,4 +246,5 @@ class Appender:
             ds.resize(self.n + m, axis=0)
             ds[self.n:self.n + m] = np.stack(self.buf[k])
             self.buf[k] = []
+            check_writes(ds)  # a full disk stops the build here, not at the end
         self.n += m
