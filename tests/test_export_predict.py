@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import pickle
+import signal
 import warnings
 from pathlib import Path
 
@@ -410,6 +412,12 @@ def _bad_inputs(data_root: Path, d: Path) -> dict[str, str]:
     bad["notes.xml"] = "unusable XML: notes.xml: not well-formed XML"
     (d / "garbage.hea").write_text("no header here\n")
     bad["garbage.hea"] = "unreadable WFDB record"
+    # issue 21: refused by the input limits before reading (sparse files: no disk used)
+    (d / "many.hea").write_text("many 100000 500 5000\n")
+    bad["many.hea"] = "over limit: many.hea: 100000 signals"
+    with open(d / "comment.xml", "wb") as f:
+        f.truncate(200 * 2**20)
+    bad["comment.xml"] = "over limit: comment.xml: 200.0 MiB"
     return bad
 
 
@@ -456,6 +464,41 @@ def test_predict_batch_scores_good_files_and_records_every_bad_one(cox_file, tin
     assert len(doc["predictions"]) == len(pred) and len(doc["skipped"]) == len(skipped)
     err = capsys.readouterr().err
     assert f"scored {len(pred)} ECG(s), skipped {len(skipped)}" in err and "files/s" in err
+
+
+def _load_or_die(item, cardiosoft="device"):
+    """predict's worker, killed by signal 9 on the file named victim (the OOM killer)."""
+    import ecg_dan.jobs.predict as job
+
+    if "victim" in item.id:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return job._load_real(item, cardiosoft)
+
+
+def test_a_killed_predict_worker_costs_its_file_only(cox_file, tiny_data_root, tmp_path,
+                                                      monkeypatch, capsys):
+    """Issue 21: kill -9 of one worker ended the run with BrokenProcessPool and no output."""
+    import shutil
+
+    import ecg_dan.jobs.predict as job
+
+    xmls = sorted(glob.glob(str(tiny_data_root / "*/ukb/xml/*.xml")))[:3]
+    d = tmp_path / "in"
+    d.mkdir()
+    for i, x in enumerate(xmls):
+        shutil.copy(x, d / f"ecg{i}.xml")
+    shutil.copy(xmls[0], d / "victim.xml")
+    monkeypatch.setattr(job, "_load_real", job._load, raising=False)
+    monkeypatch.setattr(job, "_load", _load_or_die)
+    out = tmp_path / "p.csv"
+    assert cli(["predict", "--model", str(cox_file), str(d), "--out", str(out),
+                "--workers", "2", "--no-progress"]) == 0
+    pred = pd.read_csv(out)
+    skipped = pd.read_csv(out.with_name("p_skipped.csv"))
+    assert sorted(pred.id) == ["ecg0", "ecg1", "ecg2"] and pred.log_risk.notna().all()
+    assert list(skipped.id) == ["victim"]
+    assert skipped.reason[0].startswith("worker died: killed by signal 9 (SIGKILL")
+    assert "skipped     1 x worker died" in capsys.readouterr().err
 
 
 def test_predict_scores_a_muse_file_and_a_cohort_cache(cox_file, tmp_path):

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from data_modules.errors import DataError, RecordSkip
+from data_modules.limits import LimitExceeded
 from data_modules.signal.leads import BEAT_LEN, FS, LEADS, N_LEADS
 from data_modules.signal.median_beat import MAX_ABS_MV, conform_beat, resample_to, signal_problem
 from data_modules.sources.wfdb_record import strip_median
@@ -240,6 +241,8 @@ def checked_median(path: str | os.PathLike, rel: str, strips: bool = False,
     path = str(path)
     try:
         e = parse_cardiology_xml(path, strip=strips)
+    except LimitExceeded:
+        raise  # names the file and the limit; not parsed
     except (CardiologyXMLError, ValueError) as err:
         problem = str(err)
         problem = problem[len(path) + 2:] if problem.startswith(f"{path}: ") else problem

@@ -419,7 +419,8 @@ def _build(root: Path, out: Path, time_unit: str, workers: int, progress: bool, 
         app = Appender(f, {"median": ((N_LEADS, BEAT_LEN), 64)})
         try:
             with contextlib.closing(parallel_map(_task, tasks, workers, progress,
-                                                 f"{layout.name} exams")) as results:
+                                                 f"{layout.name} exams",
+                                                 lost=lambda t, why: (t[2], why))) as results:
                 for k, (e, res) in enumerate(results):
                     if isinstance(res, str):
                         skipped.append((str(e), res))

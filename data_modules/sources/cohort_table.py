@@ -303,7 +303,7 @@ def _build(ecgs: Path, table: Path, out: Path, time_unit: str, workers: int, pro
     with atomic_h5(out, KIND, config) as f:
         app = Appender(f, {"median": ((N_LEADS, BEAT_LEN), 64)})
         with contextlib.closing(parallel_map(_beat_task, tasks, workers, progress,
-                                             "cohort ECGs")) as it:
+                                             "cohort ECGs", lost=lambda t, why: why)) as it:
             for r, res in zip(rows, it):
                 if isinstance(res, str):
                     skipped.append((str(r.id), res))

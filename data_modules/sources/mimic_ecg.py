@@ -200,7 +200,8 @@ def _build(root: Path, out: Path, workers: int, progress: bool, max_abs_mv: floa
         app = Appender(f, {"median": ((N_LEADS, BEAT_LEN), 64),
                            "median_clean": ((N_LEADS, BEAT_LEN), 64)})
         with contextlib.closing(parallel_map(_process, tasks, workers, progress,
-                                             "MIMIC-IV-ECG")) as results:
+                                             "MIMIC-IV-ECG",
+                                             lost=lambda t, why: (t[0], why))) as results:
             for study_id, res in results:
                 if isinstance(res, str):
                     skipped.append((str(study_id), res))

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from data_modules.errors import DataError, RecordSkip
+from data_modules.limits import LimitExceeded
 from data_modules.signal.leads import LEADS
 from data_modules.signal.median_beat import MAX_ABS_MV
 from data_modules.sources.base import RawRecord
@@ -203,6 +204,8 @@ def muse_strip(path: str | os.PathLike, rel: str) -> tuple[RawRecord, np.ndarray
     try:
         rec = read_muse_xml(path)
         return rec, rec.in_standard_order()
+    except LimitExceeded:
+        raise  # names the file and the limit; not parsed
     except (MuseXMLError, ValueError) as err:
         problem = str(err)
         problem = problem[len(path) + 2:] if problem.startswith(f"{path}: ") else problem

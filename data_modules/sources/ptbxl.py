@@ -375,7 +375,7 @@ def _build_ptbxl_cache(root: str | os.PathLike, out: str | os.PathLike, strips: 
         app = Appender(f, specs)
         # closing() stops the worker pool at once if anything below raises
         with contextlib.closing(parallel_map(_process, tasks, workers, progress,
-                                             "PTB-XL")) as results:
+                                             "PTB-XL", lost=lambda t, why: (t[0], why))) as results:
             for ecg_id, res in results:
                 if isinstance(res, str):
                     skipped.append((str(ecg_id), res))

@@ -357,7 +357,9 @@ def _build_ukb_cache(xml_dir: str | os.PathLike, outcomes_csv: str | os.PathLike
             staged = Appender(stage, {"median": ((N_LEADS, BEAT_LEN), 16),
                                       "measurements": ((len(MEASUREMENT_NAMES),), 1024)})
             with contextlib.closing(parallel_map(_parse_task, tasks, workers, progress,
-                                                  "UKB XML")) as results:
+                                                  "UKB XML",
+                                                  lost=lambda t, why: (t[0], None, why))
+                                    ) as results:
                 for path, eid, res in results:
                     if isinstance(res, str):
                         rel = str(Path(path).relative_to(xml_dir))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from data_modules.errors import RecordSkip
-from data_modules.limits import LimitExceeded, check_file_size
+from data_modules.limits import check_file_size
 
 XML_FORMATS = {"CardiologyXML": "cardiosoft", "RestingECG": "muse"}  # root element -> format
 
@@ -19,12 +19,9 @@ XML_FORMATS = {"CardiologyXML": "cardiosoft", "RestingECG": "muse"}  # root elem
 def xml_format(path: str | os.PathLike, rel: str) -> str:
     """``cardiosoft`` or ``muse`` by the root element of ``path`` (only the first element is
     read); :class:`RecordSkip` naming ``rel`` and the root element for any other XML, or a
-    file that is not well-formed XML, or one over the XML size limit
-    (:mod:`data_modules.limits`, checked before anything is parsed)."""
-    try:
-        check_file_size(path, "XML_MB", rel)
-    except LimitExceeded as e:
-        raise RecordSkip(f"unusable XML: {e.reason}") from None
+    file that is not well-formed XML; :class:`data_modules.limits.LimitExceeded` for one
+    over the XML size limit (checked before anything is parsed)."""
+    check_file_size(path, "XML_MB", rel)
     try:
         for _, el in ET.iterparse(path, events=("start",)):
             tag = el.tag.rpartition("}")[2]  # without a namespace

@@ -81,6 +81,11 @@ def _load(item: ECGItem, cardiosoft: str = "device") -> tuple[ECGItem, np.ndarra
         return item, f"unreadable: {Path(item.source).name}: {type(e).__name__}: {e}"
 
 
+def _lost(item: ECGItem, reason: str) -> tuple[ECGItem, str]:
+    """An ECG whose worker died or ran past its time budget: a skip with the reason."""
+    return item, reason
+
+
 def _rows(model, batch: list[tuple[ECGItem, np.ndarray]], horizons: Sequence[float]
           ) -> Iterator[dict[str, Any]]:
     members = np.ones((len(batch), len(model.members)), dtype=bool)
@@ -204,7 +209,8 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
     try:
         rule = model.manifest["preprocessing"].get("cardiosoft_beat", "device")
         load = functools.partial(_load, cardiosoft=rule)
-        with contextlib.closing(parallel_map(load, items, workers, progress, "ECGs")) as results:
+        with contextlib.closing(parallel_map(load, items, workers, progress, "ECGs",
+                                                  lost=_lost)) as results:
             for item, res in results:
                 if isinstance(res, str):
                     skipped.append((item.id, item.source, res))
