@@ -110,12 +110,11 @@ class OnnxSession:
     sha256: str  # the file's own hash (its last metadata entry)
 
 
-def _refuse_not_onnx(data: bytes, src: str, why: str) -> None:
+def _refuse_safetensors(data: bytes, src: str) -> None:
     n = int.from_bytes(data[:8], "little") if len(data) >= 9 else 0
     if data[8:9] == b"{" and 0 < n < len(data):
         raise ModelFileError(f"{src} is a safetensors file, not an ONNX file: name it "
-                             "*.safetensors to score with PyTorch")
-    raise ModelFileError(f"{src} is not an ONNX file or is corrupt/truncated ({why})")
+                             "*.safetensors to score it with PyTorch")
 
 
 def _tensor(name: str, t: Any, src: str) -> torch.Tensor:
@@ -134,14 +133,17 @@ def read_onnx_bytes(data: bytes, source: str = "<bytes>") -> OnnxSession:
     if len(data) <= TAIL_LEN:
         raise ModelFileError(f"{source}: {len(data)} bytes: empty or truncated, not an "
                              "ecg-dan ONNX file")
+    _refuse_safetensors(data, source)
     try:
         model = onnx.load_from_string(data)
     except (DecodeError, ValueError, RuntimeError) as e:
-        _refuse_not_onnx(data, source, f"{type(e).__name__}: {e}")
+        raise ModelFileError(f"{source} is not an ONNX file, or is corrupt or truncated "
+                             f"({type(e).__name__}: {e})") from None
     props = {p.key: p.value for p in model.metadata_props}
     if "ecg_dan_manifest" not in props or props.get("ecg_dan_format") != FORMAT:
         if not model.HasField("graph"):
-            _refuse_not_onnx(data, source, "no graph")
+            raise ModelFileError(f"{source} is not an ONNX file, or is corrupt or truncated "
+                                 "(no graph)")
         raise ModelFileError(f"{source} is an ONNX file without an ecg-dan manifest: not "
                              "written by `ecg-dan export --format onnx` (or truncated)")
     digest = props.get(_HASH_KEY, "")
