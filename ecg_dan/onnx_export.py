@@ -8,7 +8,9 @@ a CPU second per fold model. It is traced with autograd on: without it, an eval-
 ``nn.MultiheadAttention`` (the cross-lead branch) takes PyTorch's fused
 ``_native_multi_head_attention``, which has no ONNX form. Before the file is written,
 ONNX Runtime's risks are compared with PyTorch's on a few beats (batches of 1 and 3): an
-export that does not reproduce the model within :data:`EXPORT_TOLERANCE` is refused.
+export that does not reproduce the model within :data:`EXPORT_TOLERANCE` (absolute for
+log-risks up to 1 in magnitude, relative beyond: both run in float32, with sums in another
+order, ~1e-6 apart on a trained model) is refused.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from ecg_dan.predict import EnsembleModel, fold_head
 __all__ = ["EXPORT_TOLERANCE", "OPSET", "export_onnx", "module_to_onnx"]
 
 OPSET = 17  # ONNX Runtime >= 1.12 and every maintained ONNX runtime read it
-EXPORT_TOLERANCE = 1e-5  # largest |log-risk| difference ONNX Runtime vs PyTorch at export
+EXPORT_TOLERANCE = 1e-5  # largest |log-risk| difference / max(1, |log-risk|) at export
 
 
 class FoldRisks(nn.Module):
@@ -84,15 +86,15 @@ def _contents(source: Path) -> ModelContents:
 
 
 def _check_agreement(model: EnsembleModel, runner: OnnxRunner, out: Path) -> float:
-    """Largest |log-risk| difference, ONNX Runtime vs PyTorch, on batches of 1 and 3
-    synthetic beats (refused beyond :data:`EXPORT_TOLERANCE`)."""
+    """Largest log-risk difference (relative beyond 1), ONNX Runtime vs PyTorch, on batches
+    of 1 and 3 synthetic beats (refused beyond :data:`EXPORT_TOLERANCE`)."""
     rng = np.random.default_rng(0)
     worst = 0.0
     for n in (1, 3):
         beats = rng.normal(0.0, 0.3, (n, N_LEADS, BEAT_LEN)).astype(np.float32)
         want = model.member_risks(beats)
         got = runner(model.prepare(beats))
-        worst = max(worst, float(np.abs(got - want).max()))
+        worst = max(worst, float((np.abs(got - want) / np.maximum(1.0, np.abs(want))).max()))
     if not worst <= EXPORT_TOLERANCE:
         raise ModelFileError(f"{out}: not written: ONNX Runtime's log-risks differ from "
                              f"PyTorch's by {worst:.2e} (> {EXPORT_TOLERANCE:g})")
