@@ -12,8 +12,9 @@ export --format onnx`` writes) and run by :func:`ecg_dan.onnx_model.ort_session`
 
 For each batch size (``--batches``, default 128 and 1) blocks alternate PyTorch, ONNX
 Runtime, PyTorch, ... (``--blocks`` of each, ``--seconds`` per block at least), each
-printing samples/s and the CPU time per wall second (``--threads``: 2.0 = both threads
-busy; less = a shared machine). The summary gives each side's median and the median of the
+printing samples/s, the CPU time per wall second (``--threads``: 2.0 = both threads
+busy; less = a shared machine) and samples per CPU second (the figure a shared machine
+disturbs least). The summary gives each side's median and the median of the
 per-pair ratios with its range. The two sides' log-risks are compared first.
 """
 
@@ -55,7 +56,8 @@ def run_ensemble(path: str) -> FoldRisks:
 
 
 def timed_block(fn: Callable[[], None], batch: int, seconds: float) -> tuple[float, float]:
-    """(samples/s, CPU seconds per wall second) of calls of ``fn`` for ``seconds`` at least."""
+    """(samples/s, CPU seconds per wall second) of calls of ``fn`` for ``seconds`` at least
+    (after one warm-up call)."""
     fn()  # warm
     n, c0, t0 = 0, time.process_time(), time.perf_counter()
     while True:
@@ -74,12 +76,13 @@ def compare(model: FoldRisks, threads: int, batches: list[int], blocks: int,
     x0 = torch.randn(2, 12, 608)
     t = time.perf_counter()
     session = ort_session(module_to_onnx(model, x0), threads)
-    print(f"export + session: {time.perf_counter() - t:.1f} s")
+    print(f"export + session: {time.perf_counter() - t:.1f} s", flush=True)
     xs = torch.randn(max(batches), 12, 608)
     with torch.inference_mode():
         want = model(xs).numpy()
     got = session.run(None, {INPUT: xs.numpy()})[0]
-    print(f"max |log-risk| difference ONNX Runtime vs PyTorch: {np.abs(got - want).max():.2e}")
+    print(f"max |log-risk| difference ONNX Runtime vs PyTorch: {np.abs(got - want).max():.2e} "
+          f"(|log-risk| up to {np.abs(want).max():.1f})", flush=True)
     out = {}
     for b in batches:
         x = xs[:b].contiguous()
@@ -93,18 +96,22 @@ def compare(model: FoldRisks, threads: int, batches: list[int], blocks: int,
             session.run(None, {INPUT: xn})
 
         rates: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
+        per_cpu: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
         for k in range(blocks):
             for name, fn in (("torch", torch_step), ("onnxruntime", ort_step)):
                 rate, cpu = timed_block(fn, b, seconds)
                 rates[name].append(rate)
+                per_cpu[name].append(rate / cpu)
                 print(f"batch {b:4d} block {k} {name:12s} {rate:9.1f} samples/s  "
-                      f"CPU/wall {cpu:.2f}", flush=True)
+                      f"CPU/wall {cpu:.2f}  {rate / cpu:9.1f} samples per CPU s", flush=True)
         ratios = [o / t for o, t in zip(rates["onnxruntime"], rates["torch"])]
         med = {n: statistics.median(r) for n, r in rates.items()}
+        cpu_med = {n: statistics.median(r) for n, r in per_cpu.items()}
         out[b] = {**med, "ratio": statistics.median(ratios)}
         print(f"batch {b}: PyTorch {med['torch']:.1f}, ONNX Runtime {med['onnxruntime']:.1f} "
-              f"samples/s (median of {blocks}); ONNX Runtime / PyTorch x"
-              f"{out[b]['ratio']:.2f} (pairs x{min(ratios):.2f}-x{max(ratios):.2f})")
+              f"samples/s (median of {blocks}; per CPU second {cpu_med['torch']:.1f} vs "
+              f"{cpu_med['onnxruntime']:.1f}); ONNX Runtime / PyTorch x{out[b]['ratio']:.2f} "
+              f"(pairs x{min(ratios):.2f}-x{max(ratios):.2f})", flush=True)
     return out
 
 
@@ -120,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     model = run_ensemble(args.model) if args.model else random_ensemble(args.members)
     n_params = sum(p.numel() for p in model.parameters()) / len(model.folds)
+    import onnxruntime
+
     print(f"{len(model.folds)} fold models of {n_params / 1e6:.2f} M parameters, "
-          f"{args.threads} threads, torch {torch.__version__}")
+          f"{args.threads} threads, torch {torch.__version__}, onnxruntime "
+          f"{onnxruntime.__version__}", flush=True)
     compare(model, args.threads, args.batches, args.blocks, args.seconds)
     return 0
 
