@@ -172,6 +172,11 @@ def read_onnx_bytes(data: bytes, source: str = "<bytes>") -> OnnxSession:
                              f"{MODEL_FORMAT_VERSION}: export the run again")
     check_manifest(manifest, source)
     tensors = {k: _tensor(k, v, source) for k, v in tables.items()}
+    need = ["reference_risk"] + [f"m{i}.{k}" for i in range(len(manifest["members"]))
+                                 for k in ("heldout_risk", "baseline_times", "baseline_cumhaz")]
+    missing = [k for k in need if k not in tensors]
+    if missing:
+        raise ModelFileError(f"{source}: tables {missing[:3]} missing from ecg_dan_tables")
     contents = ModelContents(manifest, tensors, str(manifest["content_sha256"])[:16], source)
     return OnnxSession(contents, data, digest)
 

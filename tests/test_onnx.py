@@ -164,6 +164,10 @@ def test_a_bad_onnx_file_is_refused_in_one_line_naming_it(files, tiny_data_root,
         assert err.count("\n") == 0 and str(path) in err and why in err, (name, err)
         assert err.startswith("ecg-dan: model file error:"), err
     assert TAIL_LEN == 84 and not (tmp_path / "p.csv").exists()
+    # predict tells the formats by the suffix: export refuses an ONNX file named otherwise
+    assert cli(["export", str(tmp_path), "--format", "onnx", "--out",
+                str(tmp_path / "m.safetensors")]) == 2
+    assert "must be named *.onnx" in capsys.readouterr().err
     # --explain needs the PyTorch modules
     assert cli(["predict", "--model", str(onnx_file), xml, "--explain", "--out",
                 str(tmp_path / "p.csv"), "--no-progress"]) == 2

@@ -59,10 +59,14 @@ VALIDATION_BOOT = 1000  # bootstrap resamples of the external-validation C-index
 
 
 def run_export(run_dir: str | Path, out: str | Path, fmt: str | None = None) -> Path:
-    """Write the model file of a finetuning run (:mod:`ecg_dan.model_file`), or with
-    ``fmt="onnx"`` (default for an ``*.onnx`` ``out``) its ONNX file
-    (:mod:`ecg_dan.onnx_model`; ``run_dir`` may also be a safetensors model file)."""
-    if (fmt or ("onnx" if Path(out).suffix.lower() == ".onnx" else "safetensors")) == "onnx":
+    """Write the model file of a finetuning run (:mod:`ecg_dan.model_file`), or for an
+    ``*.onnx`` ``out`` its ONNX file (:mod:`ecg_dan.onnx_model`; ``run_dir`` may also be a
+    safetensors model file). ``fmt``, when given, must agree with the suffix."""
+    is_onnx = Path(out).suffix.lower() == ".onnx"
+    if fmt is not None and (fmt == "onnx") != is_onnx:
+        raise ConfigError(f"--out {out}: a {fmt} model file must be named *."
+                          f"{fmt} (predict tells the formats by the suffix)")
+    if is_onnx:
         # deferred: onnx and onnxruntime, only for --format onnx
         from ecg_dan.onnx_export import export_onnx
 
