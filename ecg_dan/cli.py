@@ -202,7 +202,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ecg_dan.jobs.predict import run_export  # deferred: torch, Lightning
 
-    print(run_export(args.run_dir, args.out))
+    print(run_export(args.run_dir, args.out, args.format))
     return 0
 
 
@@ -376,15 +376,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="one portable model file (safetensors + JSON manifest) "
                        "from a finetuning run: every fold model, Breslow baselines, reference "
                        "risks")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help="a finetuning run (or, for --format onnx, its .safetensors file)")
     p.add_argument("--out", required=True, type=Path, metavar="MODEL_FILE",
-                   help="e.g. model.safetensors")
+                   help="e.g. model.safetensors, or model.onnx")
+    p.add_argument("--format", choices=("safetensors", "onnx"), default=None,
+                   help="safetensors (PyTorch) or onnx (ONNX Runtime, any language; "
+                        "docs/deployment.md); default: from the --out suffix")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="score new ECGs (WFDB, CardioSoft or MUSE XML, folders of "
                        "them, PTB-XL / UK Biobank / cohort caches) with an exported model or a "
                        "run directory (which scores its own cohort's participants out of fold)")
-    p.add_argument("--model", required=True, type=Path, metavar="MODEL_FILE|RUN_DIR")
+    p.add_argument("--model", required=True, type=Path, metavar="MODEL_FILE|RUN_DIR",
+                   help="a .safetensors model file, a .onnx file (run with ONNX Runtime) or a "
+                        "finetuning run directory")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"),
                    help="CSV of the scores (JSON and <stem>_skipped.csv beside it)")
@@ -393,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "finetune.horizons, as in its calibration table)")
     p.add_argument("--workers", type=int, default=2, help="processes reading the inputs")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch (and ONNX Runtime) CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--explain", action="store_true",
                    help="also draw each ECG's attention figure into <out stem>_explain/ "

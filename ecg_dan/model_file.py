@@ -61,8 +61,8 @@ from ecg_dan.reporting.absolute_models import fold_models
 from ecg_dan.reporting.risk_ranks import rank_reference
 from ecg_dan.run_dir import FoldFiles, RunDir, RunDirError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ModelContents", "ModelFileError", "export_run",
-           "model_bytes", "preprocessing", "read_model", "read_model_bytes"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelContents", "ModelFileError", "check_manifest",
+           "export_run", "model_bytes", "preprocessing", "read_model", "read_model_bytes"]
 
 FORMAT = "ecg-dan-model"
 FORMAT_VERSION = 2  # 2: recalibrated baselines and slopes (1: training-fold Breslow)
@@ -336,6 +336,13 @@ def read_model_bytes(data: bytes, source: str = "<bytes>") -> ModelContents:
     if _content_digest(tensors, manifest) != manifest.get("content_sha256"):
         raise ModelFileError(f"{source}: the content does not match the hash recorded in the "
                              "file: it was tampered with or is corrupt")
+    check_manifest(manifest, source)
+    return ModelContents(manifest, tensors, str(manifest["content_sha256"])[:16], source)
+
+
+def check_manifest(manifest: dict[str, Any], source: str) -> None:
+    """The checks of a model's manifest shared by both file formats (this one and
+    :mod:`ecg_dan.onnx_model`): the preprocessing this code applies, the architecture."""
     have = dict(manifest.get("preprocessing", {}))
     if "cardiosoft_beat" not in have:  # files written before the rule was recorded: device
         have["cardiosoft_beat"] = "device"
@@ -347,16 +354,21 @@ def read_model_bytes(data: bytes, source: str = "<bytes>") -> ModelContents:
         raise ModelFileError(f"{source} was trained with another preprocessing than this code "
                              f"applies: {'; '.join(diff)}")
     _check_architecture(manifest, source)
-    return ModelContents(manifest, tensors, str(manifest["content_sha256"])[:16], source)
 
 
 def read_model(path: str | os.PathLike) -> ModelContents:
     """Read and check a model file (:class:`ModelFileError` naming it when refused)."""
+    return read_model_bytes(checked_model_path(path).read_bytes(), str(path))
+
+
+def checked_model_path(path: str | os.PathLike) -> Path:
+    """``path`` if it is a file within the model-file size limit (checked before the file is
+    read whole, :mod:`data_modules.limits`), else :class:`ModelFileError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
-    try:  # before the file is read whole (data_modules.limits)
+    try:
         check_file_size(path, "MODEL_MB", str(path))
     except LimitExceeded as e:
         raise ModelFileError(e.reason) from None
-    return read_model_bytes(path.read_bytes(), str(path))
+    return path

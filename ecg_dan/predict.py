@@ -68,7 +68,7 @@ from ecg_dan.run_dir import RunDir
 
 log = get_logger(__name__)
 
-__all__ = ["MAX_CHOICES", "EnsembleModel", "FoldModel", "load_model"]
+__all__ = ["MAX_CHOICES", "EnsembleModel", "FoldModel", "fold_head", "load_model"]
 
 #: Most choices of one fold model per seed enumerated for a new person's percentile and flag
 #: (2 folds x 5 seeds: 32; beyond the cap, that many drawn with a fixed seed).
@@ -103,12 +103,25 @@ def _fold_module(manifest: dict[str, Any], cuts: NDArray | None) -> SurvivalFine
                                   cuts=None if cuts is None else cuts.tolist())
 
 
-def _build_members(contents: ModelContents) -> list[FoldModel]:
+def fold_head(module: Any, x: torch.Tensor) -> torch.Tensor:
+    """A fold model's risk-head output for prepared beats: its encoder and head only (the
+    module's forward also decodes the beat, which a score does not need; a VAE backbone's z
+    is its encoder's mean, as in its forward). The ONNX export traces the same function."""
+    z = module.backbone.encoder(x)
+    return module.risk_head(z[0] if isinstance(z, tuple) else z)
+
+
+def _build_members(contents: ModelContents, modules: bool = True) -> list[FoldModel]:
+    """The fold models of a model file; without ``modules`` (an ONNX file, whose graph
+    holds the weights) their calibration and reference only."""
     m = contents.manifest
     members = []
     for i, info in enumerate(m["members"]):
         cuts_t = contents.tensors.get(f"m{i}.cuts")
         cuts = None if cuts_t is None else cuts_t.numpy().astype(np.float64)
+        if not modules:
+            members.append(_fold_model(contents, i, None, cuts))
+            continue
         # the shapes the manifest's config makes, on the meta device (nothing allocated), are
         # compared with the tensors present before a real module is built: a manifest that
         # declares a huge model costs nothing (its hash is an integrity check, not a limit)
@@ -126,19 +139,28 @@ def _build_members(contents: ModelContents) -> list[FoldModel]:
         module = _fold_module(m, cuts)
         module.load_state_dict(state, strict=True)
         module.eval()
-        member = FoldModel(int(info["seed"]), int(info["fold"]), module,
-                           offset=float(info["offset"]), slope=float(info["slope"]), cuts=cuts,
-                           heldout=contents.tensors[f"m{i}.heldout_risk"].numpy())
-        member.baseline_times = contents.tensors[f"m{i}.baseline_times"].numpy()
-        member.baseline_cumhaz = contents.tensors[f"m{i}.baseline_cumhaz"].numpy()
-        members.append(member)
+        members.append(_fold_model(contents, i, module, cuts))
     return members
+
+
+def _fold_model(contents: ModelContents, i: int, module: Any, cuts: NDArray | None
+                ) -> FoldModel:
+    info = contents.manifest["members"][i]
+    member = FoldModel(int(info["seed"]), int(info["fold"]), module,
+                       offset=float(info["offset"]), slope=float(info["slope"]), cuts=cuts,
+                       heldout=contents.tensors[f"m{i}.heldout_risk"].numpy())
+    member.baseline_times = contents.tensors[f"m{i}.baseline_times"].numpy()
+    member.baseline_cumhaz = contents.tensors[f"m{i}.baseline_cumhaz"].numpy()
+    return member
 
 
 class EnsembleModel:
     """The fold models of one finetuning run, their baselines and reference risks."""
 
-    def __init__(self, contents: ModelContents) -> None:
+    def __init__(self, contents: ModelContents, runner: Any = None) -> None:
+        """``runner``: the fold models' graph in ONNX Runtime
+        (:class:`ecg_dan.onnx_model.OnnxRunner`) for an ONNX file; None: the PyTorch
+        modules built from the file's weights."""
         m = contents.manifest
         self.manifest = m
         self.model_id = contents.model_id
@@ -150,7 +172,8 @@ class EnsembleModel:
         ref = m["reference"]
         self.reference = contents.tensors["reference_risk"].numpy().astype(np.float64)
         self.threshold = float(ref["high_risk_threshold"])
-        self.members = _build_members(contents)
+        self.runner = runner
+        self.members = _build_members(contents, modules=runner is None)
         # set by load_model for a run directory: who held out whom, in the run's own cache
         self.held_out: list[set[str]] | None = None
         self.cohort_cache: Path | None = None
@@ -174,14 +197,14 @@ class EnsembleModel:
     def member_outputs(self, beats: ArrayLike, curves: bool = True
                        ) -> tuple[NDArray, list[NDArray] | None]:
         """Each fold model's log-risk (M, B) and, for discrete-time heads with ``curves``,
-        survival at the cuts (M arrays (B, K)). Runs the encoder and the head only: the
-        module's forward also decodes the beat, which a score does not need (the risk is the
-        same; a VAE backbone's z is its encoder's mean, as in its forward)."""
+        survival at the cuts (M arrays (B, K)), by the encoder and the head only
+        (:func:`fold_head`). An ONNX file's graph gives the log-risks only (no curves)."""
         x = self.prepare(beats)
+        if self.runner is not None:
+            return self.runner(x), None
         risks, survs = [], []
         for m in self.members:
-            z = m.module.backbone.encoder(x)
-            head = m.module.risk_head(z[0] if isinstance(z, tuple) else z)
+            head = fold_head(m.module, x)
             risks.append(m.module.objective.risk(head).double().numpy())
             if curves and m.cuts is not None:
                 survs.append(m.module.objective.survival(head).double().numpy())
@@ -303,8 +326,16 @@ def _held_out(run_dir: Path, contents: ModelContents) -> tuple[list[set[str]], P
 
 def load_model(path: str | os.PathLike) -> EnsembleModel:
     """A model file, or a finetuning run directory (exported in memory), ready to score; a
-    run directory also scores its own cohort's participants out of fold (module docstring)."""
+    run directory also scores its own cohort's participants out of fold (module docstring).
+    A ``*.onnx`` file (``ecg-dan export --format onnx``) runs in ONNX Runtime on torch's
+    number of threads, with the same post-processing."""
     p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        # deferred: onnx and onnxruntime, only for ONNX files
+        from ecg_dan.onnx_model import OnnxRunner, read_onnx
+
+        checked = read_onnx(p)
+        return EnsembleModel(checked.contents, OnnxRunner(checked, torch.get_num_threads()))
     if p.is_dir():
         contents = read_model_bytes(model_bytes(p), str(p))
         model = EnsembleModel(contents)

@@ -29,7 +29,7 @@ def _exe() -> str:
     return str(exe)
 
 
-HEAVY = ("torch", "lightning", "pandas", "scipy", "h5py")
+HEAVY = ("torch", "lightning", "pandas", "scipy", "h5py", "onnx", "onnxruntime")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["finetune", "--help"], ["predict", "--help"]])

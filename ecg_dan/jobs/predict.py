@@ -58,9 +58,21 @@ log = get_logger(__name__)
 VALIDATION_BOOT = 1000  # bootstrap resamples of the external-validation C-index
 
 
-def run_export(run_dir: str | Path, out: str | Path) -> Path:
-    """Write the model file of a finetuning run (:mod:`ecg_dan.model_file`)."""
-    contents = export_run(run_dir, out)
+def run_export(run_dir: str | Path, out: str | Path, fmt: str | None = None) -> Path:
+    """Write the model file of a finetuning run (:mod:`ecg_dan.model_file`), or for an
+    ``*.onnx`` ``out`` its ONNX file (:mod:`ecg_dan.onnx_model`; ``run_dir`` may also be a
+    safetensors model file). ``fmt``, when given, must agree with the suffix."""
+    is_onnx = Path(out).suffix.lower() == ".onnx"
+    if fmt is not None and (fmt == "onnx") != is_onnx:
+        raise ConfigError(f"--out {out}: a {fmt} model file must be named *."
+                          f"{fmt} (predict tells the formats by the suffix)")
+    if is_onnx:
+        # deferred: onnx and onnxruntime, only for --format onnx
+        from ecg_dan.onnx_export import export_onnx
+
+        contents = export_onnx(run_dir, out).contents
+    else:
+        contents = export_run(run_dir, out)
     m = contents.manifest
     size = Path(out).stat().st_size
     log.info(f"{out}: model {contents.model_id} of run {m['run']['name']} "
@@ -191,6 +203,9 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
     explain_dir = out.with_name(out.stem + "_explain") if explain else None
     if explain:
         cfg = model.manifest["model_config"]
+        if model.runner is not None:
+            raise ConfigError(f"--explain needs the PyTorch modules (a .safetensors model "
+                              f"file or the run directory), not the ONNX file {model.source}")
         if not (cfg.get("cross_lead_attention", True) and cfg.get("temporal_attention", True)
                 and cfg.get("name", "ecg_dan") == "ecg_dan"):
             raise ConfigError(f"--explain needs a model with both attention branches; "
