@@ -50,6 +50,7 @@ from ecg_dan.config import ConfigError
 from ecg_dan.log import get_logger
 from ecg_dan.metrics import UndefinedMetricError, bootstrap_ci, harrell_cindex
 from ecg_dan.model_file import export_run
+from ecg_dan.outputs import check_outputs
 from ecg_dan.predict import load_model
 from ecg_dan.reporting.json_io import json_default
 
@@ -58,8 +59,10 @@ log = get_logger(__name__)
 VALIDATION_BOOT = 1000  # bootstrap resamples of the external-validation C-index
 
 
-def run_export(run_dir: str | Path, out: str | Path) -> Path:
-    """Write the model file of a finetuning run (:mod:`ecg_dan.model_file`)."""
+def run_export(run_dir: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write the model file of a finetuning run (:mod:`ecg_dan.model_file`); an existing
+    ``out`` only with ``overwrite``."""
+    check_outputs({"model file": Path(out)}, overwrite)
     contents = export_run(run_dir, out)
     m = contents.manifest
     size = Path(out).stat().st_size
@@ -167,17 +170,29 @@ def skipped_path(out: Path) -> Path:
     return out.with_name(out.stem + "_skipped.csv")
 
 
+def predict_outputs(out: Path, explain: bool = False) -> dict[str, Path]:
+    """Every path ``predict --out out`` writes, by what it is."""
+    paths = {"CSV of the scores": out, "JSON of the scores": out.with_suffix(".json"),
+             "list of skipped inputs": skipped_path(out)}
+    if explain:
+        paths["folder of figures"] = out.with_name(out.stem + "_explain")
+    return paths
+
+
 def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
                 horizons: Sequence[float] | None = None, workers: int = 2,
                 batch_size: int = 256, threads: int | None = None,
-                progress: bool = True, explain: bool = False) -> dict[str, Any]:
+                progress: bool = True, explain: bool = False, overwrite: bool = False
+                ) -> dict[str, Any]:
     """Score every ECG of ``inputs`` (see the module docstring); returns a summary with
-    counts, files/s and ``report`` (the lines the CLI prints on stderr)."""
+    counts, files/s and ``report`` (the lines the CLI prints on stderr). Existing outputs
+    are replaced only with ``overwrite``; none may lie inside a run directory."""
     import torch
 
+    out = Path(out)
+    check_outputs(predict_outputs(out, explain), overwrite, outside_runs=True)
     if threads:
         torch.set_num_threads(int(threads))
-    out = Path(out)
     model = load_model(model_path)
     hz = model.horizons if horizons is None else [float(h) for h in horizons]
     if not hz or any(not np.isfinite(h) or h <= 0 for h in hz):
