@@ -95,8 +95,8 @@ def check_data(run_dir: str | Path, caches: Mapping[str, Path]) -> None:
     if changed:
         raise ConfigError(
             f"{rd.path} holds results of other data: {' | '.join(changed)} changed since the "
-            "run recorded them (data.json). Use a new run name (name=... or run_dir=...) or "
-            "resume=restart to move the old run aside and start over.")
+            f"run recorded them ({rd.data_path.name}). Use a new run name (name=... or "
+            "run_dir=...) or resume=restart to move the old run aside and start over.")
     if is_rank_zero() and any(name not in old for name in new):
         rd.write_data({**old, **new})
 
