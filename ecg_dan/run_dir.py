@@ -215,6 +215,8 @@ class FoldFiles:
         gives it) as the sidecar records it: relative to the run directory."""
         path = Path(os.path.abspath(checkpoint))
         root = Path(os.path.abspath(self.root))
+        if not path.is_relative_to(root):  # the same folder spelt through a symlink?
+            path, root = path.resolve(), root.resolve()
         if not path.is_relative_to(root):
             raise RunDirError(f"{self.meta}: checkpoint {checkpoint} lies outside the run "
                               f"directory {self.root}; a run holds its own checkpoints")
