@@ -202,7 +202,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ecg_dan.jobs.predict import run_export  # deferred: torch, Lightning
 
-    print(run_export(args.run_dir, args.out, args.format))
+    print(run_export(args.run_dir, args.out, args.format, overwrite=args.overwrite))
     return 0
 
 
@@ -212,7 +212,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = run_predict(args.model, args.inputs, args.out, horizons=args.horizons,
                           workers=args.workers, batch_size=args.batch_size,
                           threads=args.threads, progress=not args.no_progress,
-                          explain=args.explain)
+                          explain=args.explain, overwrite=args.overwrite)
     print(summary["report"], file=sys.stderr)
     return 0
 
@@ -383,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("safetensors", "onnx"), default=None,
                    help="safetensors (PyTorch) or onnx (ONNX Runtime, any language; "
                         "docs/deployment.md); default: from the --out suffix")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_FILE")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="score new ECGs (WFDB, CardioSoft or MUSE XML, folders of "
@@ -405,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true",
                    help="also draw each ECG's attention figure into <out stem>_explain/ "
                         "(~1-3 s per ECG on a CPU)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (never inside a run directory)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("import-weights", help="another code's pretrained weights as an "

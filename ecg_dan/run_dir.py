@@ -3,8 +3,10 @@
 Every job, the reporting, the model file and ``explain`` go through :class:`RunDir`, so a
 format change touches this file only::
 
+    <run>/run.json             config hash + result config: a re-run resumes only under it;
+                               written first, it marks the folder as an ecg-dan run
     <run>/config.yaml          the resolved config (also in each fold's training folder)
-    <run>/run.json             config hash + result config: a re-run resumes only under it
+    <run>/data.json            fingerprints of the caches the run was trained and scored on
     <run>/splits.json          cross-validation splits (finetuning and the Cox baselines)
     <run>/checkpoints/         the Trainer's best-*.ckpt and last.ckpt (pretraining)
     <run>/seed<s>_fold<f>/     one fold's training: config.yaml, checkpoints/, lr_find.json
@@ -13,14 +15,20 @@ format change touches this file only::
     <run>/predictions/seed<s>_fold<f>_train.csv  the fold model's training-fold risks
     <run>/predictions/seed<s>_fold<f>_surv.npz   a discrete-time model's held-out curves
     <run>/predictions/seed<s>_fold<f>.json       config hash, the checkpoint that scored the
-                                                 fold, counts (+ a baseline's fit)
+                                                 fold (path relative to the run, SHA-256),
+                                                 counts (+ a baseline's fit)
     <run>/oof_predictions.csv, results.{md,csv,json}, kaplan_meier.png, calibration.{csv,png}
     <run>/decision_curve.{csv,png}, pretrain_eval.{json,md}, biomarkers.csv, explain/
     <run>/report.html          ``ecg-dan report`` (ecg_dan/reporting/html_report.py)
+
+A run is self-contained: every file it refers to is inside it, recorded by a path relative
+to the run directory (never absolute, never ``..``) and, for a checkpoint, with the SHA-256
+it had when written; a copied run (``cp -a``) therefore reads its own files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -47,10 +55,11 @@ from ecg_dan.config import ConfigError, config_hash, load_saved_config, result_c
 from ecg_dan.reporting.json_io import write_json
 
 __all__ = ["FINISHED_RUN_FILES", "TRAIN_SUFFIX", "FoldFiles", "RunDir", "RunDirError",
-           "fold_name"]
+           "fold_name", "sha256_file"]
 
 CONFIG = "config.yaml"
 RECORD = "run.json"
+DATA = "data.json"
 SPLITS = "splits.json"
 PREDICTIONS = "predictions"
 CHECKPOINTS = "checkpoints"
@@ -64,6 +73,18 @@ FINISHED_RUN_FILES = f"{SPLITS} and {PREDICTIONS}/seed*_fold*{TRAIN_SUFFIX}"
 class RunDirError(DataError):
     """A run directory without a file a job needs (the message names it), or whose files
     disagree with each other."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
 
 
 @dataclass(frozen=True)
@@ -147,31 +168,75 @@ class FoldFiles:
         return surv[pos], cuts
 
     def checkpoint(self, want_hash: str | None = None) -> Path:
-        """The checkpoint that scored this fold, as its sidecar records it (the run's own
-        ``seed*_fold*/checkpoints/`` copy first, so a moved or copied run reads its own
-        files); with ``want_hash``, the sidecar must come from that config."""
+        """The checkpoint that scored this fold, as its sidecar records it: a path inside the
+        run (relative to it; a path that escapes it is refused), checked against the SHA-256
+        recorded when the fold was written; with ``want_hash``, the sidecar must come from
+        that config. A run written before paths were relative recorded an absolute path: it
+        is followed only into this run (its ``seed*_fold*/checkpoints/`` copy)."""
         meta = self.read_meta()
         have = meta.get("config_hash")
         if want_hash is not None and have not in (None, want_hash):
             raise RunDirError(f"{self.csv} was made by another configuration (hash {have}, "
                               f"the run's {CONFIG} gives {want_hash}); re-run or re-evaluate "
                               "the run first")
-        if not meta.get("checkpoint"):
+        recorded = meta.get("checkpoint")
+        if not recorded or not isinstance(recorded, str):
             raise RunDirError(f"{self.meta}: records no checkpoint")
-        recorded = Path(meta["checkpoint"])
-        local = self.checkpoints_dir / recorded.name
-        for cand in (local, recorded):
-            if cand.is_file():
-                return cand
-        raise RunDirError(f"{self.root}: checkpoint {recorded} of {self.csv.name} not found "
-                          f"(nor {local})")
+        path = self._own_file(recorded)
+        if not path.is_file():
+            raise RunDirError(f"{self.root}: checkpoint {recorded} of {self.csv.name} not found "
+                              f"({path})")
+        want_sha = meta.get("checkpoint_sha256")
+        if want_sha is not None and sha256_file(path) != want_sha:
+            raise RunDirError(f"{path}: its SHA-256 differs from the one {self.meta.name} "
+                              "recorded when the fold was scored: the checkpoint was replaced "
+                              "or is corrupt")
+        return path
+
+    def _own_file(self, recorded: str) -> Path:
+        """Where a path recorded in the sidecar lies inside this run."""
+        rel = Path(recorded)
+        if rel.is_absolute():  # a run written before paths were relative
+            if _inside(rel, self.root):
+                return rel
+            own = self.checkpoints_dir / rel.name
+            if rel.parent.name == CHECKPOINTS and rel.parent.parent.name == self.name:
+                return own
+            raise RunDirError(f"{self.meta}: field 'checkpoint' = {recorded} lies outside the "
+                              f"run directory {self.root}; a run reads only its own files "
+                              f"(copy the checkpoint to {own} and edit the field)")
+        if ".." in rel.parts or not _inside(self.root / rel, self.root):
+            raise RunDirError(f"{self.meta}: field 'checkpoint' = {recorded} escapes the run "
+                              f"directory {self.root}; a run reads only its own files")
+        return self.root / rel
+
+    def _relative(self, checkpoint: str | os.PathLike) -> str:
+        """A checkpoint path (absolute, or relative to the working directory as the Trainer
+        gives it) as the sidecar records it: relative to the run directory."""
+        path = Path(os.path.abspath(checkpoint))
+        root = Path(os.path.abspath(self.root))
+        if not path.is_relative_to(root):  # the same folder spelt through a symlink?
+            path, root = path.resolve(), root.resolve()
+        if not path.is_relative_to(root):
+            raise RunDirError(f"{self.meta}: checkpoint {checkpoint} lies outside the run "
+                              f"directory {self.root}; a run holds its own checkpoints")
+        return path.relative_to(root).as_posix()
 
     # ------------------------------------------------------------------------- writing
     def write(self, test: pd.DataFrame, train: pd.DataFrame, meta: dict[str, Any],
               cuts: Sequence[float] | None = None) -> None:
         """Write the fold: with ``cuts`` the ``surv_*`` columns of ``test`` go to the curve
         sidecar (the CSV keeps the scalar risk), then the training-fold risks, the sidecar
-        and last the held-out CSV, whose presence marks the fold done."""
+        and last the held-out CSV, whose presence marks the fold done. The checkpoint (in
+        ``meta`` and the frames' ``checkpoint`` column) is recorded relative to the run, with
+        its SHA-256 (a Cox baseline's, the sidecar itself, without)."""
+        if meta.get("checkpoint"):
+            meta = dict(meta, checkpoint=self._relative(meta["checkpoint"]))
+            own = self.root / meta["checkpoint"]
+            if own != self.meta and own.is_file():
+                meta["checkpoint_sha256"] = sha256_file(own)
+            test, train = (df.assign(checkpoint=meta["checkpoint"])
+                           if "checkpoint" in df.columns else df for df in (test, train))
         if cuts is not None:
             cols = [f"surv_{k}" for k in range(len(cuts))]
             with atomic_path(self.surv) as tmp, open(tmp, "wb") as fh:
@@ -233,10 +298,47 @@ class RunDir:
             {"config_hash": config_hash(cfg), "result_config": result_config(cfg)}, indent=2,
             default=str))
 
+    @property
+    def data_path(self) -> Path:
+        return self.path / DATA
+
+    def read_data(self) -> dict[str, Any] | None:
+        """``data.json``: the fingerprint of each cache the run used, by name (None for a new
+        run or one made before fingerprints were recorded)."""
+        return json.loads(self.data_path.read_text()) if self.data_path.is_file() else None
+
+    def write_data(self, fingerprints: dict[str, Any]) -> None:
+        write_json(self.data_path, fingerprints)
+
     def has_outputs(self) -> bool:
         """Checkpoints or predictions exist (a run that has started)."""
         return self.path.is_dir() and any((self.path / d).exists()
                                           for d in (CHECKPOINTS, PREDICTIONS))
+
+    def is_run(self) -> bool:
+        """The folder is an ecg-dan run: it holds ``run.json`` (written before anything else)
+        with a config hash and result config, or, for a run made before ``run.json``
+        existed, ``config.yaml`` beside checkpoints or predictions."""
+        try:
+            record = json.loads(self.record_path.read_text())
+        except (OSError, ValueError):
+            record = None
+        if isinstance(record, dict) and {"config_hash", "result_config"} <= record.keys():
+            return True
+        return self.has_config() and self.has_outputs()
+
+    def check_owned(self) -> None:
+        """Refuse to write a run into ``path`` unless it is absent, empty (hidden entries such
+        as temporary files aside) or already an ecg-dan run (:meth:`is_run`): a user's folder
+        is never overwritten nor moved aside."""
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise RunDirError(f"run_dir={p} is a file, not a folder; choose another run_dir")
+        if p.is_dir() and not self.is_run() and any(not e.name.startswith(".")
+                                                    for e in p.iterdir()):
+            raise RunDirError(f"run_dir={p} is a folder that is neither empty nor an ecg-dan "
+                              f"run (no {RECORD}); refusing to write into it: choose another "
+                              "run_dir or name")
 
     # ------------------------------------------------------------------------- checkpoints
     @property

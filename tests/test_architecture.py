@@ -23,7 +23,7 @@ FOLD_NAME_MODULE = "data_modules.protocol.splits"
 # The registry imports the optional architectures so they register themselves; they import
 # the registry for its decorator. docs/architecture.md says so.
 ALLOWED_CYCLES = [{"ecg_dan.models.registry", "ecg_dan.models.resnet1d", "ecg_dan.models.vae"}]
-RUN_DIR_NAMES = ("config.yaml", "run.json", "splits.json", "_train.csv", "_surv.npz",
+RUN_DIR_NAMES = ("config.yaml", "run.json", "data.json", "splits.json", "_train.csv", "_surv.npz",
                  "predictions/")
 
 

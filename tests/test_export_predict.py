@@ -95,9 +95,9 @@ def test_model_file_reproduces_each_fold_models_predictions(cox_run, cox_file, t
     x = model.prepare(beats)
     direct = []
     for test, train in folds:
-        module = finetune_module_from_checkpoint(json.loads(
+        module = finetune_module_from_checkpoint(cox_run / json.loads(
             (cox_run / "predictions" / f"seed{test.seed[0]}_fold{test.fold[0]}.json")
-            .read_text())["checkpoint"])
+            .read_text())["checkpoint"])  # relative to the run
         with torch.no_grad():
             direct.append(module(x)["log_risk"].double().numpy() - train.risk.mean())
     np.testing.assert_allclose(model.risk(beats), np.mean(direct, axis=0), atol=1e-6)

@@ -47,11 +47,13 @@ class FakeFitter(FoldFitter):
         def frame(rows):
             return pd.DataFrame({"eid": rows + 100, "seed": split.seed, "fold": split.fold,
                                  "risk": rows / 10, "time": rows + 1.0,
-                                 "event": (rows % 3 == 0).astype(float), "checkpoint": "fake"})
+                                 "event": (rows % 3 == 0).astype(float),
+                                 "checkpoint": str(fold.dir / "fake")})
 
         return FoldResult(frame(split.test_idx),
                           frame(np.sort(np.concatenate([split.train_idx, split.val_idx]))),
-                          checkpoint="fake", meta={"fitter": "fake"}, label="fake: ")
+                          checkpoint=str(fold.dir / "fake"), meta={"fitter": "fake"},
+                          label="fake: ")
 
     def end_fold(self) -> None:
         self.ended += 1
@@ -61,6 +63,7 @@ class FakeFitter(FoldFitter):
 def setup(tmp_path, monkeypatch):
     evaluated = []
     monkeypatch.setattr(protocol, "ukb_cache", lambda cfg: tmp_path / "ukb.h5")
+    monkeypatch.setattr(protocol, "check_data", lambda run_dir, caches: None)  # no cache
     monkeypatch.setattr(protocol, "evaluate_finetune",
                         lambda run_dir, cfg: evaluated.append(run_dir))
     cfg = load_config("demo_finetune", [f"run_dir={tmp_path / 'run'}", "logging.wandb=false"])
@@ -82,7 +85,8 @@ def test_the_protocol_writes_every_fold_as_run_dir_reads_it(setup):
         np.testing.assert_array_equal(test.eid, split.test_idx + 100)
         np.testing.assert_allclose(test.risk, split.test_idx / 10)
         assert len(f.read_train()) == split.train_idx.size + split.val_idx.size
-        assert f.read_meta() == {"config_hash": config_hash(cfg), "checkpoint": "fake",
+        assert f.read_meta() == {"config_hash": config_hash(cfg),
+                                 "checkpoint": f"{f.name}/fake",  # relative to the run
                                  "n": len(test), "events": int(test.event.sum()),
                                  "fitter": "fake"}
     # every participant held out exactly once per seed

@@ -15,6 +15,7 @@ from ecg_dan.cli import main as cli
 from ecg_dan.config import ConfigError, load_config
 from ecg_dan.jobs.finetune import run_finetune
 from ecg_dan.jobs.pretrain import run_pretrain
+from ecg_dan.run_dir import RunDir
 
 
 class _Payload:
@@ -58,8 +59,9 @@ def test_crafted_checkpoint_is_refused_at_every_entry_point(tmp_path, tiny_data_
     run = tmp_path / "pre"
     (run / "checkpoints").mkdir(parents=True)
     os.replace(_crafted(tmp_path, name="other.ckpt")[0], run / "checkpoints" / "last.ckpt")
-    assert cli(["pretrain", "demo_pretrain", *_args(tmp_path, tiny_data_root,
-                                                    f"run_dir={run}")]) == 2
+    pre_args = _args(tmp_path, tiny_data_root, f"run_dir={run}")
+    RunDir(run).write_record(load_config("demo_pretrain", pre_args))  # a run, not a folder
+    assert cli(["pretrain", "demo_pretrain", *pre_args]) == 2
     assert "last.ckpt was refused" in capsys.readouterr().err
     assert cli(["pretrain", "demo_pretrain", *_args(tmp_path, tiny_data_root,
                                                     f"run_dir={tmp_path / 'r2'}",

@@ -3,6 +3,9 @@ checkpoint that scored a fold found through its sidecar (with the config hash)."
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -43,8 +46,8 @@ def test_layout_round_trip(tmp_path):
 
     test, train = _fold_frames(n_bins=3)
     fold = rd.fold(42, 1)
-    fold.write(test, train, {"config_hash": "abc", "checkpoint": "c.ckpt", "n": 4},
-               cuts=[1.0, 2.0, 4.0])
+    fold.write(test, train, {"config_hash": "abc", "checkpoint": str(rd.path / "c.ckpt"),
+                             "n": 4}, cuts=[1.0, 2.0, 4.0])  # recorded relative to the run
     assert rd.has_outputs() and [f.name for f in rd.scored_folds()] == ["seed42_fold1"]
     back = fold.read_test()
     assert list(back.columns) == ["eid", "seed", "fold", "risk", "time", "event", "checkpoint"]
@@ -81,24 +84,52 @@ def test_a_folder_that_is_not_a_run_is_refused_naming_the_file(tmp_path):
         rd.scored_folds()
 
 
-def test_the_fold_checkpoint_is_the_one_its_sidecar_records(tmp_path):
+def test_the_fold_checkpoint_is_the_runs_own_as_its_sidecar_records(tmp_path):
     rd = RunDir(tmp_path / "run")
     fold = rd.fold(7, 1)
     test, train = _fold_frames()
-    elsewhere = tmp_path / "old" / "best-001-10.ckpt"  # where training wrote it
-    elsewhere.parent.mkdir()
-    elsewhere.write_bytes(b"x")
-    fold.write(test, train, {"config_hash": "h1", "checkpoint": str(elsewhere)})
-    assert fold.checkpoint("h1") == elsewhere and fold.checkpoint() == elsewhere
+    ckpt = fold.checkpoints_dir / "best-001-10.ckpt"  # where training wrote it
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"x")
+    fold.write(test, train, {"config_hash": "h1", "checkpoint": str(ckpt)})
+    meta = fold.read_meta()  # relative to the run, with its hash; the CSV column too
+    assert meta["checkpoint"] == "seed7_fold1/checkpoints/best-001-10.ckpt"
+    assert len(meta["checkpoint_sha256"]) == 64
+    assert set(fold.read_test().checkpoint) == {meta["checkpoint"]}
+    assert fold.checkpoint("h1") == ckpt and fold.checkpoint() == ckpt
     with pytest.raises(RunDirError, match="another configuration.*h2"):
         fold.checkpoint("h2")
-    # the run's own copy wins (a moved or copied run reads its own files)
-    fold.checkpoints_dir.mkdir(parents=True)
-    own = fold.checkpoints_dir / elsewhere.name
-    own.write_bytes(b"y")
-    fold.checkpoints_dir.joinpath("best-002-20.ckpt").write_bytes(b"z")  # not the recorded one
-    assert fold.checkpoint("h1") == own
+    # a copied run reads its own checkpoint; a replaced checkpoint is refused
+    copy = RunDir(tmp_path / "copy")
+    shutil.copytree(rd.path, copy.path)
+    ckpt.write_bytes(b"changed")
+    assert copy.fold(7, 1).checkpoint("h1") == copy.fold(7, 1).checkpoints_dir / ckpt.name
+    with pytest.raises(RunDirError, match="SHA-256 differs.*replaced"):
+        fold.checkpoint("h1")
+    # a checkpoint outside the run is refused, when written and when read
+    outside = tmp_path / "elsewhere.ckpt"
+    outside.write_bytes(b"x")
+    with pytest.raises(RunDirError, match="outside the run directory"):
+        fold.write(test, train, {"config_hash": "h1", "checkpoint": str(outside)})
+    for bad in ("../elsewhere.ckpt", str(outside), "seed7_fold1/../../elsewhere.ckpt"):
+        fold.meta.write_text(json.dumps({"config_hash": "h1", "checkpoint": bad}))
+        with pytest.raises(RunDirError, match=r"seed7_fold1\.json: field 'checkpoint'"):
+            fold.checkpoint("h1")
+
+
+def test_an_old_absolute_checkpoint_path_is_followed_only_into_the_run(tmp_path):
+    """Runs written before paths were relative: the absolute path of the fold's checkpoint
+    in the original run resolves to the copy's own file; one inside the run is followed."""
+    rd = RunDir(tmp_path / "run")
+    fold = rd.fold(7, 1)
+    fold.write(*_fold_frames(), {"config_hash": "h1", "checkpoint": str(rd.path / "c.ckpt")})
+    own = fold.checkpoints_dir / "best.ckpt"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"x")
+    original = tmp_path / "original" / "seed7_fold1" / "checkpoints" / "best.ckpt"
+    for recorded, want in ((own, own), (original, own)):
+        fold.meta.write_text(json.dumps({"config_hash": "h1", "checkpoint": str(recorded)}))
+        assert fold.checkpoint("h1") == want
     own.unlink()
-    elsewhere.unlink()
-    with pytest.raises(RunDirError, match=r"best-001-10\.ckpt of seed7_fold1\.csv not found"):
+    with pytest.raises(RunDirError, match=r"best\.ckpt of seed7_fold1\.csv not found"):
         fold.checkpoint("h1")

@@ -267,7 +267,8 @@ def test_logistic_hazard_finetuning_end_to_end(tiny_lh_run):
     assert (eid == test.eid.to_numpy()).all() and surv.shape == (len(test), 6)
     assert cuts.shape == (6,) and cuts[0] == 0 and (np.diff(cuts) > 0).all()
     assert ((surv >= 0) & (surv <= 1)).all() and (np.diff(surv, axis=1) <= 0).all()
-    ckpt = read_checkpoint(json.loads((pred / "seed42_fold0.json").read_text())["checkpoint"])
+    ckpt = read_checkpoint(run_dir / json.loads((pred / "seed42_fold0.json").read_text())[
+        "checkpoint"])  # relative to the run
     assert ckpt["hyper_parameters"]["cuts"] == pytest.approx(cuts.tolist())  # plain list
     table = pd.read_csv(run_dir / "results.csv")
     assert "antolini_c" in table

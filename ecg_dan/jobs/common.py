@@ -14,6 +14,7 @@ import lightning as L
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from data_modules.cache.fingerprint import cache_fingerprint, fingerprint_changes
 from ecg_dan.config import (
     ConfigError,
     ExperimentConfig,
@@ -49,7 +50,8 @@ def prepare_run_dir(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> Path:
     # torchrun/srun): all check, so that all stop on a changed config, but rank 0 alone moves
     # and writes the run's files (another rank could move aside the run rank 0 just began).
     lead = is_rank_zero()
-    if cfg.resume == "restart" and run_dir.is_dir() and any(run_dir.iterdir()):
+    rd.check_owned()  # a folder that is not a run is neither written into nor moved aside
+    if cfg.resume == "restart" and rd.is_run():
         if lead:
             aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
             shutil.move(str(run_dir), aside)
@@ -74,9 +76,29 @@ def prepare_run_dir(cfg: DictConfig, ignore: tuple[str, ...] = ()) -> Path:
                                   f"(differing keys: {', '.join(diff)}). Use a new run name "
                                   "or resume=restart.")
     if lead:
+        rd.write_record(cfg)  # first: it marks the folder as a run (RunDir.is_run)
         rd.save_config(cfg)
-        rd.write_record(cfg)
     return run_dir
+
+
+def check_data(run_dir: str | Path, caches: Mapping[str, Path]) -> None:
+    """Record the fingerprint of each cache the run trains and scores on (``data.json``), or,
+    when the run has recorded them, refuse data that changed since, as a changed config is
+    refused: a cache rebuilt from edited sources would otherwise be scored by, or mixed
+    with, folds trained on the old data."""
+    rd = RunDir(run_dir)
+    new = {name: cache_fingerprint(path) for name, path in caches.items()}
+    old = rd.read_data() or {}
+    changed = [f"{name} cache {new[name]['path']}: {'; '.join(diff)}"
+               for name in new if name in old
+               and (diff := fingerprint_changes(old[name], new[name]))]
+    if changed:
+        raise ConfigError(
+            f"{rd.path} holds results of other data: {' | '.join(changed)} changed since the "
+            f"run recorded them ({rd.data_path.name}). Use a new run name (name=... or "
+            "run_dir=...) or resume=restart to move the old run aside and start over.")
+    if is_rank_zero() and any(name not in old for name in new):
+        rd.write_data({**old, **new})
 
 
 _ABSENT = object()

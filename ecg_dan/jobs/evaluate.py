@@ -86,6 +86,7 @@ def evaluate_pretrain(ckpt: str | os.PathLike, cfg: DictConfig | None = None,
     if cfg is None:
         cfg = load_saved_config(module.hparams.config, overrides, origin=f"{ckpt} (its config)")
     rd = RunDir.of_checkpoint(ckpt)
+    rd.check_owned()  # its results go into the checkpoint's run, never into another folder
     caches = corpus_caches(cfg)
     use_text = module.align != "none"
     if texts is None and use_text:

@@ -50,6 +50,7 @@ from ecg_dan.config import ConfigError
 from ecg_dan.log import get_logger
 from ecg_dan.metrics import UndefinedMetricError, bootstrap_ci, harrell_cindex
 from ecg_dan.model_file import export_run
+from ecg_dan.outputs import check_outputs
 from ecg_dan.predict import load_model
 from ecg_dan.reporting.json_io import json_default
 
@@ -58,14 +59,17 @@ log = get_logger(__name__)
 VALIDATION_BOOT = 1000  # bootstrap resamples of the external-validation C-index
 
 
-def run_export(run_dir: str | Path, out: str | Path, fmt: str | None = None) -> Path:
+def run_export(run_dir: str | Path, out: str | Path, fmt: str | None = None,
+               overwrite: bool = False) -> Path:
     """Write the model file of a finetuning run (:mod:`ecg_dan.model_file`), or for an
     ``*.onnx`` ``out`` its ONNX file (:mod:`ecg_dan.onnx_model`; ``run_dir`` may also be a
-    safetensors model file). ``fmt``, when given, must agree with the suffix."""
+    safetensors model file). ``fmt``, when given, must agree with the suffix; an existing
+    ``out`` is replaced only with ``overwrite``."""
     is_onnx = Path(out).suffix.lower() == ".onnx"
     if fmt is not None and (fmt == "onnx") != is_onnx:
         raise ConfigError(f"--out {out}: a {fmt} model file must be named *."
                           f"{fmt} (predict tells the formats by the suffix)")
+    check_outputs({"model file": Path(out)}, overwrite)
     if is_onnx:
         # deferred: onnx and onnxruntime, only for --format onnx
         from ecg_dan.onnx_export import export_onnx
@@ -184,17 +188,29 @@ def skipped_path(out: Path) -> Path:
     return out.with_name(out.stem + "_skipped.csv")
 
 
+def predict_outputs(out: Path, explain: bool = False) -> dict[str, Path]:
+    """Every path ``predict --out out`` writes, by what it is."""
+    paths = {"CSV of the scores": out, "JSON of the scores": out.with_suffix(".json"),
+             "list of skipped inputs": skipped_path(out)}
+    if explain:
+        paths["folder of figures"] = out.with_name(out.stem + "_explain")
+    return paths
+
+
 def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str | Path,
                 horizons: Sequence[float] | None = None, workers: int = 2,
                 batch_size: int = 256, threads: int | None = None,
-                progress: bool = True, explain: bool = False) -> dict[str, Any]:
+                progress: bool = True, explain: bool = False, overwrite: bool = False
+                ) -> dict[str, Any]:
     """Score every ECG of ``inputs`` (see the module docstring); returns a summary with
-    counts, files/s and ``report`` (the lines the CLI prints on stderr)."""
+    counts, files/s and ``report`` (the lines the CLI prints on stderr). Existing outputs
+    are replaced only with ``overwrite``; none may lie inside a run directory."""
     import torch
 
+    out = Path(out)
+    check_outputs(predict_outputs(out, explain), overwrite, outside_runs=True)
     if threads:
         torch.set_num_threads(int(threads))
-    out = Path(out)
     model = load_model(model_path)
     hz = model.horizons if horizons is None else [float(h) for h in horizons]
     if not hz or any(not np.isfinite(h) or h <= 0 for h in hz):

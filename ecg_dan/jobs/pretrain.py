@@ -9,7 +9,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ecg_dan.config import ConfigError
-from ecg_dan.jobs.common import finish_wandb, prepare_run_dir, seed
+from ecg_dan.jobs.common import check_data, finish_wandb, prepare_run_dir, seed
 from ecg_dan.jobs.data import corpus_caches, corpus_text_embeddings, pretrain_datamodule
 from ecg_dan.jobs.evaluate import evaluate_pretrain
 from ecg_dan.lit.pretrain import AlignmentPretrainModule
@@ -66,6 +66,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
     run_dir = prepare_run_dir(cfg, ignore=RESUMABLE_KEYS)
     seed(cfg)
     caches = corpus_caches(cfg)
+    check_data(run_dir, caches)
     use_text = cfg.pretrain.alignment != "none" and cfg.pretrain.w_align > 0
     texts, text_id = None, None
     if use_text:

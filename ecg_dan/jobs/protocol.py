@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from data_modules.loading.ukb_datamodule import make_ukb_splits
 from data_modules.protocol.splits import Split
 from ecg_dan.config import config_hash
-from ecg_dan.jobs.common import prepare_run_dir
+from ecg_dan.jobs.common import check_data, prepare_run_dir
 from ecg_dan.jobs.data import ukb_cache
 from ecg_dan.jobs.evaluate import evaluate_finetune
 from ecg_dan.log import get_logger, is_rank_zero
@@ -84,6 +84,7 @@ def run_cross_validation(cfg: DictConfig, fitter: FoldFitter) -> Path:
     run = RunDir(prepare_run_dir(cfg))
     want = config_hash(cfg)
     cache = ukb_cache(cfg)
+    check_data(run.path, {"cohort": cache})
     splits = fitter.splits(cfg, run, cache)
     fitter.prepare(run, cache, splits)
     for split in splits:
