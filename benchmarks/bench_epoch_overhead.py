@@ -23,8 +23,8 @@ Each pair is two blocks, in alternating order (Trainer first in odd pairs, bare 
   scheduler); *fit* = the whole ``trainer.fit`` call (also setup, validation with the
   pretraining's batch-norm re-estimation, checkpoint writes, teardown).
 * **bare**: the same module's loss (``_losses`` / ``alpha * survival + (1 - alpha) * MSE``), its
-  backward and ``torch.optim.AdamW`` over the same number of batches, taken from the same
-  DataModule and finished beforehand (so the bare loop has no loader cost).
+  backward and the job's AdamW (``ecg_dan.schedules.build_optimizer``) over the same number
+  of batches, taken from the same DataModule and finished beforehand (no loader cost).
 
 Printed per pair: samples/s and CPU time per wall second of each block, the ratio
 Trainer-epoch wall / bare wall (> 1 = the Trainer is slower) and the same in CPU seconds;
@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _stage_config(kind, tmp / "cfg", args.batch, args.batches)
     module = _module(kind, cfg, dm)
     bare = copy.deepcopy(module).train()
-    opt = torch.optim.AdamW(bare.parameters(), lr=1e-4)
+    from ecg_dan.schedules import build_optimizer
+
+    opt = build_optimizer(bare.parameters(), 1e-4, (0.9, 0.95), 0.01)  # the real job's AdamW
     samples = args.batch * args.batches
 
     def trainer_block(k: int) -> tuple[float, float, float, float]:

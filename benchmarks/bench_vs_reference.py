@@ -12,7 +12,8 @@ z 512): ours from a seed, theirs loaded with our weights (encoder through
 ``tests/reference/make_authors_fixtures.our_to_authors``, decoder through
 :func:`our_decoder_to_authors`); their reconstructions are compared in float64 before any
 timing. Then, in float32 at ``--batch`` (128) and ``--threads`` (2), blocks alternate:
-training step (encoder + decoder + MSE + AdamW) and inference (encoder forward, eval,
+training step (encoder + decoder + MSE + AdamW: ours fused on the CPU as ecg-dan trains,
+theirs torch's default) and inference (encoder forward, eval,
 inference mode) of each model. Each block prints samples/s and the CPU time per wall
 second (2.0 = both threads busy for us; less = a shared machine). Also printed: FLOPs per
 sample (``torch.utils.flop_counter``), the machine's SGEMM rate, and the share of it each
@@ -47,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "reference"))
 
 from ecg_dan.models import ECGDAN, ModelConfig  # noqa: E402
+from ecg_dan.schedules import build_optimizer  # noqa: E402
 
 AUTHORS_KW = dict(num_leads=12, time_steps=608, z_dims=512, linear_out=512,
                   downsample_factor=5, base_feature_dim=4, if_VAE=False,
@@ -101,9 +103,12 @@ def _encode(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.encoder(x)
 
 
-def train_step_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
+def train_step_fn(model: torch.nn.Module, batch: int, ours: bool = False) -> Callable[[], None]:
+    """One training step; ``ours``: with ecg-dan's optimizer (``build_optimizer``: AdamW, fused
+    on the CPU), else torch's default AdamW as the authors' code builds it."""
     x, target = torch.randn(batch, 12, 608), torch.randn(batch, 12, 608)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = (build_optimizer(model.parameters(), 1e-4, (0.9, 0.999), 0.01) if ours
+           else torch.optim.AdamW(model.parameters(), lr=1e-4))
 
     def step() -> None:
         model.train()
@@ -269,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="calls per batch-1 inference block (0: no batch-1 rows)")
     p.add_argument("--no-onnx", action="store_true", help="no ONNX Runtime rows")
     p.add_argument("--no-train", action="store_true", help="inference rows only")
+    p.add_argument("--plain-adamw-row", action="store_true",
+                   help="also our model with torch's default AdamW (the optimizer's share)")
     p.add_argument("--profile", action="store_true", help="profile our training step")
     args = p.parse_args(argv)
     if args.authors is None or not (args.authors / "multi_modal_heart" / "model").is_dir():
@@ -292,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     # (figure, model) -> (step, calls per block, samples per call)
     fns: dict[tuple[str, str], tuple[Callable[[], None], int, int]] = {}
     if not args.no_train:
-        fns[("train", "ours")] = (train_step_fn(ours, args.batch), args.steps, args.batch)
+        fns[("train", "ours")] = (train_step_fn(ours, args.batch, ours=True), args.steps,
+                                  args.batch)
+        if args.plain_adamw_row:
+            fns[("train", "ours-plain-adamw")] = (train_step_fn(copy.deepcopy(ours), args.batch),
+                                                  args.steps, args.batch)
         fns[("train", "theirs")] = (train_step_fn(theirs, args.batch), args.steps, args.batch)
     fns[("infer", "ours")] = (infer_fn(ours, args.batch), args.infer_steps, args.batch)
     fns[("infer", "theirs")] = (infer_fn(theirs, args.batch), args.infer_steps, args.batch)
@@ -321,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'figure (median of blocks)':34s} {'authors':>10s} {'ecg-dan':>10s} {'ratio':>7s}"
           "   (ratio of the per-block ratios: median, min-max)")
     rows = (("train", "ours", "training samples/s"),
+            ("train", "ours-plain-adamw", "training, ours with plain AdamW"),
             ("infer", "ours", f"inference b{args.batch} samples/s"),
             ("infer", "onnx", f"inference b{args.batch} ONNX Runtime"),
             ("infer1", "ours", "inference b1 samples/s"),
