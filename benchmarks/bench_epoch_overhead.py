@@ -80,7 +80,7 @@ def bare_loss(kind: str, module, batch: dict) -> torch.Tensor:
     """The module's training loss without Lightning (no logging, no checks)."""
     if kind == "ptbxl":
         return module._losses(batch)["loss"]
-    from ecg_dan.losses.reconstruction import reconstruction_mse
+    from ecg_dan.losses.reconstruction import reconstruction_mse  # deferred: finetuning only
 
     out = module(batch["x"])
     return (module.alpha * module.objective.loss(out["head"], batch)
@@ -128,13 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _stage_config(kind, tmp / "cfg", args.batch, args.batches)
     module = _module(kind, cfg, dm)
     bare = copy.deepcopy(module).train()
-    from ecg_dan.schedules import build_optimizer
+    from ecg_dan.schedules import build_optimizer  # deferred: after the thread setting
 
     opt = build_optimizer(bare.parameters(), 1e-4, (0.9, 0.95), 0.01)  # the real job's AdamW
     samples = args.batch * args.batches
 
     def trainer_block(k: int) -> tuple[float, float, float, float]:
-        from ecg_dan.trainer import build_trainer
+        from ecg_dan.trainer import build_trainer  # deferred: after the thread setting
 
         timer = EpochTimer()
         trainer = build_trainer(cfg, tmp / f"run{k}", callbacks=[timer.callback])

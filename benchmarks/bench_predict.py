@@ -85,6 +85,7 @@ def where_time_goes(model_path: str, files: list[Path], workers: int) -> dict[st
     network, each timed alone (CPU per wall second of this process for the last two)."""
     import numpy as np
 
+    # deferred: torch and the project load after the thread setting of main()
     from data_modules.cache import parallel_map
     from data_modules.sources.files import close_caches, discover
     from ecg_dan.jobs.predict import _load
