@@ -12,13 +12,20 @@ z 512): ours from a seed, theirs loaded with our weights (encoder through
 ``tests/reference/make_authors_fixtures.our_to_authors``, decoder through
 :func:`our_decoder_to_authors`); their reconstructions are compared in float64 before any
 timing. Then, in float32 at ``--batch`` (128) and ``--threads`` (2), blocks alternate:
-training step (encoder + decoder + MSE + AdamW) and inference (encoder forward, eval,
+training step (encoder + decoder + MSE + AdamW: ours fused on the CPU as ecg-dan trains,
+theirs torch's default) and inference (encoder forward, eval,
 inference mode) of each model. Each block prints samples/s and the CPU time per wall
 second (2.0 = both threads busy for us; less = a shared machine). Also printed: FLOPs per
 sample (``torch.utils.flop_counter``), the machine's SGEMM rate, and the share of it each
 side reaches. ``--profile`` adds where our training step spends its time and FLOPs (input
 convolutions + residual blocks, temporal attention, cross-lead attention, pooling,
 decoder, optimizer) and torch.profiler's most expensive operators.
+
+Inference is also timed at batch 1 (``--infer1-steps`` calls a block), and, unless
+``--no-onnx``, through ONNX Runtime: our encoder (eval: each conv + batch norm folded, as
+PyTorch runs it) exported with ``torch.onnx.export`` (dynamic batch axis) into a temporary
+folder and run by an ``onnxruntime.InferenceSession`` with ``intra_op_num_threads`` =
+``--threads`` (all graph optimisations on); its ``z`` is checked against PyTorch's first.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import argparse
 import copy
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "reference"))
 
 from ecg_dan.models import ECGDAN, ModelConfig  # noqa: E402
+from ecg_dan.schedules import build_optimizer  # noqa: E402
 
 AUTHORS_KW = dict(num_leads=12, time_steps=608, z_dims=512, linear_out=512,
                   downsample_factor=5, base_feature_dim=4, if_VAE=False,
@@ -94,9 +103,12 @@ def _encode(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.encoder(x)
 
 
-def train_step_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
+def train_step_fn(model: torch.nn.Module, batch: int, ours: bool = False) -> Callable[[], None]:
+    """One training step; ``ours``: with ecg-dan's optimizer (``build_optimizer``: AdamW, fused
+    on the CPU), else torch's default AdamW as the authors' code builds it."""
     x, target = torch.randn(batch, 12, 608), torch.randn(batch, 12, 608)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = (build_optimizer(model.parameters(), 1e-4, (0.9, 0.999), 0.01) if ours
+           else torch.optim.AdamW(model.parameters(), lr=1e-4))
 
     def step() -> None:
         model.train()
@@ -117,6 +129,44 @@ def infer_fn(model: torch.nn.Module, batch: int) -> Callable[[], None]:
             _encode(model, x)
 
     return step
+
+
+def export_onnx(model: torch.nn.Module, folder: Path) -> Path:
+    """Our encoder (eval) as an ONNX graph with a dynamic batch axis."""
+    enc = copy.deepcopy(model.encoder).eval()
+    path = folder / "encoder.onnx"
+    torch.onnx.export(enc, (torch.randn(2, 12, 608),), str(path), input_names=["beats"],
+                      output_names=["z"], dynamic_axes={"beats": {0: "batch"}, "z": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    return path
+
+
+def onnx_session(path: Path, threads: int):
+    import onnxruntime as ort  # deferred: optional, only for the ONNX row
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def onnx_infer_fn(sess, batch: int) -> Callable[[], None]:
+    x = torch.randn(batch, 12, 608).numpy()
+
+    def step() -> None:
+        sess.run(None, {"beats": x})
+
+    return step
+
+
+def onnx_agreement(model: torch.nn.Module, sess) -> float:
+    """Max |z_onnx - z_torch| (float32, eval) on 8 random inputs."""
+    x = torch.randn(8, 12, 608, generator=torch.Generator().manual_seed(2))
+    model.eval()
+    with torch.inference_mode():
+        z = model.encoder(x).numpy()
+    return float(abs(sess.run(None, {"beats": x.numpy()})[0] - z).max())
 
 
 def flops_per_sample(model: torch.nn.Module, train: bool, batch: int = 8) -> float:
@@ -220,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blocks", type=int, default=3, help="alternating timed blocks per figure")
     p.add_argument("--steps", type=int, default=2, help="steps per training block")
     p.add_argument("--infer-steps", type=int, default=6, help="steps per inference block")
+    p.add_argument("--infer1-steps", type=int, default=40,
+                   help="calls per batch-1 inference block (0: no batch-1 rows)")
+    p.add_argument("--no-onnx", action="store_true", help="no ONNX Runtime rows")
+    p.add_argument("--no-train", action="store_true", help="inference rows only")
+    p.add_argument("--plain-adamw-row", action="store_true",
+                   help="also our model with torch's default AdamW (the optimizer's share)")
     p.add_argument("--profile", action="store_true", help="profile our training step")
     args = p.parse_args(argv)
     if args.authors is None or not (args.authors / "multi_modal_heart" / "model").is_dir():
@@ -240,28 +296,59 @@ def main(argv: list[str] | None = None) -> int:
     print(f"SGEMM (1024^3, best of 3): {gemm:.0f} GFLOP/s; FLOPs per sample: training "
           f"{f_train['ours'] / 1e6:.1f} M (authors {f_train['theirs'] / 1e6:.1f} M), "
           f"inference {f_infer['ours'] / 1e6:.1f} M (authors {f_infer['theirs'] / 1e6:.1f} M)")
-    fns = {("train", "ours"): (train_step_fn(ours, args.batch), args.steps),
-           ("train", "theirs"): (train_step_fn(theirs, args.batch), args.steps),
-           ("infer", "ours"): (infer_fn(ours, args.batch), args.infer_steps),
-           ("infer", "theirs"): (infer_fn(theirs, args.batch), args.infer_steps)}
-    for fn, _ in fns.values():
+    # (figure, model) -> (step, calls per block, samples per call)
+    fns: dict[tuple[str, str], tuple[Callable[[], None], int, int]] = {}
+    if not args.no_train:
+        fns[("train", "ours")] = (train_step_fn(ours, args.batch, ours=True), args.steps,
+                                  args.batch)
+        if args.plain_adamw_row:
+            fns[("train", "ours-plain-adamw")] = (train_step_fn(copy.deepcopy(ours), args.batch),
+                                                  args.steps, args.batch)
+        fns[("train", "theirs")] = (train_step_fn(theirs, args.batch), args.steps, args.batch)
+    fns[("infer", "ours")] = (infer_fn(ours, args.batch), args.infer_steps, args.batch)
+    fns[("infer", "theirs")] = (infer_fn(theirs, args.batch), args.infer_steps, args.batch)
+    if args.infer1_steps:
+        fns[("infer1", "ours")] = (infer_fn(ours, 1), args.infer1_steps, 1)
+        fns[("infer1", "theirs")] = (infer_fn(theirs, 1), args.infer1_steps, 1)
+    if not args.no_onnx:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
+        t0 = time.perf_counter()
+        sess = onnx_session(export_onnx(ours, tmp), args.threads)
+        print(f"ONNX: encoder exported and session built in {time.perf_counter() - t0:.1f} s; "
+              f"max |z_onnx - z_torch| = {onnx_agreement(ours, sess):.2g} (float32)")
+        fns[("infer", "onnx")] = (onnx_infer_fn(sess, args.batch), args.infer_steps, args.batch)
+        if args.infer1_steps:
+            fns[("infer1", "onnx")] = (onnx_infer_fn(sess, 1), args.infer1_steps, 1)
+    for fn, _, _ in fns.values():
         fn()  # warm-up
     rates: dict[tuple[str, str], list[float]] = {k: [] for k in fns}
     for block in range(args.blocks):
         line = []
-        for key, (fn, steps) in fns.items():
-            r, cpu = timed_block(fn, steps, args.batch)
+        for key, (fn, steps, n) in fns.items():
+            r, cpu = timed_block(fn, steps, n)
             rates[key].append(r)
             line.append(f"{key[0]} {key[1]:6s} {r:7.1f}/s [CPU/wall {cpu:.2f}]")
-        print(f"block {block + 1}: " + " | ".join(line))
-    print(f"\n{'figure (median of blocks)':28s} {'authors':>10s} {'ecg-dan':>10s} {'ratio':>7s}")
-    for what, label in (("train", "training samples/s"), ("infer", "inference samples/s")):
-        a = statistics.median(rates[(what, "theirs")])
-        o = statistics.median(rates[(what, "ours")])
-        print(f"{label:28s} {a:10.1f} {o:10.1f} {o / a:6.2f}x")
-        fl = f_train if what == "train" else f_infer
-        print(f"{'  share of SGEMM rate':28s} {100 * a * fl['theirs'] / 1e9 / gemm:9.1f}% "
-              f"{100 * o * fl['ours'] / 1e9 / gemm:9.1f}%")
+        print(f"block {block + 1}: " + " | ".join(line), flush=True)
+    print(f"\n{'figure (median of blocks)':34s} {'authors':>10s} {'ecg-dan':>10s} {'ratio':>7s}"
+          "   (ratio of the per-block ratios: median, min-max)")
+    rows = (("train", "ours", "training samples/s"),
+            ("train", "ours-plain-adamw", "training, ours with plain AdamW"),
+            ("infer", "ours", f"inference b{args.batch} samples/s"),
+            ("infer", "onnx", f"inference b{args.batch} ONNX Runtime"),
+            ("infer1", "ours", "inference b1 samples/s"),
+            ("infer1", "onnx", "inference b1 ONNX Runtime"))
+    for what, who, label in rows:
+        if (what, who) not in rates:
+            continue
+        theirs_r, ours_r = rates[(what, "theirs")], rates[(what, who)]
+        a, o = statistics.median(theirs_r), statistics.median(ours_r)
+        per_block = [x / y for x, y in zip(ours_r, theirs_r)]
+        print(f"{label:34s} {a:10.1f} {o:10.1f} {o / a:6.2f}x   "
+              f"(x{statistics.median(per_block):.2f}, x{min(per_block):.2f}-x{max(per_block):.2f})")
+        if who == "ours" and what != "infer1":
+            fl = f_train if what == "train" else f_infer
+            print(f"{'  share of SGEMM rate':34s} {100 * a * fl['theirs'] / 1e9 / gemm:9.1f}% "
+                  f"{100 * o * fl['ours'] / 1e9 / gemm:9.1f}%")
     if args.profile:
         profile_ours(ours, args.batch, gemm)
     return 0
