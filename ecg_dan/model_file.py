@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from data_modules.atomic import atomic_write_bytes
 from data_modules.cache import SURVIVAL_KINDS, open_cache
@@ -55,7 +54,7 @@ from data_modules.signal.median_beat import MAX_ABS_MV
 from data_modules.sources.ptbxl import MEDIAN_VERSION
 from ecg_dan import __version__
 from ecg_dan.checkpoints import read_checkpoint
-from ecg_dan.config import ModelConfig, config_hash, model_config
+from ecg_dan.config import ModelConfig, config_hash, model_config, saved_container
 from ecg_dan.metrics.recalibration import CoxRecalibration
 from ecg_dan.reporting.absolute_models import fold_models
 from ecg_dan.reporting.risk_ranks import rank_reference
@@ -174,7 +173,6 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
         folds = fold_models(rd)
     except RunDirError as e:
         raise ModelFileError(str(e)) from None
-    container = OmegaConf.to_container(cfg, resolve=True)
     objective = str(cfg.finetune.objective)
     want = config_hash(cfg)
     tensors: dict[str, torch.Tensor] = {}
@@ -222,7 +220,7 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
         "run": {"name": str(cfg.name), "config_hash": want, "cohort": str(cfg.finetune.cohort),
                 "objective": objective, "time_unit": str(cfg.data.time_unit),
                 "top_fraction": top, "horizons": [float(h) for h in cfg.finetune.horizons]},
-        "config": container,
+        "config": saved_container(cfg),
         "model_config": {f.name: getattr(mc, f.name) for f in fields(mc)},
         "preprocessing": preprocessing(cardiosoft_beat(cfg)),
         "members": members,
