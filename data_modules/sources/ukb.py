@@ -31,12 +31,13 @@ Decisions:
   file`` (an outcome row whose eid has no XML file at all; an eid whose file was unusable is
   reported for that file only). The summary counts skips per category.
 * Outcome-table errors (missing, non-finite or non-positive times, times beyond
-  ``MAX_FOLLOW_UP_YEARS`` (150), events not 0/1, duplicate eids) stop the build: survival labels must not be guessed. Doubtful values are
-  kept but recorded as warnings (``logging.warning`` and the cache's ``warnings/`` group,
-  with the eids): a time outside ``PLAUSIBLE_DAYS`` (1 day .. 60 years), ``time_days`` that
-  disagrees with ``end_date - ecg_date`` by more than a day when both are given
-  (``time_days`` is used), and an XML acquisition date other than the table's ``ecg_date``
-  (the XML date is stored; the time is the table's).
+  ``MAX_FOLLOW_UP_YEARS`` (150), events not 0/1, duplicate eids) stop the build: survival
+  labels must not be guessed. Doubtful values are kept but recorded as warnings
+  (``logging.warning`` and the cache's ``warnings/`` group, with the eids): a time outside
+  ``PLAUSIBLE_DAYS`` (1 day .. 60 years), ``time_days`` that disagrees with
+  ``end_date - ecg_date`` by more than a day when both are given (``time_days`` is used),
+  and an XML acquisition date other than the table's ``ecg_date`` (the XML date is stored;
+  the time is the table's).
 * Memory: medians are streamed into a staging HDF5 file beside ``out`` as the workers
   parse them and then copied into ``out`` in eid order, so the build's memory does not
   grow with the number of files (only ~1 KB of metadata per file is kept).
