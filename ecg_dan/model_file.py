@@ -56,6 +56,7 @@ from ecg_dan import __version__
 from ecg_dan.checkpoints import read_checkpoint
 from ecg_dan.config import ModelConfig, config_hash, model_config, saved_container
 from ecg_dan.metrics.recalibration import CoxRecalibration
+from ecg_dan.model_manifest import manifest_problem
 from ecg_dan.reporting.absolute_models import fold_models
 from ecg_dan.reporting.risk_ranks import rank_reference
 from ecg_dan.run_dir import FoldFiles, RunDir, RunDirError
@@ -327,6 +328,8 @@ def read_model_bytes(data: bytes, source: str = "<bytes>") -> ModelContents:
         manifest = json.loads(meta["manifest"])
     except (KeyError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{source}: corrupt manifest ({e})") from None
+    if not isinstance(manifest, dict):
+        raise ModelFileError(f"{source}: corrupt manifest (not a table)")
     try:
         tensors = load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
@@ -334,6 +337,9 @@ def read_model_bytes(data: bytes, source: str = "<bytes>") -> ModelContents:
     if _content_digest(tensors, manifest) != manifest.get("content_sha256"):
         raise ModelFileError(f"{source}: the content does not match the hash recorded in the "
                              "file: it was tampered with or is corrupt")
+    problem = manifest_problem(manifest, tensors)
+    if problem:
+        raise ModelFileError(f"{source}: malformed model file: {problem}")
     check_manifest(manifest, source)
     return ModelContents(manifest, tensors, str(manifest["content_sha256"])[:16], source)
 
