@@ -449,7 +449,8 @@ def _overlay_chain(name: str) -> list[tuple[Path, DictConfig]]:
 
 
 #: Largest experiment / overlay / saved config YAML read, and most nodes its aliases may
-#: expand to (a YAML "billion laughs" is a few lines that expand to 10^9 nodes).
+#: expand to (a YAML "billion laughs" is a few lines that expand to 10^9 nodes; OmegaConf
+#: >= 2.4 has a limit of its own, 2.3 has none).
 YAML_MAX_BYTES = 1 << 20
 YAML_MAX_NODES = 100_000
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
 import torch
 
 from data_modules.choices import TIME_UNITS
+from ecg_dan.config import ModelConfig
 from ecg_dan.config_checks import model_problem
 
 __all__ = ["manifest_problem"]
@@ -106,9 +108,11 @@ def manifest_problem(manifest: Any, tensors: Mapping[str, torch.Tensor]) -> str 
     for key in ("finetune", "optim"):
         if not isinstance(config.get(key), Mapping):
             return f"config.{key} must be a table"
-    problem = model_problem(manifest["model_config"], "model_config")
-    if problem:
-        return problem
+    known = {f.name for f in fields(ModelConfig)}
+    if known <= set(manifest["model_config"]):  # else: model_file names the keys it lacks
+        problem = model_problem(manifest["model_config"], "model_config")
+        if problem:
+            return problem
     members = manifest["members"]
     in_tensors = {int(m.group(1)) for k in tensors if (m := _MEMBER.match(k))}
     if not members or in_tensors != set(range(len(members))):
