@@ -493,12 +493,8 @@ def _error_kind(e: BaseException) -> str:
 
 
 def _error_text(e: BaseException) -> str:
-    """The message on one line: an OSError built as (errno, message) without its
-    ``[Errno N]`` prefix; any line break of a library's message joined."""
-    text = str(e)
-    if isinstance(e, OSError) and e.errno and e.strerror and e.filename is None:
-        text = e.strerror
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    """The message on one line (a library's multi-line message joined)."""
+    return " ".join(part.strip() for part in str(e).splitlines() if part.strip())
 
 
 if __name__ == "__main__":

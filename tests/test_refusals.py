@@ -349,10 +349,8 @@ def test_checkpoint_write_over_the_file_size_limit_is_one_line(tmp_path):
             io.save_checkpoint({"w": torch.zeros(100_000)}, path)  # 400 kB: over
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    assert e.value.errno == errno.EFBIG
-    assert _error_text(e.value) == (f"{path}: writing the checkpoint failed: File too large "
-                                    "(the file-size limit, ulimit -f?); the previous "
-                                    "checkpoint, if any, is kept")
+    assert e.value.errno == errno.EFBIG  # an OSError: one line through the CLI
+    assert f"{path}: writing failed: File too large" in _error_text(e.value)
     assert read_checkpoint(path)["w"].numel() == 100  # the previous one, intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
