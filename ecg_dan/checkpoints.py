@@ -50,6 +50,16 @@ def _restart_hint(path: Path) -> str:
     return ""
 
 
+def _unpickler_reason(e: Exception) -> str:
+    """What the weights-only unpickler found (e.g. ``Unsupported global: GLOBAL print``),
+    without torch's advice around it (which suggests loading the file unsafely)."""
+    for line in str(e).splitlines():
+        if "WeightsUnpickler error:" in line:
+            reason = line.split("WeightsUnpickler error:", 1)[1].split(" was not an allowed")[0]
+            return f" ({reason.strip()})"
+    return ""
+
+
 def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
     """A checkpoint dict, loaded weights-only; ``kind`` ("pretrain"/"finetune") is checked."""
     path = Path(path)
@@ -58,11 +68,10 @@ def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
             f"{path} was refused: it holds Python objects beyond tensors and plain data, and "
-            f"ecg-dan loads checkpoints weights-only so that no file can run code ({first})"
-        ) from None
+            f"ecg-dan loads checkpoints weights-only so that no file can run code"
+            f"{_unpickler_reason(e)}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is truncated or corrupt and cannot be read "
                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"

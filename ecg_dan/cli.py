@@ -475,14 +475,26 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as e:
         if debug:
             raise
-        kind = {"ConfigError": "config error", "DataError": "data error",
-                "CheckpointError": "checkpoint error", "CheckpointMismatchError":
-                "checkpoint error", "FileNotFoundError": "file not found", "CacheError":
-                "data error", "CardiologyXMLError": "data error",
-                "ModelFileError": "model file error"}.get(
-                    type(e).__name__, "error")
-        print(f"ecg-dan: {kind}: {e}", file=sys.stderr)
+        print(f"ecg-dan: {_error_kind(e)}: {_error_text(e)}", file=sys.stderr)
         return 2
+
+
+#: The kind a user error is reported as, by the class it is (or derives from).
+ERROR_KINDS = {"ConfigError": "config error", "DataError": "data error",
+               "CheckpointError": "checkpoint error", "FileNotFoundError": "file not found",
+               "ModelFileError": "model file error", "RunDirError": "run directory error"}
+
+
+def _error_kind(e: BaseException) -> str:
+    for cls in type(e).__mro__:
+        if cls.__name__ in ERROR_KINDS:
+            return ERROR_KINDS[cls.__name__]
+    return "error"
+
+
+def _error_text(e: BaseException) -> str:
+    """The message on one line (a library's multi-line message joined)."""
+    return " ".join(part.strip() for part in str(e).splitlines() if part.strip())
 
 
 if __name__ == "__main__":

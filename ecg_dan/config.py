@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,11 +30,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 from data_modules.atomic import atomic_write_text
 from data_modules.choices import IN_MEMORY_MAX_MB, Cohort, TimeUnit
 from data_modules.signal.leads import N_LEADS, PADDED_LEN
+from ecg_dan.config_checks import model_problem, non_finite, trainer_problem
 
 
 def _experiments_dir() -> Path:
@@ -436,15 +443,80 @@ def _overlay_chain(name: str) -> list[tuple[Path, DictConfig]]:
     except ConfigError:
         overlay_path(name)  # raises, listing the overlays
         raise
-    conf = OmegaConf.load(path)
+    conf = _load_yaml(path)
     conf.pop("extends", None)
     return [(path, conf)]
+
+
+#: Largest experiment / overlay / saved config YAML read, and most nodes its aliases may
+#: expand to (a YAML "billion laughs" is a few lines that expand to 10^9 nodes; OmegaConf
+#: >= 2.4 has a limit of its own, 2.3 has none).
+YAML_MAX_BYTES = 1 << 20
+YAML_MAX_NODES = 100_000
+
+
+def _expanded_nodes(node: Any, memo: dict[int, int], visiting: set[int]) -> int:
+    """How many nodes a composed YAML node is once its aliases are expanded (a recursive
+    alias: beyond any limit)."""
+    import yaml  # deferred: only when a YAML file is read
+
+    if id(node) in memo:
+        return memo[id(node)]
+    if id(node) in visiting:
+        return YAML_MAX_NODES + 1
+    visiting.add(id(node))
+    n = 1
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [x for kv in node.value for x in kv]
+    else:
+        children = []
+    for child in children:
+        n += _expanded_nodes(child, memo, visiting)
+        if n > YAML_MAX_NODES:
+            break
+    visiting.discard(id(node))
+    memo[id(node)] = n
+    return n
+
+
+def _load_yaml(path: str | os.PathLike) -> DictConfig:
+    """A config YAML file as plain data: no tags that construct objects, at most
+    :data:`YAML_MAX_BYTES` and :data:`YAML_MAX_NODES` nodes with its aliases expanded, a
+    mapping at the top; a :class:`ConfigError` naming the file and line otherwise."""
+    import yaml  # deferred: only when a YAML file is read
+
+    path = Path(path)
+    size = path.stat().st_size
+    if size > YAML_MAX_BYTES:
+        raise ConfigError(f"{path}: {size} bytes; a config YAML is at most {YAML_MAX_BYTES}")
+    text = path.read_text(errors="replace")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)  # nodes only: nothing constructed
+        if node is not None and _expanded_nodes(node, {}, set()) > YAML_MAX_NODES:
+            raise ConfigError(f"{path}: its aliases expand to more than {YAML_MAX_NODES} "
+                              "values; refused (write the values out)")
+        conf = OmegaConf.create(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not a valid config YAML: "
+                          f"{e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not a valid config YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not a valid config YAML: nested too deeply") from None
+    if not isinstance(conf, DictConfig):
+        raise ConfigError(f"{path}: a config YAML holds key: value pairs at the top, found a "
+                          "list")
+    return conf
 
 
 def _load_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, DictConfig]]:
     if path in seen:
         raise ConfigError(f"circular 'extends' through {path}")
-    conf = OmegaConf.load(path)
+    conf = _load_yaml(path)
     parents = conf.pop("extends", None) or []
     if isinstance(parents, str):
         parents = [parents]
@@ -486,8 +558,12 @@ def _apply(schema: DictConfig, merged: DictConfig, items: list[str] | None) -> D
             raise ConfigError(f"override '{item}' must look like key=value "
                               "(e.g. trainer.max_epochs=5) or +overlay (one of "
                               f"{', '.join('+' + o for o in overlays())})")
-        merged = _merge_checked(schema, merged, OmegaConf.from_dotlist([item]),
-                                f"command-line override '{item}'")
+        try:
+            other = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as e:  # e.g. an unclosed ${
+            raise ConfigError(f"command-line override '{item}': "
+                              f"{str(e).splitlines()[0]}") from None
+        merged = _merge_checked(schema, merged, other, f"command-line override '{item}'")
     return merged
 
 
@@ -518,7 +594,7 @@ def load_saved_config(saved: dict[str, Any] | DictConfig | str | os.PathLike,
         origin = origin or str(saved)
         if not Path(saved).is_file():
             raise ConfigError(f"no saved config at {saved}")
-        saved = OmegaConf.load(saved)
+        saved = _load_yaml(saved)
     merged = _merge_checked(schema, schema, OmegaConf.create(saved), origin or "saved config")
     merged = _apply(schema, merged, overrides)
     validate(merged)
@@ -527,15 +603,23 @@ def load_saved_config(saved: dict[str, Any] | DictConfig | str | os.PathLike,
 
 def validate(cfg: DictConfig) -> None:
     """Missing required values and ranges, named precisely (choices are checked on merge)."""
-    missing = sorted(k for k in OmegaConf.missing_keys(cfg)
-                     if not OmegaConf.is_interpolation(cfg, k))
-    if missing:
-        raise ConfigError(f"missing required config value(s): {', '.join(missing)} "
-                          "(set them in the experiment YAML or as key=value overrides)")
     try:
-        OmegaConf.to_container(cfg, resolve=True)
+        missing = sorted(k for k in OmegaConf.missing_keys(cfg)
+                         if not OmegaConf.is_interpolation(cfg, k))
+        if missing:
+            raise ConfigError(f"missing required config value(s): {', '.join(missing)} "
+                              "(set them in the experiment YAML or as key=value overrides)")
+        resolved = OmegaConf.to_container(cfg, resolve=True)
     except MissingMandatoryValue as e:
         raise ConfigError(f"missing required config value: {e.full_key}") from None
+    except OmegaConfBaseException as e:  # ${missing.key}, ${unknown_resolver:x}, ${oc.env:X}
+        key = getattr(e, "full_key", None)
+        raise ConfigError(f"{key + ': ' if key else ''}cannot resolve an interpolation: "
+                          f"{str(e).splitlines()[0]}") from None
+    problem = non_finite(resolved) or trainer_problem(resolved["trainer"]) \
+        or model_problem(resolved["model"])
+    if problem:
+        raise ConfigError(problem)
     check_ranges(cfg)
     check_corpora(cfg)
 
@@ -554,12 +638,55 @@ def check_corpora(cfg: DictConfig) -> None:
                           "pretrain.w_cls=0 or add ptbxl")
 
 
+_INTERPOLATION = re.compile(r"\$\{\s*([^${}:]+?)\s*\}")  # ${key.path}: another key
+
+
+def _reads_env(raw: Any, value: Any, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether an unresolved value of the raw container reads the environment: an
+    ``${oc.env:...}`` of its own or through the keys it interpolates."""
+    if not isinstance(value, str) or "${" not in value:
+        return False
+    if "oc.env" in value:
+        return True
+    refs = [r.lstrip(".") for r in _INTERPOLATION.findall(value)]
+    return any(_reads_env(raw, _at(raw, r), seen | {r}) for r in refs if r not in seen)
+
+
+def _at(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if isinstance(tree, dict) and part in tree:
+            tree = tree[part]
+        else:
+            return None
+    return tree
+
+
+def saved_container(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as it is written out (``config.yaml``, W&B, checkpoints, model
+    files), except that values read from the environment (``${oc.env:VAR}``, and values
+    interpolated from them) keep their unresolved form: a token or a private path in the
+    environment is not copied into files others read. Loading the file resolves them again
+    (:func:`load_saved_config`)."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+
+    def walk(r: Any, v: Any, key: str) -> Any:
+        if isinstance(r, dict) and isinstance(v, dict):
+            return {k: walk(r.get(k), v[k], f"{key}{k}.") for k in v}
+        if isinstance(r, list) and isinstance(v, list) and len(r) == len(v):
+            return [walk(a, b, key) for a, b in zip(r, v)]
+        return r if _reads_env(raw, r) else v
+
+    return walk(raw, resolved, "")
+
+
 def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
+    return OmegaConf.to_yaml(OmegaConf.create(saved_container(cfg)))
 
 
 def save_config(cfg: DictConfig, path: str | os.PathLike) -> Path:
-    """Write the resolved config atomically."""
+    """Write the resolved config atomically (environment values unresolved:
+    :func:`saved_container`)."""
     return atomic_write_text(path, to_yaml(cfg))
 
 

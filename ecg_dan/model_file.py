@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from data_modules.atomic import atomic_write_bytes
 from data_modules.cache import SURVIVAL_KINDS, open_cache
@@ -55,8 +54,9 @@ from data_modules.signal.median_beat import MAX_ABS_MV
 from data_modules.sources.ptbxl import MEDIAN_VERSION
 from ecg_dan import __version__
 from ecg_dan.checkpoints import read_checkpoint
-from ecg_dan.config import ModelConfig, config_hash, model_config
+from ecg_dan.config import ModelConfig, config_hash, model_config, saved_container
 from ecg_dan.metrics.recalibration import CoxRecalibration
+from ecg_dan.model_manifest import manifest_problem
 from ecg_dan.reporting.absolute_models import fold_models
 from ecg_dan.reporting.risk_ranks import rank_reference
 from ecg_dan.run_dir import FoldFiles, RunDir, RunDirError
@@ -174,7 +174,6 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
         folds = fold_models(rd)
     except RunDirError as e:
         raise ModelFileError(str(e)) from None
-    container = OmegaConf.to_container(cfg, resolve=True)
     objective = str(cfg.finetune.objective)
     want = config_hash(cfg)
     tensors: dict[str, torch.Tensor] = {}
@@ -222,7 +221,7 @@ def model_bytes(run_dir: str | os.PathLike) -> bytes:
         "run": {"name": str(cfg.name), "config_hash": want, "cohort": str(cfg.finetune.cohort),
                 "objective": objective, "time_unit": str(cfg.data.time_unit),
                 "top_fraction": top, "horizons": [float(h) for h in cfg.finetune.horizons]},
-        "config": container,
+        "config": saved_container(cfg),
         "model_config": {f.name: getattr(mc, f.name) for f in fields(mc)},
         "preprocessing": preprocessing(cardiosoft_beat(cfg)),
         "members": members,
@@ -329,6 +328,8 @@ def read_model_bytes(data: bytes, source: str = "<bytes>") -> ModelContents:
         manifest = json.loads(meta["manifest"])
     except (KeyError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{source}: corrupt manifest ({e})") from None
+    if not isinstance(manifest, dict):
+        raise ModelFileError(f"{source}: corrupt manifest (not a table)")
     try:
         tensors = load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
@@ -336,6 +337,9 @@ def read_model_bytes(data: bytes, source: str = "<bytes>") -> ModelContents:
     if _content_digest(tensors, manifest) != manifest.get("content_sha256"):
         raise ModelFileError(f"{source}: the content does not match the hash recorded in the "
                              "file: it was tampered with or is corrupt")
+    problem = manifest_problem(manifest, tensors)
+    if problem:
+        raise ModelFileError(f"{source}: malformed model file: {problem}")
     check_manifest(manifest, source)
     return ModelContents(manifest, tensors, str(manifest["content_sha256"])[:16], source)
 

@@ -284,8 +284,10 @@ class EnsembleModel:
               members: NDArray | None = None) -> dict[str, NDArray]:
         """Everything ``ecg-dan predict`` reports for a batch of beats (see the module
         docstring): ``log_risk``, ``log_risk_std``, ``n_models``, ``out_of_fold``,
-        ``percentile``, ``high_risk_share``, ``risk`` (B, H), ``high_risk``. ``members``
-        (B, M): which fold models score each row (:meth:`members_for`; default all)."""
+        ``percentile``, ``high_risk_share``, ``risk`` (B, H), ``high_risk`` and ``finite``
+        (False where a scoring fold model's output is NaN or infinite: that row's
+        percentile, share and risks are NaN, its flag False). ``members`` (B, M): which
+        fold models score each row (:meth:`members_for`; default all)."""
         member = self.member_risks(beats)
         lp = self.shared(member)
         w = np.ones(lp.shape[::-1], dtype=bool) if members is None else members
@@ -301,11 +303,16 @@ class EnsembleModel:
             own = (z.T * w).sum(axis=1) / k
             pct = np.where(oof, self.percentile(own), pct)
             share = np.where(oof, (own >= self.threshold).astype(float), share)
+        # a NaN or infinite output of a fold model that scores the row (broken weights, an
+        # input that overflows) is no score: never a percentile of 100 or a flag
+        finite = np.isfinite(np.where(w, member.T, 0.0)).all(axis=1) & np.isfinite(mean)
+        pct = np.where(finite, pct, np.nan)
+        share = np.where(finite, share, np.nan)
+        risk = self.absolute_risk(member, self.horizons if horizons is None else horizons, w)
         return {"log_risk": mean, "log_risk_std": std, "n_models": k, "out_of_fold": oof,
                 "percentile": pct, "high_risk_share": share,
-                "risk": self.absolute_risk(member, self.horizons if horizons is None
-                                           else horizons, w),
-                "high_risk": share >= 0.5}
+                "risk": np.where(finite[:, None], risk, np.nan),
+                "high_risk": finite & (share >= 0.5), "finite": finite}
 
     def past_follow_up(self, horizons: Sequence[float]) -> list[float]:
         """Horizons beyond some fold model's follow-up (their absolute risk is NaN)."""

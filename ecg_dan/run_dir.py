@@ -87,6 +87,33 @@ def _inside(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
+def _checked_predictions(path: Path) -> pd.DataFrame:
+    """A fold's predictions CSV with the values every reader relies on: one row per eid,
+    finite risks and times, events 0/1; :class:`RunDirError` naming the file and the eids
+    otherwise (an edited or corrupt file, not a bug)."""
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise RunDirError(f"{path}: unreadable predictions ({str(e).splitlines()[0]})") from None
+    missing = [c for c in ("eid", "risk", "time", "event") if c not in df.columns]
+    if missing:
+        raise RunDirError(f"{path}: missing column(s) {missing}")
+    dup = df.loc[df["eid"].duplicated(), "eid"].unique().tolist()
+    if dup:
+        raise RunDirError(f"{path}: duplicate eid(s) {dup[:10]}")
+    for col in ("risk", "time", "event"):
+        v = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(v) | ((v < 0) if col == "time" else False)
+        if col == "event":
+            bad |= ~np.isin(v, (0.0, 1.0))
+        if bad.any():
+            raise RunDirError(f"{path}: column {col!r}: "
+                              f"{'not 0/1' if col == 'event' else 'NaN, infinite or invalid'} "
+                              f"for eid(s) {df.loc[bad, 'eid'].tolist()[:10]} (values "
+                              f"{df.loc[bad, col].tolist()[:5]})")
+    return df
+
+
 @dataclass(frozen=True)
 class FoldFiles:
     """The files of one (seed, fold) of a cross-validated run."""
@@ -142,11 +169,11 @@ class FoldFiles:
         return True
 
     def read_test(self) -> pd.DataFrame:
-        return pd.read_csv(self.csv)
+        return _checked_predictions(self.csv)
 
     def read_train(self) -> pd.DataFrame | None:
         """The training-fold risks (None for a run written before they were saved)."""
-        return pd.read_csv(self.train_csv) if self.train_csv.is_file() else None
+        return _checked_predictions(self.train_csv) if self.train_csv.is_file() else None
 
     def read_meta(self) -> dict[str, Any]:
         if not self.meta.is_file():

@@ -32,6 +32,7 @@ from torch import nn
 
 from data_modules.atomic import atomic_write_text
 from ecg_dan.checkpoints import SafeCheckpointIO, read_checkpoint
+from ecg_dan.config import saved_container
 from ecg_dan.log import is_rank_zero
 from ecg_dan.models.batchnorm import convert_sync_batchnorm, revert_sync_batchnorm
 from ecg_dan.run_dir import RunDir
@@ -154,7 +155,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
         wb = WandbLogger(project=cfg.logging.project, entity=cfg.logging.entity,
                          group=cfg.logging.group, tags=list(cfg.logging.tags), name=cfg.name,
                          save_dir=str(run_dir), offline=wandb_mode() == "offline",
-                         config=OmegaConf.to_container(cfg, resolve=True))
+                         config=saved_container(cfg))
         loggers.append(wb)
     return loggers
 

@@ -580,15 +580,20 @@ def test_full_disk_gives_one_error_and_no_partial_cache(ukb_source, tmp_path, mo
     assert list(out.parent.iterdir()) == []  # no cache, no staging/temporary/lock file
 
 
-@pytest.mark.parametrize("value", ["inf", "-inf", "1e39"])
-def test_non_finite_times_are_refused_with_eids(ukb_source, tmp_path, value):
+@pytest.mark.parametrize("value, error", [
+    ("inf", "time must be a finite number of days"), ("-inf", "time must be a finite number"),
+    ("1e39", "time must be a finite number"),
+    ("1e30", "time beyond 150 years cannot be true"),  # 150 years: just over, refused
+    ("54788", "time beyond 150 years cannot be true")])
+def test_non_finite_and_impossible_times_are_refused_with_eids(ukb_source, tmp_path, value,
+                                                               error):
     xml, outcomes = ukb_source
     df = pd.read_csv(outcomes)
     df["time_days"] = df["time_days"].astype(object)
     df.loc[df.eid == 1002, "time_days"] = value
     df.to_csv(outcomes, index=False)
-    with pytest.raises(DataError, match=r"column 'time_days': time must be a finite number of "
-                                        r"days; offending eids \[1002\]"):
+    with pytest.raises(DataError, match=rf"column 'time_days': {error}.*offending eids "
+                                        r"\[1002\]"):
         build_ukb_cache(xml, outcomes, tmp_path / "t.h5", workers=1, progress=False)
     assert not (tmp_path / "t.h5").exists()
 
@@ -600,7 +605,7 @@ def test_doubtful_times_and_dates_are_recorded_warnings(ukb_source, tmp_path, ca
     df["end_date"] = (pd.to_datetime(df.ecg_date)
                       + pd.to_timedelta(df.time_days, unit="D")).dt.strftime("%Y-%m-%d")
     df.loc[df.eid == 1001, "time_days"] = 1e-9  # absurd, and disagrees with the dates
-    df.loc[df.eid == 1002, "time_days"] = 1e30
+    df.loc[df.eid == 1002, "time_days"] = 54787  # 149.99 years: just under the limit
     df.loc[df.eid == 1002, "ecg_date"] = "2015-06-03"  # the XML says 2015-06-01
     df.loc[df.eid == 1007, "time_days"] = 90  # the dates say 60
     df.to_csv(outcomes, index=False)
@@ -612,7 +617,7 @@ def test_doubtful_times_and_dates_are_recorded_warnings(ukb_source, tmp_path, ca
         msgs.setdefault(eid, []).append(m)
     assert sorted(msgs) == ["1001", "1002", "1007"]
     assert any("time 1e-09 days is outside the plausible span" in m for m in msgs["1001"])
-    assert any("time 1e+30 days is outside the plausible span" in m for m in msgs["1002"])
+    assert any("time 54787 days is outside the plausible span" in m for m in msgs["1002"])
     assert any("acquisition date 2015-06-01 differs from ecg_date 2015-06-03" in m
                for m in msgs["1002"])
     assert any("time_days 90 disagrees with end_date - ecg_date = 60 days" in m

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from data_modules.cache import SURVIVAL_KINDS, open_cache
+from data_modules.errors import DataError
 from data_modules.loading.datamodule import STAGES, CacheDataModule
 from data_modules.loading.datasets import DEFAULT_MAX_BYTES, BeatStore, UKBDataset, raw_loader
 from data_modules.loading.samplers import EventStratifiedBatchSampler
@@ -29,6 +30,7 @@ from data_modules.protocol.splits import (
     nested_fraction,
     survival_cv_splits,
 )
+from data_modules.protocol.survival_arrays import MAX_FOLLOW_UP_YEARS, beyond_follow_up
 from data_modules.sources.ukb import COHORTS, select_cohort
 
 
@@ -100,6 +102,14 @@ class UKBDataModule(CacheDataModule):
             self._time = f["time"][...].astype(np.float32)
             unit = f["time"].attrs.get("time_unit", f.attrs.get("time_unit", ""))
             self.time_unit = unit.decode() if isinstance(unit, bytes) else str(unit)
+        bad = ~np.isfinite(self._time)
+        if self.time_unit in ("days", "months"):
+            bad |= beyond_follow_up(self._time, self.time_unit)
+        if bad.any():  # a cache written before such times were refused
+            raise DataError(f"{self.cache_path}: time must be finite and within "
+                            f"{MAX_FOLLOW_UP_YEARS} years; eids {self._eid[bad][:10].tolist()} "
+                            f"have {self._time[bad][:10].tolist()} {self.time_unit}: rebuild "
+                            "the cache from the corrected outcomes")
         self.cohort_rows = select_cohort(self.cache_path, cohort)
         self._check_split()
         self.store = BeatStore(self.cache_path, UKBDataset.beat_names, max_bytes)

@@ -12,7 +12,23 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["as_1d", "check_events", "check_survival"]
+__all__ = ["MAX_FOLLOW_UP_DAYS", "MAX_FOLLOW_UP_YEARS", "as_1d", "beyond_follow_up",
+           "check_events", "check_survival"]
+
+#: Longest follow-up that can be true (longer than any life): a time beyond it (``1e30``,
+#: seconds or a date typo read as days) is refused with its ids by every reader of
+#: outcomes, not trained on. Times past 60 years but within it are recorded warnings.
+MAX_FOLLOW_UP_YEARS = 150
+MAX_FOLLOW_UP_DAYS = MAX_FOLLOW_UP_YEARS * 365.25
+
+
+def beyond_follow_up(time: Any, unit: str = "days") -> NDArray:
+    """Bool mask of times beyond :data:`MAX_FOLLOW_UP_DAYS` (``unit``: days, months as the
+    caches store them (days / 30 + 1), or years); NaN is not beyond (checked apart)."""
+    per_day = {"days": 1.0, "months": 1 / 30.0, "years": 1 / 365.25}[unit]
+    limit = MAX_FOLLOW_UP_DAYS * per_day + (1.0 if unit == "months" else 0.0)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(time, dtype=np.float64) > limit
 
 
 def as_1d(x: Any, name: str, dtype: type = float) -> NDArray:

@@ -90,6 +90,7 @@ from data_modules.cache import (
 )
 from data_modules.choices import TIME_UNITS
 from data_modules.errors import DataError, RecordSkip
+from data_modules.protocol.survival_arrays import MAX_FOLLOW_UP_YEARS, beyond_follow_up
 from data_modules.signal.leads import BEAT_LEN, N_LEADS
 from data_modules.signal.median_beat import MAX_ABS_MV
 from data_modules.sources.base import RawRecord
@@ -186,6 +187,9 @@ def _outcome_problem(row) -> str | None:
         return f"bad outcome: exam_id {row.exam_id}: timey {raw!r} is not a finite number"
     if t < 0:
         return f"bad outcome: exam_id {row.exam_id}: negative timey {t:g} years"
+    if beyond_follow_up(t, "years"):
+        return (f"bad outcome: exam_id {row.exam_id}: timey {t:g} years is beyond "
+                f"{MAX_FOLLOW_UP_YEARS} years and cannot be true")
     return None
 
 

@@ -65,6 +65,7 @@ from data_modules.cache import (
 )
 from data_modules.choices import TIME_UNITS
 from data_modules.errors import DataError, RecordSkip
+from data_modules.protocol.survival_arrays import MAX_FOLLOW_UP_YEARS, beyond_follow_up
 from data_modules.signal.leads import BEAT_LEN, FS, N_LEADS
 from data_modules.signal.median_beat import MAX_ABS_MV
 from data_modules.sources.cardiosoft_xml import cardiosoft_strip_median
@@ -144,6 +145,9 @@ def _participant(r: dict[str, str], i: int, where: str, ecgs: str, covs: list[st
     days = _number(t) * DAYS_PER[unit]
     if not np.isfinite(days) or days <= 0:
         return f"bad time: {where}: time {t!r} {unit} (must be a finite number > 0)"
+    if beyond_follow_up(days):
+        return (f"bad time: {where}: time {t!r} {unit} is beyond {MAX_FOLLOW_UP_YEARS} years "
+                "and cannot be true")
     if r["event"] not in ("0", "1", "0.0", "1.0"):
         return f"bad event: {where}: event {r['event']!r} is not 0/1"
     age = _number(r["age"]) if r["age"] else float("nan")

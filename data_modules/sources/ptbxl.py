@@ -127,18 +127,18 @@ class PTBXLDownloadError(RuntimeError):
 def _parse_scp(value: Any, csv: Path, ecg_id: Any) -> dict[str, float]:
     where = f"{csv}: row ecg_id={ecg_id}: field scp_codes"
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where}: empty value")
+        raise DataError(f"{where}: empty value")
     try:
         d = ast.literal_eval(value)
     except (ValueError, SyntaxError) as e:
-        raise ValueError(f"{where}: cannot parse {value!r} as a dict literal ({e})") from e
+        raise DataError(f"{where}: cannot parse {value!r} as a dict literal ({e})") from e
     if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected a dict, got {type(d).__name__} ({value!r})")
+        raise DataError(f"{where}: expected a dict, got {type(d).__name__} ({value!r})")
     out: dict[str, float] = {}
     for k, v in d.items():
         if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)) \
                 or not math.isfinite(v) or not 0 <= v <= 100:
-            raise ValueError(f"{where}: bad entry {k!r}: {v!r} (code -> likelihood 0..100)")
+            raise DataError(f"{where}: bad entry {k!r}: {v!r} (code -> likelihood 0..100)")
         out[k] = float(v)
     return out
 
@@ -146,8 +146,8 @@ def _parse_scp(value: Any, csv: Path, ecg_id: Any) -> dict[str, float]:
 def read_ptbxl_metadata(root: str | os.PathLike) -> pd.DataFrame:
     """``ptbxl_database.csv`` indexed by ``ecg_id`` (ascending), ``scp_codes`` parsed to dicts.
 
-    Raises ``ValueError`` naming the file, the row (ecg_id) and the field for values that
-    cannot be used (labels would otherwise be silently wrong).
+    Raises :class:`DataError` naming the file, the row (ecg_id) and the field for values
+    that cannot be used (labels would otherwise be silently wrong).
     """
     csv = Path(root) / "ptbxl_database.csv"
     if not csv.is_file():
@@ -157,15 +157,15 @@ def read_ptbxl_metadata(root: str | os.PathLike) -> pd.DataFrame:
     df = pd.read_csv(csv)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"{csv}: missing column(s) {missing}")
+        raise DataError(f"{csv}: missing column(s) {missing}")
     ids = pd.to_numeric(df["ecg_id"], errors="coerce")
     if ids.isna().any() or (ids != ids.round()).any():
         bad = df.loc[ids.isna() | (ids != ids.round()), "ecg_id"].tolist()[:5]
-        raise ValueError(f"{csv}: field ecg_id: non-integer value(s) {bad}")
+        raise DataError(f"{csv}: field ecg_id: non-integer value(s) {bad}")
     df["ecg_id"] = ids.astype(np.int64)
     dup = df["ecg_id"][df["ecg_id"].duplicated()].unique().tolist()
     if dup:
-        raise ValueError(f"{csv}: field ecg_id: duplicate ecg_id(s) {dup[:10]}")
+        raise DataError(f"{csv}: field ecg_id: duplicate ecg_id(s) {dup[:10]}")
     df = df.set_index("ecg_id").sort_index()
     df["scp_codes"] = [_parse_scp(v, csv, i) for i, v in df["scp_codes"].items()]
     for col, lo, hi in (("strat_fold", 1, 10), ("sex", 0, 1)):
@@ -173,8 +173,8 @@ def read_ptbxl_metadata(root: str | os.PathLike) -> pd.DataFrame:
         bad = v.isna() | (v < lo) | (v > hi) | (v != v.round())
         if bad.any():
             i = df.index[bad][0]
-            raise ValueError(f"{csv}: row ecg_id={i}: field {col}: {df.loc[i, col]!r} "
-                             f"is not an integer in {lo}..{hi}")
+            raise DataError(f"{csv}: row ecg_id={i}: field {col}: {df.loc[i, col]!r} "
+                            f"is not an integer in {lo}..{hi}")
         df[col] = v.astype(np.int64)
     v = df["validated_by_human"]
     if v.dtype != bool:
@@ -182,21 +182,21 @@ def read_ptbxl_metadata(root: str | os.PathLike) -> pd.DataFrame:
                                                           "1": True, "0": False})
         if norm.isna().any():
             i = df.index[norm.isna()][0]
-            raise ValueError(f"{csv}: row ecg_id={i}: field validated_by_human: "
-                             f"{v.loc[i]!r} is not a boolean")
+            raise DataError(f"{csv}: row ecg_id={i}: field validated_by_human: "
+                            f"{v.loc[i]!r} is not a boolean")
         df["validated_by_human"] = norm.astype(bool)
     for col in ("age", "patient_id"):
         v = pd.to_numeric(df[col], errors="coerce")
-        bad = v.isna() & df[col].notna()
+        bad = (v.isna() & df[col].notna()) | ~np.isfinite(v.fillna(0)) | (v < 0)
         if bad.any():
             i = df.index[bad][0]
-            raise ValueError(f"{csv}: row ecg_id={i}: field {col}: {df.loc[i, col]!r} "
-                             "is not a number")
+            raise DataError(f"{csv}: row ecg_id={i}: field {col}: {df.loc[i, col]!r} "
+                            "is not a finite number >= 0")
         df[col] = v
     for col in ("filename_hr", "filename_lr"):
         bad = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if bad.any():
-            raise ValueError(f"{csv}: row ecg_id={df.index[bad][0]}: field {col}: empty")
+            raise DataError(f"{csv}: row ecg_id={df.index[bad][0]}: field {col}: empty")
     return df
 
 
@@ -207,7 +207,7 @@ def read_scp_statements(root: str | os.PathLike) -> pd.DataFrame:
         path = Path(__file__).resolve().parents[1] / "resources" / "scp_statements.csv"
     st = pd.read_csv(path, index_col=0)
     if "diagnostic_class" not in st.columns:
-        raise ValueError(f"{path}: missing column 'diagnostic_class'")
+        raise DataError(f"{path}: missing column 'diagnostic_class'")
     return st
 
 

@@ -30,13 +30,14 @@ Decisions:
   outcome's ECG date refers to is ambiguous), ``no outcome row``, ``no ECG date``, ``no ECG
   file`` (an outcome row whose eid has no XML file at all; an eid whose file was unusable is
   reported for that file only). The summary counts skips per category.
-* Outcome-table errors (missing, non-finite or non-positive times, events not 0/1,
-  duplicate eids) stop the build: survival labels must not be guessed. Doubtful values are
-  kept but recorded as warnings (``logging.warning`` and the cache's ``warnings/`` group,
-  with the eids): a time outside ``PLAUSIBLE_DAYS`` (1 day .. 60 years), ``time_days`` that
-  disagrees with ``end_date - ecg_date`` by more than a day when both are given
-  (``time_days`` is used), and an XML acquisition date other than the table's ``ecg_date``
-  (the XML date is stored; the time is the table's).
+* Outcome-table errors (missing, non-finite or non-positive times, times beyond
+  ``MAX_FOLLOW_UP_YEARS`` (150), events not 0/1, duplicate eids) stop the build: survival
+  labels must not be guessed. Doubtful values are kept but recorded as warnings
+  (``logging.warning`` and the cache's ``warnings/`` group, with the eids): a time outside
+  ``PLAUSIBLE_DAYS`` (1 day .. 60 years), ``time_days`` that disagrees with
+  ``end_date - ecg_date`` by more than a day when both are given (``time_days`` is used),
+  and an XML acquisition date other than the table's ``ecg_date`` (the XML date is stored;
+  the time is the table's).
 * Memory: medians are streamed into a staging HDF5 file beside ``out`` as the workers
   parse them and then copied into ``out`` in eid order, so the build's memory does not
   grow with the number of files (only ~1 KB of metadata per file is kept).
@@ -88,6 +89,7 @@ from data_modules.cache import (
 )
 from data_modules.choices import COHORTS, TIME_UNITS
 from data_modules.errors import DataError, RecordSkip
+from data_modules.protocol.survival_arrays import MAX_FOLLOW_UP_YEARS, beyond_follow_up
 from data_modules.signal.leads import BEAT_LEN, FS, N_LEADS
 from data_modules.signal.median_beat import MAX_ABS_MV
 from data_modules.sources.cardiosoft_xml import (
@@ -189,6 +191,11 @@ def read_outcomes(csv: str | os.PathLike, time_unit: str = "months") -> pd.DataF
         raise DataError(f"{csv}: column {col!r}: time must be > 0 days; offending eids "
                          f"{df.loc[nonpos, 'eid'].tolist()[:10]} (values "
                          f"{days[nonpos].tolist()[:10]})")
+    beyond = beyond_follow_up(days.to_numpy(np.float64))
+    if beyond.any():
+        raise DataError(f"{csv}: column {col!r}: time beyond {MAX_FOLLOW_UP_YEARS} years "
+                        f"cannot be true; offending eids {df.loc[beyond, 'eid'].tolist()[:10]} "
+                        f"(values {days[beyond].tolist()[:10]} days)")
     warned: list[tuple[str, str]] = []
     lo, hi = PLAUSIBLE_DAYS
     odd = (days < lo) | (days > hi)

@@ -5,6 +5,7 @@ names in the header, never by position; the median beat of a strip with the shar
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,36 @@ def check_wfdb_limits(stem: Path) -> None:
         raise ValueError(f"truncated: {'; '.join(short)}")  # read_wfdb_12lead names it
 
 
+def _header_problem(stem: Path) -> str | None:
+    """A header value the WFDB reader would turn into a wrong signal instead of refusing
+    it: a sampling rate that is not a number > 0 (it reads ``-500`` as 250 Hz), a gain of 0
+    (it assumes 200 units/mV: a guess of the scale) or a negative gain (an inverted ECG)."""
+    lines = [ln.split() for ln in stem.with_suffix(".hea").read_text(errors="replace")
+             .splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        return "empty header"
+    rec = lines[0]
+    if len(rec) > 2:  # fs[/counter frequency[(base counter)]]; absent: WFDB's 250 Hz
+        text = rec[2].split("/")[0].split("(")[0]
+        try:
+            fs = float(text)
+        except ValueError:
+            return f"header sampling rate {rec[2]!r} is not a number"
+        if not math.isfinite(fs) or fs <= 0:
+            return f"header sampling rate {rec[2]!r} must be a number > 0"
+    try:
+        header = _read_header_lenient(stem)[2]
+    except Exception:  # noqa: BLE001 - the readers report an unreadable header themselves
+        return None
+    for sign, what in (("zero", "gain 0 (scale unknown)"),
+                       ("negative", "negative gain (an inverted ECG)")):
+        bad = [str(h["name"]) for h in header
+               if (h["gain"] == 0 if sign == "zero" else h["gain"] < 0)]
+        if bad:
+            return f"header {what} for lead(s) {','.join(bad)}"
+    return None
+
+
 def read_wfdb(stem: str | os.PathLike) -> RawRecord:
     """One WFDB record as its files hold it (signal in physical units, the header's lead
     names); the wfdb package first, a lenient reader as fallback. The record is checked
@@ -99,13 +130,9 @@ def read_wfdb(stem: str | os.PathLike) -> RawRecord:
     if not stem.with_suffix(".hea").is_file():
         raise FileNotFoundError(f"{stem.with_suffix('.hea')} not found")
     check_wfdb_limits(stem)
-    try:
-        header = _read_header_lenient(stem)[2]
-    except Exception:  # noqa: BLE001 - the readers below report an unreadable header
-        header = []
-    zero = [str(h["name"]) for h in header if h["gain"] == 0]
-    if zero:  # WFDB would take 200 units/mV: a guess of the scale, not a measurement
-        raise ValueError(f"header gain 0 (scale unknown) for lead(s) {','.join(zero)}")
+    problem = _header_problem(stem)
+    if problem:
+        raise ValueError(problem)
     try:
         rec = wfdb.rdrecord(str(stem))
         return RawRecord(stem.name, np.asarray(rec.p_signal, dtype=np.float64).T, float(rec.fs),

@@ -21,6 +21,7 @@ from ecg_dan.config import (
     config_diff,
     load_saved_config,
     result_config,
+    saved_container,
 )
 from ecg_dan.log import get_logger, is_rank_zero
 from ecg_dan.reporting.flatten import flat_numbers
@@ -151,7 +152,7 @@ def log_wandb_summary(cfg: DictConfig, key: str, results: dict[str, Any],
         run = wandb.init(project=cfg.logging.project, entity=cfg.logging.entity,
                          group=cfg.logging.group, tags=list(cfg.logging.tags),
                          name=f"{cfg.name}-{key}", dir=str(cfg.run_dir), mode=wandb_mode(),
-                         config=OmegaConf.to_container(cfg, resolve=True))
+                         config=saved_container(cfg))
     try:
         run.summary.update({f"{key}/{k}": v for k, v in flat_numbers(results).items()})
         if table is not None:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from data_modules.loading.ukb_datamodule import UKBDataModule
 from data_modules.protocol.splits import Split
 from ecg_dan.checkpoints import finetune_module_from_checkpoint, load_pretrained_backbone
-from ecg_dan.config import ConfigError
+from ecg_dan.config import ConfigError, saved_container
 from ecg_dan.jobs.common import finish_wandb, seed
 from ecg_dan.jobs.cox_baseline import run_cox_baseline
 from ecg_dan.jobs.protocol import FoldFitter, FoldResult, run_cross_validation
@@ -62,7 +62,7 @@ def build_finetune_module(cfg: DictConfig, pretrained: str | None,
     if pretrained:
         load_pretrained_backbone(net, pretrained, pretrain=container["pretrain"])
     return SurvivalFinetuneModule(net, finetune=container["finetune"], optim=container["optim"],
-                                  config=container, **(time_grid or {}))
+                                  config=saved_container(cfg), **(time_grid or {}))
 
 
 def fold_time_grid(cfg: DictConfig, dm) -> dict[str, list[float]] | None:

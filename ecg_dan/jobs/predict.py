@@ -102,8 +102,10 @@ def _lost(item: ECGItem, reason: str) -> tuple[ECGItem, str]:
     return item, reason
 
 
-def _rows(model, batch: list[tuple[ECGItem, np.ndarray]], horizons: Sequence[float]
-          ) -> Iterator[dict[str, Any]]:
+def _rows(model, batch: list[tuple[ECGItem, np.ndarray]], horizons: Sequence[float],
+          skipped: list[tuple[str, str, str]]) -> Iterator[dict[str, Any]]:
+    """The score rows of a batch; an input whose model output is not finite goes to
+    ``skipped`` instead (an error for that input, never a score)."""
     members = np.ones((len(batch), len(model.members)), dtype=bool)
     sources = np.array([it.source for it, _ in batch])
     for src in set(sources):  # a cache's rows share one source: resolved once per batch
@@ -111,6 +113,11 @@ def _rows(model, batch: list[tuple[ECGItem, np.ndarray]], horizons: Sequence[flo
         members[rows] = model.members_for([batch[i][0].id for i in rows], src)
     s = model.score(np.stack([b for _, b in batch]), horizons, members)
     for i, (item, _) in enumerate(batch):
+        if not s["finite"][i]:
+            skipped.append((item.id, item.source, f"non-finite model output: {item.id}: a "
+                            f"fold model gives log-risk {s['log_risk'][i]} (NaN or infinite "
+                            f"weights in model {model.model_id}, or an input that overflows)"))
+            continue
         row: dict[str, Any] = {"id": item.id, "source": item.source,
                                "log_risk": float(s["log_risk"][i]),
                                "log_risk_std": float(s["log_risk_std"][i]),
@@ -126,10 +133,13 @@ def _rows(model, batch: list[tuple[ECGItem, np.ndarray]], horizons: Sequence[flo
 
 
 def _scored(model, batch: list[tuple[ECGItem, np.ndarray]], horizons: Sequence[float],
-            explain_dir: Path | None) -> list[dict[str, Any]]:
-    rows = list(_rows(model, batch, horizons))
+            explain_dir: Path | None, skipped: list[tuple[str, str, str]]
+            ) -> list[dict[str, Any]]:
+    rows = list(_rows(model, batch, horizons, skipped))
     if explain_dir is not None:
-        for row, png in zip(rows, _explain(model, batch, explain_dir)):
+        scored = {row["id"] for row in rows}
+        kept = [(item, beat) for item, beat in batch if item.id in scored]
+        for row, png in zip(rows, _explain(model, kept, explain_dir)):
             row["explain_png"] = png
     return rows
 
@@ -248,12 +258,12 @@ def run_predict(model_path: str | Path, inputs: Sequence[str | Path], out: str |
                     continue
                 batch.append((item, res))
                 if len(batch) >= batch_size:
-                    rows += _scored(model, batch, hz, explain_dir)
+                    rows += _scored(model, batch, hz, explain_dir, skipped)
                     batch = []
     finally:
         close_caches()
     if batch:
-        rows += _scored(model, batch, hz, explain_dir)
+        rows += _scored(model, batch, hz, explain_dir, skipped)
     seconds = time.perf_counter() - t0
     n_files = len(items) + len(skipped)
     risk_cols = [f"risk@{h:g}" for h in hz]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from ecg_dan.config import ConfigError
+from ecg_dan.config import ConfigError, saved_container
 from ecg_dan.jobs.common import check_data, finish_wandb, prepare_run_dir, seed
 from ecg_dan.jobs.data import corpus_caches, corpus_text_embeddings, pretrain_datamodule
 from ecg_dan.jobs.evaluate import evaluate_pretrain
@@ -83,7 +83,7 @@ def run_pretrain(cfg: DictConfig) -> dict[str, Path]:
     module = AlignmentPretrainModule(
         build_model(container["model"]), pretrain=container["pretrain"],
         optim=container["optim"], text_dim=None if emb is None else emb.shape[1],
-        text_model_id=text_id, config=container)
+        text_model_id=text_id, config=saved_container(cfg))
     maybe_compile(module, cfg)
     trainer = build_trainer(cfg, run_dir)
     trainer.fit(module, datamodule=dm, ckpt_path=resume_path(cfg, run_dir))
