@@ -189,7 +189,7 @@ def test_a_fold_file_without_its_columns_is_refused_naming_it(runs):
     run, _ = runs["ablation_no_attention"]
     csv = sorted((run / "predictions").glob("seed*_fold*.csv"))[0]
     pd.read_csv(csv).drop(columns=["event"]).to_csv(csv, index=False)
-    with pytest.raises(DataError, match=rf"{csv.name}: lacks columns \['event'\]"):
+    with pytest.raises(DataError, match=rf"{csv.name}: missing column\(s\) \['event'\]"):
         load_run(run)
 
 
