@@ -28,7 +28,6 @@ it had when written; a copied run (``cp -a``) therefore reads its own files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -43,6 +42,7 @@ from numpy.typing import ArrayLike, NDArray
 from omegaconf import DictConfig
 
 from data_modules.atomic import atomic_path, atomic_write_text
+from data_modules.cache.format import file_digest
 from data_modules.errors import DataError
 from data_modules.protocol.splits import (
     Split,
@@ -76,11 +76,7 @@ class RunDirError(DataError):
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def _inside(path: Path, root: Path) -> bool:

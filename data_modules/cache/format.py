@@ -58,13 +58,18 @@ REQUIRED_DATASETS: dict[str, tuple[str, ...]] = {
 }
 
 
-def sha1_file(path: str | os.PathLike) -> str:
-    """Content hash of a source table, stored in build configs so an edited input is rebuilt."""
-    h = hashlib.sha1()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha1") -> str:
+    """Hex digest of a file's content, read in 1 MiB blocks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def sha1_file(path: str | os.PathLike) -> str:
+    """Content hash of a source table, stored in build configs so an edited input is rebuilt."""
+    return file_digest(path, "sha1")
 
 
 def config_json(build_config: Mapping[str, Any]) -> str:
